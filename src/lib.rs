@@ -1,0 +1,1 @@
+//! token-rotator: keeps short-lived API tokens fresh inside Kubernetes Secrets.
