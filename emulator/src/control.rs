@@ -1,0 +1,134 @@
+//! The knobs, for in-process tests. The admin API (`admin.rs`) drives the same methods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::faults::Fault;
+use crate::provider::Provider;
+use crate::providers;
+use crate::state::{Account, AccountState, Counters, Inner, RecordedRequest, Shared};
+
+/// A cheap, cloneable handle on a running emulator's state.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<Shared>,
+}
+
+impl Control {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Control { shared }
+    }
+
+    /// Lifetime of tokens issued from now on (`expires_in`, JWT `exp`, expiry dates).
+    pub fn set_lifetime(&self, p: Provider, secs: u64) {
+        self.shared.lock().provider_mut(p).lifetime_secs = secs;
+    }
+
+    /// Delay added before every token-endpoint answer (faults and errors included).
+    pub fn set_latency(&self, p: Provider, d: Duration) {
+        self.shared.lock().provider_mut(p).latency = d;
+    }
+
+    /// Replays `fault` for the next `times` token requests, after faults already queued.
+    pub fn inject(&self, p: Provider, fault: Fault, times: u32) {
+        if times > 0 {
+            self.shared
+                .lock()
+                .provider_mut(p)
+                .faults
+                .push_back((fault, times));
+        }
+    }
+
+    pub fn clear_faults(&self, p: Provider) {
+        self.shared.lock().provider_mut(p).faults.clear();
+    }
+
+    /// Token requests admitted per sliding second; `None` removes the limit.
+    pub fn set_rate_limit(&self, p: Provider, per_second: Option<u32>) {
+        let mut inner = self.shared.lock();
+        let state = inner.provider_mut(p);
+        state.rate_limit = per_second;
+        state.window.clear();
+    }
+
+    /// Reltio "Multi Token Support": on, every grant mints a new access token; off
+    /// (default), a user with an unexpired token gets it back with its remaining lifetime.
+    pub fn set_multi_token(&self, enabled: bool) {
+        self.shared.lock().reltio.multi_token = enabled;
+    }
+
+    /// Reltio: whether refresh responses repeat the (unchanged) refresh token (default off).
+    pub fn set_refresh_echo(&self, enabled: bool) {
+        self.shared.lock().reltio.refresh_echo = enabled;
+    }
+
+    /// Sets (or creates) an account's secret. For Reltio an existing Basic client id
+    /// changes the client secret; any other name is an end user.
+    pub fn set_password(&self, p: Provider, user_or_client_id: &str, new_secret: &str) {
+        let mut inner = self.shared.lock();
+        if p == Provider::Reltio
+            && let Some(secret) = inner.reltio.clients.get_mut(user_or_client_id)
+        {
+            *secret = new_secret.to_owned();
+            return;
+        }
+        inner
+            .provider_mut(p)
+            .accounts
+            .entry(user_or_client_id.to_owned())
+            .and_modify(|a| a.secret = new_secret.to_owned())
+            .or_insert_with(|| Account {
+                secret: new_secret.to_owned(),
+                state: AccountState::Active,
+            });
+    }
+
+    /// Marks an existing account active, expired or forbidden (no-op for unknown users).
+    pub fn set_account_state(&self, p: Provider, user: &str, state: AccountState) {
+        if let Some(a) = self.shared.lock().provider_mut(p).accounts.get_mut(user) {
+            a.state = state;
+        }
+    }
+
+    /// A one-time Retently authorization code for `redirect_uri` (valid 10 minutes), as
+    /// the authorize page would have returned it.
+    pub fn mint_authorization_code(&self, redirect_uri: &str) -> String {
+        self.shared
+            .lock()
+            .retently
+            .mint_code(redirect_uri, Timestamp::now())
+    }
+
+    /// Invalidates every refresh token of `p` (the next refresh gets `invalid_grant`).
+    pub fn revoke_refresh_tokens(&self, p: Provider) {
+        let mut inner = self.shared.lock();
+        match p {
+            Provider::Retently => inner.retently.revoke_refresh_tokens(),
+            Provider::Reltio => inner.reltio.revoke_refresh_tokens(),
+            Provider::Rently | Provider::Carrental => {}
+        }
+    }
+
+    pub fn counters(&self, p: Provider) -> Counters {
+        self.shared.lock().provider(p).counters
+    }
+
+    /// The last request that reached `p`'s token endpoint.
+    pub fn last_request(&self, p: Provider) -> Option<RecordedRequest> {
+        self.shared.lock().provider(p).last_request.clone()
+    }
+
+    /// Whether `token` is a currently valid access token of `p` (Rently: for any tenant).
+    pub fn is_valid_access_token(&self, p: Provider, token: &str) -> bool {
+        providers::validate(p, &self.shared.lock(), token, None, Timestamp::now()).is_some()
+    }
+
+    /// Everything back to defaults: knobs, accounts, faults, counters, codes and tokens
+    /// (a new JWT key too, so tokens issued before no longer validate).
+    pub fn reset(&self) {
+        *self.shared.lock() = Inner::new();
+    }
+}

@@ -1,0 +1,32 @@
+//! One router for everything: each provider under its own path prefix, admin under `/_emulator`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Uri};
+use axum::routing::{get, post};
+
+use crate::admin;
+use crate::control::Control;
+use crate::pipeline::token_endpoint;
+use crate::provider::Provider;
+use crate::state::Shared;
+use crate::whoami::whoami;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let mut app = Router::new();
+    for p in Provider::ALL {
+        let (s1, s2) = (shared.clone(), shared.clone());
+        app = app
+            .route(
+                p.token_path(),
+                post(move |req: Request| token_endpoint(p, s1.clone(), req)),
+            )
+            .route(
+                &p.whoami_path(),
+                get(move |headers: HeaderMap, uri: Uri| whoami(p, s2.clone(), headers, uri)),
+            );
+    }
+    app.nest("/_emulator", admin::router(Control::new(shared)))
+}
