@@ -1,1 +1,11 @@
 //! token-rotator: keeps short-lived API tokens fresh inside Kubernetes Secrets.
+
+pub mod api;
+pub mod cli;
+pub mod provider;
+
+/// Installs the one rustls crypto provider (ring) shared by kube and reqwest. Call it first in
+/// every binary and test; later calls are harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

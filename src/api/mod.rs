@@ -1,0 +1,24 @@
+//! The CRD types and their translation into the provider model.
+
+pub mod resolve;
+pub mod spec;
+pub mod status;
+
+pub use resolve::{SpecError, credentials_from_data, provider_config};
+pub use spec::*;
+pub use status::*;
+
+/// Label a credentials Secret must carry to be read by the operator.
+pub const CREDENTIALS_LABEL: &str = "tokenrotator.dev/credentials";
+/// Label on every Secret the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "token-rotator";
+/// Annotation on the target Secret with the token's expiry (RFC 3339).
+pub const EXPIRES_AT_ANNOTATION: &str = "tokenrotator.dev/expires-at";
+/// Annotation whose new value asks for one immediate rotation.
+pub const REFRESH_ANNOTATION: &str = "tokenrotator.dev/refresh";
+
+/// Name of the state Secret that keeps a resource's refresh token.
+pub fn state_secret_name(resource_name: &str) -> String {
+    format!("{resource_name}-rotator-state")
+}

@@ -1,0 +1,258 @@
+//! Pure translation of a spec (preset + overrides) into the provider model, with errors that
+//! name the field to fix.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::provider::{Credentials, Limits, Param, ProviderConfig};
+
+use super::spec::{CredentialKeys, ProviderCredentialSpec, RefreshSpec};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("{field} is not a valid URL: {reason}")]
+    InvalidUrl { field: &'static str, reason: String },
+    #[error("{field} `{value}` is not a JSON pointer; write it like /access_token or /data/token")]
+    InvalidPointer { field: &'static str, value: String },
+    #[error("{field} `{value}` is not a duration; write it like 90s, 10m or 1h30m")]
+    InvalidDuration { field: &'static str, value: String },
+    #[error(
+        "spec.request.fieldNames has unknown parameter `{0}`; use grant_type, client_id, client_secret, username, password, code, redirect_uri, refresh_token or scope"
+    )]
+    UnknownParameter(String),
+    #[error("set either spec.refresh.renewBefore or spec.refresh.renewBeforePercentage, not both")]
+    ConflictingRenewal,
+    #[error("spec.refresh.renewBeforePercentage must be between 1 and 90, not {0}")]
+    PercentageOutOfRange(u8),
+    #[error("spec.grant.redirectUri is required for the authorizationCode grant")]
+    MissingRedirectUri,
+}
+
+/// The dialect this spec describes.
+pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, SpecError> {
+    let defaults = spec
+        .preset
+        .map(|p| p.defaults())
+        .unwrap_or_else(crate::provider::DialectDefaults::oauth);
+    let token_url =
+        url::Url::parse(spec.token_endpoint.url.trim()).map_err(|e| SpecError::InvalidUrl {
+            field: "spec.tokenEndpoint.url",
+            reason: e.to_string(),
+        })?;
+    let grant = spec.grant.clone().unwrap_or_default();
+    let request = spec.request.clone().unwrap_or_default();
+    let response = spec.response.clone().unwrap_or_default();
+
+    let mut field_names = defaults.field_names;
+    for (name, wire) in request.field_names {
+        if Param::from_oauth_name(&name).is_none() {
+            return Err(SpecError::UnknownParameter(name));
+        }
+        field_names.insert(name, wire);
+    }
+
+    let mut mapping = defaults.response;
+    let pointer = |field: &'static str, value: Option<String>, slot: &mut String| {
+        if let Some(v) = value {
+            check_pointer(field, &v)?;
+            *slot = v;
+        }
+        Ok::<(), SpecError>(())
+    };
+    pointer(
+        "spec.response.accessToken",
+        response.access_token,
+        &mut mapping.access_token,
+    )?;
+    pointer(
+        "spec.response.tokenType",
+        response.token_type,
+        &mut mapping.token_type,
+    )?;
+    pointer(
+        "spec.response.refreshToken",
+        response.refresh_token,
+        &mut mapping.refresh_token,
+    )?;
+    pointer(
+        "spec.response.expiresIn",
+        response.expires_in,
+        &mut mapping.expires_in,
+    )?;
+    if let Some(v) = response.expires_at {
+        check_pointer("spec.response.expiresAt", &v)?;
+        mapping.expires_at = Some(v);
+    }
+    if let Some(secs) = response.default_lifetime_seconds {
+        mapping.default_lifetime = Duration::from_secs(secs.into());
+    }
+
+    let grant_type = grant.grant_type.unwrap_or(defaults.grant);
+    if grant_type == crate::provider::GrantType::AuthorizationCode && grant.redirect_uri.is_none() {
+        return Err(SpecError::MissingRedirectUri);
+    }
+    let limits = Limits {
+        overall_timeout: spec
+            .token_endpoint
+            .timeout_seconds
+            .map(|s| Duration::from_secs(s.clamp(1, 30).into()))
+            .unwrap_or(defaults.limits.overall_timeout),
+        ..defaults.limits
+    };
+    Ok(ProviderConfig {
+        token_url,
+        grant: grant_type,
+        client_authentication: grant
+            .client_authentication
+            .unwrap_or(defaults.client_authentication),
+        encoding: request.encoding.unwrap_or(defaults.encoding),
+        send_grant_type: grant.send_grant_type.unwrap_or(defaults.send_grant_type),
+        field_names,
+        extra_parameters: grant.extra_parameters,
+        redirect_uri: grant.redirect_uri,
+        scope: grant.scope,
+        response: mapping,
+        ca_bundle: spec.token_endpoint.ca_bundle.clone(),
+        limits,
+        supports_refresh: defaults.supports_refresh,
+    })
+}
+
+fn check_pointer(field: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(SpecError::InvalidPointer {
+            field,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// The Secret key each credential parameter is read from.
+pub fn credential_key_names(keys: Option<&CredentialKeys>) -> BTreeMap<Param, String> {
+    let keys = keys.cloned().unwrap_or_default();
+    let pick = |custom: Option<String>, param: Param| {
+        (
+            param,
+            custom.unwrap_or_else(|| param.oauth_name().to_string()),
+        )
+    };
+    BTreeMap::from([
+        pick(keys.client_id, Param::ClientId),
+        pick(keys.client_secret, Param::ClientSecret),
+        pick(keys.username, Param::Username),
+        pick(keys.password, Param::Password),
+        pick(keys.code, Param::Code),
+        pick(keys.refresh_token, Param::RefreshToken),
+    ])
+}
+
+/// Credentials read from a Secret's decoded data. Values are trimmed of a trailing newline,
+/// which `kubectl create secret --from-file` often leaves behind.
+pub fn credentials_from_data(
+    spec: &ProviderCredentialSpec,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Credentials {
+    let mut credentials = Credentials::new();
+    for (param, key) in credential_key_names(spec.credentials.keys.as_ref()) {
+        let value = data
+            .get(&key)
+            .map(|bytes| {
+                String::from_utf8_lossy(bytes)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string()
+            })
+            .unwrap_or_default();
+        credentials.insert(param, key, value);
+    }
+    credentials
+}
+
+/// Renewal policy, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenewBefore {
+    Percentage(u8),
+    Fixed(Duration),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    pub renew_before: RenewBefore,
+    pub minimum_margin: Duration,
+}
+
+pub const DEFAULT_RENEW_BEFORE_PERCENTAGE: u8 = 33;
+pub const DEFAULT_MINIMUM_MARGIN: Duration = Duration::from_secs(120);
+
+pub fn renewal_policy(refresh: Option<&RefreshSpec>) -> Result<RenewalPolicy, SpecError> {
+    let refresh = refresh.cloned().unwrap_or_default();
+    let renew_before = match (refresh.renew_before_percentage, refresh.renew_before) {
+        (Some(_), Some(_)) => return Err(SpecError::ConflictingRenewal),
+        (Some(p), None) if !(1..=90).contains(&p) => {
+            return Err(SpecError::PercentageOutOfRange(p));
+        }
+        (Some(p), None) => RenewBefore::Percentage(p),
+        (None, Some(d)) => RenewBefore::Fixed(parse_duration("spec.refresh.renewBefore", &d)?),
+        (None, None) => RenewBefore::Percentage(DEFAULT_RENEW_BEFORE_PERCENTAGE),
+    };
+    let minimum_margin = match refresh.minimum_margin {
+        Some(d) => parse_duration("spec.refresh.minimumMargin", &d)?,
+        None => DEFAULT_MINIMUM_MARGIN,
+    };
+    Ok(RenewalPolicy {
+        renew_before,
+        minimum_margin,
+    })
+}
+
+/// Go-style durations (as the CRD's CEL `duration()` accepts): 90s, 10m, 1h30m, 1.5h.
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
+    let invalid = || SpecError::InvalidDuration {
+        field,
+        value: value.to_string(),
+    };
+    let s = value.trim();
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(invalid()),
+        };
+        total += number * unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let d = |s| parse_duration("f", s);
+        assert_eq!(d("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "10", "m", "10 minutes", "-5m", "1d"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The `ProviderCredential` resource: what to fetch, with which credentials, where to put it.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::status::ProviderCredentialStatus;
+use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
+
+/// Keeps a short-lived API token fresh in a Secret.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tokenrotator.dev",
+    version = "v1alpha1",
+    kind = "ProviderCredential",
+    namespaced,
+    shortname = "pcred",
+    category = "token-rotator",
+    status = "ProviderCredentialStatus",
+    doc = "Keeps a short-lived API token from an external token endpoint fresh inside a Kubernetes Secret.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.accessToken.expiresAt", description = "When the current access token expires"),
+    printcolumn(name = "Last Refresh", type_ = "date", json_path = ".status.accessToken.issuedAt"),
+    printcolumn(name = "Reason", type_ = "string", priority = "1", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.spec.target.secretName != self.spec.credentials.secretRef.name").message("spec.target.secretName must differ from spec.credentials.secretRef.name: the operator never writes into the credentials Secret"),
+)]
+#[x_kube(
+    validation = Rule::new("!(has(self.grant) && has(self.grant.type) && self.grant.type == 'authorizationCode') && !(has(self.preset) && self.preset == 'retently' && !(has(self.grant) && has(self.grant.type))) || (has(self.grant) && has(self.grant.redirectUri))").message("spec.grant.redirectUri is required for the authorizationCode grant (it must equal the redirect_uri the code was issued for)").field_path(".grant.redirectUri")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderCredentialSpec {
+    /// Named defaults for a known provider (rently, carrental, retently, reltio). Every other
+    /// field overrides the preset; without a preset, plain OAuth 2.0 defaults apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+
+    /// Stop all token requests while true. The current token stays in the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    pub token_endpoint: TokenEndpoint,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantSpec>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSpec>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseSpec>,
+
+    pub credentials: CredentialsSpec,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshSpec>,
+
+    pub target: TargetSpec,
+}
+
+/// Where tokens are requested.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenEndpoint {
+    /// The token endpoint URL, e.g. https://auth.reltio.com/oauth/token. Must be https unless
+    /// the operator runs with --allow-http. Redirects are never followed.
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("spec.tokenEndpoint.url must be an absolute https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+
+    /// PEM CA certificates that replace the system roots for this endpoint only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+
+    /// Overall time limit for one token request, in seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 30))]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// How a token is obtained when no refresh token is held.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantSpec {
+    /// clientCredentials, password or authorizationCode (default from the preset, else
+    /// clientCredentials).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<GrantType>,
+
+    /// How the client id and secret are sent: basic (HTTP Basic header), body (form/JSON
+    /// fields) or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<ClientAuthentication>,
+
+    /// The redirect_uri the authorization code was issued for (authorizationCode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+
+    /// Space-separated scopes to request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+
+    /// Send the grant_type parameter (default true; false for login endpoints that take only
+    /// user and password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_grant_type: Option<bool>,
+
+    /// Constant parameters added to every request body (e.g. audience). Never secrets: put
+    /// those in the credentials Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_parameters: BTreeMap<String, String>,
+}
+
+/// How the request body is written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSpec {
+    /// form (application/x-www-form-urlencoded, default) or json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<BodyEncoding>,
+
+    /// Wire names for the OAuth parameters (grant_type, client_id, client_secret, username,
+    /// password, code, redirect_uri, refresh_token, scope), e.g. {username: userName}. An empty
+    /// name leaves the parameter out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, k in ['grant_type','client_id','client_secret','username','password','code','redirect_uri','refresh_token','scope'])").message("spec.request.fieldNames keys must be OAuth parameter names: grant_type, client_id, client_secret, username, password, code, redirect_uri, refresh_token, scope"))]
+    pub field_names: BTreeMap<String, String>,
+}
+
+/// Where the answer's fields are, as JSON pointers (RFC 6901), e.g. /access_token or /data/token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseSpec {
+    /// The access token (default /access_token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// The token type (default /token_type; Bearer when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// The refresh token (default /refresh_token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The lifetime in seconds, a number or numeric string (default /expires_in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// An absolute expiry (RFC 3339, HTTP date, or epoch seconds), used when there is no
+    /// lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Lifetime assumed when the answer gives none and the token is not a JWT with exp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 31536000))]
+    pub default_lifetime_seconds: Option<u32>,
+}
+
+/// The Secret holding the credentials, in the same namespace. It must carry the label
+/// tokenrotator.dev/credentials=true.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    pub secret_ref: LocalSecretRef,
+    /// Secret keys to read, when they differ from the defaults client_id, client_secret,
+    /// username, password, code and refresh_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<CredentialKeys>,
+}
+
+/// A Secret in the resource's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Credential key names in the credentials Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialKeys {
+    /// Key holding the OAuth client id (default client_id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Key holding the client secret (default client_secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Key holding the username (default username).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Key holding the password (default password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Key holding a one-time authorization code (default code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Key holding a seed refresh token (default refresh_token); used when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// When to renew. Default: when a third of the lifetime is left (renewBeforePercentage 33).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))").message("set either spec.refresh.renewBefore or spec.refresh.renewBeforePercentage, not both"))]
+pub struct RefreshSpec {
+    /// Renew when this percentage of the lifetime is left (1–90, default 33).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renew_before_percentage: Option<u8>,
+    /// Renew this long before expiry, as a duration such as 10m or 1h30m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.refresh.renewBefore must be a duration such as 10m or 1h30m"))]
+    pub renew_before: Option<String>,
+    /// Never renew later than this before expiry (default 2m), so consumers that read the
+    /// Secret through the kubelet's cache see the new token in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.refresh.minimumMargin must be a duration such as 2m"))]
+    pub minimum_margin: Option<String>,
+}
+
+/// The Secret the token is written to (created and owned by the operator).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the target Secret in the resource's namespace. An existing Secret not owned by
+    /// this resource is never touched (TargetConflict).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Secret type (default Opaque).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub secret_type: Option<String>,
+    /// Extra labels on the target Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the target Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Keys to write, each a template over the token fields access_token, token_type,
+    /// expires_at, issued_at and lifetime_seconds, e.g. {Authorization: "Bearer {{ access_token }}"}.
+    /// Default: access_token, token_type and expires_at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template: BTreeMap<String, String>,
+}

@@ -1,0 +1,76 @@
+//! What the operator reports. It tracks tokens (times, fingerprints) but never holds one.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderCredentialStatus {
+    /// Ready: the target Secret holds an unexpired token. Degraded: a refresh is failing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation last acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The access token currently in the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<AccessTokenStatus>,
+    /// When the next token request is planned (includes this rotation's jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_at: Option<Time>,
+    /// The refresh token held in the state Secret, if the provider issues one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<RefreshTokenStatus>,
+    /// The most recent failed token request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureStatus>,
+    /// Failed token requests since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// The last value of the tokenrotator.dev/refresh annotation that was acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_request: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessTokenStatus {
+    pub issued_at: Time,
+    pub expires_at: Time,
+    /// sha256 of the token: compare with `sha256sum` of the Secret's value.
+    pub fingerprint: String,
+    /// Where the lifetime came from: expiresIn, expiresAt, jwtExp or default.
+    pub lifetime_source: String,
+    /// The Secret it lives in.
+    pub secret_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshTokenStatus {
+    pub secret_ref: SecretKeyRef,
+    pub issued_at: Time,
+    pub fingerprint: String,
+    /// How many times the provider replaced the refresh token.
+    pub rotations: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStatus {
+    pub time: Time,
+    /// The failure class, e.g. CredentialsRejected, RateLimited, ProviderUnavailable.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// What went wrong, in the provider's words where it gave any (never a secret).
+    pub message: String,
+}

@@ -1,0 +1,174 @@
+//! `token-rotator fetch`: the controller's exchange, once, from manifests on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use super::manifest::{self, ManifestError, secret_data};
+use crate::api::{self, CREDENTIALS_LABEL, ProviderCredential, SpecError};
+use crate::provider::{
+    FetchError, GrantRequest, GrantType, HttpPolicy, IssuedToken, Param, TokenClient,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// The ProviderCredential manifest.
+    #[arg(short = 'f', long = "filename")]
+    pub manifest: PathBuf,
+    /// The credentials Secret manifest (data base64 or stringData).
+    #[arg(long)]
+    pub credentials: PathBuf,
+    /// Permit a plain http:// token endpoint (local testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Write the credentials Secret back here with the new refresh token (and without a spent
+    /// authorization code), so the refresh chain is not lost.
+    #[arg(long)]
+    pub state_out: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchCommandError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("InvalidSpec: {0}")]
+    Spec(#[from] SpecError),
+    #[error("{}: {source}", .source.class().reason())]
+    Fetch {
+        #[from]
+        source: FetchError,
+    },
+    #[error(
+        "Refused: this request spends a one-time {0}; the refresh token in the answer would be lost. Re-run with --state-out <file>"
+    )]
+    WouldLoseChain(&'static str),
+    #[error("cannot write {path}: {source}")]
+    WriteState {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The one JSON object printed on success.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchSummary {
+    pub token_type: String,
+    pub expires_at: String,
+    pub lifetime_seconds: u64,
+    pub lifetime_source: &'static str,
+    pub has_refresh_token: bool,
+    pub fingerprint: String,
+}
+
+impl FetchSummary {
+    pub fn of(token: &IssuedToken) -> Self {
+        FetchSummary {
+            token_type: token.token_type.clone(),
+            expires_at: token.expires_at.to_string(),
+            lifetime_seconds: token.lifetime_seconds,
+            lifetime_source: token.lifetime_source.as_str(),
+            has_refresh_token: token.refresh.new_token().is_some()
+                || matches!(token.refresh, crate::provider::RefreshOutcome::Kept),
+            fingerprint: token.fingerprint(),
+        }
+    }
+}
+
+pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
+    let resource: ProviderCredential = manifest::read(&args.manifest, "ProviderCredential")?;
+    let credentials_secret: Secret = manifest::read(&args.credentials, "Secret")?;
+    let config = api::provider_config(&resource.spec)?;
+    let data = secret_data(&credentials_secret);
+    let mut credentials = api::credentials_from_data(&resource.spec, &data);
+
+    let seed = credentials.remove(Param::RefreshToken);
+    let grant = match seed {
+        Some(token) if config.supports_refresh => GrantRequest::Refresh(token),
+        _ => GrantRequest::Primary,
+    };
+    let spends = match (&grant, config.grant) {
+        (GrantRequest::Refresh(_), _) => Some("refresh token"),
+        (GrantRequest::Primary, GrantType::AuthorizationCode) => Some("authorization code"),
+        _ => None,
+    };
+    if let (Some(what), None) = (spends, &args.state_out) {
+        return Err(FetchCommandError::WouldLoseChain(what));
+    }
+
+    let client = TokenClient::new(HttpPolicy {
+        allow_http: args.allow_http,
+        allowed_hosts: None,
+    });
+    let token = client.fetch(&config, &credentials, &grant).await?;
+
+    if let Some(path) = &args.state_out {
+        let refresh = token
+            .refresh
+            .new_token()
+            .map(|t| t.expose_secret().to_string());
+        let kept = match &grant {
+            GrantRequest::Refresh(old) => Some(old.expose_secret().to_string()),
+            GrantRequest::Primary => None,
+        };
+        if let Some(refresh_token) = refresh.or(kept) {
+            let key = credentials.key_name(Param::RefreshToken).to_string();
+            let code_key = credentials.key_name(Param::Code).to_string();
+            let manifest =
+                state_manifest(&credentials_secret, data, &key, &code_key, &refresh_token);
+            write_private(path, &manifest).map_err(|source| FetchCommandError::WriteState {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(FetchSummary::of(&token))
+}
+
+/// The credentials Secret again, with the spent code removed and the refresh token set, so
+/// `kubectl apply -f` hands the chain to the operator as a seed.
+fn state_manifest(
+    original: &Secret,
+    mut data: BTreeMap<String, Vec<u8>>,
+    refresh_key: &str,
+    code_key: &str,
+    refresh_token: &str,
+) -> String {
+    data.remove(code_key);
+    data.insert(refresh_key.to_string(), refresh_token.as_bytes().to_vec());
+    let mut labels = original.metadata.labels.clone().unwrap_or_default();
+    labels.insert(CREDENTIALS_LABEL.to_string(), "true".to_string());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: original.metadata.name.clone(),
+            namespace: original.metadata.namespace.clone(),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        type_: original.type_.clone(),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    let body = serde_saphyr::to_string(&secret).expect("a Secret always serialises");
+    format!("apiVersion: v1\nkind: Secret\n{body}")
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}

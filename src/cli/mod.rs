@@ -1,0 +1,5 @@
+//! Command-line entry points.
+
+pub mod crd;
+pub mod fetch;
+pub mod manifest;

@@ -1,0 +1,254 @@
+//! The only I/O of the provider layer: one POST with strict transport rules.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use secrecy::ExposeSecret;
+
+use super::config::{Limits, ProviderConfig};
+use super::credentials::Credentials;
+use super::error::FetchError;
+use super::request::{GrantRequest, PreparedRequest, build_request};
+use super::response::{IssuedToken, RawResponse, interpret};
+use super::scrub::Scrubber;
+
+/// Operator-wide transport policy.
+#[derive(Clone, Debug, Default)]
+pub struct HttpPolicy {
+    /// Permit `http://` endpoints (local testing only).
+    pub allow_http: bool,
+    /// When set, only these hosts may be token endpoints.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// Sends token requests. Keeps one connection pool per distinct CA bundle and limits.
+pub struct TokenClient {
+    policy: HttpPolicy,
+    clients: Mutex<HashMap<(Option<String>, Limits), reqwest::Client>>,
+}
+
+impl TokenClient {
+    pub fn new(policy: HttpPolicy) -> Self {
+        TokenClient {
+            policy,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &HttpPolicy {
+        &self.policy
+    }
+
+    /// Performs one exchange: build, send, interpret.
+    pub async fn fetch(
+        &self,
+        config: &ProviderConfig,
+        credentials: &Credentials,
+        grant: &GrantRequest,
+    ) -> Result<IssuedToken, FetchError> {
+        self.check_endpoint(&config.token_url)?;
+        let request = build_request(config, credentials, grant)?;
+        let client = self.client_for(config)?;
+        let scrub_values: Vec<&str> = request
+            .sent_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .chain(credentials.all_values())
+            .collect();
+        let scrubber = Scrubber::new(scrub_values);
+        let sent_refresh = match grant {
+            GrantRequest::Refresh(t) => Some(t),
+            GrantRequest::Primary => None,
+        };
+        let (status, headers, body) = send(
+            &client,
+            &request,
+            &config.limits,
+            &scrubber,
+            &config.token_url,
+        )
+        .await?;
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+        };
+        let raw = RawResponse {
+            status,
+            content_type: header(CONTENT_TYPE),
+            retry_after: header(RETRY_AFTER),
+            location: header(LOCATION),
+            body: &body,
+        };
+        interpret(config, &raw, &scrubber, sent_refresh, Timestamp::now())
+    }
+
+    /// HTTPS unless explicitly allowed, and the optional host allowlist.
+    pub fn check_endpoint(&self, url: &url::Url) -> Result<(), FetchError> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_http => {}
+            "http" => {
+                return Err(FetchError::Configuration(format!(
+                    "spec.tokenEndpoint.url uses plain http (host {}); use https, or start the operator with --allow-http for local testing",
+                    url.host_str().unwrap_or("?")
+                )));
+            }
+            other => {
+                return Err(FetchError::Configuration(format!(
+                    "spec.tokenEndpoint.url has unsupported scheme `{other}`; use https"
+                )));
+            }
+        }
+        if let Some(allowed) = &self.policy.allowed_hosts {
+            let host = url.host_str().unwrap_or_default();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+                return Err(FetchError::Configuration(format!(
+                    "token endpoint host {host} is not in the operator's allowed hosts; ask the cluster admin to add it to --allowed-token-host"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn client_for(&self, config: &ProviderConfig) -> Result<reqwest::Client, FetchError> {
+        let key = (config.ca_bundle.clone(), config.limits.clone());
+        let mut clients = self.clients.lock().expect("client cache lock poisoned");
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(
+            config.ca_bundle.as_deref(),
+            &config.limits,
+            self.policy.allow_http,
+        )?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn build_client(
+    ca_bundle: Option<&str>,
+    limits: &Limits,
+    allow_http: bool,
+) -> Result<reqwest::Client, FetchError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(limits.connect_timeout)
+        .timeout(limits.overall_timeout)
+        .https_only(!allow_http)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("token-rotator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_bundle {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|_| {
+            FetchError::Configuration(
+                "spec.tokenEndpoint.caBundle is not a valid PEM certificate bundle".into(),
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(FetchError::Configuration(
+                "spec.tokenEndpoint.caBundle holds no certificate".into(),
+            ));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| {
+        FetchError::Configuration(format!("cannot build the HTTP client: {}", root_cause(&e)))
+    })
+}
+
+async fn send(
+    client: &reqwest::Client,
+    request: &PreparedRequest,
+    limits: &Limits,
+    scrubber: &Scrubber<'_>,
+    url: &url::Url,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), FetchError> {
+    let mut builder = client
+        .post(request.url.clone())
+        .header(CONTENT_TYPE, request.content_type)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(request.body.expose_secret().to_string());
+    if let Some(auth) = &request.authorization {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(auth.expose_secret()).map_err(|_| {
+                FetchError::Configuration(
+                    "client id or secret contains characters not allowed in a header".into(),
+                )
+            })?;
+        value.set_sensitive(true);
+        builder = builder.header(AUTHORIZATION, value);
+    }
+    let transport = |e: reqwest::Error| transport_error(&e, limits, scrubber, url);
+    let mut response = builder.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let too_big = |size: String| FetchError::InvalidResponse {
+        status,
+        problem: format!(
+            "the answer is {size}, over the {} byte limit for a token response",
+            limits.max_body_bytes
+        ),
+        words: String::new(),
+    };
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limits.max_body_bytes as u64
+    {
+        return Err(too_big(format!("{len} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limits.max_body_bytes {
+            return Err(too_big("larger".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, body))
+}
+
+fn transport_error(
+    e: &reqwest::Error,
+    limits: &Limits,
+    scrubber: &Scrubber<'_>,
+    url: &url::Url,
+) -> FetchError {
+    let host = url.host_str().unwrap_or("?");
+    let cause = if e.is_timeout() {
+        format!(
+            "no answer from {host} within {}s",
+            limits.overall_timeout.as_secs()
+        )
+    } else if e.is_connect() {
+        format!(
+            "cannot connect to {host}: {}",
+            scrubber.excerpt(&root_cause(e))
+        )
+    } else {
+        format!(
+            "exchange with {host} failed: {}",
+            scrubber.excerpt(&root_cause(e))
+        )
+    };
+    FetchError::ProviderUnavailable {
+        cause,
+        status: None,
+        retry_after: None,
+        words: String::new(),
+    }
+}
+
+/// The innermost error message: it names the real problem (refused, reset, bad certificate)
+/// and, unlike reqwest's own Display, carries no URL.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

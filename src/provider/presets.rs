@@ -1,0 +1,110 @@
+//! Named defaults for the seed providers. A preset only fills the common model; nothing here is
+//! a separate code path, so a new provider needs a manifest, not a code change.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::config::{BodyEncoding, ClientAuthentication, GrantType, Limits, ResponseMapping};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Rently: client credentials, form body with client id/secret, `expires_in` ≈ 1 day.
+    Rently,
+    /// Carrental API: JSON `{"userName","password"}`, answer `token` / `expiresIn` (a string).
+    Carrental,
+    /// Retently: authorization code, client id/secret in the body, rotating refresh tokens.
+    Retently,
+    /// Reltio: password grant with HTTP Basic client authentication, `expires_in` as a string.
+    Reltio,
+}
+
+/// The dialect fields a preset (or the plain OAuth default) provides, before spec overrides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialectDefaults {
+    pub grant: GrantType,
+    pub client_authentication: ClientAuthentication,
+    pub encoding: BodyEncoding,
+    pub send_grant_type: bool,
+    pub field_names: BTreeMap<String, String>,
+    pub response: ResponseMapping,
+    pub limits: Limits,
+    pub supports_refresh: bool,
+}
+
+impl DialectDefaults {
+    /// RFC 6749 defaults, used without a preset.
+    pub fn oauth() -> Self {
+        DialectDefaults {
+            grant: GrantType::ClientCredentials,
+            client_authentication: ClientAuthentication::Basic,
+            encoding: BodyEncoding::Form,
+            send_grant_type: true,
+            field_names: BTreeMap::new(),
+            response: ResponseMapping::default(),
+            limits: Limits::default(),
+            supports_refresh: true,
+        }
+    }
+}
+
+impl Preset {
+    pub fn defaults(self) -> DialectDefaults {
+        let oauth = DialectDefaults::oauth();
+        match self {
+            Preset::Rently => DialectDefaults {
+                grant: GrantType::ClientCredentials,
+                client_authentication: ClientAuthentication::Body,
+                response: ResponseMapping {
+                    default_lifetime: Duration::from_secs(86399),
+                    ..ResponseMapping::default()
+                },
+                supports_refresh: false,
+                ..oauth
+            },
+            Preset::Carrental => DialectDefaults {
+                grant: GrantType::Password,
+                client_authentication: ClientAuthentication::None,
+                encoding: BodyEncoding::Json,
+                send_grant_type: false,
+                field_names: BTreeMap::from([("username".to_string(), "userName".to_string())]),
+                response: ResponseMapping {
+                    access_token: "/token".into(),
+                    token_type: "/type".into(),
+                    refresh_token: "/refresh_token".into(),
+                    expires_in: "/expiresIn".into(),
+                    expires_at: Some("/expires".into()),
+                    default_lifetime: Duration::from_secs(3600),
+                },
+                supports_refresh: false,
+                ..oauth
+            },
+            Preset::Retently => DialectDefaults {
+                grant: GrantType::AuthorizationCode,
+                client_authentication: ClientAuthentication::Body,
+                response: ResponseMapping {
+                    default_lifetime: Duration::from_secs(21600),
+                    ..ResponseMapping::default()
+                },
+                ..oauth
+            },
+            Preset::Reltio => DialectDefaults {
+                grant: GrantType::Password,
+                client_authentication: ClientAuthentication::Basic,
+                ..oauth
+            },
+        }
+    }
+
+    /// The documented token endpoint, where the provider has a single one.
+    pub fn default_token_url(self) -> Option<&'static str> {
+        match self {
+            Preset::Retently => Some("https://app.retently.com/api/oauth/token"),
+            Preset::Reltio => Some("https://auth.reltio.com/oauth/token"),
+            Preset::Rently | Preset::Carrental => None,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Pure construction of one token request from a dialect and credentials.
+
+use std::fmt;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::config::{BodyEncoding, ClientAuthentication, GrantType, Param, ProviderConfig};
+use super::credentials::Credentials;
+use super::error::FetchError;
+
+/// Which grant this request spends.
+#[derive(Clone)]
+pub enum GrantRequest {
+    /// The configured primary grant (client credentials, password or authorization code).
+    Primary,
+    /// `grant_type=refresh_token` with this token.
+    Refresh(SecretString),
+}
+
+impl GrantRequest {
+    pub fn label(&self, config: &ProviderConfig) -> &'static str {
+        match self {
+            GrantRequest::Primary => config.grant.wire_value(),
+            GrantRequest::Refresh(_) => "refresh_token",
+        }
+    }
+}
+
+impl fmt::Debug for GrantRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantRequest::Primary => f.write_str("Primary"),
+            GrantRequest::Refresh(_) => f.write_str("Refresh([REDACTED])"),
+        }
+    }
+}
+
+/// A request ready to send. Its `Debug` never shows the body or the Authorization header.
+pub struct PreparedRequest {
+    pub url: url::Url,
+    pub content_type: &'static str,
+    pub authorization: Option<SecretString>,
+    pub body: SecretString,
+    /// Every secret value placed on the wire, for scrubbing the answer.
+    pub sent_secrets: Vec<SecretString>,
+}
+
+impl fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("url", &self.url.as_str())
+            .field("content_type", &self.content_type)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("body", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Builds the request, or says which credential or setting is missing.
+pub fn build_request(
+    config: &ProviderConfig,
+    credentials: &Credentials,
+    grant: &GrantRequest,
+) -> Result<PreparedRequest, FetchError> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut sent_secrets: Vec<SecretString> = Vec::new();
+    let grant_label = grant.label(config);
+
+    let push = |param: Param, value: &str, fields: &mut Vec<(String, String)>| {
+        if let Some(name) = config.wire_name(param) {
+            fields.push((name.to_string(), value.to_string()));
+        }
+    };
+    let required = |param: Param| -> Result<&SecretString, FetchError> {
+        credentials
+            .get(param)
+            .ok_or_else(|| FetchError::MissingCredential {
+                key: credentials.key_name(param).to_string(),
+                grant: grant_label,
+            })
+    };
+
+    if config.send_grant_type {
+        push(Param::GrantType, grant_label, &mut fields);
+    }
+
+    match grant {
+        GrantRequest::Primary => match config.grant {
+            GrantType::ClientCredentials => {}
+            GrantType::Password => {
+                let username = required(Param::Username)?;
+                let password = required(Param::Password)?;
+                push(Param::Username, username.expose_secret(), &mut fields);
+                push(Param::Password, password.expose_secret(), &mut fields);
+                sent_secrets.extend([username.clone(), password.clone()]);
+            }
+            GrantType::AuthorizationCode => {
+                let code = required(Param::Code)?;
+                if config.redirect_uri.is_none() {
+                    return Err(FetchError::Configuration(
+                        "the authorizationCode grant needs spec.grant.redirectUri (the redirect_uri the code was issued for)"
+                            .into(),
+                    ));
+                }
+                push(Param::Code, code.expose_secret(), &mut fields);
+                sent_secrets.push(code.clone());
+            }
+        },
+        GrantRequest::Refresh(token) => {
+            push(Param::RefreshToken, token.expose_secret(), &mut fields);
+            sent_secrets.push(token.clone());
+        }
+    }
+    if let Some(redirect_uri) = &config.redirect_uri {
+        // Retently expects redirect_uri on refresh too; other servers ignore it.
+        if config.grant == GrantType::AuthorizationCode {
+            push(Param::RedirectUri, redirect_uri, &mut fields);
+        }
+    }
+    if let Some(scope) = &config.scope {
+        push(Param::Scope, scope, &mut fields);
+    }
+
+    let mut authorization = None;
+    match config.client_authentication {
+        ClientAuthentication::Basic => {
+            let id = required(Param::ClientId)?;
+            let secret = credentials.get(Param::ClientSecret);
+            let secret_text = secret.map(|s| s.expose_secret()).unwrap_or("");
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+            let pair = format!(
+                "{}:{}",
+                form_encode(id.expose_secret()),
+                form_encode(secret_text)
+            );
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            authorization = Some(SecretString::from(format!("Basic {encoded}")));
+            sent_secrets.push(id.clone());
+            sent_secrets.extend(secret.cloned());
+            sent_secrets.push(SecretString::from(encoded));
+        }
+        ClientAuthentication::Body => {
+            let id = required(Param::ClientId)?;
+            let secret = required(Param::ClientSecret)?;
+            push(Param::ClientId, id.expose_secret(), &mut fields);
+            push(Param::ClientSecret, secret.expose_secret(), &mut fields);
+            sent_secrets.extend([id.clone(), secret.clone()]);
+        }
+        ClientAuthentication::None => {
+            // Public clients still identify themselves when a client id is given.
+            if let Some(id) = credentials.get(Param::ClientId) {
+                push(Param::ClientId, id.expose_secret(), &mut fields);
+                sent_secrets.push(id.clone());
+            }
+        }
+    }
+
+    for (name, value) in &config.extra_parameters {
+        fields.retain(|(existing, _)| existing != name);
+        fields.push((name.clone(), value.clone()));
+    }
+
+    let (content_type, body) = match config.encoding {
+        BodyEncoding::Form => {
+            let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in &fields {
+                serializer.append_pair(name, value);
+            }
+            ("application/x-www-form-urlencoded", serializer.finish())
+        }
+        BodyEncoding::Json => {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            (
+                "application/json",
+                serde_json::Value::Object(object).to_string(),
+            )
+        }
+    };
+
+    Ok(PreparedRequest {
+        url: config.token_url.clone(),
+        content_type,
+        authorization,
+        body: SecretString::from(body),
+        sent_secrets,
+    })
+}
+
+fn form_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
