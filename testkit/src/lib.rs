@@ -1,1 +1,57 @@
-//! Control-plane harness.
+//! A real Kubernetes control plane for tests and the demo: etcd, kube-apiserver and
+//! kube-controller-manager built by `hack/provision.sh`, started on loopback with random ports,
+//! RBAC, a throwaway CA and ServiceAccount tokens.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testkit::Error> {
+//! let cp = testkit::shared().await?;
+//! cp.apply_crds("crds").await?;
+//! let ns = cp.new_namespace("rotation").await?;
+//! let admin = cp.client();
+//! // Acts with exactly the RBAC granted to ServiceAccount `<ns>/operator`:
+//! let operator = cp.service_account_client(ns.name(), "operator").await?;
+//! # let _ = (admin, operator); Ok(()) }
+//! ```
+//!
+//! Binaries come from `$TOKEN_ROTATOR_K8S_BIN`, else the cache dir `hack/provision.sh` prints.
+//! Children die with the test process (`PR_SET_PDEATHSIG`) and temp dirs are removed on drop,
+//! at exit, and (for runs killed by a signal) by the next run.
+
+mod binaries;
+mod certs;
+mod control_plane;
+mod crds;
+mod error;
+mod kubeconfig;
+mod namespace;
+mod process;
+
+pub use binaries::{BIN_ENV, Versions, default_bin_dir, find_bin_dir};
+pub use control_plane::{ControlPlane, StartOptions};
+pub use crds::{SAMPLE_CRD, parse_crds};
+pub use error::{Error, Result};
+pub use namespace::TestNamespace;
+
+/// Installs ring as rustls' process-wide crypto provider; kube's rustls client needs one.
+/// Safe to call any number of times, also when another provider was installed first.
+pub fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err only means a provider is already installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// One control plane per test process, started on first use and shared by parallel tests.
+/// It is stopped and its temp dir removed when the process exits.
+///
+/// A startup failure is remembered: later callers get the same error without retrying.
+pub async fn shared() -> Result<&'static ControlPlane> {
+    static SHARED: tokio::sync::OnceCell<Result<ControlPlane, String>> =
+        tokio::sync::OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async { ControlPlane::start().await.map_err(|e| e.to_string()) })
+        .await
+        .as_ref()
+        .map_err(|message| Error::SharedStartFailed(message.clone()))
+}

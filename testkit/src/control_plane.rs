@@ -1,0 +1,481 @@
+//! Starting, waiting for and stopping etcd, kube-apiserver and kube-controller-manager.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::binaries::{check_bin_dir, find_bin_dir};
+use crate::certs::Pki;
+use crate::error::{Error, Result};
+use crate::kubeconfig::{self, Credentials};
+use crate::process::{Process, TempDir, log_tail};
+
+/// How often startup conditions are polled.
+const POLL: Duration = Duration::from_millis(100);
+/// How long each component gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Attempts when a freshly picked port was taken by someone else before our child bound it.
+const PORT_ATTEMPTS: usize = 3;
+/// Matches the first address that the `kubernetes` Service takes (see certs.rs).
+const SERVICE_CIDR: &str = "10.0.0.0/24";
+const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// Controllers this project relies on: garbage collection and namespace deletion, and the
+/// ServiceAccount machinery (`default` SA per namespace, the controllers' own tokens, the
+/// `kube-root-ca.crt` ConfigMap that projected token volumes mount).
+const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
+serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller";
+
+/// Settings for [`ControlPlane::start_with`].
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Directory with the binaries; default: `$TOKEN_ROTATOR_K8S_BIN`, else the provision cache.
+    pub bin_dir: Option<PathBuf>,
+    /// How long startup may take before it is reported as failed.
+    pub timeout: Duration,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            bin_dir: None,
+            // Generous: two cores may be busy compiling while the tests start.
+            timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// A running etcd + kube-apiserver + kube-controller-manager on loopback, with RBAC on.
+///
+/// Dropping it stops the components (SIGTERM, then SIGKILL) and removes its temp dir.
+pub struct ControlPlane {
+    // Stopped in reverse order: controller manager, apiserver, etcd.
+    processes: Mutex<Vec<Process>>,
+    bin_dir: PathBuf,
+    server_url: String,
+    ca_pem: String,
+    admin_kubeconfig: PathBuf,
+    admin_config: kube::Config,
+    pub(crate) crd_lock: tokio::sync::Mutex<()>,
+    files: AtomicU64,
+    // Declared last so it is removed after the processes are gone.
+    dir: TempDir,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("server_url", &self.server_url)
+            .field("dir", &self.dir.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Starts a control plane with the binaries from `$TOKEN_ROTATOR_K8S_BIN` or the cache
+    /// `hack/provision.sh` fills, and waits until it serves requests and ServiceAccounts work.
+    pub async fn start() -> Result<Self> {
+        Self::start_with(StartOptions::default()).await
+    }
+
+    pub async fn start_with(options: StartOptions) -> Result<Self> {
+        crate::install_crypto();
+        let bin_dir = match options.bin_dir {
+            Some(dir) => {
+                check_bin_dir(&dir)?;
+                dir
+            }
+            None => find_bin_dir()?,
+        };
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(&bin_dir, options.timeout).await {
+                Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(bin_dir: &Path, timeout: Duration) -> Result<Self> {
+        let deadline = Instant::now() + timeout;
+        let dir = TempDir::create()?;
+        let pki = Pki::generate()?;
+        let ca_file = dir.write_private("ca.crt", &pki.ca_pem)?;
+        let serving_cert = dir.write_private("apiserver.crt", &pki.serving.cert_pem)?;
+        let serving_key = dir.write_private("apiserver.key", &pki.serving.key_pem)?;
+        let sa_key = dir.write_private("sa.key", &pki.sa_key_pem)?;
+        let sa_pub = dir.write_private("sa.pub", &pki.sa_public_pem)?;
+
+        let [etcd_port, peer_port, api_port] = free_ports()?;
+        let server_url = format!("https://127.0.0.1:{api_port}");
+        let cert_kubeconfig = |user, namespace, pair| {
+            kubeconfig::render(
+                &server_url,
+                &pki.ca_pem,
+                user,
+                namespace,
+                &Credentials::ClientCert(pair),
+            )
+        };
+        let admin_text = cert_kubeconfig("admin", "default", &pki.admin);
+        let admin_kubeconfig = dir.write_private("admin.kubeconfig", &admin_text)?;
+        let kcm_kubeconfig = dir.write_private(
+            "controller-manager.kubeconfig",
+            &cert_kubeconfig(
+                "kube-controller-manager",
+                "kube-system",
+                &pki.controller_manager,
+            ),
+        )?;
+        let admin_config = kubeconfig::to_config(&admin_text).await?;
+
+        // From here on, an early return drops `cp`, which stops whatever was started.
+        let cp = Self {
+            processes: Mutex::new(Vec::new()),
+            bin_dir: bin_dir.to_owned(),
+            server_url,
+            ca_pem: pki.ca_pem,
+            admin_kubeconfig,
+            admin_config,
+            crd_lock: tokio::sync::Mutex::new(()),
+            files: AtomicU64::new(0),
+            dir,
+        };
+        let path = |p: &Path| p.display().to_string();
+
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        cp.spawn(
+            "etcd",
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", path(&cp.dir.path.join("etcd"))),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                // Throwaway data: durability only costs time.
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        cp.wait_for("etcd to listen", "etcd", deadline, || async move {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, etcd_port))
+                .map(|_| true)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+
+        cp.spawn(
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", path(&cp.dir.path.join("apiserver-certs"))),
+                format!("--tls-cert-file={}", path(&serving_cert)),
+                format!("--tls-private-key-file={}", path(&serving_key)),
+                format!("--client-ca-file={}", path(&ca_file)),
+                "--authorization-mode=Node,RBAC".into(),
+                // Only owners' deleters may set blockOwnerDeletion, as on real clusters.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
+                format!("--service-account-issuer={SA_ISSUER}"),
+                format!("--service-account-key-file={}", path(&sa_pub)),
+                format!("--service-account-signing-key-file={}", path(&sa_key)),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        let admin = cp.try_client()?;
+        cp.wait_for("kube-apiserver /readyz", "kube-apiserver", deadline, || {
+            let admin = admin.clone();
+            async move {
+                let request = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                match admin.request_text(request).await {
+                    Ok(body) => Ok(body.trim() == "ok"),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await?;
+
+        cp.spawn(
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={}", path(&kcm_kubeconfig)),
+                format!("--controllers={CONTROLLERS}"),
+                // Each controller acts as its own ServiceAccount with the bootstrap RBAC role.
+                "--use-service-account-credentials=true".into(),
+                format!("--service-account-private-key-file={}", path(&sa_key)),
+                format!("--root-ca-file={}", path(&ca_file)),
+                "--leader-elect=false".into(),
+                // No metrics/healthz endpoint: it would need another port and is not used.
+                "--secure-port=0".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        let default_sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+        cp.wait_for(
+            "the default ServiceAccount",
+            "kube-controller-manager",
+            deadline,
+            || {
+                let api = default_sas.clone();
+                async move {
+                    match api.get_opt("default").await {
+                        Ok(sa) => Ok(sa.is_some()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
+        // Proves the token signing key is wired up, which the SA helpers depend on.
+        cp.service_account_token("default", "default")
+            .await
+            .map(drop)?;
+        Ok(cp)
+    }
+
+    fn spawn(&self, name: &'static str, args: &[String]) -> Result<()> {
+        let log = self.dir.path.join(format!("{name}.log"));
+        let process = Process::spawn(name, &self.bin_dir.join(name), args, log, &self.dir)?;
+        self.processes().push(process);
+        Ok(())
+    }
+
+    fn processes(&self) -> MutexGuard<'_, Vec<Process>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Polls `probe` until it returns `Ok(true)`, failing fast if a component exits.
+    async fn wait_for<F, Fut>(
+        &self,
+        waiting_for: &'static str,
+        component: &'static str,
+        deadline: Instant,
+        mut probe: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<bool, String>>,
+    {
+        let started = Instant::now();
+        loop {
+            self.check_running()?;
+            let last_error = match probe().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => "not yet".to_owned(),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                let log = self.log_path(component);
+                return Err(Error::StartTimeout {
+                    waited: started.elapsed(),
+                    waiting_for,
+                    last_error,
+                    tail: log_tail(&log),
+                    log,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Fails with the log tail of the first component that has exited.
+    pub fn check_running(&self) -> Result<()> {
+        self.processes()
+            .iter_mut()
+            .try_for_each(|process| process.check_running())
+    }
+
+    /// Stops all components (controller manager, apiserver, etcd) and waits for them to exit.
+    /// Dropping the control plane does this too; it is idempotent.
+    pub fn stop(&self) {
+        let mut processes = self.processes();
+        while let Some(mut process) = processes.pop() {
+            process.stop(STOP_GRACE);
+        }
+    }
+
+    /// An admin client (user `admin`, group `system:masters`).
+    ///
+    /// A new client each call: a client is tied to the tokio runtime it was made in, and tests
+    /// sharing one control plane each run their own runtime.
+    ///
+    /// # Panics
+    /// If no client can be built from the admin kubeconfig, which worked during startup.
+    pub fn client(&self) -> kube::Client {
+        self.try_client()
+            .expect("the admin kubeconfig worked during startup")
+    }
+
+    pub fn try_client(&self) -> Result<kube::Client> {
+        kube::Client::try_from(self.admin_config.clone()).map_err(Error::Client)
+    }
+
+    /// The admin client configuration, to build clients with other settings.
+    pub fn admin_config(&self) -> kube::Config {
+        self.admin_config.clone()
+    }
+
+    /// The admin kubeconfig file, for subprocesses (`kubectl`, the operator binary).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// PEM of the throwaway CA that signed the serving and client certificates.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Directory of the binaries in use (also holds `kubectl` and `helm` when provisioned).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// This instance's temp dir (logs, certificates, kubeconfigs); removed on stop.
+    pub fn dir(&self) -> &Path {
+        &self.dir.path
+    }
+
+    /// Log file of a component: `etcd`, `kube-apiserver` or `kube-controller-manager`.
+    pub fn log_path(&self, component: &str) -> PathBuf {
+        self.dir.path.join(format!("{component}.log"))
+    }
+
+    /// Writes a private file into the temp dir under a unique name.
+    pub(crate) fn write_unique(
+        &self,
+        stem: &str,
+        extension: &str,
+        contents: &str,
+    ) -> Result<PathBuf> {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .write_private(&format!("{stem}-{n}.{extension}"), contents)
+    }
+
+    /// Requests a token for a ServiceAccount through the TokenRequest API
+    /// (`serviceaccounts/<name>/token`), creating the ServiceAccount if it does not exist.
+    /// The token is valid for an hour.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.try_client()?, namespace);
+        let action = || format!("requesting a token for ServiceAccount {namespace}/{name}");
+        if api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(action()))?
+            .is_none()
+        {
+            let sa = ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            };
+            match api.create(&PostParams::default(), &sa).await {
+                // Someone (a parallel test, the controller manager) was faster.
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                result => drop(result.map_err(Error::kube(action()))?),
+            }
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .map_err(Error::kube(action()))?;
+        response
+            .status
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::NoToken {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+    }
+
+    fn service_account_kubeconfig_text(&self, namespace: &str, name: &str, token: &str) -> String {
+        kubeconfig::render(
+            &self.server_url,
+            &self.ca_pem,
+            &format!("serviceaccount-{namespace}-{name}"),
+            namespace,
+            &Credentials::Token(token),
+        )
+    }
+
+    /// A kubeconfig file that acts as ServiceAccount `namespace/name` (see
+    /// [`service_account_token`](Self::service_account_token)); its default namespace is
+    /// `namespace`. For running the operator binary with exactly the RBAC it is granted.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self.service_account_token(namespace, name).await?;
+        let text = self.service_account_kubeconfig_text(namespace, name, &token);
+        self.write_unique(&format!("sa-{namespace}-{name}"), "kubeconfig", &text)
+    }
+
+    /// Client configuration acting as ServiceAccount `namespace/name`.
+    pub async fn service_account_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Config> {
+        let token = self.service_account_token(namespace, name).await?;
+        kubeconfig::to_config(&self.service_account_kubeconfig_text(namespace, name, &token)).await
+    }
+
+    /// A client acting as ServiceAccount `namespace/name`.
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client> {
+        let config = self.service_account_config(namespace, name).await?;
+        kube::Client::try_from(config).map_err(Error::Client)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Distinct free loopback ports. Another process may take one before our child binds it;
+/// startup then fails with "address already in use" and is retried.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::NoFreePort)?;
+        *port = listener.local_addr().map_err(Error::NoFreePort)?.port();
+        // Held until all are picked so the ports differ.
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
