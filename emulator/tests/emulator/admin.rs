@@ -1,0 +1,100 @@
+//! The JSON admin API drives the same knobs as `Control`.
+
+use provider_emulator::Provider::{Carrental, Reltio, Retently};
+use provider_emulator::fixtures::*;
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// Calls the admin API; returns the status and the JSON body (Null when empty).
+async fn call(c: &Client, method: Method, url: String, body: Value) -> (u16, Value) {
+    let resp = c.request(method, url).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn admin_api_round_trip() {
+    let emu = start().await;
+    let c = client();
+    let admin = |path: &str| format!("{}/_emulator{path}", emu.base_url());
+    let put = |path: &str, body: Value| call(&c, Method::PUT, admin(path), body);
+    let post = |path: &str, body: Value| call(&c, Method::POST, admin(path), body);
+    let get = |path: &str| call(&c, Method::GET, admin(path), Value::Null);
+    let login = json!({"userName": CARRENTAL_USERNAME, "password": CARRENTAL_PASSWORD});
+    let carrental = || c.post(emu.token_url(Carrental)).json(&login).send();
+
+    assert_eq!(get("/health").await.0, 200);
+    assert_eq!(put("/carrental/lifetime", json!({"secs": 5})).await.0, 204);
+    let body = json(carrental().await.unwrap()).await;
+    assert_eq!(body["expiresIn"], "5");
+    let token = body["token"].as_str().unwrap();
+    let valid = post("/carrental/validate", json!({"token": token})).await;
+    assert_eq!(valid, (200, json!({"valid": true})));
+
+    let fault = json!({"fault": {"status": {"code": 500, "body": "Internal Server Error"}}});
+    assert_eq!(post("/carrental/faults", fault).await.0, 204);
+    assert_eq!(carrental().await.unwrap().status(), 500);
+    let bad = json!({"fault": {"status": {"code": 1000, "body": ""}}});
+    assert_eq!(post("/carrental/faults", bad).await.0, 400);
+
+    let state = json!({"user": CARRENTAL_USERNAME, "state": "forbidden"});
+    assert_eq!(put("/carrental/account-state", state).await.0, 204);
+    assert_eq!(carrental().await.unwrap().status(), 403);
+
+    let counters = get("/carrental/counters").await.1;
+    assert_eq!(
+        counters,
+        json!({"requests": 3, "issued": 1, "rate_limited": 0})
+    );
+    let last = get("/carrental/last-request").await.1;
+    assert_eq!(last["path"], "/carrental/authtoken");
+    let sent: Value = serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent, login);
+
+    let code = post(
+        "/retently/codes",
+        json!({"redirect_uri": "https://x.example/"}),
+    )
+    .await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", RETENTLY_CLIENT_ID),
+        ("client_secret", RETENTLY_CLIENT_SECRET),
+        ("redirect_uri", "https://x.example/"),
+        ("code", code.1["code"].as_str().unwrap()),
+    ];
+    let exchanged = post_form(&c, &emu.token_url(Retently), &form).await;
+    assert_eq!(exchanged.status(), 200);
+
+    assert_eq!(
+        put("/reltio/multi-token", json!({"enabled": true})).await.0,
+        204
+    );
+    assert_eq!(
+        put("/reltio/rate-limit", json!({"per_second": null}))
+            .await
+            .0,
+        204
+    );
+    let user = json!({"user": "someone", "secret": "pw"});
+    assert_eq!(put("/reltio/password", user).await.0, 204);
+    let form = [
+        ("grant_type", "password"),
+        ("username", "someone"),
+        ("password", "pw"),
+    ];
+    let a = json(crate::reltio::grant(&c, &emu.token_url(Reltio), &form).await).await;
+    let b = json(crate::reltio::grant(&c, &emu.token_url(Reltio), &form).await).await;
+    assert_ne!(a["access_token"], b["access_token"], "multi-token on");
+
+    assert_eq!(get("/nobody/counters").await.0, 404);
+    assert_eq!(post("/reset", Value::Null).await.0, 204);
+    assert_eq!(emu.control().counters(Carrental).requests, 0);
+    assert!(!emu.control().is_valid_access_token(Carrental, token));
+}

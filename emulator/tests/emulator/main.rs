@@ -1,0 +1,11 @@
+//! HTTP tests of the emulator over real sockets, one module per concern.
+
+mod admin;
+mod binary;
+mod carrental;
+mod common;
+mod faults;
+mod reltio;
+mod rently;
+mod retently;
+mod tls;
