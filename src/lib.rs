@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cli;
 pub mod provider;
+pub mod rotation;
 
 /// Installs the one rustls crypto provider (ring) shared by kube and reqwest. Call it first in
 /// every binary and test; later calls are harmless.

@@ -1,0 +1,417 @@
+//! Pure decisions: is a token due, which grant to spend, and when to look again.
+//! Nothing here performs I/O, so every rule is unit-tested with a fixed clock.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::api::resolve::{RenewBefore, RenewalPolicy};
+use crate::provider::GrantType;
+
+/// The floor between two token requests for one resource, so a zero lifetime cannot spin.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Jitter is at most this share of the lifetime…
+const JITTER_SHARE: f64 = 0.05;
+/// …and never more than this.
+const MAX_JITTER: Duration = Duration::from_secs(300);
+/// Backoff after failures.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// When to renew a token issued at `issued_at` expiring at `expires_at`. `jitter` (0..1) is
+/// drawn once per rotation by the caller and moves the time earlier only.
+pub fn next_refresh_at(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    policy: &RenewalPolicy,
+    jitter: f64,
+) -> Timestamp {
+    let lifetime = expires_at
+        .duration_since(issued_at)
+        .max(SignedDuration::ZERO);
+    let renew_before = match policy.renew_before {
+        RenewBefore::Percentage(p) => lifetime.mul_f64(f64::from(p) / 100.0),
+        RenewBefore::Fixed(d) => SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX),
+    };
+    let margin = SignedDuration::try_from(policy.minimum_margin).unwrap_or(SignedDuration::ZERO);
+    let jitter_span = lifetime
+        .mul_f64(JITTER_SHARE)
+        .min(SignedDuration::try_from(MAX_JITTER).expect("small"));
+    let jitter = jitter_span.mul_f64(jitter.clamp(0.0, 1.0));
+    let earliest = add(
+        issued_at,
+        SignedDuration::try_from(MIN_INTERVAL).expect("small"),
+    );
+    let planned = sub(expires_at, renew_before.max(margin)).min(sub(expires_at, margin));
+    sub(planned, jitter).max(earliest)
+}
+
+/// Capped exponential backoff with full jitter; a provider's `Retry-After` wins when longer.
+pub fn backoff(consecutive_failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    let exp = consecutive_failures.saturating_sub(1).min(16);
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_CAP);
+    // Half fixed, half jittered: spread retries without ever retrying immediately.
+    let delay = ceiling / 2 + ceiling.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
+    match retry_after {
+        Some(ra) if ra > delay => ra,
+        _ => delay,
+    }
+}
+
+/// Why a token is requested now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DueReason {
+    NoToken,
+    Expired,
+    RenewalTime,
+    InputsChanged,
+    RefreshRequested,
+    TargetChanged,
+}
+
+impl DueReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            DueReason::NoToken => "no token yet",
+            DueReason::Expired => "the token expired",
+            DueReason::RenewalTime => "renewal time reached",
+            DueReason::InputsChanged => "the request settings or credentials changed",
+            DueReason::RefreshRequested => "a refresh was requested by annotation",
+            DueReason::TargetChanged => "the target Secret's settings changed or it was altered",
+        }
+    }
+}
+
+/// What the current token looks like, as far as the decision is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentToken {
+    pub expires_at: Timestamp,
+    pub next_refresh_at: Timestamp,
+}
+
+/// Facts gathered by the controller before deciding.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub now: Timestamp,
+    /// The token in the target Secret, if it is the one the status describes.
+    pub current: Option<CurrentToken>,
+    /// The target Secret was rendered from the current target settings.
+    pub target_up_to_date: bool,
+    /// Request settings and credentials are the ones the current token was issued with.
+    pub inputs_unchanged: bool,
+    /// A new value of the refresh annotation is waiting.
+    pub refresh_requested: bool,
+    /// Earliest time a retry is allowed after a failure.
+    pub retry_not_before: Option<Timestamp>,
+    /// The last failure rejected these very inputs.
+    pub rejected_with_same_inputs: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Request a token now.
+    Fetch(DueReason),
+    /// Nothing to do until then.
+    WaitUntil(Timestamp),
+    /// Credentials were rejected and nothing changed since: do not retry (accounts lock).
+    HoldRejected,
+}
+
+pub fn decide(f: &Facts) -> Decision {
+    if f.rejected_with_same_inputs && !f.refresh_requested {
+        return Decision::HoldRejected;
+    }
+    let due = match &f.current {
+        None => Some(DueReason::NoToken),
+        Some(t) if t.expires_at <= f.now => Some(DueReason::Expired),
+        Some(_) if !f.inputs_unchanged => Some(DueReason::InputsChanged),
+        Some(_) if f.refresh_requested => Some(DueReason::RefreshRequested),
+        Some(_) if !f.target_up_to_date => Some(DueReason::TargetChanged),
+        Some(t) if t.next_refresh_at <= f.now => Some(DueReason::RenewalTime),
+        Some(t) => return Decision::WaitUntil(t.next_refresh_at),
+    };
+    let reason = due.expect("every arm above yields a reason or returns");
+    match f.retry_not_before {
+        // Backoff applies to scheduled work, not to explicit requests or changed inputs.
+        Some(at)
+            if at > f.now
+                && !matches!(
+                    reason,
+                    DueReason::InputsChanged | DueReason::RefreshRequested
+                ) =>
+        {
+            Decision::WaitUntil(at)
+        }
+        _ => Decision::Fetch(reason),
+    }
+}
+
+/// Which grant to spend, from what is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantChoice {
+    /// A refresh token from the state Secret.
+    StoredRefreshToken,
+    /// A new seed refresh token from the credentials Secret.
+    SeedRefreshToken,
+    /// The primary grant (for authorization code: an unspent code).
+    Primary,
+    /// Only a person can continue: the code is spent and no refresh token is held.
+    ReauthorizationRequired,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GrantFacts {
+    pub primary: GrantType,
+    pub supports_refresh: bool,
+    pub has_stored_refresh_token: bool,
+    /// A seed refresh token is present in the credentials and differs from the last seed used.
+    pub has_new_seed: bool,
+    /// An authorization code is present and was not spent before.
+    pub has_unspent_code: bool,
+}
+
+pub fn choose_grant(g: &GrantFacts) -> GrantChoice {
+    if g.supports_refresh && g.has_new_seed {
+        return GrantChoice::SeedRefreshToken;
+    }
+    if g.primary == GrantType::AuthorizationCode && g.has_unspent_code {
+        // A newly pasted code means the user re-consented: it wins over an old chain.
+        return GrantChoice::Primary;
+    }
+    if g.supports_refresh && g.has_stored_refresh_token {
+        return GrantChoice::StoredRefreshToken;
+    }
+    match g.primary {
+        GrantType::AuthorizationCode => GrantChoice::ReauthorizationRequired,
+        _ => GrantChoice::Primary,
+    }
+}
+
+fn add(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+fn sub(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_sub(d).unwrap_or(Timestamp::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn pct(p: u8, margin: u64) -> RenewalPolicy {
+        RenewalPolicy {
+            renew_before: RenewBefore::Percentage(p),
+            minimum_margin: Duration::from_secs(margin),
+        }
+    }
+
+    #[test]
+    fn renews_at_two_thirds_by_default() {
+        let issued = at("2026-01-01T00:00:00Z");
+        let expires = at("2026-01-01T03:00:00Z");
+        let next = next_refresh_at(issued, expires, &pct(33, 120), 0.0);
+        assert_eq!(next.duration_since(issued).as_secs(), 7236); // 67% of 3h
+    }
+
+    #[test]
+    fn fixed_renew_before_and_margin() {
+        let issued = at("2026-01-01T00:00:00Z");
+        let expires = at("2026-01-01T01:00:00Z");
+        let fixed = RenewalPolicy {
+            renew_before: RenewBefore::Fixed(Duration::from_secs(600)),
+            minimum_margin: Duration::from_secs(120),
+        };
+        assert_eq!(
+            next_refresh_at(issued, expires, &fixed, 0.0),
+            at("2026-01-01T00:50:00Z")
+        );
+        // A 1% window is narrower than the 2-minute margin: the margin wins.
+        assert_eq!(
+            next_refresh_at(issued, expires, &pct(1, 120), 0.0),
+            at("2026-01-01T00:58:00Z")
+        );
+    }
+
+    #[test]
+    fn tiny_lifetimes_cannot_spin() {
+        let issued = at("2026-01-01T00:00:00Z");
+        for expires in [
+            issued,
+            at("2026-01-01T00:00:01Z"),
+            at("2026-01-01T00:01:00Z"),
+        ] {
+            let next = next_refresh_at(issued, expires, &pct(33, 120), 1.0);
+            assert!(
+                next.duration_since(issued) >= SignedDuration::from_secs(1),
+                "{expires}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_only_moves_earlier_and_is_bounded() {
+        let issued = at("2026-01-01T00:00:00Z");
+        let expires = at("2026-01-02T00:00:00Z");
+        let plain = next_refresh_at(issued, expires, &pct(33, 120), 0.0);
+        let jittered = next_refresh_at(issued, expires, &pct(33, 120), 1.0);
+        let shift = plain.duration_since(jittered);
+        assert!(
+            shift > SignedDuration::ZERO && shift <= SignedDuration::from_secs(300),
+            "{shift}"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        assert_eq!(backoff(1, None, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, None, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, None, 1.0), BACKOFF_CAP);
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(30)), 1.0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            backoff(8, Some(Duration::from_secs(1)), 0.0),
+            Duration::from_secs(128)
+        );
+    }
+
+    fn facts(now: &str) -> Facts {
+        Facts {
+            now: at(now),
+            current: Some(CurrentToken {
+                expires_at: at("2026-01-01T01:00:00Z"),
+                next_refresh_at: at("2026-01-01T00:40:00Z"),
+            }),
+            target_up_to_date: true,
+            inputs_unchanged: true,
+            refresh_requested: false,
+            retry_not_before: None,
+            rejected_with_same_inputs: false,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let f = facts("2026-01-01T00:10:00Z");
+        assert_eq!(decide(&f), Decision::WaitUntil(at("2026-01-01T00:40:00Z")));
+        assert_eq!(
+            decide(&facts("2026-01-01T00:40:00Z")),
+            Decision::Fetch(DueReason::RenewalTime)
+        );
+        assert_eq!(
+            decide(&facts("2026-01-01T01:00:00Z")),
+            Decision::Fetch(DueReason::Expired)
+        );
+        assert_eq!(
+            decide(&Facts {
+                current: None,
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::NoToken)
+        );
+        assert_eq!(
+            decide(&Facts {
+                inputs_unchanged: false,
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::InputsChanged)
+        );
+        assert_eq!(
+            decide(&Facts {
+                refresh_requested: true,
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::RefreshRequested)
+        );
+        assert_eq!(
+            decide(&Facts {
+                target_up_to_date: false,
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::TargetChanged)
+        );
+        assert_eq!(
+            decide(&Facts {
+                rejected_with_same_inputs: true,
+                current: None,
+                ..f.clone()
+            }),
+            Decision::HoldRejected
+        );
+        // Backoff delays scheduled work but not a changed input.
+        let backing_off = Facts {
+            now: at("2026-01-01T00:45:00Z"),
+            retry_not_before: Some(at("2026-01-01T00:46:00Z")),
+            ..f.clone()
+        };
+        assert_eq!(
+            decide(&backing_off),
+            Decision::WaitUntil(at("2026-01-01T00:46:00Z"))
+        );
+        assert_eq!(
+            decide(&Facts {
+                inputs_unchanged: false,
+                ..backing_off
+            }),
+            Decision::Fetch(DueReason::InputsChanged)
+        );
+    }
+
+    #[test]
+    fn grant_choice() {
+        let base = GrantFacts {
+            primary: GrantType::AuthorizationCode,
+            supports_refresh: true,
+            has_stored_refresh_token: false,
+            has_new_seed: false,
+            has_unspent_code: false,
+        };
+        assert_eq!(choose_grant(&base), GrantChoice::ReauthorizationRequired);
+        assert_eq!(
+            choose_grant(&GrantFacts {
+                has_unspent_code: true,
+                ..base
+            }),
+            GrantChoice::Primary
+        );
+        assert_eq!(
+            choose_grant(&GrantFacts {
+                has_stored_refresh_token: true,
+                ..base
+            }),
+            GrantChoice::StoredRefreshToken
+        );
+        assert_eq!(
+            choose_grant(&GrantFacts {
+                has_new_seed: true,
+                has_stored_refresh_token: true,
+                ..base
+            }),
+            GrantChoice::SeedRefreshToken
+        );
+        let password = GrantFacts {
+            primary: GrantType::Password,
+            ..base
+        };
+        assert_eq!(choose_grant(&password), GrantChoice::Primary);
+        assert_eq!(
+            choose_grant(&GrantFacts {
+                has_stored_refresh_token: true,
+                ..password
+            }),
+            GrantChoice::StoredRefreshToken
+        );
+        let no_refresh = GrantFacts {
+            supports_refresh: false,
+            has_new_seed: true,
+            ..password
+        };
+        assert_eq!(choose_grant(&no_refresh), GrantChoice::Primary);
+    }
+}
