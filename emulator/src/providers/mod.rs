@@ -29,14 +29,16 @@ pub(crate) fn token(p: Provider, inner: &mut Inner, req: &TokenRequest, now: Tim
 
 /// The provider's success body without its access-token field (the `MissingToken` fault).
 pub(crate) fn success_without_token(p: Provider, lifetime_secs: u64, now: Timestamp) -> Value {
-    let (mut body, field) = match p {
-        Provider::Rently => (rently::body("", lifetime_secs), "access_token"),
-        Provider::Carrental => (carrental::body("", lifetime_secs, now), "token"),
-        Provider::Retently => (retently::body("", "", lifetime_secs), "access_token"),
-        Provider::Reltio => (reltio::body("", None, lifetime_secs), "access_token"),
+    // Built with empty tokens, which are then dropped (Retently's refresh token too: a
+    // refresh token without an access token would be no real answer either).
+    let mut body = match p {
+        Provider::Rently => rently::body("", lifetime_secs),
+        Provider::Carrental => carrental::body("", lifetime_secs, now),
+        Provider::Retently => retently::body("", "", lifetime_secs),
+        Provider::Reltio => reltio::body("", None, lifetime_secs),
     };
     if let Some(m) = body.as_object_mut() {
-        m.remove(field);
+        m.retain(|_, v| v != "");
     }
     body
 }
@@ -56,5 +58,25 @@ pub(crate) fn validate(
         Provider::Retently | Provider::Reltio => {
             inner.provider(p).access_tokens.valid(token, now).cloned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_token_bodies_keep_everything_but_tokens() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let keys = |p| {
+            let body = success_without_token(p, 60, now);
+            let mut k: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k.join(",")
+        };
+        assert_eq!(keys(Provider::Rently), "expires_in,token_type");
+        assert_eq!(keys(Provider::Carrental), "expires,expiresIn,issued,type");
+        assert_eq!(keys(Provider::Retently), "expires_in");
+        assert_eq!(keys(Provider::Reltio), "expires_in,scope,token_type");
     }
 }
