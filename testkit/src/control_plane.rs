@@ -179,6 +179,9 @@ impl ControlPlane {
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // The endpoint reconciler refuses loopback addresses; nothing here needs the
+                // `kubernetes` Service's endpoints.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", path(&cp.dir.path.join("apiserver-certs"))),
                 format!("--tls-cert-file={}", path(&serving_cert)),
