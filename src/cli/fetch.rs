@@ -157,8 +157,9 @@ fn state_manifest(
         ),
         ..Secret::default()
     };
-    let body = serde_saphyr::to_string(&secret).expect("a Secret always serialises");
-    format!("apiVersion: v1\nkind: Secret\n{body}")
+    // k8s-openapi writes apiVersion and kind itself; adding them again would make the
+    // manifest invalid YAML (duplicate keys).
+    serde_saphyr::to_string(&secret).expect("a Secret always serialises")
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

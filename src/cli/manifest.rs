@@ -38,7 +38,9 @@ pub fn read<T: DeserializeOwned>(path: &Path, kind: &'static str) -> Result<T, M
         serde_saphyr::from_str(&text).map_err(|e| ManifestError::Parse {
             path: shown.clone(),
             kind,
-            reason: first_line(&e.to_string()),
+            reason: first_line(&e.to_string())
+                .trim_start_matches("error: ")
+                .to_string(),
         })?;
     let found = probe
         .get("kind")

@@ -131,10 +131,11 @@ pub fn interpret(
                 .map(|o| o.keys().map(String::as_str).collect())
                 .unwrap_or_default();
             return Err(invalid(
+                // Field names are provider input: keep them on one bounded, scrubbed line.
                 format!(
                     "no access token at `{}` (fields present: {}); set spec.response.accessToken",
                     m.access_token,
-                    fields.join(", ")
+                    scrubber.excerpt(&fields.join(", "))
                 ),
                 String::new(),
             ));
