@@ -2,8 +2,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod conditions;
 pub mod provider;
 pub mod rotation;
+pub mod state;
+pub mod target;
 
 /// Installs the one rustls crypto provider (ring) shared by kube and reqwest. Call it first in
 /// every binary and test; later calls are harmless.

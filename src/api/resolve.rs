@@ -115,6 +115,10 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
         ca_bundle: spec.token_endpoint.ca_bundle.clone(),
         limits,
         supports_refresh: defaults.supports_refresh,
+        requests_per_second: spec
+            .token_endpoint
+            .requests_per_second
+            .or(defaults.requests_per_second),
     })
 }
 

@@ -77,6 +77,12 @@ pub struct TokenEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 30))]
     pub timeout_seconds: Option<u32>,
+
+    /// At most this many token requests per second to this endpoint's host, shared by every
+    /// ProviderCredential using it (default from the preset: 10 for reltio, else unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub requests_per_second: Option<u32>,
 }
 
 /// How a token is obtained when no refresh token is held.

@@ -163,6 +163,8 @@ pub struct ProviderConfig {
     pub limits: Limits,
     /// Whether this dialect can use `grant_type=refresh_token` at all.
     pub supports_refresh: bool,
+    /// The provider's documented request rate limit for this endpoint, if any.
+    pub requests_per_second: Option<u32>,
 }
 
 impl ProviderConfig {

@@ -33,6 +33,7 @@ pub struct DialectDefaults {
     pub response: ResponseMapping,
     pub limits: Limits,
     pub supports_refresh: bool,
+    pub requests_per_second: Option<u32>,
 }
 
 impl DialectDefaults {
@@ -47,6 +48,7 @@ impl DialectDefaults {
             response: ResponseMapping::default(),
             limits: Limits::default(),
             supports_refresh: true,
+            requests_per_second: None,
         }
     }
 }
@@ -94,6 +96,8 @@ impl Preset {
             Preset::Reltio => DialectDefaults {
                 grant: GrantType::Password,
                 client_authentication: ClientAuthentication::Basic,
+                // "a limit of 10 GET token requests per second", else HTTP 429.
+                requests_per_second: Some(10),
                 ..oauth
             },
         }

@@ -1,0 +1,83 @@
+//! Pure construction of status conditions. A condition keeps its lastTransitionTime while its
+//! status is unchanged, so an idle reconcile produces an identical status (and no write).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const READY: &str = "Ready";
+pub const DEGRADED: &str = "Degraded";
+
+/// Condition reasons beyond the provider's error classes.
+pub mod reason {
+    pub const TOKEN_ISSUED: &str = "TokenIssued";
+    pub const REFRESH_SUCCEEDED: &str = "RefreshSucceeded";
+    pub const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+    pub const CREDENTIALS_NOT_LABELLED: &str = "CredentialsNotLabelled";
+    pub const TARGET_CONFLICT: &str = "TargetConflict";
+    pub const REAUTHORIZATION_REQUIRED: &str = "ReauthorizationRequired";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const PENDING: &str = "Pending";
+}
+
+/// Sets (or replaces) a condition, preserving its transition time when the status holds.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let transition = match previous.map(|i| &conditions[i]) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let condition = Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// A condition changed in a way worth an Event: its status or its reason.
+pub fn transitioned(before: &[Condition], after: &[Condition], type_: &str) -> bool {
+    let key = |cs: &[Condition]| get(cs, type_).map(|c| (c.status.clone(), c.reason.clone()));
+    key(before) != key(after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_survives_same_status() {
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let mut cs = Vec::new();
+        set(&mut cs, READY, true, "A", "m1".into(), Some(1), t0);
+        set(&mut cs, READY, true, "B", "m2".into(), Some(2), t1);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time, Time(t0));
+        assert_eq!(cs[0].reason, "B");
+        let before = cs.clone();
+        set(&mut cs, READY, false, "C", "m3".into(), Some(2), t1);
+        assert_eq!(cs[0].last_transition_time, Time(t1));
+        assert!(transitioned(&before, &cs, READY));
+        assert!(!transitioned(&cs, &cs, READY));
+    }
+}

@@ -1,0 +1,219 @@
+//! The target Secret as it should be: keys rendered from the token, labels, annotations.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use minijinja::Environment;
+use secrecy::ExposeSecret;
+
+use crate::api::{EXPIRES_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TargetSpec};
+use crate::provider::IssuedToken;
+use crate::state::salted_hash;
+
+pub const FINGERPRINT_ANNOTATION: &str = "tokenrotator.dev/token-fingerprint";
+pub const SETTINGS_ANNOTATION: &str = "tokenrotator.dev/target-settings";
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("spec.target.template key `{key}` is not a valid template: {reason}")]
+    Template { key: String, reason: String },
+    #[error(
+        "spec.target.template key `{0}` is not a valid Secret key (letters, digits, '-', '_' and '.')"
+    )]
+    InvalidKey(String),
+}
+
+/// The parts of the target Secret the operator owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredTarget {
+    pub secret_type: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// Fields a template may use; credentials are deliberately not among them.
+struct TokenFields<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: String,
+    issued_at: String,
+    lifetime_seconds: u64,
+}
+
+fn render_keys(
+    spec: &TargetSpec,
+    fields: &TokenFields<'_>,
+) -> Result<BTreeMap<String, Vec<u8>>, TargetError> {
+    if spec.template.is_empty() {
+        return Ok(BTreeMap::from([
+            (
+                "access_token".to_string(),
+                fields.access_token.as_bytes().to_vec(),
+            ),
+            (
+                "token_type".to_string(),
+                fields.token_type.as_bytes().to_vec(),
+            ),
+            (
+                "expires_at".to_string(),
+                fields.expires_at.as_bytes().to_vec(),
+            ),
+        ]));
+    }
+    let env = Environment::new();
+    let ctx = minijinja::context! {
+        access_token => fields.access_token,
+        token_type => fields.token_type,
+        expires_at => fields.expires_at,
+        issued_at => fields.issued_at,
+        lifetime_seconds => fields.lifetime_seconds,
+    };
+    let mut out = BTreeMap::new();
+    for (key, template) in &spec.template {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(TargetError::InvalidKey(key.clone()));
+        }
+        // Errors carry only the template's own text position, never a rendered value.
+        let rendered = env
+            .render_str(template, &ctx)
+            .map_err(|e| TargetError::Template {
+                key: key.clone(),
+                reason: e.kind().to_string(),
+            })?;
+        out.insert(key.clone(), rendered.into_bytes());
+    }
+    Ok(out)
+}
+
+/// Renders with placeholder values, so a bad template is reported before a token is spent.
+pub fn validate(spec: &TargetSpec) -> Result<(), TargetError> {
+    let fields = TokenFields {
+        access_token: "x",
+        token_type: "Bearer",
+        expires_at: "2000-01-01T00:00:00Z".into(),
+        issued_at: "2000-01-01T00:00:00Z".into(),
+        lifetime_seconds: 1,
+    };
+    render_keys(spec, &fields).map(|_| ())
+}
+
+/// A digest of the target settings, stored on the Secret to notice spec changes.
+pub fn settings_digest(spec: &TargetSpec) -> String {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        spec.secret_type, spec.labels, spec.annotations, spec.template
+    );
+    salted_hash("target", &[&text])[..16].to_string()
+}
+
+pub fn desired(spec: &TargetSpec, token: &IssuedToken) -> Result<DesiredTarget, TargetError> {
+    let fields = TokenFields {
+        access_token: token.access_token.expose_secret(),
+        token_type: &token.token_type,
+        expires_at: token.expires_at.to_string(),
+        issued_at: token.issued_at.to_string(),
+        lifetime_seconds: token.lifetime_seconds,
+    };
+    let data = render_keys(spec, &fields)?;
+    let mut labels = spec.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    let mut annotations = spec.annotations.clone();
+    annotations.insert(EXPIRES_AT_ANNOTATION.into(), token.expires_at.to_string());
+    annotations.insert(FINGERPRINT_ANNOTATION.into(), token.fingerprint());
+    annotations.insert(SETTINGS_ANNOTATION.into(), settings_digest(spec));
+    Ok(DesiredTarget {
+        secret_type: spec.secret_type.clone().unwrap_or_else(|| "Opaque".into()),
+        labels,
+        annotations,
+        data,
+    })
+}
+
+/// What the operator can tell about an existing target Secret from its annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedTarget {
+    pub fingerprint: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    pub settings: Option<String>,
+}
+
+impl ObservedTarget {
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Self {
+        ObservedTarget {
+            fingerprint: annotations.get(FINGERPRINT_ANNOTATION).cloned(),
+            expires_at: annotations
+                .get(EXPIRES_AT_ANNOTATION)
+                .and_then(|s| s.parse().ok()),
+            settings: annotations.get(SETTINGS_ANNOTATION).cloned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{LifetimeSource, RefreshOutcome};
+    use secrecy::SecretString;
+
+    fn token() -> IssuedToken {
+        IssuedToken {
+            access_token: SecretString::from("tok-123"),
+            token_type: "bearer".into(),
+            issued_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+            expires_at: "2026-01-01T01:00:00Z".parse().unwrap(),
+            lifetime_seconds: 3600,
+            lifetime_source: LifetimeSource::ExpiresIn,
+            refresh: RefreshOutcome::None,
+        }
+    }
+
+    #[test]
+    fn default_keys_and_annotations() {
+        let d = desired(&TargetSpec::default(), &token()).unwrap();
+        assert_eq!(d.data["access_token"], b"tok-123");
+        assert_eq!(d.data["token_type"], b"bearer");
+        assert_eq!(d.data["expires_at"], b"2026-01-01T01:00:00Z");
+        assert_eq!(d.annotations[EXPIRES_AT_ANNOTATION], "2026-01-01T01:00:00Z");
+        assert_eq!(d.labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        assert_eq!(d.secret_type, "Opaque");
+    }
+
+    #[test]
+    fn templates_render_token_fields_only() {
+        let spec = TargetSpec {
+            template: BTreeMap::from([
+                ("Authorization".into(), "Bearer {{ access_token }}".into()),
+                ("ttl".into(), "{{ lifetime_seconds }}".into()),
+                ("nothing".into(), "{{ password }}{{ client_secret }}".into()),
+            ]),
+            ..TargetSpec::default()
+        };
+        let d = desired(&spec, &token()).unwrap();
+        assert_eq!(d.data["Authorization"], b"Bearer tok-123");
+        assert_eq!(d.data["ttl"], b"3600");
+        assert_eq!(d.data["nothing"], b"");
+        assert!(!d.data.contains_key("access_token"));
+    }
+
+    #[test]
+    fn bad_templates_and_keys_are_reported_by_key() {
+        let spec = TargetSpec {
+            template: BTreeMap::from([("k".into(), "{{ access_token ".into())]),
+            ..TargetSpec::default()
+        };
+        assert!(matches!(validate(&spec), Err(TargetError::Template { key, .. }) if key == "k"));
+        let spec = TargetSpec {
+            template: BTreeMap::from([("bad key/".into(), "x".into())]),
+            ..TargetSpec::default()
+        };
+        assert_eq!(
+            validate(&spec),
+            Err(TargetError::InvalidKey("bad key/".into()))
+        );
+    }
+}
