@@ -340,6 +340,15 @@ impl ControlPlane {
         &self.admin_kubeconfig
     }
 
+    /// Copies the admin kubeconfig to `path` (mode 0600, atomically: readers never see a
+    /// partial file), e.g. for a demo script that waits for the file to appear.
+    pub fn export_kubeconfig(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(&self.admin_kubeconfig)
+            .map_err(Error::io("read", &self.admin_kubeconfig))?;
+        crate::process::write_private(path, &text).map(drop)
+    }
+
     /// `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> &str {
         &self.server_url

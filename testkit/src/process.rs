@@ -274,7 +274,9 @@ impl Drop for TempDir {
 pub(crate) fn write_private(path: &Path, contents: &str) -> Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("partial");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
     let mut file: File = OpenOptions::new()
         .write(true)
         .create(true)

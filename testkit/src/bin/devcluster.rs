@@ -54,10 +54,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let kubeconfig = std::fs::read_to_string(cp.kubeconfig_path())?;
-    let partial = args.kubeconfig.with_extension("partial");
-    std::fs::write(&partial, kubeconfig)?;
-    std::fs::rename(&partial, &args.kubeconfig)?;
+    cp.export_kubeconfig(&args.kubeconfig)?;
 
     let version = cp.client().apiserver_version().await?;
     println!(

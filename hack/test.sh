@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test entry point (CI runs it through .ci/run): provisions the control plane
+# binaries, then runs formatting, lints and every test including the e2e ones.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "provisioning kube-apiserver, etcd, kube-controller-manager and helm (hack/provision.sh)"
+bin_dir="$(bash hack/provision.sh | tail -n 1)"
+export TOKEN_ROTATOR_K8S_BIN="${bin_dir}"
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets --features e2e -- -D warnings"
+cargo clippy --workspace --all-targets --features e2e -- -D warnings
+
+step "cargo test --workspace --features e2e"
+cargo test --workspace --features e2e
