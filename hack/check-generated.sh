@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Fails when a generated file is out of date with its source:
+#   crds/providercredentials.yaml          <- `token-rotator crd` (the Rust CRD types)
+#   charts/token-rotator/files/crd.yaml    <- crds/providercredentials.yaml (hack/sync-chart-crd.sh)
+#   deploy/*.yaml                          <- the Helm chart (hack/render-deploy.sh)
+# and checks the chart: helm lint --strict (default values and a namespaced, multi-replica
+# configuration), the CRD the chart renders equals crds/providercredentials.yaml apart from
+# labels and annotations, and the chart's appVersion equals the crate version.
+#
+#   hack/check-generated.sh            # check; exit 1 and say how to regenerate
+#   hack/check-generated.sh --update   # regenerate everything, then check
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+chart="charts/token-rotator"
+
+update=false
+case "${1:-}" in
+  "") ;;
+  --update) update=true ;;
+  -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) echo "usage: $0 [--update]" >&2; exit 2 ;;
+esac
+
+log() { printf 'check-generated: %s\n' "$*" >&2; }
+
+# Same lookup as hack/render-deploy.sh: $HELM, the pinned helm from the provision cache or
+# PATH, else hack/provision.sh builds it.
+find_helm() {
+  if [[ -n "${HELM:-}" ]]; then
+    printf '%s\n' "${HELM}"
+    return
+  fi
+  # shellcheck source=versions.env
+  source "${root}/hack/versions.env"
+  local cache_root candidate
+  cache_root="${TOKEN_ROTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-rotator}"
+  for candidate in \
+    "${TOKEN_ROTATOR_K8S_BIN:+${TOKEN_ROTATOR_K8S_BIN}/helm}" \
+    "${cache_root}/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}/bin/helm" \
+    "$(command -v helm || true)"; do
+    if [[ -n "${candidate}" && -x "${candidate}" ]] &&
+      [[ "$("${candidate}" version --template '{{.Version}}' 2>/dev/null)" == "${HELM_VERSION}" ]]; then
+      printf '%s\n' "${candidate}"
+      return
+    fi
+  done
+  log "helm ${HELM_VERSION} not found; building it with hack/provision.sh"
+  printf '%s/helm\n' "$("${root}/hack/provision.sh" | tail -n1)"
+}
+
+cd "${root}"
+HELM="$(find_helm)"
+export HELM
+
+if "${update}"; then
+  log "regenerating crds/providercredentials.yaml"
+  tmp="$(mktemp)"
+  cargo run -q --bin token-rotator -- crd >"${tmp}"
+  mv "${tmp}" crds/providercredentials.yaml
+  hack/sync-chart-crd.sh
+  hack/render-deploy.sh
+fi
+
+failed=()
+
+# 1. The committed CRD matches the Rust types.
+crd_now="$(mktemp)"
+trap 'rm -f "${crd_now}"' EXIT
+if ! cargo run -q --bin token-rotator -- crd >"${crd_now}"; then
+  log "FAIL: cargo run --bin token-rotator -- crd did not run"
+  failed+=("crd")
+elif ! diff -u crds/providercredentials.yaml "${crd_now}" >&2; then
+  log "FAIL: crds/providercredentials.yaml is stale (the diff above is what the code generates)"
+  failed+=("crd")
+else
+  log "ok: crds/providercredentials.yaml matches token-rotator crd"
+fi
+
+# 2. The chart's copy of the CRD.
+if hack/sync-chart-crd.sh --check; then
+  log "ok: chart CRD copy"
+else
+  log "FAIL: ${chart}/files/crd.yaml is stale"
+  failed+=("chart-crd")
+fi
+
+# 3. deploy/ rendered from the chart.
+if hack/render-deploy.sh --check; then
+  log "ok: deploy/"
+else
+  log "FAIL: deploy/ is stale"
+  failed+=("deploy")
+fi
+
+# 4. helm lint, default values and a namespaced HA configuration.
+if "${HELM}" lint --strict "${chart}" >/dev/null &&
+  "${HELM}" lint --strict "${chart}" --namespace ops \
+    --set 'watchNamespaces={team-a,team-b}' --set replicaCount=2 \
+    --set 'allowedTokenHosts={auth.example.com}' --set serviceMonitor.enabled=true >/dev/null; then
+  log "ok: helm lint --strict"
+else
+  "${HELM}" lint --strict "${chart}" >&2 || true
+  log "FAIL: helm lint --strict ${chart}"
+  failed+=("lint")
+fi
+
+# 5. The CRD the chart renders is the generated one, apart from labels and annotations.
+if python3 -c 'import yaml' 2>/dev/null; then
+  if "${HELM}" template token-rotator "${chart}" --show-only templates/crd.yaml |
+    python3 -c '
+import sys, yaml
+rendered = yaml.safe_load(sys.stdin)
+with open("crds/providercredentials.yaml") as f:
+    generated = yaml.safe_load(f)
+for meta in (rendered["metadata"], generated["metadata"]):
+    meta.pop("labels", None)
+    meta.pop("annotations", None)
+sys.exit(0 if rendered == generated else 1)
+'; then
+    log "ok: the chart renders crds/providercredentials.yaml"
+  else
+    log "FAIL: the CRD rendered by ${chart}/templates/crd.yaml differs from crds/providercredentials.yaml"
+    failed+=("chart-crd-render")
+  fi
+else
+  log "SKIPPED: rendered-CRD comparison (python3 with PyYAML is not available)"
+fi
+
+# 6. The chart's appVersion is the crate version (the image tag defaults to it).
+crate_version="$(sed -n '/^\[package\]/,/^\[/{s/^version = "\(.*\)"$/\1/p}' Cargo.toml | head -n1)"
+app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "${chart}/Chart.yaml")"
+if [[ -n "${crate_version}" && "${crate_version}" == "${app_version}" ]]; then
+  log "ok: ${chart} appVersion ${app_version} = crate version"
+else
+  log "FAIL: ${chart}/Chart.yaml appVersion '${app_version}' != Cargo.toml version '${crate_version}'"
+  failed+=("app-version")
+fi
+
+if ((${#failed[@]})); then
+  log "failed: ${failed[*]}"
+  log "to regenerate: hack/check-generated.sh --update"
+  log "  (= cargo run -q --bin token-rotator -- crd > crds/providercredentials.yaml;"
+  log "     hack/sync-chart-crd.sh; hack/render-deploy.sh), then commit the changes;"
+  log "  an appVersion or lint failure needs an edit of ${chart}"
+  exit 1
+fi
+log "all generated files are up to date"
