@@ -154,13 +154,13 @@ impl ControlPlane {
         cp.spawn(
             "etcd",
             &[
-                "--name=default".into(),
+                "--name=testkit".into(),
                 format!("--data-dir={}", path(&cp.dir.path.join("etcd"))),
                 format!("--listen-client-urls={etcd_url}"),
                 format!("--advertise-client-urls={etcd_url}"),
                 format!("--listen-peer-urls={peer_url}"),
                 format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
+                format!("--initial-cluster=testkit={peer_url}"),
                 // Throwaway data: durability only costs time.
                 "--unsafe-no-fsync=true".into(),
                 "--log-level=warn".into(),

@@ -1,6 +1,8 @@
 //! A real Kubernetes control plane for tests and the demo: etcd, kube-apiserver and
 //! kube-controller-manager built by `hack/provision.sh`, started on loopback with random ports,
-//! RBAC, a throwaway CA and ServiceAccount tokens.
+//! RBAC (`Node,RBAC`), the `OwnerReferencesPermissionEnforcement` admission plugin, a throwaway
+//! CA, and ServiceAccount tokens. The controller manager runs the garbage collector, namespace,
+//! serviceaccount, serviceaccount-token and root-CA publisher controllers.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), testkit::Error> {
@@ -10,12 +12,30 @@
 //! let admin = cp.client();
 //! // Acts with exactly the RBAC granted to ServiceAccount `<ns>/operator`:
 //! let operator = cp.service_account_client(ns.name(), "operator").await?;
-//! # let _ = (admin, operator); Ok(()) }
+//! // The same identity as a kubeconfig file, for running the operator binary:
+//! let kubeconfig = cp.service_account_kubeconfig(ns.name(), "operator").await?;
+//! # let _ = (admin, operator, kubeconfig); Ok(()) }
 //! ```
 //!
-//! Binaries come from `$TOKEN_ROTATOR_K8S_BIN`, else the cache dir `hack/provision.sh` prints.
-//! Children die with the test process (`PR_SET_PDEATHSIG`) and temp dirs are removed on drop,
-//! at exit, and (for runs killed by a signal) by the next run.
+//! # Running
+//! * `hack/provision.sh` builds the binaries once (many minutes cold, under a second warm) and
+//!   prints their directory last; `export TOKEN_ROTATOR_K8S_BIN=$(hack/provision.sh | tail -n1)`.
+//!   Without the variable, the default cache directory of the script is used.
+//! * `cargo test --features e2e` runs the end-to-end tests; `hack/test.sh` does all of it.
+//! * `cargo run -p testkit --bin devcluster -- --kubeconfig /tmp/dev.kubeconfig` runs a
+//!   control plane until Ctrl-C; the file appears once it is ready.
+//!
+//! # Acting as a ServiceAccount
+//! [`ControlPlane::service_account_token`] asks the TokenRequest API
+//! (`serviceaccounts/<name>/token`) for a one-hour token, creating the ServiceAccount if needed;
+//! [`ControlPlane::service_account_client`] and [`ControlPlane::service_account_kubeconfig`]
+//! wrap it. Grant the ServiceAccount a Role/ClusterRole through the admin client first; until
+//! then its requests are denied with 403.
+//!
+//! # Cleanup
+//! Children die with the test process (`PR_SET_PDEATHSIG`, forked from one long-lived thread).
+//! Temp dirs (`$TMPDIR/token-rotator-cp/<pid>-<n>`, with the components' logs) are removed on
+//! drop, at exit for the [`shared`] instance, and, for runs killed by a signal, by the next run.
 
 mod binaries;
 mod certs;
