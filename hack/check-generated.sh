@@ -31,7 +31,7 @@ find_helm() {
     printf '%s\n' "${HELM}"
     return
   fi
-  # shellcheck source=versions.env
+  # shellcheck source=SCRIPTDIR/versions.env
   source "${root}/hack/versions.env"
   local cache_root candidate
   cache_root="${TOKEN_ROTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-rotator}"
