@@ -3,10 +3,14 @@
 pub mod api;
 pub mod cli;
 pub mod conditions;
+pub mod controller;
+pub mod leader;
 pub mod provider;
 pub mod rotation;
+pub mod secrets;
 pub mod state;
 pub mod target;
+pub mod telemetry;
 
 /// Installs the one rustls crypto provider (ring) shared by kube and reqwest. Call it first in
 /// every binary and test; later calls are harmless.

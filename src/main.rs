@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Print the ProviderCredential CRD as YAML.
     Crd,
+    /// Run the controller.
+    Run(token_rotator::controller::RunArgs),
     /// Perform one token exchange from manifests on disk and print a redacted summary.
     Fetch(cli::fetch::FetchArgs),
 }
@@ -27,6 +29,17 @@ async fn main() -> ExitCode {
         Command::Crd => {
             print!("{}", cli::crd::render());
             ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            token_rotator::telemetry::init_logging(args.log_format);
+            match token_rotator::controller::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Fetch(args) => match cli::fetch::run(&args).await {
             Ok(summary) => {

@@ -1,0 +1,180 @@
+//! The controller: watches ProviderCredentials and the Secrets around them (label-selected
+//! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
+
+mod context;
+pub mod reconcile;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+pub use context::Context;
+use reconcile::{ReconcileError, reconcile};
+
+use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
+use crate::provider::{HttpPolicy, TokenClient};
+use crate::telemetry::{self, Metrics};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (repeatable). Default: all namespaces.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Permit plain http:// token endpoints (local testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Only these hosts may be token endpoints (repeatable). Default: any host.
+    #[arg(long = "allowed-token-host")]
+    pub allowed_token_hosts: Vec<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: telemetry::LogFormat,
+    /// How many resources are reconciled at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub leader: crate::leader::LeaderArgs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(
+        "the ProviderCredential CRD is not installed or not readable ({0}); install it with `kubectl apply -f crds/` or the Helm chart"
+    )]
+    CrdMissing(#[source] kube::Error),
+    #[error("leader election failed: {0}")]
+    Leader(String),
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    tokio::spawn({
+        let metrics = metrics.clone();
+        let addr = args.metrics_addr;
+        async move {
+            if let Err(e) = telemetry::serve(addr, metrics).await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        }
+    });
+
+    let reporter = Reporter {
+        controller: "token-rotator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        TokenClient::new(HttpPolicy {
+            allow_http: args.allow_http,
+            allowed_hosts: (!args.allowed_token_hosts.is_empty())
+                .then(|| args.allowed_token_hosts.clone()),
+        }),
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    ));
+
+    let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    // Fail early and clearly when the CRD is missing.
+    let probe: Api<ProviderCredential> = match &scopes[0] {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(RunError::CrdMissing)?;
+    // Ready once connected: a standby replica is healthy too.
+    metrics.set_ready(true);
+    let lease = crate::leader::acquire(&client, &args.leader)
+        .await
+        .map_err(|e| RunError::Leader(e.to_string()))?;
+
+    let controllers = scopes
+        .into_iter()
+        .map(|ns| controller_for(client.clone(), ns, ctx.clone(), args.concurrency));
+    info!(namespaces = ?args.namespaces, "controller started");
+    let all = futures::future::join_all(controllers);
+    match lease {
+        Some(lease) => {
+            tokio::select! {
+                _ = all => {}
+                lost = lease.lost() => {
+                    // A replica that is no longer leader must stop rotating at once.
+                    warn!(reason = %lost, "leadership lost; exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+        None => {
+            all.await;
+        }
+    }
+    Ok(())
+}
+
+async fn controller_for(
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let (pcs, secrets): (Api<ProviderCredential>, Api<Secret>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let managed =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let credentials = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    let controller = Controller::new(pcs, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns(secrets.clone(), managed)
+        .watches(secrets, credentials, move |secret: Secret| {
+            // Every resource in the Secret's namespace that reads it.
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|pc| pc.namespace() == ns && pc.spec.credentials.secret_ref.name == name)
+                .map(|pc| ObjectRef::from(pc.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(pc: Arc<ProviderCredential>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failure(error.metric_reason());
+    warn!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), error = %error, "reconcile error; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

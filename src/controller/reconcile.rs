@@ -1,0 +1,819 @@
+//! One reconcile: observe → decide (pure) → fetch → persist (state, then target) → status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::context::Context;
+use crate::api::resolve::{RenewalPolicy, renewal_policy};
+use crate::api::{
+    AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
+    REFRESH_ANNOTATION, RefreshTokenStatus, SecretKeyRef, credentials_from_data, provider_config,
+    state_secret_name,
+};
+use crate::conditions::{self, DEGRADED, READY, reason};
+use crate::provider::{
+    Credentials, FetchError, GrantRequest, GrantType, IssuedToken, Param, ProviderConfig,
+    RefreshOutcome,
+};
+use crate::rotation::{self, CurrentToken, Decision, Facts, GrantChoice, GrantFacts};
+use crate::secrets::{self, CredentialsLookup, Owned, SecretsError};
+use crate::state::{self, StateData};
+use crate::target::{self, ObservedTarget};
+
+/// Failures of the Kubernetes side; provider failures are status, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot update the status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("the token task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl ReconcileError {
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Secrets(_) => "SecretsApi",
+            ReconcileError::Status(_) => "StatusApi",
+            ReconcileError::Task(_) => "Task",
+        }
+    }
+}
+
+/// A fallback look, for changes no watch delivers (e.g. a credentials Secret created without
+/// the label).
+const RECHECK: Duration = Duration::from_secs(300);
+const FIELD_MANAGER: &str = "token-rotator";
+
+/// When to look again: after a delay, or only when something changes.
+type Next = Option<Duration>;
+
+pub async fn reconcile(
+    pc: Arc<ProviderCredential>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
+    async move {
+        if pc.meta().deletion_timestamp.is_some() {
+            // Owned Secrets are garbage-collected through their owner references.
+            return Ok(Action::await_change());
+        }
+        let mut run = Run::new(&pc, ctx.clone());
+        let next = run.reconcile().await?;
+        run.finish().await?;
+        Ok(next.map_or_else(Action::await_change, Action::requeue))
+    }
+    .instrument(span)
+    .await
+}
+
+struct Run<'a> {
+    pc: &'a ProviderCredential,
+    ctx: Arc<Context>,
+    secrets: Api<Secret>,
+    uid: String,
+    now: Timestamp,
+    old: ProviderCredentialStatus,
+    status: ProviderCredentialStatus,
+    /// The token in the target Secret, if still valid.
+    current: Option<ObservedToken>,
+}
+
+#[derive(Clone, Debug)]
+struct ObservedToken {
+    expires_at: Timestamp,
+    issued_at: Timestamp,
+    fingerprint: String,
+}
+
+impl<'a> Run<'a> {
+    fn new(pc: &'a ProviderCredential, ctx: Arc<Context>) -> Self {
+        let old = pc.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        status.observed_generation = pc.meta().generation;
+        Run {
+            pc,
+            secrets: Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default()),
+            ctx,
+            uid: pc.uid().unwrap_or_default(),
+            now: Timestamp::now(),
+            old,
+            status,
+            current: None,
+        }
+    }
+
+    async fn reconcile(&mut self) -> Result<Next, ReconcileError> {
+        let spec = &self.pc.spec;
+        let resolved = provider_config(spec)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                renewal_policy(spec.refresh.as_ref())
+                    .map(|p| (c, p))
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|cp| {
+                target::validate(&spec.target)
+                    .map(|_| cp)
+                    .map_err(|e| e.to_string())
+            });
+
+        let target_name = spec.target.secret_name.clone();
+        let target_secret = match secrets::read_owned(&self.secrets, &target_name, &self.uid)
+            .await?
+        {
+            Owned::Foreign => {
+                let msg = format!(
+                    "Secret {target_name} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
+                );
+                return Ok(self.blocked(reason::TARGET_CONFLICT, msg, Some(RECHECK)));
+            }
+            Owned::Absent => None,
+            Owned::Owned(s) => Some(*s),
+        };
+        let observed = target_secret
+            .as_ref()
+            .map(|s| ObservedTarget::from_annotations(&s.annotations().clone()));
+        self.current = observed
+            .as_ref()
+            .and_then(|o| match (o.expires_at, &o.fingerprint) {
+                (Some(expires_at), Some(fp)) if expires_at > self.now => Some(ObservedToken {
+                    expires_at,
+                    issued_at: o.issued_at.unwrap_or(self.now),
+                    fingerprint: fp.clone(),
+                }),
+                _ => None,
+            });
+        if self.current.is_none() {
+            self.status.access_token = None;
+        }
+
+        let (config, policy) = match resolved {
+            Ok(cp) => cp,
+            Err(msg) => return Ok(self.blocked(reason::INVALID_SPEC, msg, None)),
+        };
+        if spec.suspend == Some(true) {
+            let msg = "spec.suspend is true: no token requests are made".to_string();
+            return Ok(self.blocked(reason::SUSPENDED, msg, None));
+        }
+
+        let creds_name = &spec.credentials.secret_ref.name;
+        let data = match secrets::read_credentials(&self.secrets, creds_name).await? {
+            CredentialsLookup::Found(data) => data,
+            CredentialsLookup::NotFound => {
+                let msg = format!(
+                    "credentials Secret {creds_name} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
+                );
+                return Ok(self.blocked(reason::CREDENTIALS_NOT_FOUND, msg, Some(RECHECK)));
+            }
+            CredentialsLookup::NotLabelled => {
+                let msg = format!(
+                    "credentials Secret {creds_name} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {creds_name} tokenrotator.dev/credentials=true) so the operator may read it"
+                );
+                return Ok(self.blocked(reason::CREDENTIALS_NOT_LABELLED, msg, Some(RECHECK)));
+            }
+        };
+        let mut credentials = credentials_from_data(spec, &data);
+        let seed = credentials.remove(Param::RefreshToken);
+
+        let state_name = state_secret_name(&self.pc.name_any());
+        let state_secret = match secrets::read_owned(&self.secrets, &state_name, &self.uid).await? {
+            Owned::Foreign => {
+                let msg = format!(
+                    "Secret {state_name} (where this resource keeps its refresh token) exists and is not managed by it; rename or delete that Secret"
+                );
+                return Ok(self.blocked(reason::TARGET_CONFLICT, msg, Some(RECHECK)));
+            }
+            Owned::Absent => None,
+            Owned::Owned(s) => Some(*s),
+        };
+        let mut state = state_secret
+            .as_ref()
+            .map(|s| StateData::from_data(&secrets::decoded(s)))
+            .unwrap_or_default();
+        let mut state_secret = state_secret;
+        // A refresh token received earlier but not yet stored is the only valid one.
+        if let Some(pending) = self.ctx.pending_refresh(&self.uid) {
+            state.refresh_token = Some(pending);
+            state_secret = Some(self.store_state(state_secret, &state).await?);
+        }
+
+        let inputs = state::inputs_hash(&self.uid, &config, &credentials);
+        let seed_hash = seed.as_ref().map(|s| state::secret_hash(&self.uid, s));
+        let code_hash = credentials
+            .get(Param::Code)
+            .map(|c| state::secret_hash(&self.uid, c));
+        let new_seed =
+            config.supports_refresh && seed_hash.is_some() && seed_hash != state.seed_hash;
+        let unspent_code = config.grant == GrantType::AuthorizationCode
+            && code_hash.is_some()
+            && code_hash != state.code_hash;
+        let refresh_request = self
+            .pc
+            .annotations()
+            .get(REFRESH_ANNOTATION)
+            .filter(|v| Some(*v) != self.status.last_refresh_request.as_ref())
+            .cloned();
+
+        let facts = Facts {
+            now: self.now,
+            current: self.current.as_ref().map(|c| CurrentToken {
+                expires_at: c.expires_at,
+                next_refresh_at: self.planned_refresh(c, &policy),
+            }),
+            target_up_to_date: observed.as_ref().and_then(|o| o.settings.clone())
+                == Some(target::settings_digest(&spec.target)),
+            inputs_unchanged: state.inputs_hash.as_deref() == Some(inputs.as_str())
+                && !new_seed
+                && !unspent_code,
+            refresh_requested: refresh_request.is_some(),
+            retry_not_before: match self.status.consecutive_failures {
+                Some(n) if n > 0 => self.status.next_refresh_at.as_ref().map(|t| t.0),
+                _ => None,
+            },
+            rejected_with_same_inputs: state.rejected_inputs_hash.as_deref()
+                == Some(inputs.as_str()),
+        };
+        let reason_due = match rotation::decide(&facts) {
+            Decision::WaitUntil(at) => {
+                self.keep_ready();
+                if self.status.consecutive_failures.unwrap_or(0) == 0 {
+                    self.status.next_refresh_at = Some(Time(at));
+                }
+                return Ok(self.requeue_at(at));
+            }
+            Decision::HoldRejected => {
+                self.keep_ready();
+                return Ok(self.requeue_at_expiry_or_never());
+            }
+            Decision::Fetch(r) => r,
+        };
+
+        let choice = rotation::choose_grant(&GrantFacts {
+            primary: config.grant,
+            supports_refresh: config.supports_refresh,
+            has_stored_refresh_token: state.refresh_token.is_some(),
+            has_new_seed: new_seed,
+            has_unspent_code: unspent_code,
+        });
+        let grant = match choice {
+            GrantChoice::StoredRefreshToken => {
+                GrantRequest::Refresh(state.refresh_token.clone().expect("checked"))
+            }
+            GrantChoice::SeedRefreshToken => GrantRequest::Refresh(seed.clone().expect("checked")),
+            GrantChoice::Primary => GrantRequest::Primary,
+            GrantChoice::ReauthorizationRequired => {
+                let msg = format!(
+                    "the authorization code in Secret {creds_name} was already used and no refresh token is held; obtain a new code from the provider's consent page and put it in key `{}`",
+                    credentials.key_name(Param::Code)
+                );
+                return Ok(self.blocked(reason::REAUTHORIZATION_REQUIRED, msg, None));
+            }
+        };
+        if let Some(r) = refresh_request {
+            self.status.last_refresh_request = Some(r);
+        }
+        info!(
+            reason = reason_due.describe(),
+            grant = grant.label(&config),
+            "requesting a token"
+        );
+
+        // Fetch and persist run to completion even if this reconcile is cancelled: a refresh
+        // token that a received answer replaced must reach the state Secret.
+        let task = RotationTask {
+            pc: self.pc.clone(),
+            secrets: self.secrets.clone(),
+            config: config.clone(),
+            credentials,
+            grant,
+            choice,
+            state,
+            state_secret,
+            target_secret,
+            inputs,
+            seed_hash,
+            code_hash,
+            uid: self.uid.clone(),
+        };
+        let ctx = self.ctx.clone();
+        let outcome = tokio::spawn(async move { task.run(&ctx).await }.in_current_span())
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??;
+        self.now = Timestamp::now();
+        Ok(match outcome {
+            RotationOutcome::Issued { token, state_name } => {
+                self.issued(&token, &state_name, &policy)
+            }
+            RotationOutcome::Failed { error, chain_ended } => {
+                self.failed(&error, chain_ended, &config)
+            }
+        })
+    }
+
+    async fn store_state(
+        &self,
+        current: Option<Secret>,
+        state: &StateData,
+    ) -> Result<Secret, ReconcileError> {
+        let name = state_secret_name(&self.pc.name_any());
+        let written = secrets::write_state(&self.secrets, self.pc, &name, current, state).await?;
+        self.ctx.release_refresh(&self.uid);
+        Ok(written)
+    }
+
+    /// The renewal time of a token: the one planned at issue (jitter included) when the status
+    /// describes this token, else recomputed (after a lost status).
+    fn planned_refresh(&self, c: &ObservedToken, policy: &RenewalPolicy) -> Timestamp {
+        let matches = self
+            .status
+            .access_token
+            .as_ref()
+            .map(|a| a.fingerprint.as_str())
+            == Some(c.fingerprint.as_str());
+        match (&self.status.next_refresh_at, matches) {
+            (Some(t), true) => t.0,
+            _ => rotation::next_refresh_at(c.issued_at, c.expires_at, policy, rand::random()),
+        }
+    }
+
+    /// Between rotations: leave a true Ready alone (an identical status is not written).
+    fn keep_ready(&mut self) {
+        let generation = self.pc.meta().generation;
+        let ready =
+            conditions::get(&self.status.conditions, READY).is_some_and(|c| c.status == "True");
+        if let Some(c) = self.current.clone().filter(|_| !ready) {
+            let message = format!("token valid until {}", c.expires_at);
+            conditions::set(
+                &mut self.status.conditions,
+                READY,
+                true,
+                reason::TOKEN_ISSUED,
+                message,
+                generation,
+                self.now,
+            );
+        }
+    }
+
+    /// A state that needs a person (or a change) before any token request.
+    fn blocked(&mut self, why: &str, message: String, recheck: Option<Duration>) -> Next {
+        let generation = self.pc.meta().generation;
+        match self.current.clone() {
+            Some(c) => conditions::set(
+                &mut self.status.conditions,
+                READY,
+                true,
+                reason::TOKEN_ISSUED,
+                format!(
+                    "token valid until {}; no refresh possible: {message}",
+                    c.expires_at
+                ),
+                generation,
+                self.now,
+            ),
+            None => conditions::set(
+                &mut self.status.conditions,
+                READY,
+                false,
+                why,
+                message.clone(),
+                generation,
+                self.now,
+            ),
+        }
+        let degraded = why != reason::SUSPENDED;
+        conditions::set(
+            &mut self.status.conditions,
+            DEGRADED,
+            degraded,
+            why,
+            message,
+            generation,
+            self.now,
+        );
+        self.status.next_refresh_at = None;
+        let at_expiry = self.requeue_at_expiry_or_never();
+        match recheck {
+            Some(d) => shorter(at_expiry, d),
+            None => at_expiry,
+        }
+    }
+
+    fn issued(&mut self, token: &IssuedToken, state_name: &str, policy: &RenewalPolicy) -> Next {
+        let generation = self.pc.meta().generation;
+        let fingerprint = token.fingerprint();
+        let same_token = self
+            .old
+            .access_token
+            .as_ref()
+            .map(|a| a.fingerprint.as_str())
+            == Some(fingerprint.as_str());
+        let next = if same_token {
+            // The provider hands out the same token until it expires: ask again then, not before.
+            token.expires_at
+        } else {
+            rotation::next_refresh_at(token.issued_at, token.expires_at, policy, rand::random())
+        };
+        self.current = Some(ObservedToken {
+            expires_at: token.expires_at,
+            issued_at: token.issued_at,
+            fingerprint: fingerprint.clone(),
+        });
+        let issued_at = if same_token {
+            self.old
+                .access_token
+                .as_ref()
+                .map(|a| a.issued_at.clone())
+                .unwrap_or(Time(token.issued_at))
+        } else {
+            Time(token.issued_at)
+        };
+        self.status.access_token = Some(AccessTokenStatus {
+            issued_at,
+            expires_at: Time(token.expires_at),
+            fingerprint,
+            lifetime_source: token.lifetime_source.as_str().to_string(),
+            secret_name: self.pc.spec.target.secret_name.clone(),
+        });
+        self.status.next_refresh_at = Some(Time(next));
+        self.status.consecutive_failures = None;
+        self.status.refresh_token = match (&token.refresh, self.status.refresh_token.take()) {
+            (RefreshOutcome::NewlyIssued(t), _) => Some(self.refresh_status(t, 0)),
+            (RefreshOutcome::Rotated(t), old) => {
+                let rotations = old.map(|o| o.rotations + 1).unwrap_or(1);
+                Some(self.refresh_status(t, rotations))
+            }
+            (RefreshOutcome::Kept, old) => old,
+            (RefreshOutcome::None, _) => None,
+        };
+        if let Some(r) = self.status.refresh_token.as_mut() {
+            r.secret_ref.name = state_name.to_string();
+        }
+        let message = format!(
+            "token valid until {} (lifetime from {}, next refresh at {next})",
+            token.expires_at,
+            token.lifetime_source.as_str()
+        );
+        conditions::set(
+            &mut self.status.conditions,
+            READY,
+            true,
+            reason::TOKEN_ISSUED,
+            message,
+            generation,
+            self.now,
+        );
+        conditions::set(
+            &mut self.status.conditions,
+            DEGRADED,
+            false,
+            reason::REFRESH_SUCCEEDED,
+            "the last token request succeeded".into(),
+            generation,
+            self.now,
+        );
+        self.ctx
+            .metrics
+            .token_scheduled(self.pc, Some(token.expires_at), Some(next));
+        self.requeue_at(next)
+    }
+
+    fn refresh_status(&self, token: &SecretString, rotations: u64) -> RefreshTokenStatus {
+        use secrecy::ExposeSecret;
+        RefreshTokenStatus {
+            secret_ref: SecretKeyRef {
+                name: state_secret_name(&self.pc.name_any()),
+                key: state::REFRESH_TOKEN_KEY.into(),
+            },
+            issued_at: Time(self.now),
+            fingerprint: crate::provider::fingerprint(token.expose_secret()),
+            rotations,
+        }
+    }
+
+    fn failed(
+        &mut self,
+        error: &FetchError,
+        chain_ended: ChainEnd,
+        config: &ProviderConfig,
+    ) -> Next {
+        let generation = self.pc.meta().generation;
+        let class = error.class();
+        let failures = self.status.consecutive_failures.unwrap_or(0) + 1;
+        self.status.consecutive_failures = Some(failures);
+        self.status.last_failure = Some(FailureStatus {
+            time: Time(self.now),
+            reason: class.reason().into(),
+            http_status: error.http_status(),
+            message: error.to_string(),
+        });
+        warn!(reason = class.reason(), error = %error, "token request failed");
+        let (why, message, retry) = match chain_ended {
+            ChainEnd::FallBackToPrimary => (
+                class.reason(),
+                format!(
+                    "the refresh token was rejected ({error}); requesting a new token with the {} grant",
+                    config.grant.wire_value()
+                ),
+                Some(Duration::ZERO),
+            ),
+            ChainEnd::NeedsReauthorization => (
+                reason::REAUTHORIZATION_REQUIRED,
+                format!(
+                    "the provider ended the refresh chain ({error}); obtain a new authorization code and put it in the credentials Secret"
+                ),
+                None,
+            ),
+            ChainEnd::No if class.is_transient() => {
+                let delay = rotation::backoff(failures, error.retry_after(), rand::random());
+                (class.reason(), error.to_string(), Some(delay))
+            }
+            ChainEnd::No => (
+                class.reason(),
+                format!("{error}; not retried until the credentials or the spec change"),
+                None,
+            ),
+        };
+        match self.current.clone() {
+            Some(c) => conditions::set(
+                &mut self.status.conditions,
+                READY,
+                true,
+                reason::TOKEN_ISSUED,
+                format!(
+                    "token valid until {}; refreshing it is failing ({why})",
+                    c.expires_at
+                ),
+                generation,
+                self.now,
+            ),
+            None => conditions::set(
+                &mut self.status.conditions,
+                READY,
+                false,
+                why,
+                message.clone(),
+                generation,
+                self.now,
+            ),
+        }
+        conditions::set(
+            &mut self.status.conditions,
+            DEGRADED,
+            true,
+            why,
+            message,
+            generation,
+            self.now,
+        );
+        self.ctx.metrics.reconcile_failure(class.reason());
+        match retry {
+            Some(delay) => {
+                let at = self.now + jiff::SignedDuration::try_from(delay).unwrap_or_default();
+                self.status.next_refresh_at = Some(Time(at));
+                shorter(self.requeue_at_expiry_or_never(), delay)
+            }
+            None => {
+                self.status.next_refresh_at = None;
+                self.requeue_at_expiry_or_never()
+            }
+        }
+    }
+
+    fn requeue_at(&self, at: Timestamp) -> Next {
+        let wait = at.duration_since(self.now).as_secs_f64().max(0.0);
+        Some(Duration::from_secs_f64(wait).max(rotation::MIN_INTERVAL))
+    }
+
+    /// Look again when the current token expires (to report it), or wait for a change.
+    fn requeue_at_expiry_or_never(&self) -> Next {
+        self.current
+            .as_ref()
+            .and_then(|c| self.requeue_at(c.expires_at))
+    }
+
+    /// Writes the status if it changed and publishes Events for condition transitions.
+    async fn finish(self) -> Result<(), ReconcileError> {
+        self.ctx.metrics.token_scheduled(
+            self.pc,
+            self.current.as_ref().map(|c| c.expires_at),
+            self.status.next_refresh_at.as_ref().map(|t| t.0),
+        );
+        if self.status == self.old {
+            return Ok(());
+        }
+        let api: Api<ProviderCredential> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.pc.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "ProviderCredential",
+            "status": self.status,
+        });
+        api.patch_status(
+            &self.pc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(ReconcileError::Status)?;
+        for type_ in [READY, DEGRADED] {
+            if !conditions::transitioned(&self.old.conditions, &self.status.conditions, type_) {
+                continue;
+            }
+            let Some(c) = conditions::get(&self.status.conditions, type_) else {
+                continue;
+            };
+            let healthy = (type_ == READY) == (c.status == "True");
+            // Degraded=False right after creation is no news.
+            if type_ == DEGRADED
+                && healthy
+                && conditions::get(&self.old.conditions, DEGRADED).is_none()
+            {
+                continue;
+            }
+            let event = Event {
+                type_: if healthy {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                },
+                reason: c.reason.clone(),
+                note: Some(crate::provider::scrub::truncate_chars(&c.message, 1000)),
+                action: if type_ == READY {
+                    "Rotate".into()
+                } else {
+                    "Refresh".into()
+                },
+                secondary: None,
+            };
+            if let Err(e) = self
+                .ctx
+                .recorder
+                .publish(&event, &self.pc.object_ref(&()))
+                .await
+            {
+                warn!(error = %e, "cannot publish an Event");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sooner of two looks.
+fn shorter(next: Next, delay: Duration) -> Next {
+    let delay = delay.max(rotation::MIN_INTERVAL);
+    Some(next.map_or(delay, |d| d.min(delay)))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainEnd {
+    No,
+    FallBackToPrimary,
+    NeedsReauthorization,
+}
+
+enum RotationOutcome {
+    Issued {
+        token: IssuedToken,
+        state_name: String,
+    },
+    Failed {
+        error: FetchError,
+        chain_ended: ChainEnd,
+    },
+}
+
+/// Everything one fetch-and-persist needs, owned, so it can outlive a cancelled reconcile.
+struct RotationTask {
+    pc: ProviderCredential,
+    secrets: Api<Secret>,
+    config: ProviderConfig,
+    credentials: Credentials,
+    grant: GrantRequest,
+    choice: GrantChoice,
+    state: StateData,
+    state_secret: Option<Secret>,
+    target_secret: Option<Secret>,
+    inputs: String,
+    seed_hash: Option<String>,
+    code_hash: Option<String>,
+    uid: String,
+}
+
+impl RotationTask {
+    async fn run(self, ctx: &Context) -> Result<RotationOutcome, ReconcileError> {
+        ctx.rate_limit(&self.config).await;
+        let started = std::time::Instant::now();
+        let result = ctx
+            .tokens
+            .fetch(&self.config, &self.credentials, &self.grant)
+            .await;
+        ctx.metrics
+            .token_request(&self.config, &result, started.elapsed());
+        let state_name = state_secret_name(&self.pc.name_any());
+        let mut next_state = self.state.clone();
+        match result {
+            Ok(token) => {
+                next_state.inputs_hash = Some(self.inputs.clone());
+                next_state.rejected_inputs_hash = None;
+                match self.choice {
+                    GrantChoice::SeedRefreshToken => next_state.seed_hash = self.seed_hash.clone(),
+                    GrantChoice::Primary if self.config.grant == GrantType::AuthorizationCode => {
+                        next_state.code_hash = self.code_hash.clone();
+                    }
+                    _ => {}
+                }
+                match &token.refresh {
+                    RefreshOutcome::NewlyIssued(t) | RefreshOutcome::Rotated(t) => {
+                        next_state.refresh_token = Some(t.clone());
+                        // Held in memory first: if the write below fails, the next reconcile
+                        // stores this value instead of resending the replaced one.
+                        ctx.hold_refresh(&self.uid, t.clone());
+                    }
+                    RefreshOutcome::Kept => {
+                        if let GrantRequest::Refresh(sent) = &self.grant {
+                            next_state.refresh_token = Some(sent.clone());
+                        }
+                    }
+                    RefreshOutcome::None => next_state.refresh_token = None,
+                }
+                if next_state != self.state
+                    || self.state_secret.is_none() && next_state.refresh_token.is_some()
+                {
+                    secrets::write_state(
+                        &self.secrets,
+                        &self.pc,
+                        &state_name,
+                        self.state_secret.clone(),
+                        &next_state,
+                    )
+                    .await?;
+                    ctx.release_refresh(&self.uid);
+                }
+                let desired = target::desired(&self.pc.spec.target, &token)
+                    .expect("templates validated before fetching");
+                secrets::write_target(
+                    &self.secrets,
+                    &self.pc,
+                    &self.pc.spec.target.secret_name,
+                    self.target_secret.clone(),
+                    desired,
+                )
+                .await?;
+                Ok(RotationOutcome::Issued { token, state_name })
+            }
+            Err(error) => {
+                let mut chain_ended = ChainEnd::No;
+                let refresh_grant = matches!(self.grant, GrantRequest::Refresh(_));
+                if refresh_grant && error.is_invalid_grant() {
+                    // Only invalid_grant ends a chain; the dead token is never sent again.
+                    next_state.refresh_token = match self.choice {
+                        GrantChoice::SeedRefreshToken => next_state.refresh_token,
+                        _ => None,
+                    };
+                    if self.choice == GrantChoice::SeedRefreshToken {
+                        next_state.seed_hash = self.seed_hash.clone();
+                    }
+                    chain_ended = if self.config.grant == GrantType::AuthorizationCode {
+                        ChainEnd::NeedsReauthorization
+                    } else {
+                        ChainEnd::FallBackToPrimary
+                    };
+                } else if !refresh_grant
+                    && self.config.grant == GrantType::AuthorizationCode
+                    && error.is_invalid_grant()
+                {
+                    next_state.code_hash = self.code_hash.clone();
+                    chain_ended = ChainEnd::NeedsReauthorization;
+                } else if !error.class().is_transient() {
+                    next_state.rejected_inputs_hash = Some(self.inputs.clone());
+                }
+                if next_state != self.state {
+                    secrets::write_state(
+                        &self.secrets,
+                        &self.pc,
+                        &state_name,
+                        self.state_secret.clone(),
+                        &next_state,
+                    )
+                    .await?;
+                }
+                Ok(RotationOutcome::Failed { error, chain_ended })
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Logs, metrics and health endpoints. Metric labels are hosts, outcomes, reasons and
+//! namespace/name only: never a value that could carry a secret.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::ProviderCredential;
+use crate::provider::{FetchError, IssuedToken, ProviderConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    host: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    namespace: String,
+    name: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    token_requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<HostLabels, Histogram>,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    expiry: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    next_refresh: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("token_rotator");
+        let token_requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::<HostLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        let expiry = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        let next_refresh = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_requests",
+            "Token requests by endpoint host and outcome (ok or the error class)",
+            token_requests.clone(),
+        );
+        registry.register(
+            "token_request_duration_seconds",
+            "Token request latency by endpoint host",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles and token requests by reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the current access token of a ProviderCredential expires (Unix time)",
+            expiry.clone(),
+        );
+        registry.register(
+            "token_next_refresh_timestamp_seconds",
+            "When the next token request of a ProviderCredential is planned (Unix time)",
+            next_refresh.clone(),
+        );
+        Metrics {
+            registry,
+            token_requests,
+            request_seconds,
+            reconcile_errors,
+            expiry,
+            next_refresh,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn token_request(
+        &self,
+        config: &ProviderConfig,
+        result: &Result<IssuedToken, FetchError>,
+        took: Duration,
+    ) {
+        let host = config.token_url.host_str().unwrap_or_default().to_string();
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.class().reason().to_string(),
+        };
+        self.token_requests
+            .get_or_create(&RequestLabels {
+                host: host.clone(),
+                outcome,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&HostLabels { host })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_failure(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn token_scheduled(
+        &self,
+        pc: &ProviderCredential,
+        expires_at: Option<Timestamp>,
+        next: Option<Timestamp>,
+    ) {
+        let labels = ResourceLabels {
+            namespace: pc.namespace().unwrap_or_default(),
+            name: pc.name_any(),
+        };
+        for (family, value) in [(&self.expiry, expires_at), (&self.next_refresh, next)] {
+            match value {
+                Some(t) => {
+                    family
+                        .get_or_create(&labels)
+                        .set(t.as_millisecond() as f64 / 1000.0);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = ResourceLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.expiry.remove(&labels);
+        self.next_refresh.remove(&labels);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app).await
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
