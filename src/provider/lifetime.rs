@@ -39,7 +39,7 @@ pub fn seconds_from_json(value: &Value) -> Option<u64> {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0 && secs < 1e11).then_some(secs as u64)
+    (0.0..1e11).contains(&secs).then_some(secs as u64)
 }
 
 /// An absolute time from RFC 3339, HTTP date / RFC 2822, a zone-less ISO date-time (taken as
