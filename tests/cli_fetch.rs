@@ -692,6 +692,8 @@ fn every_example_parses_resolves_and_has_its_credentials() {
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
         api::resolve::renewal_policy(pc.spec.refresh.as_ref())
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
+        token_rotator::target::validate(&pc.spec.target)
+            .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
 
         let secret: Secret = serde_saphyr::from_str(&read(&dir.join("credentials.yaml")))
             .unwrap_or_else(|e| panic!("{label}/credentials.yaml: {e}"));
@@ -824,4 +826,81 @@ async fn the_custom_provider_example_works_without_code_changes() {
         body,
         serde_json::json!({"apiKey": "key-1", "apiSecret": "s3cr3t-value", "audience": "telemetry"})
     );
+}
+
+/// Every YAML snippet in docs/providers.md is valid, and the full manifests shown there are the
+/// ones in `examples/` (outside `examples/local/`), so the page cannot drift from them.
+#[test]
+fn the_yaml_in_the_provider_docs_is_valid_and_matches_the_examples() {
+    let doc = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/providers.md"));
+    let mut examples: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for dir in example_dirs()
+        .iter()
+        .filter(|d| d.parent() == Some(&examples_dir()))
+    {
+        for file in ["providercredential.yaml", "credentials.yaml"] {
+            let value: Value = serde_saphyr::from_str(&read(&dir.join(file))).unwrap();
+            let key = (
+                value["kind"].as_str().unwrap().to_string(),
+                value["metadata"]["name"].as_str().unwrap().to_string(),
+            );
+            examples.insert(key, value);
+        }
+    }
+    let (mut snippets, mut matched) = (0, 0);
+    for block in doc.split("```yaml\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for part in block.split("\n---\n") {
+            snippets += 1;
+            let value: Value = serde_saphyr::from_str(part)
+                .unwrap_or_else(|e| panic!("docs YAML does not parse: {e}\n{part}"));
+            let spec = match value["kind"].as_str() {
+                Some("ProviderCredential") => {
+                    let pc: ProviderCredential = serde_json::from_value(value.clone()).unwrap();
+                    Some(pc.spec)
+                }
+                Some("Secret") => {
+                    let secret: Secret = serde_json::from_value(value.clone()).unwrap();
+                    assert!(opted_in(&secret), "{part}");
+                    None
+                }
+                None => {
+                    // A spec, or a few spec fields shown on their own.
+                    let mut spec = serde_json::json!({
+                        "tokenEndpoint": {"url": "https://auth.example.com/token"},
+                        "credentials": {"secretRef": {"name": "c"}},
+                        "target": {"secretName": "t"},
+                    });
+                    let fields = value.get("spec").unwrap_or(&value);
+                    for (k, v) in fields.as_object().expect("a mapping") {
+                        spec[k] = v.clone();
+                    }
+                    Some(
+                        serde_json::from_value(spec)
+                            .unwrap_or_else(|e| panic!("docs spec: {e}\n{part}")),
+                    )
+                }
+                Some(other) => panic!("unexpected kind {other} in the docs"),
+            };
+            if let Some(spec) = spec {
+                api::provider_config(&spec).unwrap_or_else(|e| panic!("docs spec: {e}\n{part}"));
+            }
+            if let (Some(kind), Some(name)) =
+                (value["kind"].as_str(), value["metadata"]["name"].as_str())
+            {
+                let example = examples
+                    .get(&(kind.to_string(), name.to_string()))
+                    .unwrap_or_else(|| {
+                        panic!("docs show {kind} {name}, which is not in examples/")
+                    });
+                assert_eq!(
+                    &value, example,
+                    "docs and examples/ differ for {kind} {name}"
+                );
+                matched += 1;
+            }
+        }
+    }
+    assert!(snippets >= 8, "{snippets} snippets");
+    assert!(matched >= 4, "{matched} full manifests matched");
 }
