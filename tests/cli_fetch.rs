@@ -535,9 +535,17 @@ async fn bad_manifests_get_one_line_naming_the_file() {
         "no-target.yaml",
         "apiVersion: tokenrotator.dev/v1alpha1\nkind: ProviderCredential\nmetadata: {name: x}\nspec:\n  tokenEndpoint: {url: \"https://auth.example.com/token\"}\n  credentials: {secretRef: {name: c}}\n",
     );
+    let old_version = dir.write(
+        "old-version.yaml",
+        &read(&pc).replace("tokenrotator.dev/v1alpha1", "tokenrotator.dev/v1"),
+    );
+    let secret_v2 = dir.write(
+        "secret-v2.yaml",
+        &read(&creds).replace("apiVersion: v1", "apiVersion: v2"),
+    );
     let missing = dir.path().join("missing.yaml");
     let show = |p: &Path| p.display().to_string();
-    let cases: [(&Path, &Path, String); 6] = [
+    let cases: [(&Path, &Path, String); 8] = [
         (
             &creds,
             &creds,
@@ -576,6 +584,19 @@ async fn bad_manifests_get_one_line_naming_the_file() {
             ),
         ),
         (&pc, &missing, format!("cannot read {}", show(&missing))),
+        (
+            &old_version,
+            &creds,
+            format!(
+                "{} has apiVersion `tokenrotator.dev/v1`, expected tokenrotator.dev/v1alpha1",
+                show(&old_version)
+            ),
+        ),
+        (
+            &pc,
+            &secret_v2,
+            format!("{} has apiVersion `v2`, expected v1", show(&secret_v2)),
+        ),
     ];
     for (pc, creds, want) in cases {
         let run = fetch_files(pc, creds, &[]).await;

@@ -80,8 +80,8 @@ impl FetchSummary {
 }
 
 pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
-    let resource: ProviderCredential = manifest::read(&args.manifest, "ProviderCredential")?;
-    let credentials_secret: Secret = manifest::read(&args.credentials, "Secret")?;
+    let resource: ProviderCredential = manifest::read(&args.manifest)?;
+    let credentials_secret: Secret = manifest::read(&args.credentials)?;
     let config = api::provider_config(&resource.spec)?;
     let data = secret_data(&credentials_secret);
     let mut credentials = api::credentials_from_data(&resource.spec, &data);

@@ -16,19 +16,31 @@ pub enum ManifestError {
     #[error("{path} is not a valid {kind} manifest: {reason}")]
     Parse {
         path: String,
-        kind: &'static str,
+        kind: String,
         reason: String,
     },
     #[error("{path} has kind `{found}`, expected {expected}")]
     WrongKind {
         path: String,
         found: String,
-        expected: &'static str,
+        expected: String,
+    },
+    #[error("{path} has apiVersion `{found}`, expected {expected}")]
+    WrongApiVersion {
+        path: String,
+        found: String,
+        expected: String,
     },
 }
 
-/// Parses the first document of `path` as `T`, checking `kind` first for a clear error.
-pub fn read<T: DeserializeOwned>(path: &Path, kind: &'static str) -> Result<T, ManifestError> {
+/// Parses `path`, a single YAML document, as `T`, checking `kind` and `apiVersion` first for
+/// a clear error.
+pub fn read<T>(path: &Path) -> Result<T, ManifestError>
+where
+    T: DeserializeOwned + kube::Resource<DynamicType = ()>,
+{
+    let kind = T::kind(&()).to_string();
+    let api_version = T::api_version(&()).to_string();
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: shown.clone(),
@@ -37,20 +49,27 @@ pub fn read<T: DeserializeOwned>(path: &Path, kind: &'static str) -> Result<T, M
     let probe: serde_json::Value =
         serde_saphyr::from_str(&text).map_err(|e| ManifestError::Parse {
             path: shown.clone(),
-            kind,
+            kind: kind.clone(),
             reason: first_line(&e.to_string())
                 .trim_start_matches("error: ")
                 .to_string(),
         })?;
-    let found = probe
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("<none>");
-    if found != kind {
+    let field = |name| probe.get(name).and_then(|v| v.as_str()).unwrap_or("<none>");
+    // Shown on one short line, whatever the file holds.
+    let shown_value =
+        |v: &str| crate::provider::scrub::truncate_chars(&v.escape_debug().to_string(), 80);
+    if field("kind") != kind {
         return Err(ManifestError::WrongKind {
             path: shown,
-            found: found.to_string(),
+            found: shown_value(field("kind")),
             expected: kind,
+        });
+    }
+    if field("apiVersion") != api_version {
+        return Err(ManifestError::WrongApiVersion {
+            path: shown,
+            found: shown_value(field("apiVersion")),
+            expected: api_version,
         });
     }
     // Parse errors name the field; they must not quote values, which may be secrets.
