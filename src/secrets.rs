@@ -104,7 +104,12 @@ fn owned_meta(
         name: Some(name.to_string()),
         namespace: owner.namespace(),
         labels: Some(labels),
-        owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+        // blockOwnerDeletion makes foreground deletion wait for these Secrets; setting it needs
+        // `update` on providercredentials/finalizers (OwnerReferencesPermissionEnforcement).
+        owner_references: owner.controller_owner_ref(&()).map(|mut r| {
+            r.block_owner_deletion = Some(true);
+            vec![r]
+        }),
         ..ObjectMeta::default()
     }
 }

@@ -12,6 +12,7 @@ use crate::state::salted_hash;
 
 pub const FINGERPRINT_ANNOTATION: &str = "tokenrotator.dev/token-fingerprint";
 pub const SETTINGS_ANNOTATION: &str = "tokenrotator.dev/target-settings";
+pub const ISSUED_AT_ANNOTATION: &str = "tokenrotator.dev/issued-at";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
@@ -124,6 +125,7 @@ pub fn desired(spec: &TargetSpec, token: &IssuedToken) -> Result<DesiredTarget, 
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     let mut annotations = spec.annotations.clone();
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), token.expires_at.to_string());
+    annotations.insert(ISSUED_AT_ANNOTATION.into(), token.issued_at.to_string());
     annotations.insert(FINGERPRINT_ANNOTATION.into(), token.fingerprint());
     annotations.insert(SETTINGS_ANNOTATION.into(), settings_digest(spec));
     Ok(DesiredTarget {
@@ -139,6 +141,7 @@ pub fn desired(spec: &TargetSpec, token: &IssuedToken) -> Result<DesiredTarget, 
 pub struct ObservedTarget {
     pub fingerprint: Option<String>,
     pub expires_at: Option<Timestamp>,
+    pub issued_at: Option<Timestamp>,
     pub settings: Option<String>,
 }
 
@@ -148,6 +151,9 @@ impl ObservedTarget {
             fingerprint: annotations.get(FINGERPRINT_ANNOTATION).cloned(),
             expires_at: annotations
                 .get(EXPIRES_AT_ANNOTATION)
+                .and_then(|s| s.parse().ok()),
+            issued_at: annotations
+                .get(ISSUED_AT_ANNOTATION)
                 .and_then(|s| s.parse().ok()),
             settings: annotations.get(SETTINGS_ANNOTATION).cloned(),
         }

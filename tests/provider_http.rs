@@ -180,7 +180,8 @@ async fn rejected_credentials_are_classified_with_the_providers_words() {
     let emu = emulator(false).await;
     let client = http_client();
     let c = emu.control();
-    let cases: Vec<(Provider, Box<dyn Fn()>, u16)> = vec![
+    type BreakIt<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(Provider, BreakIt, u16)> = vec![
         (
             Provider::Rently,
             Box::new(|| c.set_password(Provider::Rently, fixtures::RENTLY_CLIENT_ID, "changed-1")),

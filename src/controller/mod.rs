@@ -176,5 +176,8 @@ async fn controller_for(
 fn error_policy(pc: Arc<ProviderCredential>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_reason());
     warn!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), error = %error, "reconcile error; retrying");
-    Action::requeue(Duration::from_secs(5))
+    match error {
+        ReconcileError::StaleObject => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
 }

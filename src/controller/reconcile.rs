@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::context::Context;
 use crate::api::resolve::{RenewalPolicy, renewal_policy};
@@ -37,6 +37,8 @@ pub enum ReconcileError {
     Secrets(#[from] SecretsError),
     #[error("cannot update the status: {0}")]
     Status(#[source] kube::Error),
+    #[error("the resource changed while it was being reconciled; reconciling the new version")]
+    StaleObject,
     #[error("the token task stopped unexpectedly: {0}")]
     Task(String),
 }
@@ -47,6 +49,7 @@ impl ReconcileError {
             ReconcileError::Secrets(_) => "SecretsApi",
             ReconcileError::Status(_) => "StatusApi",
             ReconcileError::Task(_) => "Task",
+            ReconcileError::StaleObject => "StaleObject",
         }
     }
 }
@@ -155,8 +158,30 @@ impl<'a> Run<'a> {
                 }),
                 _ => None,
             });
-        if self.current.is_none() {
-            self.status.access_token = None;
+        match &self.current {
+            None => self.status.access_token = None,
+            // The status lags the target (a crash between the two writes, or a lost status):
+            // the target Secret is the truth about which token is in use.
+            Some(c)
+                if self.status.access_token.as_ref().map(|a| &a.fingerprint)
+                    != Some(&c.fingerprint) =>
+            {
+                let source = self
+                    .status
+                    .access_token
+                    .as_ref()
+                    .map(|a| a.lifetime_source.clone())
+                    .unwrap_or_else(|| "unknown".into());
+                self.status.access_token = Some(AccessTokenStatus {
+                    issued_at: Time(c.issued_at),
+                    expires_at: Time(c.expires_at),
+                    fingerprint: c.fingerprint.clone(),
+                    lifetime_source: source,
+                    secret_name: target_name.clone(),
+                });
+                self.status.next_refresh_at = None;
+            }
+            Some(_) => {}
         }
 
         let (config, policy) = match resolved {
@@ -344,7 +369,12 @@ impl<'a> Run<'a> {
             == Some(c.fingerprint.as_str());
         match (&self.status.next_refresh_at, matches) {
             (Some(t), true) => t.0,
-            _ => rotation::next_refresh_at(c.issued_at, c.expires_at, policy, rand::random()),
+            _ => rotation::next_refresh_at(
+                c.issued_at,
+                c.expires_at,
+                policy,
+                jitter_for(&c.fingerprint),
+            ),
         }
     }
 
@@ -422,9 +452,14 @@ impl<'a> Run<'a> {
             == Some(fingerprint.as_str());
         let next = if same_token {
             // The provider hands out the same token until it expires: ask again then, not before.
-            token.expires_at
+            token.expires_at + jiff::SignedDuration::from_secs(1)
         } else {
-            rotation::next_refresh_at(token.issued_at, token.expires_at, policy, rand::random())
+            rotation::next_refresh_at(
+                token.issued_at,
+                token.expires_at,
+                policy,
+                jitter_for(&fingerprint),
+            )
         };
         self.current = Some(ObservedToken {
             expires_at: token.expires_at,
@@ -621,6 +656,9 @@ impl<'a> Run<'a> {
         let patch = serde_json::json!({
             "apiVersion": "tokenrotator.dev/v1alpha1",
             "kind": "ProviderCredential",
+            // A precondition: a reconcile working from a stale copy must not overwrite a
+            // newer status.
+            "metadata": {"resourceVersion": self.pc.meta().resource_version},
             "status": self.status,
         });
         api.patch_status(
@@ -629,7 +667,15 @@ impl<'a> Run<'a> {
             &Patch::Apply(&patch),
         )
         .await
-        .map_err(ReconcileError::Status)?;
+        .map_err(|e| match e {
+            kube::Error::Api(ref s) if s.code == 409 => ReconcileError::StaleObject,
+            e => ReconcileError::Status(e),
+        })?;
+        debug!(
+            old = %serde_json::to_string(&self.old).unwrap_or_default(),
+            new = %serde_json::to_string(&self.status).unwrap_or_default(),
+            "status written"
+        );
         for type_ in [READY, DEGRADED] {
             if !conditions::transitioned(&self.old.conditions, &self.status.conditions, type_) {
                 continue;
@@ -671,6 +717,14 @@ impl<'a> Run<'a> {
         }
         Ok(())
     }
+}
+
+/// Jitter for one rotation, derived from the token's fingerprint: drawn once per token, the
+/// same in every reconcile and after a restart, different across tokens.
+fn jitter_for(fingerprint: &str) -> f64 {
+    let hex = fingerprint.trim_start_matches("sha256:");
+    let bits = u32::from_str_radix(hex.get(..8).unwrap_or("0"), 16).unwrap_or(0);
+    f64::from(bits) / f64::from(u32::MAX)
 }
 
 /// The sooner of two looks.
@@ -724,6 +778,11 @@ impl RotationTask {
             .await;
         ctx.metrics
             .token_request(&self.config, &result, started.elapsed());
+        debug!(
+            ok = result.is_ok(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "token request answered"
+        );
         let state_name = state_secret_name(&self.pc.name_any());
         let mut next_state = self.state.clone();
         match result {
@@ -763,6 +822,7 @@ impl RotationTask {
                     )
                     .await?;
                     ctx.release_refresh(&self.uid);
+                    debug!("state Secret written");
                 }
                 let desired = target::desired(&self.pc.spec.target, &token)
                     .expect("templates validated before fetching");
@@ -774,6 +834,7 @@ impl RotationTask {
                     desired,
                 )
                 .await?;
+                debug!("target Secret written");
                 Ok(RotationOutcome::Issued { token, state_name })
             }
             Err(error) => {

@@ -1,0 +1,353 @@
+//! Shared pieces of the controller end-to-end tests: a namespace with the chart's RBAC, the
+//! operator as a subprocess running under that identity, and polling helpers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use token_rotator::api::ProviderCredential;
+
+pub const CONVERGE: Duration = Duration::from_secs(60);
+pub const OPERATOR_SA: &str = "token-rotator";
+
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ClusterRole the chart grants the operator, read from the rendered `deploy/`.
+pub fn chart_cluster_role() -> Result<ClusterRole> {
+    let text = std::fs::read_to_string(repo_path("deploy/token-rotator.yaml"))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)?;
+    let role = docs
+        .into_iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .context("deploy/token-rotator.yaml has no ClusterRole")?;
+    Ok(serde_json::from_value(role)?)
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A test namespace, with the CRD installed and the operator's ServiceAccount bound to the
+/// chart's ClusterRole (through a RoleBinding, as the chart's watchNamespaces mode does).
+pub struct Env {
+    pub cp: &'static testkit::ControlPlane,
+    pub ns: testkit::TestNamespace,
+    pub client: Client,
+}
+
+impl Env {
+    pub async fn new(prefix: &str) -> Result<Env> {
+        token_rotator::install_crypto_provider();
+        let cp = testkit::shared().await?;
+        cp.apply_crds(repo_path("crds")).await?;
+        let ns = cp.new_namespace(prefix).await?;
+        let client = cp.client();
+        let env = Env { cp, ns, client };
+        env.bind_operator_rbac(None).await?;
+        Ok(env)
+    }
+
+    pub fn name(&self) -> &str {
+        self.ns.name()
+    }
+
+    /// Creates the operator's ServiceAccount and binds the chart's rules, minus `without`
+    /// (a resource name) for negative tests.
+    pub async fn bind_operator_rbac(&self, without: Option<&str>) -> Result<()> {
+        let ns = self.name();
+        let mut role = chart_cluster_role()?;
+        let role_name = format!("token-rotator-{ns}");
+        role.metadata = ObjectMeta {
+            name: Some(role_name.clone()),
+            ..ObjectMeta::default()
+        };
+        if let Some(drop) = without {
+            let rules = role.rules.get_or_insert_with(Vec::new);
+            for rule in rules.iter_mut() {
+                if let Some(resources) = rule.resources.as_mut() {
+                    resources.retain(|r| r != drop);
+                }
+            }
+            rules.retain(|r| r.resources.as_ref().is_none_or(|rs| !rs.is_empty()));
+        }
+        let pp = PatchParams::apply("e2e").force();
+        Api::<ClusterRole>::all(self.client.clone())
+            .patch(&role_name, &pp, &Patch::Apply(&role))
+            .await?;
+        Api::<ServiceAccount>::namespaced(self.client.clone(), ns)
+            .patch(
+                OPERATOR_SA,
+                &pp,
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": OPERATOR_SA}})),
+            )
+            .await?;
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "token-rotator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": ns}],
+        });
+        Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+            .patch("token-rotator", &pp, &Patch::Apply(&binding))
+            .await?;
+        Ok(())
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.name())
+    }
+
+    pub fn pcreds(&self) -> Api<ProviderCredential> {
+        Api::namespaced(self.client.clone(), self.name())
+    }
+
+    pub async fn start_operator(&self) -> Result<Operator> {
+        Operator::start(self).await
+    }
+
+    pub async fn create_credentials(
+        &self,
+        name: &str,
+        data: &BTreeMap<String, Vec<u8>>,
+        labelled: bool,
+    ) -> Result<()> {
+        let mut labels = BTreeMap::new();
+        if labelled {
+            labels.insert(
+                "tokenrotator.dev/credentials".to_string(),
+                "true".to_string(),
+            );
+        }
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_credential(&self, secret: &str, key: &str, value: &str) -> Result<()> {
+        let patch = json!({"stringData": {key: value}});
+        self.secrets()
+            .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_pcred(&self, name: &str, spec_yaml: &str) -> Result<ProviderCredential> {
+        let spec = serde_saphyr::from_str(spec_yaml).context("test spec parses")?;
+        let pc = ProviderCredential::new(name, spec);
+        Ok(self.pcreds().create(&PostParams::default(), &pc).await?)
+    }
+
+    pub async fn pcred(&self, name: &str) -> Result<ProviderCredential> {
+        Ok(self.pcreds().get(name).await?)
+    }
+
+    /// Waits until condition `type_` has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<ProviderCredential> {
+        let what = format!("{name}: {type_}={status} {reason:?}");
+        let result = eventually(&what, CONVERGE, || async {
+            let pc = self.pcred(name).await?;
+            let ok = pc.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == type_ && c.status == status && reason.is_none_or(|r| c.reason == r)
+                })
+            });
+            Ok(ok.then_some(pc))
+        })
+        .await;
+        if result.is_err() {
+            let pc = self.pcred(name).await.ok();
+            eprintln!(
+                "last status of {name}: {}",
+                serde_json::to_string_pretty(&pc.and_then(|p| p.status)).unwrap_or_default()
+            );
+        }
+        result
+    }
+
+    pub async fn secret_data(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Secret, BTreeMap<String, String>)>> {
+        Ok(self.secrets().get_opt(name).await?.map(|s| {
+            let data = s
+                .data
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect();
+            (s, data)
+        }))
+    }
+
+    /// Everything a user could see about this namespace's resources, for leak checks: the
+    /// status of every ProviderCredential and every Event's text.
+    pub async fn visible_text(&self) -> Result<String> {
+        let mut out = String::new();
+        for pc in self.pcreds().list(&Default::default()).await? {
+            out.push_str(&serde_json::to_string(&pc.status)?);
+            out.push_str(&serde_json::to_string(&pc.metadata.annotations)?);
+        }
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), self.name());
+        for e in events.list(&Default::default()).await? {
+            out.push_str(&format!("{:?} {:?} {:?}\n", e.reason, e.note, e.type_));
+        }
+        Ok(out)
+    }
+
+    pub async fn events_with_reason(&self, reason: &str) -> Result<usize> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), self.name());
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .count())
+    }
+}
+
+/// The operator binary, running as the namespace's operator ServiceAccount.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub async fn start(env: &Env) -> Result<Operator> {
+        Self::start_with(env, &[]).await
+    }
+
+    pub async fn start_with(env: &Env, extra: &[&str]) -> Result<Operator> {
+        let kubeconfig = env
+            .cp
+            .service_account_kubeconfig(env.name(), OPERATOR_SA)
+            .await?;
+        let port = free_port()?;
+        let logs = repo_path("target/e2e-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{}-{port}.log", env.name()));
+        let file = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-rotator"))
+            .args([
+                "run",
+                "--namespace",
+                env.name(),
+                "--allow-http",
+                "--log-format",
+                "text",
+            ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,token_rotator=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the operator")?;
+        let op = Operator {
+            child,
+            metrics_port: port,
+            log,
+        };
+        eventually("the operator's /readyz", CONVERGE, || async {
+            Ok(op
+                .get("/readyz")
+                .await
+                .ok()
+                .filter(|b| b == "ok")
+                .map(|_| ()))
+        })
+        .await?;
+        Ok(op)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<String> {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let resp = reqwest::get(url).await?;
+        Ok(resp.text().await?)
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        self.get("/metrics").await
+    }
+
+    pub async fn stop(mut self) -> Result<String> {
+        self.child.kill().await?;
+        Ok(std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+pub fn fingerprint(pc: &ProviderCredential) -> Option<String> {
+    pc.status
+        .as_ref()?
+        .access_token
+        .as_ref()
+        .map(|a| a.fingerprint.clone())
+}
+
+pub fn name_of(pc: &ProviderCredential) -> String {
+    pc.name_any()
+}

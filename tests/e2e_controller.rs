@@ -1,0 +1,615 @@
+//! The controller end to end: the operator binary, running as a ServiceAccount bound to the
+//! chart's RBAC, against the real control plane and the seed providers' emulator. Every
+//! assertion goes through the API server (or the emulator), never the operator's internals.
+
+mod e2e;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use e2e::*;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use provider_emulator::{Emulator, Fault, Options, Provider, fixtures};
+use serde_json::json;
+
+const REDIRECT_URI: &str = "https://app.example.com/oauth/callback";
+
+async fn emulator() -> Result<Emulator> {
+    token_rotator::install_crypto_provider();
+    Ok(Emulator::start(Options::default()).await?)
+}
+
+fn preset(p: Provider) -> &'static str {
+    match p {
+        Provider::Rently => "rently",
+        Provider::Carrental => "carrental",
+        Provider::Retently => "retently",
+        Provider::Reltio => "reltio",
+    }
+}
+
+/// A spec with fast renewal (half the lifetime, 1 s margin) so rotation is observable.
+fn spec(p: Provider, emu: &Emulator, creds: &str, target: &str) -> String {
+    let grant = if p == Provider::Retently {
+        format!("grant: {{redirectUri: \"{REDIRECT_URI}\"}}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "preset: {}\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: {creds}}}}}\ntarget: {{secretName: {target}}}\nrefresh: {{renewBeforePercentage: 50, minimumMargin: 1s}}\n{grant}",
+        preset(p),
+        emu.token_url(p)
+    )
+}
+
+fn credentials(p: Provider, emu: &Emulator) -> BTreeMap<String, Vec<u8>> {
+    let pairs: Vec<(&str, String)> = match p {
+        Provider::Rently => vec![
+            ("client_id", fixtures::RENTLY_CLIENT_ID.into()),
+            ("client_secret", fixtures::RENTLY_CLIENT_SECRET.into()),
+        ],
+        Provider::Carrental => vec![
+            ("username", fixtures::CARRENTAL_USERNAME.into()),
+            ("password", fixtures::CARRENTAL_PASSWORD.into()),
+        ],
+        Provider::Retently => vec![
+            ("client_id", fixtures::RETENTLY_CLIENT_ID.into()),
+            ("client_secret", fixtures::RETENTLY_CLIENT_SECRET.into()),
+            ("code", emu.control().mint_authorization_code(REDIRECT_URI)),
+        ],
+        Provider::Reltio => vec![
+            ("client_id", fixtures::RELTIO_CLIENT_ID.into()),
+            ("client_secret", fixtures::RELTIO_CLIENT_SECRET.into()),
+            ("username", fixtures::RELTIO_USERNAME.into()),
+            ("password", fixtures::RELTIO_PASSWORD.into()),
+        ],
+    };
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.into_bytes()))
+        .collect()
+}
+
+const ALL: [Provider; 4] = [
+    Provider::Rently,
+    Provider::Carrental,
+    Provider::Retently,
+    Provider::Reltio,
+];
+
+#[tokio::test]
+async fn every_seed_provider_is_ready_and_rotates_before_expiry() -> Result<()> {
+    let env = Env::new("rotate").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.set_multi_token(true);
+    for p in ALL {
+        c.set_lifetime(p, 6);
+    }
+    let _op = env.start_operator().await?;
+    let mut sent_credentials = Vec::new();
+    for p in ALL {
+        let data = credentials(p, &emu);
+        sent_credentials.extend(
+            data.values()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        );
+        env.create_credentials(&format!("{}-creds", preset(p)), &data, true)
+            .await?;
+        env.create_pcred(
+            preset(p),
+            &spec(
+                p,
+                &emu,
+                &format!("{}-creds", preset(p)),
+                &format!("{}-token", preset(p)),
+            ),
+        )
+        .await?;
+    }
+    let mut seen_tokens = Vec::new();
+    for p in ALL {
+        let name = preset(p);
+        let pc = env
+            .wait_condition(name, "Ready", "True", Some("TokenIssued"))
+            .await?;
+        let (secret, data) = env
+            .secret_data(&format!("{name}-token"))
+            .await?
+            .expect("target exists");
+        ensure!(
+            c.is_valid_access_token(p, &data["access_token"]),
+            "{name}: the provider accepts the token"
+        );
+        ensure!(
+            data["token_type"].eq_ignore_ascii_case("bearer"),
+            "{name}: {:?}",
+            data["token_type"]
+        );
+        let owner = &secret.owner_references()[0];
+        ensure!(
+            owner.uid == pc.uid().unwrap() && owner.controller == Some(true),
+            "{name}: owned"
+        );
+        ensure!(secret.labels()["app.kubernetes.io/managed-by"] == "token-rotator");
+        ensure!(secret.annotations()["tokenrotator.dev/expires-at"] == data["expires_at"]);
+        ensure!(
+            !data.contains_key("refresh_token"),
+            "{name}: refresh tokens never go to the target"
+        );
+        let status = pc.status.clone().unwrap();
+        ensure!(status.observed_generation == pc.metadata.generation);
+        let at = status.access_token.clone().unwrap();
+        // The Secret describes its own token (status may already be one rotation further).
+        ensure!(
+            secret.annotations()["tokenrotator.dev/token-fingerprint"]
+                == token_rotator::provider::fingerprint(&data["access_token"])
+        );
+        ensure!(
+            at.lifetime_source == "expiresIn",
+            "{name}: {}",
+            at.lifetime_source
+        );
+        ensure!(status.next_refresh_at.is_some());
+
+        // Two rotations, each landing before the previous token expired.
+        let mut fingerprints = vec![at.fingerprint.clone()];
+        let mut previous_expiry = at.expires_at.0;
+        while fingerprints.len() < 3 {
+            let pc = eventually(
+                &format!("{name}: rotation {}", fingerprints.len()),
+                CONVERGE,
+                || async {
+                    let pc = env.pcred(name).await?;
+                    Ok(fingerprint(&pc)
+                        .filter(|f| !fingerprints.contains(f))
+                        .map(|_| pc))
+                },
+            )
+            .await?;
+            let at = pc.status.clone().unwrap().access_token.unwrap();
+            // Status times have second precision.
+            ensure!(
+                at.issued_at.0 <= previous_expiry,
+                "{name}: renewed at {} after expiry {previous_expiry}",
+                at.issued_at.0
+            );
+            previous_expiry = at.expires_at.0;
+            fingerprints.push(at.fingerprint);
+        }
+        let (_, data) = env.secret_data(&format!("{name}-token")).await?.unwrap();
+        seen_tokens.push(data["access_token"].clone());
+        if p == Provider::Retently {
+            let rt = pc_status_refresh(&env, name).await?;
+            ensure!(
+                rt.rotations >= 2,
+                "retently rotates its refresh token: {rt:?}"
+            );
+            let (_, state) = env
+                .secret_data(&rt.secret_ref.name)
+                .await?
+                .expect("state Secret");
+            ensure!(
+                token_rotator::provider::fingerprint(&state["refresh_token"]) == rt.fingerprint
+            );
+            seen_tokens.push(state["refresh_token"].clone());
+        }
+    }
+    // Nothing a user can read (status, annotations, Events) holds a token or a credential.
+    let visible = env.visible_text().await?;
+    // Values shorter than 8 characters (Reltio's fixture client secret is "secret") would
+    // match ordinary words such as secretRef.
+    for value in seen_tokens
+        .iter()
+        .chain(sent_credentials.iter())
+        .filter(|v| v.len() >= 8)
+    {
+        ensure!(
+            !visible.contains(value.as_str()),
+            "a secret value is visible: {value:.6}…"
+        );
+    }
+    Ok(())
+}
+
+async fn pc_status_refresh(
+    env: &Env,
+    name: &str,
+) -> Result<token_rotator::api::RefreshTokenStatus> {
+    let pc = env.pcred(name).await?;
+    Ok(pc
+        .status
+        .and_then(|s| s.refresh_token)
+        .expect("refresh token tracked"))
+}
+
+#[tokio::test]
+async fn restart_fetches_nothing_and_keeps_the_refresh_chain() -> Result<()> {
+    let env = Env::new("restart").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.set_lifetime(Provider::Retently, 600);
+    env.create_credentials("creds", &credentials(Provider::Retently, &emu), true)
+        .await?;
+    env.create_pcred(
+        "retently",
+        &spec(Provider::Retently, &emu, "creds", "token"),
+    )
+    .await?;
+    let op = env.start_operator().await?;
+    let before = env
+        .wait_condition("retently", "Ready", "True", None)
+        .await?;
+    let issued = c.counters(Provider::Retently).issued;
+    ensure!(issued == 1, "one token request for one token, saw {issued}");
+    op.stop().await?;
+
+    // A new operator process rebuilds its schedule from the status and Secrets.
+    let op = env.start_operator().await?;
+    eventually("the restarted operator to reconcile", CONVERGE, || async {
+        let m = op.metrics().await?;
+        Ok(m.contains("token_rotator_token_expiry_timestamp_seconds{")
+            .then_some(()))
+    })
+    .await?;
+    ensure!(
+        c.counters(Provider::Retently).requests == 1,
+        "a valid token is not fetched again after a restart"
+    );
+    ensure!(fingerprint(&env.pcred("retently").await?) == fingerprint(&before));
+
+    // The stored refresh token still works with the new process (chain unbroken).
+    env.pcreds()
+        .patch(
+            "retently",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "1"}}})),
+        )
+        .await?;
+    let after = eventually("a rotation after restart", CONVERGE, || async {
+        let pc = env.pcred("retently").await?;
+        Ok((fingerprint(&pc) != fingerprint(&before) && fingerprint(&pc).is_some()).then_some(pc))
+    })
+    .await?;
+    let rt = after.status.clone().unwrap().refresh_token.unwrap();
+    ensure!(rt.rotations == 1, "{rt:?}");
+    ensure!(after.status.unwrap().last_refresh_request.as_deref() == Some("1"));
+    ensure!(c.counters(Provider::Retently).issued == 2);
+    let (_, data) = env.secret_data("token").await?.unwrap();
+    ensure!(c.is_valid_access_token(Provider::Retently, &data["access_token"]));
+    // The nonce triggers exactly one rotation.
+    let m = op.metrics().await?;
+    ensure!(
+        m.contains("token_rotator_token_requests_total{"),
+        "metrics scraped: {m}"
+    );
+    ensure!(c.counters(Provider::Retently).requests == 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn changed_credentials_are_fetched_again() -> Result<()> {
+    let env = Env::new("creds-change").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    env.create_pcred("rently", &spec(Provider::Rently, &emu, "creds", "token"))
+        .await?;
+    let _op = env.start_operator().await?;
+    let first = env.wait_condition("rently", "Ready", "True", None).await?;
+    emu.control().set_password(
+        Provider::Rently,
+        fixtures::RENTLY_CLIENT_ID,
+        "rotated-secret-42",
+    );
+    env.set_credential("creds", "client_secret", "rotated-secret-42")
+        .await?;
+    eventually("a token issued with the new secret", CONVERGE, || async {
+        let pc = env.pcred("rently").await?;
+        Ok((fingerprint(&pc) != fingerprint(&first)).then_some(()))
+    })
+    .await?;
+    let (_, data) = env.secret_data("token").await?.unwrap();
+    ensure!(
+        emu.control()
+            .is_valid_access_token(Provider::Rently, &data["access_token"])
+    );
+    ensure!(emu.control().counters(Provider::Rently).issued == 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_or_unlabelled_credentials_are_reported_and_recover() -> Result<()> {
+    let env = Env::new("creds-missing").await?;
+    let emu = emulator().await?;
+    let _op = env.start_operator().await?;
+    env.create_pcred("missing", &spec(Provider::Rently, &emu, "later", "token-a"))
+        .await?;
+    env.wait_condition("missing", "Ready", "False", Some("CredentialsNotFound"))
+        .await?;
+    env.create_credentials("later", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    env.wait_condition("missing", "Ready", "True", Some("TokenIssued"))
+        .await?;
+
+    env.create_credentials("unlabelled", &credentials(Provider::Carrental, &emu), false)
+        .await?;
+    env.create_pcred(
+        "nolabel",
+        &spec(Provider::Carrental, &emu, "unlabelled", "token-b"),
+    )
+    .await?;
+    let pc = env
+        .wait_condition("nolabel", "Ready", "False", Some("CredentialsNotLabelled"))
+        .await?;
+    let msg = &pc
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message
+        .clone();
+    ensure!(
+        msg.contains("tokenrotator.dev/credentials=true"),
+        "the message says what to add: {msg}"
+    );
+    ensure!(emu.control().counters(Provider::Carrental).requests == 0);
+    env.secrets()
+        .patch(
+            "unlabelled",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"tokenrotator.dev/credentials": "true"}}}),
+            ),
+        )
+        .await?;
+    env.wait_condition("nolabel", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    ensure!(
+        env.events_with_reason("CredentialsNotLabelled").await? >= 1,
+        "an Event on the transition"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rejected_credentials_are_not_retried_until_they_change() -> Result<()> {
+    let env = Env::new("rejected").await?;
+    let emu = emulator().await?;
+    let mut data = credentials(Provider::Carrental, &emu);
+    data.insert("password".into(), b"wrong-password-1".to_vec());
+    env.create_credentials("creds", &data, true).await?;
+    env.create_pcred(
+        "carrental",
+        &spec(Provider::Carrental, &emu, "creds", "token"),
+    )
+    .await?;
+    let _op = env.start_operator().await?;
+    let pc = env
+        .wait_condition("carrental", "Ready", "False", Some("CredentialsRejected"))
+        .await?;
+    let failure = pc.status.clone().unwrap().last_failure.unwrap();
+    ensure!(failure.http_status == Some(401), "{failure:?}");
+    ensure!(
+        failure.message.contains("Authentication Failed"),
+        "provider's words: {}",
+        failure.message
+    );
+    ensure!(!failure.message.contains("wrong-password-1"));
+    // Poke the resource; a held rejection must not be retried (accounts lock).
+    env.pcreds()
+        .patch(
+            "carrental",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // an observation window, not synchronisation
+    ensure!(
+        emu.control().counters(Provider::Carrental).requests == 1,
+        "no retry with the same credentials"
+    );
+    env.set_credential("creds", "password", fixtures::CARRENTAL_PASSWORD)
+        .await?;
+    env.wait_condition("carrental", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    env.wait_condition("carrental", "Degraded", "False", None)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rate_limits_and_outages_degrade_then_recover() -> Result<()> {
+    let env = Env::new("faults").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.inject(
+        Provider::Reltio,
+        Fault::RateLimited {
+            retry_after_secs: 2,
+        },
+        1,
+    );
+    env.create_credentials("reltio-creds", &credentials(Provider::Reltio, &emu), true)
+        .await?;
+    env.create_pcred(
+        "reltio",
+        &spec(Provider::Reltio, &emu, "reltio-creds", "reltio-token"),
+    )
+    .await?;
+    env.create_credentials("rently-creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    env.create_pcred(
+        "rently",
+        &spec(Provider::Rently, &emu, "rently-creds", "rently-token"),
+    )
+    .await?;
+    let _op = env.start_operator().await?;
+    env.wait_condition("reltio", "Degraded", "True", Some("RateLimited"))
+        .await?;
+    env.wait_condition("reltio", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    env.wait_condition("reltio", "Degraded", "False", None)
+        .await?;
+
+    // An outage while the token is valid: Ready stays true, Degraded says why, then recovers.
+    let ready = env.wait_condition("rently", "Ready", "True", None).await?;
+    c.inject(
+        Provider::Rently,
+        Fault::Status {
+            code: 503,
+            body: "maintenance window".into(),
+        },
+        2,
+    );
+    env.pcreds()
+        .patch(
+            "rently",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "outage"}}}),
+            ),
+        )
+        .await?;
+    let degraded = env
+        .wait_condition("rently", "Degraded", "True", Some("ProviderUnavailable"))
+        .await?;
+    let status = degraded.status.unwrap();
+    ensure!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "the old token still serves"
+    );
+    ensure!(
+        status
+            .last_failure
+            .unwrap()
+            .message
+            .contains("maintenance window")
+    );
+    ensure!(status.consecutive_failures >= Some(1));
+    env.wait_condition("rently", "Degraded", "False", None)
+        .await?;
+    let recovered = env.pcred("rently").await?;
+    ensure!(fingerprint(&recovered) != fingerprint(&ready));
+    ensure!(recovered.status.unwrap().consecutive_failures.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_secret_it_does_not_own_is_never_touched() -> Result<()> {
+    let env = Env::new("conflict").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    let mut theirs = BTreeMap::new();
+    theirs.insert("mine".to_string(), b"user data".to_vec());
+    env.create_credentials("taken", &theirs, false).await?;
+    env.create_pcred("rently", &spec(Provider::Rently, &emu, "creds", "taken"))
+        .await?;
+    let _op = env.start_operator().await?;
+    env.wait_condition("rently", "Ready", "False", Some("TargetConflict"))
+        .await?;
+    let (secret, data) = env.secret_data("taken").await?.unwrap();
+    ensure!(data == BTreeMap::from([("mine".to_string(), "user data".to_string())]));
+    ensure!(secret.owner_references().is_empty() && secret.annotations().is_empty());
+    ensure!(
+        emu.control().counters(Provider::Rently).requests == 0,
+        "no token is fetched for a conflicting target"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_the_resource_collects_what_it_created() -> Result<()> {
+    let env = Env::new("gc").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Retently, &emu), true)
+        .await?;
+    env.create_pcred(
+        "retently",
+        &spec(Provider::Retently, &emu, "creds", "token"),
+    )
+    .await?;
+    let _op = env.start_operator().await?;
+    let pc = env
+        .wait_condition("retently", "Ready", "True", None)
+        .await?;
+    let state = pc.status.unwrap().refresh_token.unwrap().secret_ref.name;
+    ensure!(env.secret_data(&state).await?.is_some());
+    env.pcreds()
+        .delete("retently", &DeleteParams::default())
+        .await?;
+    eventually(
+        "garbage collection of the target and state Secrets",
+        CONVERGE,
+        || async {
+            let gone = env.secret_data("token").await?.is_none()
+                && env.secret_data(&state).await?.is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        env.secret_data("creds").await?.is_some(),
+        "the user's credentials stay"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn same_token_until_expiry_is_not_polled() -> Result<()> {
+    let env = Env::new("same-token").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.set_multi_token(false);
+    c.set_lifetime(Provider::Reltio, 6);
+    env.create_credentials("creds", &credentials(Provider::Reltio, &emu), true)
+        .await?;
+    env.create_pcred("reltio", &spec(Provider::Reltio, &emu, "creds", "token"))
+        .await?;
+    let _op = env.start_operator().await?;
+    let first = env.wait_condition("reltio", "Ready", "True", None).await?;
+    let mut seen = BTreeSet::new();
+    seen.insert(fingerprint(&first));
+    eventually("a new token after the first expired", CONVERGE, || async {
+        let pc = env.pcred("reltio").await?;
+        Ok((!seen.contains(&fingerprint(&pc))).then_some(()))
+    })
+    .await?;
+    // First token, one early refresh answered with the same token, then a new one at expiry.
+    let requests = c.counters(Provider::Reltio).requests;
+    ensure!(
+        requests <= 4,
+        "asked again at expiry, not polled: {requests} requests"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_the_finalizers_permission_no_owned_secret_can_be_created() -> Result<()> {
+    let env = Env::new("rbac").await?;
+    env.bind_operator_rbac(Some("providercredentials/finalizers"))
+        .await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    env.create_pcred("rently", &spec(Provider::Rently, &emu, "creds", "token"))
+        .await?;
+    let op = env.start_operator().await?;
+    eventually("the denied write to show in the log", CONVERGE, || async {
+        Ok(op.log_text().contains("forbidden").then_some(()))
+    })
+    .await?;
+    ensure!(
+        env.secret_data("token").await?.is_none(),
+        "OwnerReferencesPermissionEnforcement denied it"
+    );
+    Ok(())
+}
