@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What the operator observed and did. Never holds a token value.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderCredentialStatus {
@@ -36,7 +37,9 @@ pub struct ProviderCredentialStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessTokenStatus {
+    /// When the token was obtained.
     pub issued_at: Time,
+    /// When the token expires.
     pub expires_at: Time,
     /// sha256 of the token: compare with `sha256sum` of the Secret's value.
     pub fingerprint: String,
@@ -49,8 +52,11 @@ pub struct AccessTokenStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshTokenStatus {
+    /// The state Secret and key holding the refresh token (owned by this resource).
     pub secret_ref: SecretKeyRef,
+    /// When the provider issued the current refresh token.
     pub issued_at: Time,
+    /// sha256 of the refresh token.
     pub fingerprint: String,
     /// How many times the provider replaced the refresh token.
     pub rotations: u64,
@@ -59,7 +65,9 @@ pub struct RefreshTokenStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Secret name, in the resource's namespace.
     pub name: String,
+    /// Key within the Secret.
     pub key: String,
 }
 
@@ -69,6 +77,7 @@ pub struct FailureStatus {
     pub time: Time,
     /// The failure class, e.g. CredentialsRejected, RateLimited, ProviderUnavailable.
     pub reason: String,
+    /// The HTTP status of the answer, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     /// What went wrong, in the provider's words where it gave any (never a secret).
