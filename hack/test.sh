@@ -10,6 +10,9 @@ step "provisioning kube-apiserver, etcd, kube-controller-manager and helm (hack/
 bin_dir="$(bash hack/provision.sh | tail -n 1)"
 export TOKEN_ROTATOR_K8S_BIN="${bin_dir}"
 
+step "generated files are up to date (crds/, chart CRD copy, deploy/, helm lint)"
+HELM="${bin_dir}/helm" bash hack/check-generated.sh
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
