@@ -68,6 +68,7 @@ pub struct Metrics {
     token_requests: Family<RequestLabels, Counter>,
     request_seconds: Family<HostLabels, Histogram>,
     reconcile_errors: Family<ReasonLabels, Counter>,
+    reconciles: Counter,
     expiry: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     next_refresh: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     ready: AtomicBool,
@@ -87,6 +88,8 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Completed reconciles", reconciles.clone());
         let expiry = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
         let next_refresh = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -119,6 +122,7 @@ impl Metrics {
             token_requests,
             request_seconds,
             reconcile_errors,
+            reconciles,
             expiry,
             next_refresh,
             ready: AtomicBool::new(false),
@@ -145,6 +149,10 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&HostLabels { host })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
     }
 
     pub fn reconcile_failure(&self, reason: &str) {

@@ -613,3 +613,116 @@ async fn without_the_finalizers_permission_no_owned_secret_can_be_created() -> R
     );
     Ok(())
 }
+
+/// Reads `token_rotator_reconciles_total` from the operator.
+async fn reconciles(op: &Operator) -> Result<u64> {
+    let metrics = op.metrics().await?;
+    Ok(metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("token_rotator_reconciles_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
+    let env = Env::new("idle").await?;
+    let emu = emulator().await?;
+    for p in [Provider::Rently, Provider::Retently] {
+        env.create_credentials(&format!("{}-creds", preset(p)), &credentials(p, &emu), true)
+            .await?;
+        env.create_pcred(
+            preset(p),
+            &spec(
+                p,
+                &emu,
+                &format!("{}-creds", preset(p)),
+                &format!("{}-token", preset(p)),
+            ),
+        )
+        .await?;
+    }
+    let op = env.start_operator().await?;
+    let mut versions = Vec::new();
+    for p in [Provider::Rently, Provider::Retently] {
+        let pc = env.wait_condition(preset(p), "Ready", "True", None).await?;
+        versions.push(pc.resource_version());
+    }
+    // Let the reconciles caused by the operator's own writes settle.
+    let settled = eventually("reconciles to settle", CONVERGE, || async {
+        let before = reconciles(&op).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await; // a quiet window to compare against
+        Ok((reconciles(&op).await? == before).then_some(before))
+    })
+    .await?;
+    let secrets_before: Vec<_> = env
+        .secrets()
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    let pcs_before: Vec<_> = env
+        .pcreds()
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    let requests_before = emu.control().counters(Provider::Rently).requests
+        + emu.control().counters(Provider::Retently).requests;
+    // Touch the credentials Secrets' metadata: each touch triggers a reconcile that must
+    // decide "nothing to do".
+    for p in [Provider::Rently, Provider::Retently] {
+        env.secrets()
+            .patch(
+                &format!("{}-creds", preset(p)),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
+            )
+            .await?;
+    }
+    eventually("the touches to be reconciled", CONVERGE, || async {
+        Ok((reconciles(&op).await? >= settled + 2).then_some(()))
+    })
+    .await?;
+    let secrets_after: Vec<_> = env
+        .secrets()
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|s| !s.name_any().ends_with("-creds"))
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    let pcs_after: Vec<_> = env
+        .pcreds()
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    let requests_after = emu.control().counters(Provider::Rently).requests
+        + emu.control().counters(Provider::Retently).requests;
+    ensure!(
+        pcs_after == pcs_before,
+        "no status writes: {pcs_before:?} → {pcs_after:?}"
+    );
+    let managed_before: Vec<_> = secrets_before
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("-creds"))
+        .collect();
+    ensure!(
+        secrets_after == managed_before,
+        "no Secret writes: {managed_before:?} → {secrets_after:?}"
+    );
+    ensure!(
+        requests_after == requests_before,
+        "no token requests between rotations"
+    );
+    ensure!(versions.len() == 2);
+    Ok(())
+}

@@ -75,6 +75,7 @@ pub async fn reconcile(
         let mut run = Run::new(&pc, ctx.clone());
         let next = run.reconcile().await?;
         run.finish().await?;
+        ctx.metrics.reconciled();
         Ok(next.map_or_else(Action::await_change, Action::requeue))
     }
     .instrument(span)
