@@ -19,7 +19,10 @@ use provider_emulator::{Emulator, Options, Provider, fixtures};
 use token_rotator::api::ProviderCredential;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn secret(name: &str, labels: BTreeMap<String, String>, data: BTreeMap<String, Vec<u8>>) -> Secret {
@@ -29,7 +32,11 @@ fn secret(name: &str, labels: BTreeMap<String, String>, data: BTreeMap<String, V
             labels: Some(labels),
             ..ObjectMeta::default()
         },
-        data: Some(data.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v))).collect()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                .collect(),
+        ),
         ..Secret::default()
     }
 }
@@ -49,7 +56,11 @@ async fn create_all<T, F>(count: usize, make: F) -> Result<()>
 where
     F: Fn(usize) -> futures::future::BoxFuture<'static, Result<T>>,
 {
-    stream::iter(0..count).map(make).buffer_unordered(32).try_collect::<Vec<_>>().await?;
+    stream::iter(0..count)
+        .map(make)
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
     Ok(())
 }
 
@@ -60,12 +71,20 @@ async fn ready_count(api: &Api<ProviderCredential>) -> Result<usize> {
         .items
         .iter()
         .filter(|pc| {
-            pc.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            pc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
         })
         .count())
 }
 
-async fn wait_all_ready(api: &Api<ProviderCredential>, n: usize, started: Instant) -> Result<Duration> {
+async fn wait_all_ready(
+    api: &Api<ProviderCredential>,
+    n: usize,
+    started: Instant,
+) -> Result<Duration> {
     loop {
         if ready_count(api).await? >= n {
             return Ok(started.elapsed());
@@ -84,19 +103,34 @@ async fn main() -> Result<()> {
     let unrelated = env_usize("BENCH_UNRELATED", 10_000);
     let reltio = env_usize("BENCH_RELTIO", 100);
     let cp = testkit::shared().await?;
-    cp.apply_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")).await?;
+    cp.apply_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+        .await?;
     let ns = cp.new_namespace("bench").await?.keep();
     let client = cp.client();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), &ns);
     let emu = Emulator::start(Options::default()).await?;
     emu.control().set_multi_token(true);
-    let label = BTreeMap::from([("tokenrotator.dev/credentials".to_string(), "true".to_string())]);
+    let label = BTreeMap::from([(
+        "tokenrotator.dev/credentials".to_string(),
+        "true".to_string(),
+    )]);
     let creds = BTreeMap::from([
-        ("client_id".to_string(), fixtures::RENTLY_CLIENT_ID.as_bytes().to_vec()),
-        ("client_secret".to_string(), fixtures::RENTLY_CLIENT_SECRET.as_bytes().to_vec()),
+        (
+            "client_id".to_string(),
+            fixtures::RENTLY_CLIENT_ID.as_bytes().to_vec(),
+        ),
+        (
+            "client_secret".to_string(),
+            fixtures::RENTLY_CLIENT_SECRET.as_bytes().to_vec(),
+        ),
     ]);
-    secrets.create(&PostParams::default(), &secret("rently-creds", label.clone(), creds)).await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("rently-creds", label.clone(), creds),
+        )
+        .await?;
     let url = emu.token_url(Provider::Rently);
     eprintln!("creating {credentials} ProviderCredentials");
     create_all(credentials, |i| {
@@ -114,7 +148,16 @@ async fn main() -> Result<()> {
 
     let bin = env!("CARGO_BIN_EXE_token-rotator");
     let mut op = tokio::process::Command::new(bin)
-        .args(["run", "--namespace", &ns, "--allow-http", "--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "run",
+            "--namespace",
+            &ns,
+            "--allow-http",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .env("KUBECONFIG", cp.kubeconfig_path())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
@@ -126,8 +169,14 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_before = rss_kib(pid);
     let issued = emu.control().counters(Provider::Rently).issued;
-    println!("cold start: {credentials} ProviderCredentials Ready in {:.1} s ({issued} tokens issued)", cold.as_secs_f64());
-    println!("operator RSS with {credentials} resources: {:.1} MiB", rss_before as f64 / 1024.0);
+    println!(
+        "cold start: {credentials} ProviderCredentials Ready in {:.1} s ({issued} tokens issued)",
+        cold.as_secs_f64()
+    );
+    println!(
+        "operator RSS with {credentials} resources: {:.1} MiB",
+        rss_before as f64 / 1024.0
+    );
 
     eprintln!("creating {unrelated} unrelated 100 KiB Secrets");
     let blob = vec![b'x'; 100 * 1024];
@@ -136,7 +185,12 @@ async fn main() -> Result<()> {
         let blob = blob.clone();
         Box::pin(async move {
             let data = BTreeMap::from([("blob".to_string(), blob)]);
-            secrets.create(&PostParams::default(), &secret(&format!("unrelated-{i}"), BTreeMap::new(), data)).await?;
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &secret(&format!("unrelated-{i}"), BTreeMap::new(), data),
+                )
+                .await?;
             Ok(())
         })
     })
@@ -149,16 +203,36 @@ async fn main() -> Result<()> {
         (rss_after as f64 - rss_before as f64) / 1024.0
     );
     let between = emu.control().counters(Provider::Rently).requests;
-    println!("token requests between rotations (while adding Secrets): {}", between - issued);
+    println!(
+        "token requests between rotations (while adding Secrets): {}",
+        between - issued
+    );
 
     // Reltio: many credentials due at once against a 10 req/s limit.
     let reltio_creds = BTreeMap::from([
-        ("client_id".to_string(), fixtures::RELTIO_CLIENT_ID.as_bytes().to_vec()),
-        ("client_secret".to_string(), fixtures::RELTIO_CLIENT_SECRET.as_bytes().to_vec()),
-        ("username".to_string(), fixtures::RELTIO_USERNAME.as_bytes().to_vec()),
-        ("password".to_string(), fixtures::RELTIO_PASSWORD.as_bytes().to_vec()),
+        (
+            "client_id".to_string(),
+            fixtures::RELTIO_CLIENT_ID.as_bytes().to_vec(),
+        ),
+        (
+            "client_secret".to_string(),
+            fixtures::RELTIO_CLIENT_SECRET.as_bytes().to_vec(),
+        ),
+        (
+            "username".to_string(),
+            fixtures::RELTIO_USERNAME.as_bytes().to_vec(),
+        ),
+        (
+            "password".to_string(),
+            fixtures::RELTIO_PASSWORD.as_bytes().to_vec(),
+        ),
     ]);
-    secrets.create(&PostParams::default(), &secret("reltio-creds", label, reltio_creds)).await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("reltio-creds", label, reltio_creds),
+        )
+        .await?;
     let url = emu.token_url(Provider::Reltio);
     let started = Instant::now();
     create_all(reltio, |i| {
