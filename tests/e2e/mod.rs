@@ -351,3 +351,187 @@ pub fn fingerprint(pc: &ProviderCredential) -> Option<String> {
 pub fn name_of(pc: &ProviderCredential) -> String {
     pc.name_any()
 }
+
+// Helpers of the "Ship it" tests (tests/e2e_ship.rs): helm, the chart's rendered objects, the
+// leader-election Role, and the operator with chosen arguments and environment.
+
+use std::path::Path;
+
+use k8s_openapi::api::rbac::v1::Role;
+
+/// Runs the pinned helm (from the control plane's bin dir) as cluster admin and returns its
+/// stdout. Helm's cache, config and data live under target/, not in the user's home.
+pub async fn helm(cp: &testkit::ControlPlane, args: &[&str]) -> Result<String> {
+    let home = repo_path("target/e2e-helm");
+    let out = tokio::process::Command::new(cp.bin_dir().join("helm"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("run helm")?;
+    if !out.status.success() {
+        bail!(
+            "helm {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The documents of a multi-document YAML stream (empty documents dropped).
+pub fn yaml_docs(text: &str) -> Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The one document of `kind` in `docs`.
+pub fn only_kind(docs: &[serde_json::Value], kind: &str) -> Result<serde_json::Value> {
+    let mut found = docs.iter().filter(|d| d["kind"] == kind);
+    let doc = found
+        .next()
+        .with_context(|| format!("no {kind} rendered"))?;
+    anyhow::ensure!(found.next().is_none(), "more than one {kind} rendered");
+    Ok(doc.clone())
+}
+
+/// The leader-election Role exactly as the chart renders it (`leaderElection.enabled=true`,
+/// release `token-rotator`): `deploy/` is rendered with election off and has no such Role.
+pub async fn chart_leader_election_role(cp: &testkit::ControlPlane) -> Result<Role> {
+    let chart = repo_path("charts/token-rotator");
+    let rendered = helm(
+        cp,
+        &[
+            "template",
+            "token-rotator",
+            path_str(&chart)?,
+            "--set",
+            "leaderElection.enabled=true",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    )
+    .await?;
+    Ok(serde_json::from_value(only_kind(
+        &yaml_docs(&rendered)?,
+        "Role",
+    )?)?)
+}
+
+pub fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+impl Env {
+    /// Creates `role` in this namespace and binds it to the operator's ServiceAccount.
+    pub async fn bind_operator_role(&self, mut role: Role) -> Result<()> {
+        let ns = self.name();
+        let name = role.metadata.name.clone().context("the Role has a name")?;
+        role.metadata = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_string()),
+            ..ObjectMeta::default()
+        };
+        let pp = PatchParams::apply("e2e").force();
+        Api::<Role>::namespaced(self.client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&role))
+            .await?;
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": ns}],
+        });
+        Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&binding))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Operator {
+    /// Like [`Operator::start_with`], with extra environment variables (applied last, so
+    /// `RUST_LOG` can be overridden).
+    pub async fn start_with_env(
+        env: &Env,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<Operator> {
+        let kubeconfig = env
+            .cp
+            .service_account_kubeconfig(env.name(), OPERATOR_SA)
+            .await?;
+        let args: Vec<String> = [
+            "run",
+            "--namespace",
+            env.name(),
+            "--allow-http",
+            "--log-format",
+            "text",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        let mut all_vars = vec![("RUST_LOG", "info,token_rotator=debug")];
+        all_vars.extend_from_slice(vars);
+        Operator::launch(&kubeconfig, env.name(), &args, &all_vars).await
+    }
+
+    /// The operator binary as `token-rotator <args> --metrics-addr 127.0.0.1:<free port>`
+    /// under `kubeconfig` (nothing else is added), logging to
+    /// `target/e2e-logs/<label>-<port>.log`; returns once /readyz answers ok.
+    pub async fn launch(
+        kubeconfig: &Path,
+        label: &str,
+        args: &[String],
+        vars: &[(&str, &str)],
+    ) -> Result<Operator> {
+        let port = free_port()?;
+        let logs = repo_path("target/e2e-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{label}-{port}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-rotator"))
+            .args(args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the operator")?;
+        let mut op = Operator {
+            child,
+            metrics_port: port,
+            log,
+        };
+        let ready = eventually("the operator's /readyz", CONVERGE, || async {
+            Ok(op
+                .get("/readyz")
+                .await
+                .ok()
+                .filter(|b| b == "ok")
+                .map(|_| ()))
+        })
+        .await;
+        if let Err(e) = ready {
+            let running = op.is_running();
+            bail!(
+                "{e} (operator running: {running}); its log:\n{}",
+                op.log_text()
+            );
+        }
+        Ok(op)
+    }
+}
