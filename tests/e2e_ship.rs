@@ -419,13 +419,7 @@ async fn no_secret_value_reaches_the_debug_log() -> Result<()> {
     let emu = emulator().await?;
     let c = emu.control();
     c.set_multi_token(true);
-    let providers = [
-        Provider::Rently,
-        Provider::Carrental,
-        Provider::Retently,
-        Provider::Reltio,
-    ];
-    let op = Operator::start_with_env(&env, &[], &[("RUST_LOG", "debug")]).await?;
+    let providers = Provider::ALL;
     let mut secrets = Vec::new();
     for p in providers {
         c.set_lifetime(p, 4);
@@ -441,8 +435,9 @@ async fn no_secret_value_reaches_the_debug_log() -> Result<()> {
         .await?;
     }
 
-    // A full cycle: the first grant and at least two renewals (refresh grants where the
-    // provider has them), every token value collected as it passes through the Secrets.
+    // Full cycles: the first grant and renewals (refresh grants where the provider has them),
+    // every token value collected as it passes through the Secrets. First with text logs,
+    // then, after a restart, with JSON logs (the chart's default).
     let tokens = Mutex::new(Tokens::default());
     let collect_all = || async {
         for p in providers {
@@ -451,17 +446,38 @@ async fn no_secret_value_reaches_the_debug_log() -> Result<()> {
         }
         anyhow::Ok(())
     };
-    eventually("three tokens of every provider", CONVERGE, || async {
-        collect_all().await?;
-        let t = tokens.lock().unwrap();
-        Ok(providers
-            .iter()
-            .all(|p| t.access_of(p.as_str()) >= 3)
-            .then_some(()))
-    })
-    .await?;
+    let tokens_of_each = |n: usize| {
+        let (collect_all, tokens) = (&collect_all, &tokens);
+        eventually("tokens of every provider", CONVERGE, move || async move {
+            collect_all().await?;
+            let t = tokens.lock().unwrap();
+            Ok(providers
+                .iter()
+                .all(|p| t.access_of(p.as_str()) >= n)
+                .then_some(()))
+        })
+    };
+    let debug = [("RUST_LOG", "debug")];
+    let op = Operator::start_with_env(&env, &[], &debug).await?;
+    tokens_of_each(3).await?;
+    let text_log = op.stop().await?;
+    let kubeconfig = env
+        .cp
+        .service_account_kubeconfig(env.name(), OPERATOR_SA)
+        .await?;
+    let args = [
+        "run",
+        "--namespace",
+        env.name(),
+        "--allow-http",
+        "--log-format",
+        "json",
+    ]
+    .map(String::from);
+    let op = Operator::launch(&kubeconfig, env.name(), &args, &debug).await?;
+    tokens_of_each(5).await?;
     ensure!(
-        tokens.lock().unwrap().refresh_of("retently") >= 3,
+        tokens.lock().unwrap().refresh_of("retently") >= 5,
         "Retently rotated its refresh token"
     );
 
@@ -492,31 +508,32 @@ async fn no_secret_value_reaches_the_debug_log() -> Result<()> {
     })
     .await?;
     let tokens = tokens.into_inner().unwrap();
-    let log = op.stop().await?;
+    let json_log = op.stop().await?;
     ensure!(
-        log.contains("DEBUG") && log.lines().count() > 50,
-        "the log is at debug level ({} lines)",
-        log.lines().count()
+        text_log.contains("DEBUG") && json_log.contains(r#""level":"DEBUG""#),
+        "the logs are at debug level"
     );
     let values: Vec<&String> = secrets
         .iter()
         .chain(tokens.all())
         .filter(|v| v.len() >= 8)
         .collect();
-    for value in &values {
-        ensure!(
-            !log.contains(value.as_str()),
-            "a secret value is in the operator's log: {value:.6}…"
-        );
+    for (format, log) in [("text", &text_log), ("JSON", &json_log)] {
+        for value in &values {
+            ensure!(
+                !log.contains(value.as_str()),
+                "a secret value is in the operator's {format} log: {value:.6}…"
+            );
+        }
     }
     let issued: BTreeMap<&str, u64> = providers
         .iter()
         .map(|p| (p.as_str(), c.counters(*p).issued))
         .collect();
     eprintln!(
-        "debug log: {} lines, {} bytes; none of {} secret values ({} credentials, {} access and {} refresh tokens) in it; tokens issued {issued:?}",
-        log.lines().count(),
-        log.len(),
+        "debug logs: text {} lines, JSON {} lines; none of {} secret values ({} credentials, {} access and {} refresh tokens) in them; tokens issued {issued:?}",
+        text_log.lines().count(),
+        json_log.lines().count(),
         values.len(),
         secrets.len(),
         tokens.access.values().map(BTreeSet::len).sum::<usize>(),
@@ -909,7 +926,15 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Resul
     }
     let requests = c.counters(Provider::Retently);
     ensure!(requests.requests == requests.issued, "{requests:?}");
-    op.stop().await?;
+    let log = op.stop().await?;
+    ensure!(
+        log.contains(r#""level":"INFO""#),
+        "the chart's JSON log: {log}"
+    );
+    ensure!(
+        !secrets.iter().any(|secret| log.contains(secret.as_str())),
+        "a secret value is in the operator's log"
+    );
 
     // Uninstall removes the release's objects but keeps the CRD (and so every resource).
     helm(cp, &["uninstall", RELEASE, "--namespace", rns]).await?;
