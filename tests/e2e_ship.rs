@@ -247,7 +247,8 @@ async fn one_unbroken_chain(env: &Env, emu: &Emulator, name: &str) -> Result<(u6
             counters.requests == counters.issued,
             "a token request failed (a reused refresh token is answered 400 invalid_grant): {counters:?}"
         );
-        // One more issued than rotations: a rotation is in flight; more: a second stream.
+        // r + 1 is the steady state (the code exchange, then one per rotation); r + 2, a
+        // rotation in flight; more, a second rotation stream.
         ensure!(
             counters.issued <= r + 2,
             "{} tokens issued for {r} rotations: more than one rotation stream",
