@@ -3,6 +3,7 @@
 
 mod context;
 pub mod reconcile;
+mod rotate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
