@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 pub use context::Context;
 use reconcile::{ReconcileError, reconcile};
@@ -138,7 +141,8 @@ async fn controller_for(
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
-    let (pcs, secrets): (Api<ProviderCredential>, Api<Secret>) = match &namespace {
+    let (pcs, secrets): (Api<ProviderCredential>, Api<PartialObjectMeta<Secret>>) = match &namespace
+    {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
@@ -148,27 +152,54 @@ async fn controller_for(
     let managed =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let credentials = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let controller = Controller::new(pcs, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .owns(secrets.clone(), managed)
-        .watches(secrets, credentials, move |secret: Secret| {
-            // Every resource in the Secret's namespace that reads it.
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|pc| pc.namespace() == ns && pc.spec.credentials.secret_ref.name == name)
-                .map(|pc| ObjectRef::from(pc.as_ref()))
-                .collect::<Vec<_>>()
+    // The cache holds ProviderCredentials only, without the bulky fields never read: memory
+    // stays proportional to the resources managed. Secrets are watched as metadata only.
+    let (store, writer) = reflector::store::<ProviderCredential>();
+    let resources = watcher(pcs, watcher::Config::default())
+        .default_backoff()
+        .modify(|pc| {
+            pc.managed_fields_mut().clear();
+            pc.annotations_mut().remove(LAST_APPLIED);
         })
+        .reflect(writer)
+        .applied_objects();
+    let owned = watcher(secrets.clone(), managed)
+        .default_backoff()
+        .touched_objects();
+    let credential_secrets = watcher(secrets, credentials)
+        .default_backoff()
+        .touched_objects();
+    let mapper_store = store.clone();
+    Controller::for_stream(resources, store)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns_stream(owned)
+        .watches_stream(
+            credential_secrets,
+            move |secret: PartialObjectMeta<Secret>| {
+                // Every resource in the Secret's namespace that reads it.
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                mapper_store
+                    .state()
+                    .into_iter()
+                    .filter(|pc| {
+                        pc.namespace() == ns && pc.spec.credentials.secret_ref.name == name
+                    })
+                    .map(|pc| ObjectRef::from(pc.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
+            match result {
+                // Benign: the next version of the object is already queued.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(
+                    ReconcileError::StaleObject,
+                    _,
+                )) => {}
+                Err(e) => warn!(error = %e, "reconcile failed"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -176,6 +207,10 @@ async fn controller_for(
 
 fn error_policy(pc: Arc<ProviderCredential>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_reason());
+    if matches!(error, ReconcileError::StaleObject) {
+        debug!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), "stale copy; reconciling the new version");
+        return Action::requeue(Duration::from_secs(1));
+    }
     warn!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), error = %error, "reconcile error; retrying");
     match error {
         ReconcileError::StaleObject => Action::requeue(Duration::from_secs(1)),
