@@ -3,6 +3,7 @@
 //! assertion goes through the API server (or the emulator), never the operator's internals.
 
 mod e2e;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use provider_emulator::{Emulator, Fault, Options, Provider, fixtures};
 use serde_json::json;
 
-const REDIRECT_URI: &str = "https://app.example.com/oauth/callback";
+use support::REDIRECT_URI;
 
 async fn emulator() -> Result<Emulator> {
     token_rotator::install_crypto_provider();
@@ -22,12 +23,7 @@ async fn emulator() -> Result<Emulator> {
 }
 
 fn preset(p: Provider) -> &'static str {
-    match p {
-        Provider::Rently => "rently",
-        Provider::Carrental => "carrental",
-        Provider::Retently => "retently",
-        Provider::Reltio => "reltio",
-    }
+    support::preset_name(p)
 }
 
 /// A spec with fast renewal (half the lifetime, 1 s margin) so rotation is observable.
@@ -44,32 +40,9 @@ fn spec(p: Provider, emu: &Emulator, creds: &str, target: &str) -> String {
     )
 }
 
+/// The emulator's default account, as a credentials Secret holds it.
 fn credentials(p: Provider, emu: &Emulator) -> BTreeMap<String, Vec<u8>> {
-    let pairs: Vec<(&str, String)> = match p {
-        Provider::Rently => vec![
-            ("client_id", fixtures::RENTLY_CLIENT_ID.into()),
-            ("client_secret", fixtures::RENTLY_CLIENT_SECRET.into()),
-        ],
-        Provider::Carrental => vec![
-            ("username", fixtures::CARRENTAL_USERNAME.into()),
-            ("password", fixtures::CARRENTAL_PASSWORD.into()),
-        ],
-        Provider::Retently => vec![
-            ("client_id", fixtures::RETENTLY_CLIENT_ID.into()),
-            ("client_secret", fixtures::RETENTLY_CLIENT_SECRET.into()),
-            ("code", emu.control().mint_authorization_code(REDIRECT_URI)),
-        ],
-        Provider::Reltio => vec![
-            ("client_id", fixtures::RELTIO_CLIENT_ID.into()),
-            ("client_secret", fixtures::RELTIO_CLIENT_SECRET.into()),
-            ("username", fixtures::RELTIO_USERNAME.into()),
-            ("password", fixtures::RELTIO_PASSWORD.into()),
-        ],
-    };
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.into_bytes()))
-        .collect()
+    support::secret_data(p, emu)
 }
 
 const ALL: [Provider; 4] = [
@@ -614,6 +587,24 @@ async fn without_the_finalizers_permission_no_owned_secret_can_be_created() -> R
     Ok(())
 }
 
+/// Name and resourceVersion of each object, leaving out names ending in `skip_suffix`.
+async fn resource_versions<K>(
+    api: &kube::Api<K>,
+    skip_suffix: &str,
+) -> Result<Vec<(String, Option<String>)>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|o| !o.name_any().ends_with(skip_suffix))
+        .map(|o| (o.name_any(), o.resource_version()))
+        .collect())
+}
+
 /// Reads `token_rotator_reconciles_total` from the operator.
 async fn reconciles(op: &Operator) -> Result<u64> {
     let metrics = op.metrics().await?;
@@ -655,22 +646,8 @@ async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
         Ok((reconciles(&op).await? == before).then_some(before))
     })
     .await?;
-    let secrets_before: Vec<_> = env
-        .secrets()
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .map(|s| (s.name_any(), s.resource_version()))
-        .collect();
-    let pcs_before: Vec<_> = env
-        .pcreds()
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .map(|s| (s.name_any(), s.resource_version()))
-        .collect();
+    let secrets_before = resource_versions(&env.secrets(), "-creds").await?;
+    let pcs_before = resource_versions(&env.pcreds(), "-").await?;
     let requests_before = emu.control().counters(Provider::Rently).requests
         + emu.control().counters(Provider::Retently).requests;
     // Touch the credentials Secrets' metadata: each touch triggers a reconcile that must
@@ -688,33 +665,15 @@ async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
         Ok((reconciles(&op).await? >= settled + 2).then_some(()))
     })
     .await?;
-    let secrets_after: Vec<_> = env
-        .secrets()
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .filter(|s| !s.name_any().ends_with("-creds"))
-        .map(|s| (s.name_any(), s.resource_version()))
-        .collect();
-    let pcs_after: Vec<_> = env
-        .pcreds()
-        .list(&Default::default())
-        .await?
-        .items
-        .iter()
-        .map(|s| (s.name_any(), s.resource_version()))
-        .collect();
+    let secrets_after = resource_versions(&env.secrets(), "-creds").await?;
+    let pcs_after = resource_versions(&env.pcreds(), "-").await?;
     let requests_after = emu.control().counters(Provider::Rently).requests
         + emu.control().counters(Provider::Retently).requests;
     ensure!(
         pcs_after == pcs_before,
         "no status writes: {pcs_before:?} → {pcs_after:?}"
     );
-    let managed_before: Vec<_> = secrets_before
-        .into_iter()
-        .filter(|(n, _)| !n.ends_with("-creds"))
-        .collect();
+    let managed_before = secrets_before;
     ensure!(
         secrets_after == managed_before,
         "no Secret writes: {managed_before:?} → {secrets_after:?}"

@@ -54,6 +54,18 @@ pub struct RotationTask {
 }
 
 impl RotationTask {
+    async fn write_state(&self, name: &str, state: &StateData) -> Result<(), ReconcileError> {
+        secrets::write_state(
+            &self.secrets,
+            &self.pc,
+            name,
+            self.state_secret.clone(),
+            state,
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn run(self, ctx: &Context) -> Result<RotationOutcome, ReconcileError> {
         ctx.rate_limit(&self.config).await;
         let started = std::time::Instant::now();
@@ -98,14 +110,7 @@ impl RotationTask {
                 if next_state != self.state
                     || self.state_secret.is_none() && next_state.refresh_token.is_some()
                 {
-                    secrets::write_state(
-                        &self.secrets,
-                        &self.pc,
-                        &state_name,
-                        self.state_secret.clone(),
-                        &next_state,
-                    )
-                    .await?;
+                    self.write_state(&state_name, &next_state).await?;
                     ctx.release_refresh(&self.uid);
                     debug!("state Secret written");
                 }
@@ -149,14 +154,7 @@ impl RotationTask {
                     next_state.rejected_inputs_hash = Some(self.inputs.clone());
                 }
                 if next_state != self.state {
-                    secrets::write_state(
-                        &self.secrets,
-                        &self.pc,
-                        &state_name,
-                        self.state_secret.clone(),
-                        &next_state,
-                    )
-                    .await?;
+                    self.write_state(&state_name, &next_state).await?;
                 }
                 Ok(RotationOutcome::Failed { error, chain_ended })
             }

@@ -23,6 +23,28 @@ impl Run<'_> {
         }
     }
 
+    /// Ready while the last good token is valid (saying what is wrong), else not Ready for `why`.
+    fn set_ready_despite(&mut self, why: &str, message: &str, while_valid: &str) {
+        let generation = self.pc.meta().generation;
+        let (ready, reason, text) = match &self.current {
+            Some(c) => (
+                true,
+                reason::TOKEN_ISSUED,
+                format!("token valid until {}; {while_valid}", c.expires_at),
+            ),
+            None => (false, why, message.to_string()),
+        };
+        conditions::set(
+            &mut self.status.conditions,
+            READY,
+            ready,
+            reason,
+            text,
+            generation,
+            self.now,
+        );
+    }
+
     /// A state that needs a person (or a change) before any token request.
     pub(super) fn blocked(
         &mut self,
@@ -31,29 +53,7 @@ impl Run<'_> {
         recheck: Option<Duration>,
     ) -> Next {
         let generation = self.pc.meta().generation;
-        match self.current.clone() {
-            Some(c) => conditions::set(
-                &mut self.status.conditions,
-                READY,
-                true,
-                reason::TOKEN_ISSUED,
-                format!(
-                    "token valid until {}; no refresh possible: {message}",
-                    c.expires_at
-                ),
-                generation,
-                self.now,
-            ),
-            None => conditions::set(
-                &mut self.status.conditions,
-                READY,
-                false,
-                why,
-                message.clone(),
-                generation,
-                self.now,
-            ),
-        }
+        self.set_ready_despite(why, &message, &format!("no refresh possible: {message}"));
         let degraded = why != reason::SUSPENDED;
         conditions::set(
             &mut self.status.conditions,
@@ -221,29 +221,7 @@ impl Run<'_> {
                 None,
             ),
         };
-        match self.current.clone() {
-            Some(c) => conditions::set(
-                &mut self.status.conditions,
-                READY,
-                true,
-                reason::TOKEN_ISSUED,
-                format!(
-                    "token valid until {}; refreshing it is failing ({why})",
-                    c.expires_at
-                ),
-                generation,
-                self.now,
-            ),
-            None => conditions::set(
-                &mut self.status.conditions,
-                READY,
-                false,
-                why,
-                message.clone(),
-                generation,
-                self.now,
-            ),
-        }
+        self.set_ready_despite(why, &message, &format!("refreshing it is failing ({why})"));
         conditions::set(
             &mut self.status.conditions,
             DEGRADED,
