@@ -266,30 +266,61 @@ async fn restart_fetches_nothing_and_keeps_the_refresh_chain() -> Result<()> {
 async fn changed_credentials_are_fetched_again() -> Result<()> {
     let env = Env::new("creds-change").await?;
     let emu = emulator().await?;
-    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+    let c = emu.control();
+    c.set_multi_token(true);
+    for p in ALL {
+        let name = preset(p);
+        env.create_credentials(&format!("{name}-creds"), &credentials(p, &emu), true)
+            .await?;
+        env.create_pcred(
+            name,
+            &spec(p, &emu, &format!("{name}-creds"), &format!("{name}-token")),
+        )
         .await?;
-    env.create_pcred("rently", &spec(Provider::Rently, &emu, "creds", "token"))
-        .await?;
+    }
     let _op = env.start_operator().await?;
-    let first = env.wait_condition("rently", "Ready", "True", None).await?;
-    emu.control().set_password(
-        Provider::Rently,
-        fixtures::RENTLY_CLIENT_ID,
-        "rotated-secret-42",
-    );
-    env.set_credential("creds", "client_secret", "rotated-secret-42")
+    for p in ALL {
+        let name = preset(p);
+        let first = env.wait_condition(name, "Ready", "True", None).await?;
+        // The secret the provider expects changes, and so does the Secret's copy of it.
+        let (account, key, new_secret) = match p {
+            Provider::Rently => (
+                fixtures::RENTLY_CLIENT_ID,
+                "client_secret",
+                "rotated-rently-42",
+            ),
+            Provider::Carrental => (fixtures::CARRENTAL_USERNAME, "password", "rotated-car-42"),
+            Provider::Retently => (
+                fixtures::RETENTLY_CLIENT_ID,
+                "client_secret",
+                "rotated-retently-42",
+            ),
+            Provider::Reltio => (fixtures::RELTIO_USERNAME, "password", "rotated-reltio-42"),
+        };
+        let issued_before = c.counters(p).issued;
+        c.set_password(p, account, new_secret);
+        env.set_credential(&format!("{name}-creds"), key, new_secret)
+            .await?;
+        eventually(
+            &format!("{name}: a token issued after the change"),
+            CONVERGE,
+            || async {
+                let pc = env.pcred(name).await?;
+                Ok((fingerprint(&pc) != fingerprint(&first)).then_some(()))
+            },
+        )
         .await?;
-    eventually("a token issued with the new secret", CONVERGE, || async {
-        let pc = env.pcred("rently").await?;
-        Ok((fingerprint(&pc) != fingerprint(&first)).then_some(()))
-    })
-    .await?;
-    let (_, data) = env.secret_data("token").await?.unwrap();
-    ensure!(
-        emu.control()
-            .is_valid_access_token(Provider::Rently, &data["access_token"])
-    );
-    ensure!(emu.control().counters(Provider::Rently).issued == 2);
+        let (_, data) = env.secret_data(&format!("{name}-token")).await?.unwrap();
+        ensure!(
+            c.is_valid_access_token(p, &data["access_token"]),
+            "{name}: the new token works"
+        );
+        ensure!(
+            c.counters(p).issued == issued_before + 1,
+            "{name}: exactly one new request"
+        );
+        env.wait_condition(name, "Degraded", "False", None).await?;
+    }
     Ok(())
 }
 
@@ -400,78 +431,92 @@ async fn rate_limits_and_outages_degrade_then_recover() -> Result<()> {
     let env = Env::new("faults").await?;
     let emu = emulator().await?;
     let c = emu.control();
-    c.inject(
-        Provider::Reltio,
-        Fault::RateLimited {
-            retry_after_secs: 2,
-        },
-        1,
-    );
-    env.create_credentials("reltio-creds", &credentials(Provider::Reltio, &emu), true)
-        .await?;
-    env.create_pcred(
-        "reltio",
-        &spec(Provider::Reltio, &emu, "reltio-creds", "reltio-token"),
-    )
-    .await?;
-    env.create_credentials("rently-creds", &credentials(Provider::Rently, &emu), true)
-        .await?;
-    env.create_pcred(
-        "rently",
-        &spec(Provider::Rently, &emu, "rently-creds", "rently-token"),
-    )
-    .await?;
-    let _op = env.start_operator().await?;
-    env.wait_condition("reltio", "Degraded", "True", Some("RateLimited"))
-        .await?;
-    env.wait_condition("reltio", "Ready", "True", Some("TokenIssued"))
-        .await?;
-    env.wait_condition("reltio", "Degraded", "False", None)
-        .await?;
-
-    // An outage while the token is valid: Ready stays true, Degraded says why, then recovers.
-    let ready = env.wait_condition("rently", "Ready", "True", None).await?;
-    c.inject(
-        Provider::Rently,
-        Fault::Status {
-            code: 503,
-            body: "maintenance window".into(),
-        },
-        2,
-    );
-    env.pcreds()
-        .patch(
-            "rently",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "outage"}}}),
-            ),
+    c.set_multi_token(true);
+    for p in ALL {
+        let name = preset(p);
+        // The very first request of each provider is answered with 429.
+        c.inject(
+            p,
+            Fault::RateLimited {
+                retry_after_secs: 2,
+            },
+            1,
+        );
+        env.create_credentials(&format!("{name}-creds"), &credentials(p, &emu), true)
+            .await?;
+        env.create_pcred(
+            name,
+            &spec(p, &emu, &format!("{name}-creds"), &format!("{name}-token")),
         )
         .await?;
-    let degraded = env
-        .wait_condition("rently", "Degraded", "True", Some("ProviderUnavailable"))
-        .await?;
-    let status = degraded.status.unwrap();
+    }
+    let _op = env.start_operator().await?;
+    for p in ALL {
+        let name = preset(p);
+        // The 429 may already be over by now: the failure stays on record.
+        let pc = env
+            .wait_condition(name, "Ready", "True", Some("TokenIssued"))
+            .await?;
+        let failure = pc.status.clone().unwrap().last_failure.unwrap();
+        ensure!(
+            failure.reason == "RateLimited" && failure.http_status == Some(429),
+            "{name}: {failure:?}"
+        );
+        env.wait_condition(name, "Degraded", "False", None).await?;
+    }
     ensure!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-        "the old token still serves"
+        env.events_with_reason("RateLimited").await? >= 1,
+        "a Warning Event says why"
     );
-    ensure!(
-        status
-            .last_failure
-            .unwrap()
-            .message
-            .contains("maintenance window")
-    );
-    ensure!(status.consecutive_failures >= Some(1));
-    env.wait_condition("rently", "Degraded", "False", None)
-        .await?;
-    let recovered = env.pcred("rently").await?;
-    ensure!(fingerprint(&recovered) != fingerprint(&ready));
-    ensure!(recovered.status.unwrap().consecutive_failures.is_none());
+
+    // An outage while the token is valid: Ready stays true, Degraded says why, then recovers.
+    for p in ALL {
+        let name = preset(p);
+        let ready = env.pcred(name).await?;
+        c.inject(
+            p,
+            Fault::Status {
+                code: 503,
+                body: "maintenance window".into(),
+            },
+            2,
+        );
+        env.pcreds()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "outage"}}}),
+                ),
+            )
+            .await?;
+        let degraded = env
+            .wait_condition(name, "Degraded", "True", Some("ProviderUnavailable"))
+            .await?;
+        let status = degraded.status.unwrap();
+        ensure!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "{name}: the old token still serves"
+        );
+        ensure!(
+            status
+                .last_failure
+                .unwrap()
+                .message
+                .contains("maintenance window")
+        );
+        ensure!(status.consecutive_failures >= Some(1));
+        env.wait_condition(name, "Degraded", "False", None).await?;
+        let recovered = env.pcred(name).await?;
+        ensure!(
+            fingerprint(&recovered) != fingerprint(&ready),
+            "{name}: a new token after the outage"
+        );
+        ensure!(recovered.status.unwrap().consecutive_failures.is_none());
+    }
     Ok(())
 }
 
