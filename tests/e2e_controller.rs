@@ -384,45 +384,79 @@ async fn missing_or_unlabelled_credentials_are_reported_and_recover() -> Result<
 async fn rejected_credentials_are_not_retried_until_they_change() -> Result<()> {
     let env = Env::new("rejected").await?;
     let emu = emulator().await?;
-    let mut data = credentials(Provider::Carrental, &emu);
-    data.insert("password".into(), b"wrong-password-1".to_vec());
-    env.create_credentials("creds", &data, true).await?;
-    env.create_pcred(
-        "carrental",
-        &spec(Provider::Carrental, &emu, "creds", "token"),
-    )
-    .await?;
-    let _op = env.start_operator().await?;
-    let pc = env
-        .wait_condition("carrental", "Ready", "False", Some("CredentialsRejected"))
-        .await?;
-    let failure = pc.status.clone().unwrap().last_failure.unwrap();
-    ensure!(failure.http_status == Some(401), "{failure:?}");
-    ensure!(
-        failure.message.contains("Authentication Failed"),
-        "provider's words: {}",
-        failure.message
-    );
-    ensure!(!failure.message.contains("wrong-password-1"));
-    // Poke the resource; a held rejection must not be retried (accounts lock).
-    env.pcreds()
-        .patch(
-            "carrental",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+    let c = emu.control();
+    // The key whose wrong value each provider must reject, and the right value.
+    let secret_of = |p: Provider| match p {
+        Provider::Rently => ("client_secret", fixtures::RENTLY_CLIENT_SECRET),
+        Provider::Carrental => ("password", fixtures::CARRENTAL_PASSWORD),
+        Provider::Retently => ("client_secret", fixtures::RETENTLY_CLIENT_SECRET),
+        Provider::Reltio => ("password", fixtures::RELTIO_PASSWORD),
+    };
+    for p in ALL {
+        let name = preset(p);
+        let mut data = credentials(p, &emu);
+        data.insert(secret_of(p).0.into(), b"wrong-secret-1".to_vec());
+        env.create_credentials(&format!("{name}-creds"), &data, true)
+            .await?;
+        env.create_pcred(
+            name,
+            &spec(p, &emu, &format!("{name}-creds"), &format!("{name}-token")),
         )
         .await?;
+    }
+    let _op = env.start_operator().await?;
+    for p in ALL {
+        let name = preset(p);
+        let pc = env
+            .wait_condition(name, "Ready", "False", Some("CredentialsRejected"))
+            .await?;
+        let failure = pc.status.clone().unwrap().last_failure.unwrap();
+        ensure!(
+            !failure.message.contains("wrong-secret-1"),
+            "{name}: {}",
+            failure.message
+        );
+        ensure!(
+            failure.http_status.is_some_and(|s| (400..500).contains(&s)),
+            "{name}: {failure:?}"
+        );
+        if p == Provider::Carrental {
+            ensure!(
+                failure.message.contains("Authentication Failed"),
+                "provider's words: {}",
+                failure.message
+            );
+        }
+    }
+    // Poke every resource; a held rejection must not be retried (accounts lock).
+    for p in ALL {
+        env.pcreds()
+            .patch(
+                preset(p),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+            )
+            .await?;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await; // an observation window, not synchronisation
-    ensure!(
-        emu.control().counters(Provider::Carrental).requests == 1,
-        "no retry with the same credentials"
-    );
-    env.set_credential("creds", "password", fixtures::CARRENTAL_PASSWORD)
-        .await?;
-    env.wait_condition("carrental", "Ready", "True", Some("TokenIssued"))
-        .await?;
-    env.wait_condition("carrental", "Degraded", "False", None)
-        .await?;
+    for p in ALL {
+        ensure!(
+            c.counters(p).requests == 1,
+            "{}: no retry with the same credentials",
+            preset(p)
+        );
+    }
+    for p in ALL {
+        let (key, right) = secret_of(p);
+        env.set_credential(&format!("{}-creds", preset(p)), key, right)
+            .await?;
+    }
+    for p in ALL {
+        env.wait_condition(preset(p), "Ready", "True", Some("TokenIssued"))
+            .await?;
+        env.wait_condition(preset(p), "Degraded", "False", None)
+            .await?;
+    }
     Ok(())
 }
 
