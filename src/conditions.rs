@@ -17,7 +17,6 @@ pub mod reason {
     pub const REAUTHORIZATION_REQUIRED: &str = "ReauthorizationRequired";
     pub const SUSPENDED: &str = "Suspended";
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const PENDING: &str = "Pending";
 }
 
 /// Sets (or replaces) a condition, preserving its transition time when the status holds.

@@ -21,11 +21,6 @@ impl Credentials {
     }
 
     /// Adds a value read from `key`; empty values count as absent.
-    pub fn with(mut self, param: Param, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.insert(param, key, value);
-        self
-    }
-
     pub fn insert(&mut self, param: Param, key: impl Into<String>, value: impl Into<String>) {
         let value = value.into();
         let key = key.into();

@@ -38,10 +38,6 @@ impl TokenClient {
         }
     }
 
-    pub fn policy(&self) -> &HttpPolicy {
-        &self.policy
-    }
-
     /// Performs one exchange: build, send, interpret.
     pub async fn fetch(
         &self,

@@ -102,13 +102,4 @@ impl Preset {
             },
         }
     }
-
-    /// The documented token endpoint, where the provider has a single one.
-    pub fn default_token_url(self) -> Option<&'static str> {
-        match self {
-            Preset::Retently => Some("https://app.retently.com/api/oauth/token"),
-            Preset::Reltio => Some("https://auth.reltio.com/oauth/token"),
-            Preset::Rently | Preset::Carrental => None,
-        }
-    }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use token_rotator::api::ProviderCredential;
 
@@ -346,10 +346,6 @@ pub fn fingerprint(pc: &ProviderCredential) -> Option<String> {
         .access_token
         .as_ref()
         .map(|a| a.fingerprint.clone())
-}
-
-pub fn name_of(pc: &ProviderCredential) -> String {
-    pc.name_any()
 }
 
 // Helpers of the "Ship it" tests (tests/e2e_ship.rs): helm, the chart's rendered objects, the
