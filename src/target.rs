@@ -13,6 +13,9 @@ use crate::state::salted_hash;
 pub const FINGERPRINT_ANNOTATION: &str = "tokenrotator.dev/token-fingerprint";
 pub const SETTINGS_ANNOTATION: &str = "tokenrotator.dev/target-settings";
 pub const ISSUED_AT_ANNOTATION: &str = "tokenrotator.dev/issued-at";
+/// The refresh-annotation value this token answered. Kept on the target (always read fresh)
+/// so a reconcile working from a stale cached copy cannot act on the same request twice.
+pub const REFRESH_HANDLED_ANNOTATION: &str = "tokenrotator.dev/refresh-handled";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
@@ -112,7 +115,11 @@ pub fn settings_digest(spec: &TargetSpec) -> String {
     salted_hash("target", &[&text])[..16].to_string()
 }
 
-pub fn desired(spec: &TargetSpec, token: &IssuedToken) -> Result<DesiredTarget, TargetError> {
+pub fn desired(
+    spec: &TargetSpec,
+    token: &IssuedToken,
+    refresh_handled: Option<&str>,
+) -> Result<DesiredTarget, TargetError> {
     let fields = TokenFields {
         access_token: token.access_token.expose_secret(),
         token_type: &token.token_type,
@@ -126,6 +133,9 @@ pub fn desired(spec: &TargetSpec, token: &IssuedToken) -> Result<DesiredTarget, 
     let mut annotations = spec.annotations.clone();
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), token.expires_at.to_string());
     annotations.insert(ISSUED_AT_ANNOTATION.into(), token.issued_at.to_string());
+    if let Some(nonce) = refresh_handled {
+        annotations.insert(REFRESH_HANDLED_ANNOTATION.into(), nonce.to_string());
+    }
     annotations.insert(FINGERPRINT_ANNOTATION.into(), token.fingerprint());
     annotations.insert(SETTINGS_ANNOTATION.into(), settings_digest(spec));
     Ok(DesiredTarget {
@@ -143,6 +153,7 @@ pub struct ObservedTarget {
     pub expires_at: Option<Timestamp>,
     pub issued_at: Option<Timestamp>,
     pub settings: Option<String>,
+    pub refresh_handled: Option<String>,
 }
 
 impl ObservedTarget {
@@ -156,6 +167,7 @@ impl ObservedTarget {
                 .get(ISSUED_AT_ANNOTATION)
                 .and_then(|s| s.parse().ok()),
             settings: annotations.get(SETTINGS_ANNOTATION).cloned(),
+            refresh_handled: annotations.get(REFRESH_HANDLED_ANNOTATION).cloned(),
         }
     }
 }
@@ -180,7 +192,7 @@ mod tests {
 
     #[test]
     fn default_keys_and_annotations() {
-        let d = desired(&TargetSpec::default(), &token()).unwrap();
+        let d = desired(&TargetSpec::default(), &token(), None).unwrap();
         assert_eq!(d.data["access_token"], b"tok-123");
         assert_eq!(d.data["token_type"], b"bearer");
         assert_eq!(d.data["expires_at"], b"2026-01-01T01:00:00Z");
@@ -199,7 +211,7 @@ mod tests {
             ]),
             ..TargetSpec::default()
         };
-        let d = desired(&spec, &token()).unwrap();
+        let d = desired(&spec, &token(), None).unwrap();
         assert_eq!(d.data["Authorization"], b"Bearer tok-123");
         assert_eq!(d.data["ttl"], b"3600");
         assert_eq!(d.data["nothing"], b"");

@@ -589,7 +589,7 @@ async fn deleting_the_resource_collects_what_it_created() -> Result<()> {
         &spec(Provider::Retently, &emu, "creds", "token"),
     )
     .await?;
-    let _op = env.start_operator().await?;
+    let op = env.start_operator().await?;
     let pc = env
         .wait_condition("retently", "Ready", "True", None)
         .await?;
@@ -612,6 +612,15 @@ async fn deleting_the_resource_collects_what_it_created() -> Result<()> {
         env.secret_data("creds").await?.is_some(),
         "the user's credentials stay"
     );
+    eventually(
+        "the deleted resource's metric series to go",
+        CONVERGE,
+        || async {
+            let m = op.metrics().await?;
+            Ok((!m.contains("token_rotator_token_expiry_timestamp_seconds{")).then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

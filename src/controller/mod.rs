@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
@@ -155,8 +155,15 @@ async fn controller_for(
     // The cache holds ProviderCredentials only, without the bulky fields never read: memory
     // stays proportional to the resources managed. Secrets are watched as metadata only.
     let (store, writer) = reflector::store::<ProviderCredential>();
+    let metrics = ctx.metrics.clone();
     let resources = watcher(pcs, watcher::Config::default())
         .default_backoff()
+        // Deleted resources are never reconciled again: drop their per-resource series here.
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(pc) = event {
+                metrics.forget(&pc.namespace().unwrap_or_default(), &pc.name_any());
+            }
+        })
         .modify(|pc| {
             pc.managed_fields_mut().clear();
             pc.annotations_mut().remove(LAST_APPLIED);

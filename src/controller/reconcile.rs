@@ -250,6 +250,7 @@ impl<'a> Run<'a> {
             .annotations()
             .get(REFRESH_ANNOTATION)
             .filter(|v| Some(*v) != self.status.last_refresh_request.as_ref())
+            .filter(|v| Some(*v) != observed.as_ref().and_then(|o| o.refresh_handled.as_ref()))
             .cloned();
 
         let facts = Facts {
@@ -307,6 +308,10 @@ impl<'a> Run<'a> {
                 return Ok(self.blocked(reason::REAUTHORIZATION_REQUIRED, msg, None));
             }
         };
+        // The request answered by this token, else the one its predecessor answered.
+        let refresh_handled = refresh_request
+            .clone()
+            .or_else(|| observed.as_ref().and_then(|o| o.refresh_handled.clone()));
         if let Some(r) = refresh_request {
             self.status.last_refresh_request = Some(r);
         }
@@ -332,6 +337,7 @@ impl<'a> Run<'a> {
             seed_hash,
             code_hash,
             uid: self.uid.clone(),
+            refresh_handled,
         };
         let ctx = self.ctx.clone();
         let outcome = tokio::spawn(async move { task.run(&ctx).await }.in_current_span())

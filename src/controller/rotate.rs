@@ -51,6 +51,7 @@ pub struct RotationTask {
     pub seed_hash: Option<String>,
     pub code_hash: Option<String>,
     pub uid: String,
+    pub refresh_handled: Option<String>,
 }
 
 impl RotationTask {
@@ -107,15 +108,17 @@ impl RotationTask {
                     }
                     RefreshOutcome::None => next_state.refresh_token = None,
                 }
-                if next_state != self.state
-                    || self.state_secret.is_none() && next_state.refresh_token.is_some()
-                {
+                if next_state != self.state {
                     self.write_state(&state_name, &next_state).await?;
                     ctx.release_refresh(&self.uid);
                     debug!("state Secret written");
                 }
-                let desired = target::desired(&self.pc.spec.target, &token)
-                    .expect("templates validated before fetching");
+                let desired = target::desired(
+                    &self.pc.spec.target,
+                    &token,
+                    self.refresh_handled.as_deref(),
+                )
+                .expect("templates validated before fetching");
                 secrets::write_target(
                     &self.secrets,
                     &self.pc,
