@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
+pub mod digest;
 pub mod leader;
 pub mod provider;
 pub mod rotation;

@@ -16,7 +16,7 @@ enum Command {
     /// Print the ProviderCredential CRD as YAML.
     Crd,
     /// Run the controller.
-    Run(token_rotator::controller::RunArgs),
+    Run(cli::run::RunArgs),
     /// Perform one token exchange from manifests on disk and print a redacted summary.
     Fetch(cli::fetch::FetchArgs),
 }

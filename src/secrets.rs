@@ -10,6 +10,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
+use crate::rotation::{CredentialsView, SecretWrite, Slot};
 use crate::state::StateData;
 use crate::target::DesiredTarget;
 
@@ -24,10 +25,6 @@ pub enum SecretsError {
     },
     #[error("Secret {0} exists and is not owned by this ProviderCredential; it is left untouched")]
     NotOwned(String),
-    #[error(
-        "Secret {0} has another type than spec.target.type and a Secret's type cannot change; delete the Secret and it will be recreated"
-    )]
-    TypeChanged(String),
     #[error("Secret {name} changed while being written ({attempts} attempts); will retry")]
     Contended { name: String, attempts: u32 },
 }
@@ -41,33 +38,33 @@ fn api_error(action: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Se
     }
 }
 
-pub fn decoded(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    secret
+/// The decoded data of a Secret: `data` overlaid by `stringData`, as the API server does (a
+/// manifest on disk may use either; an object read from the API has only `data`).
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
         .clone()
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (k, v.0))
-        .collect()
-}
-
-pub enum CredentialsLookup {
-    Found(BTreeMap<String, Vec<u8>>),
-    NotFound,
-    NotLabelled,
+        .collect();
+    for (k, v) in secret.string_data.clone().unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    data
 }
 
 /// Reads the credentials Secret on demand; its data is never cached.
 pub async fn read_credentials(
     api: &Api<Secret>,
     name: &str,
-) -> Result<CredentialsLookup, SecretsError> {
+) -> Result<CredentialsView, SecretsError> {
     match api.get_opt(name).await.map_err(api_error("read", name))? {
-        None => Ok(CredentialsLookup::NotFound),
+        None => Ok(CredentialsView::NotFound),
         Some(s) if s.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") => {
-            Ok(CredentialsLookup::NotLabelled)
+            Ok(CredentialsView::NotLabelled)
         }
-        Some(s) => Ok(CredentialsLookup::Found(decoded(&s))),
+        Some(s) => Ok(CredentialsView::Found(secret_data(&s))),
     }
 }
 
@@ -75,22 +72,17 @@ pub fn is_owned_by(secret: &Secret, owner_uid: &str) -> bool {
     secret.owner_references().iter().any(|r| r.uid == owner_uid)
 }
 
-pub enum Owned {
-    Absent,
-    Owned(Box<Secret>),
-    Foreign,
-}
-
+/// Reads a Secret this resource may own; a Secret owned by anyone else is only reported.
 pub async fn read_owned(
     api: &Api<Secret>,
     name: &str,
     owner_uid: &str,
-) -> Result<Owned, SecretsError> {
+) -> Result<Slot<Secret>, SecretsError> {
     Ok(
         match api.get_opt(name).await.map_err(api_error("read", name))? {
-            None => Owned::Absent,
-            Some(s) if is_owned_by(&s, owner_uid) => Owned::Owned(Box::new(s)),
-            Some(_) => Owned::Foreign,
+            None => Slot::Absent,
+            Some(s) if is_owned_by(&s, owner_uid) => Slot::Owned(s),
+            Some(_) => Slot::Foreign,
         },
     )
 }
@@ -121,45 +113,44 @@ fn encode(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
 /// Writes the state Secret: created if absent, otherwise replaced under a resourceVersion
 /// precondition so a stale writer (a paused ex-leader) cannot overwrite a newer refresh token.
 /// Conflicts are retried by re-reading; the caller keeps the value in memory until this
-/// returns Ok.
+/// returns Ok. Returns the new resourceVersion.
 pub async fn write_state(
     api: &Api<Secret>,
     owner: &ProviderCredential,
-    name: &str,
-    mut current: Option<Secret>,
+    at: &SecretWrite,
     state: &StateData,
-) -> Result<Secret, SecretsError> {
+) -> Result<Option<String>, SecretsError> {
     const ATTEMPTS: u32 = 5;
     let owner_uid = owner.uid().unwrap_or_default();
+    let name = at.name.as_str();
+    let mut resource_version = at.resource_version.clone();
     for attempt in 1..=ATTEMPTS {
-        let result = match current.take() {
-            None => {
-                let secret = Secret {
-                    metadata: owned_meta(
-                        owner,
-                        name,
-                        BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into())]),
-                    ),
-                    type_: Some("Opaque".into()),
-                    data: Some(encode(state.to_data())),
-                    ..Secret::default()
-                };
-                api.create(&PostParams::default(), &secret).await
-            }
-            Some(mut existing) => {
-                if !is_owned_by(&existing, &owner_uid) {
-                    return Err(SecretsError::NotOwned(name.to_string()));
-                }
-                existing.data = Some(encode(state.to_data()));
-                existing.string_data = None;
-                api.replace(name, &PostParams::default(), &existing).await
+        let mut secret = Secret {
+            metadata: owned_meta(
+                owner,
+                name,
+                BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into())]),
+            ),
+            type_: Some("Opaque".into()),
+            data: Some(encode(state.to_data())),
+            ..Secret::default()
+        };
+        let result = match resource_version.take() {
+            None => api.create(&PostParams::default(), &secret).await,
+            Some(rv) => {
+                secret.metadata.resource_version = Some(rv);
+                api.replace(name, &PostParams::default(), &secret).await
             }
         };
         match result {
-            Ok(written) => return Ok(written),
+            Ok(written) => return Ok(written.metadata.resource_version),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                current = api.get_opt(name).await.map_err(api_error("read", name))?;
+                resource_version = match read_owned(api, name, &owner_uid).await? {
+                    Slot::Absent => None,
+                    Slot::Owned(s) => s.metadata.resource_version,
+                    Slot::Foreign => return Err(SecretsError::NotOwned(name.to_string())),
+                };
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(SecretsError::Contended {
@@ -173,35 +164,27 @@ pub async fn write_state(
     unreachable!("the loop returns on its last attempt")
 }
 
-/// Creates the target Secret, or replaces one this resource owns. Never touches another's.
+/// Creates the target Secret, or replaces the one this resource owns under the resourceVersion
+/// it was read at (ownership and type were checked by the plan).
 pub async fn write_target(
     api: &Api<Secret>,
     owner: &ProviderCredential,
-    name: &str,
-    existing: Option<Secret>,
+    at: &SecretWrite,
     desired: DesiredTarget,
 ) -> Result<(), SecretsError> {
+    let name = at.name.as_str();
     let mut meta = owned_meta(owner, name, desired.labels);
     meta.annotations = Some(desired.annotations);
-    let mut secret = Secret {
+    meta.resource_version = at.resource_version.clone();
+    let secret = Secret {
         metadata: meta,
         type_: Some(desired.secret_type),
         data: Some(encode(desired.data)),
         ..Secret::default()
     };
-    let result = match existing {
+    let result = match &at.resource_version {
         None => api.create(&PostParams::default(), &secret).await,
-        Some(current) => {
-            if !is_owned_by(&current, &owner.uid().unwrap_or_default()) {
-                return Err(SecretsError::NotOwned(name.to_string()));
-            }
-            secret.metadata.resource_version = current.metadata.resource_version.clone();
-            if current.type_ != secret.type_ {
-                // A Secret's type is immutable, and the operator holds no delete permission.
-                return Err(SecretsError::TypeChanged(name.to_string()));
-            }
-            api.replace(name, &PostParams::default(), &secret).await
-        }
+        Some(_) => api.replace(name, &PostParams::default(), &secret).await,
     };
     match result {
         Ok(_) => Ok(()),
@@ -210,5 +193,32 @@ pub async fn write_target(
             Err(SecretsError::NotOwned(name.to_string()))
         }
         Err(e) => Err(api_error("write", name)(e)),
+    }
+}
+
+impl SecretsError {
+    /// What the user can do about it, for the status message.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            SecretsError::Api {
+                source: kube::Error::Api(e),
+                ..
+            } => match e.code {
+                403 if e.message.contains("quota") => {
+                    "a ResourceQuota in this namespace forbids it; raise the quota for Secrets"
+                }
+                403 => {
+                    "the operator lacks permission; check its ClusterRole (the chart's RBAC) and admission policies"
+                }
+                409 => "the Secret changed while being written; it is retried",
+                422 => "the API server rejected the Secret as invalid; check spec.target",
+                _ => "the API server failed; it is retried",
+            },
+            SecretsError::Api { .. } => "the API server could not be reached; it is retried",
+            SecretsError::NotOwned(_) => {
+                "another owner created it first; choose another spec.target.secretName"
+            }
+            SecretsError::Contended { .. } => "it is retried",
+        }
     }
 }

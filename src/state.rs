@@ -4,9 +4,6 @@
 use std::collections::BTreeMap;
 
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
-
-use crate::provider::{Credentials, Param, ProviderConfig};
 
 pub const REFRESH_TOKEN_KEY: &str = "refresh_token";
 const INPUTS_HASH_KEY: &str = "inputs_hash";
@@ -82,55 +79,6 @@ impl StateData {
     }
 }
 
-/// A salted digest: lets us notice a change without storing (or exposing) the value. The salt
-/// is the resource's UID so equal passwords in two resources do not hash alike.
-pub fn salted_hash(salt: &str, parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    h.update(salt.as_bytes());
-    for part in parts {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// Everything that shapes the token request: a change means the current token may no longer
-/// be what the user asked for.
-pub fn inputs_hash(salt: &str, config: &ProviderConfig, credentials: &Credentials) -> String {
-    let shape = format!(
-        "{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
-        config.token_url,
-        config.grant,
-        config.client_authentication,
-        config.encoding,
-        config.send_grant_type,
-        config.field_names,
-        config.extra_parameters,
-        config.redirect_uri,
-        config.scope,
-    );
-    let mut parts = vec![shape];
-    for param in [
-        Param::ClientId,
-        Param::ClientSecret,
-        Param::Username,
-        Param::Password,
-    ] {
-        parts.push(
-            credentials
-                .get(param)
-                .map(|v| v.expose_secret().to_string())
-                .unwrap_or_default(),
-        );
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    salted_hash(salt, &refs)
-}
-
-pub fn secret_hash(salt: &str, value: &SecretString) -> String {
-    salted_hash(salt, &[value.expose_secret()])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,14 +94,5 @@ mod tests {
         };
         assert_eq!(StateData::from_data(&state.to_data()), state);
         assert!(!format!("{state:?}").contains("rt\""));
-    }
-
-    #[test]
-    fn hashes_are_salted() {
-        assert_ne!(salted_hash("uid-1", &["pw"]), salted_hash("uid-2", &["pw"]));
-        assert_ne!(
-            salted_hash("u", &["ab", "c"]),
-            salted_hash("u", &["a", "bc"])
-        );
     }
 }

@@ -8,7 +8,6 @@ use secrecy::ExposeSecret;
 
 use crate::api::{EXPIRES_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TargetSpec};
 use crate::provider::IssuedToken;
-use crate::state::salted_hash;
 
 pub const FINGERPRINT_ANNOTATION: &str = "tokenrotator.dev/token-fingerprint";
 pub const SETTINGS_ANNOTATION: &str = "tokenrotator.dev/target-settings";
@@ -25,6 +24,14 @@ pub enum TargetError {
         "spec.target.template key `{0}` is not a valid Secret key (letters, digits, '-', '_' and '.')"
     )]
     InvalidKey(String),
+    #[error(
+        "{field} key `{key}` is not a valid Kubernetes key (an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.')"
+    )]
+    InvalidMetadataKey { field: &'static str, key: String },
+    #[error(
+        "spec.target.labels value of `{0}` is not a valid label value (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+    )]
+    InvalidLabelValue(String),
 }
 
 /// The parts of the target Secret the operator owns.
@@ -94,25 +101,85 @@ fn render_keys(
     Ok(out)
 }
 
-/// Renders with placeholder values, so a bad template is reported before a token is spent.
+/// A stand-in shaped like a real access token (a JWT of typical length), so a template that
+/// depends on the token's shape fails here, before a token is spent, rather than after.
+fn placeholder_token() -> String {
+    let segment = |n: usize| "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9".repeat(n);
+    format!("{}.{}.{}", segment(1), segment(12), segment(10))
+}
+
+/// Everything about the target that can be checked without a token: templates render with a
+/// token-shaped placeholder, keys and labels are valid.
 pub fn validate(spec: &TargetSpec) -> Result<(), TargetError> {
+    for (key, value) in &spec.labels {
+        if !is_qualified_name(key) {
+            return Err(TargetError::InvalidMetadataKey {
+                field: "spec.target.labels",
+                key: key.clone(),
+            });
+        }
+        if !is_label_value(value) {
+            return Err(TargetError::InvalidLabelValue(key.clone()));
+        }
+    }
+    if let Some(key) = spec.annotations.keys().find(|k| !is_qualified_name(k)) {
+        return Err(TargetError::InvalidMetadataKey {
+            field: "spec.target.annotations",
+            key: key.clone(),
+        });
+    }
+    let token = placeholder_token();
     let fields = TokenFields {
-        access_token: "x",
+        access_token: &token,
         token_type: "Bearer",
-        expires_at: "2000-01-01T00:00:00Z".into(),
+        expires_at: "2000-01-01T01:00:00Z".into(),
         issued_at: "2000-01-01T00:00:00Z".into(),
-        lifetime_seconds: 1,
+        lifetime_seconds: 3600,
     };
     render_keys(spec, &fields).map(|_| ())
 }
 
-/// A digest of the target settings, stored on the Secret to notice spec changes.
-pub fn settings_digest(spec: &TargetSpec) -> String {
-    let text = format!(
-        "{:?}|{:?}|{:?}|{:?}",
-        spec.secret_type, spec.labels, spec.annotations, spec.template
-    );
-    salted_hash("target", &[&text])[..16].to_string()
+/// A Kubernetes qualified name: an optional DNS-subdomain prefix and `/`, then 1–63
+/// alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && is_label_value(name)
+}
+
+/// At most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric (or empty).
+fn is_label_value(value: &str) -> bool {
+    value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && value
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_ascii_alphanumeric())
+}
+
+/// The target Secret's type.
+pub fn secret_type(spec: &TargetSpec) -> &str {
+    spec.secret_type.as_deref().unwrap_or("Opaque")
 }
 
 pub fn desired(
@@ -137,9 +204,12 @@ pub fn desired(
         annotations.insert(REFRESH_HANDLED_ANNOTATION.into(), nonce.to_string());
     }
     annotations.insert(FINGERPRINT_ANNOTATION.into(), token.fingerprint());
-    annotations.insert(SETTINGS_ANNOTATION.into(), settings_digest(spec));
+    annotations.insert(
+        SETTINGS_ANNOTATION.into(),
+        crate::digest::target_settings(spec),
+    );
     Ok(DesiredTarget {
-        secret_type: spec.secret_type.clone().unwrap_or_else(|| "Opaque".into()),
+        secret_type: secret_type(spec).to_string(),
         labels,
         annotations,
         data,
@@ -233,5 +303,51 @@ mod tests {
             validate(&spec),
             Err(TargetError::InvalidKey("bad key/".into()))
         );
+    }
+
+    #[test]
+    fn a_template_that_needs_a_real_token_shape_fails_before_fetching() {
+        // Works with a one-letter placeholder, fails with anything JWT-shaped.
+        let spec = TargetSpec {
+            template: BTreeMap::from([(
+                "k".into(),
+                "{% if access_token|length > 20 %}{{ nope() }}{% endif %}".into(),
+            )]),
+            ..TargetSpec::default()
+        };
+        assert!(matches!(validate(&spec), Err(TargetError::Template { key, .. }) if key == "k"));
+    }
+
+    #[test]
+    fn label_and_annotation_keys_are_checked() {
+        let ok = TargetSpec {
+            labels: BTreeMap::from([("example.com/team".into(), "a-b".into())]),
+            annotations: BTreeMap::from([("note".into(), "anything at all / ok".into())]),
+            ..TargetSpec::default()
+        };
+        assert_eq!(validate(&ok), Ok(()));
+        for (labels, annotations) in [
+            (
+                BTreeMap::from([("bad key".into(), "v".into())]),
+                BTreeMap::new(),
+            ),
+            (BTreeMap::from([("k".into(), "-v".into())]), BTreeMap::new()),
+            (
+                BTreeMap::from([("k".into(), "v".repeat(64))]),
+                BTreeMap::new(),
+            ),
+            (
+                BTreeMap::new(),
+                BTreeMap::from([("UPPER.com/x".into(), "v".into())]),
+            ),
+            (BTreeMap::new(), BTreeMap::from([("/x".into(), "v".into())])),
+        ] {
+            let spec = TargetSpec {
+                labels,
+                annotations,
+                ..TargetSpec::default()
+            };
+            assert!(validate(&spec).is_err(), "{spec:?}");
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! Reading YAML manifests given on the command line.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,21 +78,8 @@ where
     })
 }
 
-/// The decoded data of a Secret manifest: `data` (base64) overlaid by `stringData`, as the API
-/// server does.
-pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.clone().unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
-    data
-}
+/// The decoded data of a Secret manifest (the helper the controller uses too).
+pub use crate::secrets::secret_data;
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_string()

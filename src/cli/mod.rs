@@ -3,3 +3,4 @@
 pub mod crd;
 pub mod fetch;
 pub mod manifest;
+pub mod run;

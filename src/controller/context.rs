@@ -8,9 +8,10 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::Client;
 use kube::runtime::events::Recorder;
-use secrecy::SecretString;
 
 use crate::provider::{ProviderConfig, TokenClient};
+use crate::rotation::HeldToken;
+use crate::state::StateData;
 use crate::telemetry::Metrics;
 
 pub struct Context {
@@ -19,9 +20,26 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     limiters: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
-    /// Refresh tokens received but not yet stored, by resource UID: never dropped, never
-    /// superseded by the older value in the state Secret.
-    pending_refresh: Mutex<HashMap<String, SecretString>>,
+    /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// What a resource has outstanding in memory.
+#[derive(Default)]
+struct Held {
+    /// State settled from an answer but not yet stored: it may carry a refresh token that
+    /// replaced the stored one, so it is never dropped and never superseded by the older value.
+    state: Option<StateData>,
+    /// A token obtained but not yet written to the target Secret.
+    token: Option<HeldToken>,
+    /// Reconciles in a row that ended blocked or in error: drives their backoff.
+    attempts: u32,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.state.is_none() && self.token.is_none() && self.attempts == 0
+    }
 }
 
 impl Context {
@@ -37,7 +55,7 @@ impl Context {
             recorder,
             metrics,
             limiters: Mutex::default(),
-            pending_refresh: Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -52,7 +70,7 @@ impl Context {
             config.token_url.port_or_known_default().unwrap_or_default()
         );
         let limiter = {
-            let mut limiters = self.limiters.lock().expect("limiter lock");
+            let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
             limiters
                 .entry((host, rps))
                 .or_insert_with(|| Arc::new(RateLimiter::direct(spaced_quota(rps))))
@@ -61,25 +79,66 @@ impl Context {
         limiter.until_ready().await;
     }
 
-    pub fn pending_refresh(&self, uid: &str) -> Option<SecretString> {
-        self.pending_refresh
-            .lock()
-            .expect("pending lock")
-            .get(uid)
-            .cloned()
+    fn with_held<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = held.entry(uid.to_string()).or_default();
+        let out = f(entry);
+        if entry.is_empty() {
+            held.remove(uid);
+        }
+        out
     }
 
-    pub fn hold_refresh(&self, uid: &str, token: SecretString) {
-        self.pending_refresh
-            .lock()
-            .expect("pending lock")
-            .insert(uid.to_string(), token);
+    pub fn unstored_state(&self, uid: &str) -> Option<StateData> {
+        self.with_held(uid, |h| h.state.clone())
     }
 
-    pub fn release_refresh(&self, uid: &str) {
-        self.pending_refresh
+    pub fn hold_state(&self, uid: &str, state: StateData) {
+        self.with_held(uid, |h| h.state = Some(state));
+    }
+
+    /// Forgets a held state once stored, unless a newer one was held meanwhile.
+    pub fn stored_state(&self, uid: &str, state: &StateData) {
+        self.with_held(uid, |h| {
+            if h.state.as_ref() == Some(state) {
+                h.state = None;
+            }
+        });
+    }
+
+    pub fn unwritten_token(&self, uid: &str) -> Option<HeldToken> {
+        self.with_held(uid, |h| h.token.clone())
+    }
+
+    pub fn hold_token(&self, uid: &str, token: HeldToken) {
+        self.with_held(uid, |h| h.token = Some(token));
+    }
+
+    pub fn drop_token(&self, uid: &str) {
+        self.with_held(uid, |h| h.token = None);
+    }
+
+    pub fn attempts(&self, uid: &str) -> u32 {
+        self.with_held(uid, |h| h.attempts)
+    }
+
+    /// Counts one more blocked or failed reconcile (`true`), or resets the count; returns it.
+    pub fn count_attempt(&self, uid: &str, failed: bool) -> u32 {
+        self.with_held(uid, |h| {
+            h.attempts = if failed {
+                h.attempts.saturating_add(1)
+            } else {
+                0
+            };
+            h.attempts
+        })
+    }
+
+    /// A deleted resource: nothing it held can be used any more.
+    pub fn forget(&self, uid: &str) {
+        self.held
             .lock()
-            .expect("pending lock")
+            .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
     }
 }

@@ -2,10 +2,11 @@
 //! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
 
 mod context;
+mod execute;
+mod observe;
 pub mod reconcile;
-mod rotate;
+mod report;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,32 +26,10 @@ pub use context::Context;
 use reconcile::{ReconcileError, reconcile};
 
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
+use crate::cli::run::RunArgs;
 use crate::provider::{HttpPolicy, TokenClient};
+use crate::rotation;
 use crate::telemetry::{self, Metrics};
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Watch only this namespace (repeatable). Default: all namespaces.
-    #[arg(long = "namespace")]
-    pub namespaces: Vec<String>,
-    /// Permit plain http:// token endpoints (local testing only).
-    #[arg(long)]
-    pub allow_http: bool,
-    /// Only these hosts may be token endpoints (repeatable). Default: any host.
-    #[arg(long = "allowed-token-host")]
-    pub allowed_token_hosts: Vec<String>,
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub metrics_addr: SocketAddr,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "json")]
-    pub log_format: telemetry::LogFormat,
-    /// How many resources are reconciled at once.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: u16,
-    #[command(flatten)]
-    pub leader: crate::leader::LeaderArgs,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -155,13 +134,17 @@ async fn controller_for(
     // The cache holds ProviderCredentials only, without the bulky fields never read: memory
     // stays proportional to the resources managed. Secrets are watched as metadata only.
     let (store, writer) = reflector::store::<ProviderCredential>();
-    let metrics = ctx.metrics.clone();
+    let forget = ctx.clone();
     let resources = watcher(pcs, watcher::Config::default())
         .default_backoff()
-        // Deleted resources are never reconciled again: drop their per-resource series here.
+        // Deleted resources are never reconciled again: drop their per-resource series and
+        // anything held for them here.
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(pc) = event {
-                metrics.forget(&pc.namespace().unwrap_or_default(), &pc.name_any());
+                forget
+                    .metrics
+                    .forget(&pc.namespace().unwrap_or_default(), &pc.name_any());
+                forget.forget(&pc.uid().unwrap_or_default());
             }
         })
         .modify(|pc| {
@@ -201,10 +184,7 @@ async fn controller_for(
         .for_each(|result| async move {
             match result {
                 // Benign: the next version of the object is already queued.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(
-                    ReconcileError::StaleObject,
-                    _,
-                )) => {}
+                Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) if e.is_stale() => {}
                 Err(e) => warn!(error = %e, "reconcile failed"),
                 Ok(_) => {}
             }
@@ -212,15 +192,17 @@ async fn controller_for(
         .await;
 }
 
+/// Kubernetes-side errors back off per resource (capped, jittered); a stale copy is not a
+/// failure: the newer version is already queued.
 fn error_policy(pc: Arc<ProviderCredential>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_reason());
-    if matches!(error, ReconcileError::StaleObject) {
-        debug!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), "stale copy; reconciling the new version");
+    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+    if error.is_stale() {
+        debug!(%namespace, %name, "stale copy; reconciling the new version");
         return Action::requeue(Duration::from_secs(1));
     }
-    warn!(namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any(), error = %error, "reconcile error; retrying");
-    match error {
-        ReconcileError::StaleObject => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+    let attempts = ctx.count_attempt(&pc.uid().unwrap_or_default(), true);
+    let delay = rotation::backoff(attempts, None, rand::random());
+    warn!(%namespace, %name, error = %error, retry_in_s = delay.as_secs(), "reconcile error; retrying");
+    Action::requeue(delay)
 }

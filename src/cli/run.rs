@@ -1,0 +1,29 @@
+//! Arguments of `token-rotator run`.
+
+use std::net::SocketAddr;
+
+use crate::telemetry;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (repeatable). Default: all namespaces.
+    #[arg(long = "namespace")]
+    pub namespaces: Vec<String>,
+    /// Permit plain http:// token endpoints (local testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Only these hosts may be token endpoints (repeatable). Default: any host.
+    #[arg(long = "allowed-token-host")]
+    pub allowed_token_hosts: Vec<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: telemetry::LogFormat,
+    /// How many resources are reconciled at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub leader: crate::leader::LeaderArgs,
+}

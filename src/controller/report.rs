@@ -1,0 +1,82 @@
+//! Report: one status PATCH with a resourceVersion precondition (only when the status
+//! changed), the Events for condition transitions, and the per-resource metrics.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use super::context::Context;
+use crate::api::ProviderCredential;
+use crate::rotation::Report;
+
+const FIELD_MANAGER: &str = "token-rotator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the resource changed while it was being reconciled; reconciling the new version")]
+    StaleObject,
+    #[error("cannot update the status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+pub async fn report(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    report: &Report,
+) -> Result<(), ReportError> {
+    ctx.metrics.token_scheduled(
+        pc,
+        report.expires_at,
+        report.status.next_refresh_at.as_ref().map(|t| t.0),
+    );
+    if let Some(reason) = report.failure {
+        ctx.metrics.reconcile_failure(reason);
+    }
+    if pc.status.as_ref() == Some(&report.status)
+        || (pc.status.is_none() && report.status == Default::default())
+    {
+        return Ok(());
+    }
+    let api: Api<ProviderCredential> =
+        Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "tokenrotator.dev/v1alpha1",
+        "kind": "ProviderCredential",
+        // A precondition: a reconcile working from a stale copy must not overwrite a newer
+        // status.
+        "metadata": {"resourceVersion": pc.meta().resource_version},
+        "status": report.status,
+    });
+    api.patch_status(
+        &pc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(ref s) if s.code == 409 => ReportError::StaleObject,
+        e => ReportError::Status(e),
+    })?;
+    debug!(
+        new = %serde_json::to_string(&report.status).unwrap_or_default(),
+        "status written"
+    );
+    for note in &report.events {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.note.clone()),
+            action: note.action.into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
+            warn!(error = %e, "cannot publish an Event");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Digests that are stored (in the state Secret and on the target Secret) to notice that the
+//! request inputs or the target settings changed. Each is computed from an explicit, versioned
+//! struct serialised by serde (fixed field order, the CRD's own wire names), never from `Debug`
+//! output: a renamed Rust type or variant must not make every resource fetch a new token after
+//! an upgrade. Changing a struct here means a new version prefix.
+
+use std::collections::BTreeMap;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::TargetSpec;
+use crate::provider::{
+    BodyEncoding, ClientAuthentication, Credentials, GrantType, Param, ProviderConfig,
+};
+
+const VERSION: &str = "v1";
+
+/// A salted digest: lets us notice a change without storing (or exposing) the value. The salt
+/// is the resource's UID so equal passwords in two resources do not hash alike.
+pub fn salted_hash(salt: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Everything that shapes a token request, except the credential values (hashed separately).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestShapeV1<'a> {
+    token_url: &'a str,
+    grant: GrantType,
+    client_authentication: ClientAuthentication,
+    encoding: BodyEncoding,
+    send_grant_type: bool,
+    field_names: &'a BTreeMap<String, String>,
+    extra_parameters: &'a BTreeMap<String, String>,
+    redirect_uri: Option<&'a str>,
+    scope: Option<&'a str>,
+}
+
+const HASHED_CREDENTIALS: [Param; 4] = [
+    Param::ClientId,
+    Param::ClientSecret,
+    Param::Username,
+    Param::Password,
+];
+
+/// Digest of the request settings and credentials: a change means the current token may no
+/// longer be what the user asked for.
+pub fn request_inputs(salt: &str, config: &ProviderConfig, credentials: &Credentials) -> String {
+    let shape = RequestShapeV1 {
+        token_url: config.token_url.as_str(),
+        grant: config.grant,
+        client_authentication: config.client_authentication,
+        encoding: config.encoding,
+        send_grant_type: config.send_grant_type,
+        field_names: &config.field_names,
+        extra_parameters: &config.extra_parameters,
+        redirect_uri: config.redirect_uri.as_deref(),
+        scope: config.scope.as_deref(),
+    };
+    let shape = serde_json::to_string(&shape).expect("plain data serialises");
+    let mut parts = vec![shape.as_str()];
+    parts.extend(HASHED_CREDENTIALS.map(|p| credentials.get(p).map_or("", |v| v.expose_secret())));
+    format!("{VERSION}:{}", salted_hash(salt, &parts))
+}
+
+/// Whether a stored request digest describes these inputs. Digests written before versioning
+/// (no `v1:` prefix) are still recognised, so an upgrade fetches nothing.
+pub fn request_inputs_match(
+    stored: Option<&str>,
+    salt: &str,
+    config: &ProviderConfig,
+    credentials: &Credentials,
+) -> bool {
+    match stored {
+        Some(s) if s.starts_with("v1:") => s == request_inputs(salt, config, credentials),
+        Some(s) => s == legacy::request_inputs(salt, config, credentials),
+        None => false,
+    }
+}
+
+/// Digest of a one-time value (a seed refresh token, an authorization code).
+pub fn secret_value(salt: &str, value: &SecretString) -> String {
+    salted_hash(salt, &[value.expose_secret()])
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetSettingsV1<'a> {
+    secret_type: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+    template: &'a BTreeMap<String, String>,
+}
+
+/// Digest of the target settings, stored on the target Secret to notice spec changes.
+pub fn target_settings(spec: &TargetSpec) -> String {
+    let settings = TargetSettingsV1 {
+        secret_type: spec.secret_type.as_deref(),
+        labels: &spec.labels,
+        annotations: &spec.annotations,
+        template: &spec.template,
+    };
+    let text = serde_json::to_string(&settings).expect("plain data serialises");
+    format!("{VERSION}:{}", &salted_hash("target", &[&text])[..16])
+}
+
+/// Whether a stored target-settings digest describes this spec (legacy digests included).
+pub fn target_settings_match(stored: Option<&str>, spec: &TargetSpec) -> bool {
+    match stored {
+        Some(s) if s.starts_with("v1:") => s == target_settings(spec),
+        Some(s) => s == legacy::target_settings(spec),
+        None => false,
+    }
+}
+
+/// The digests of release 0.1, frozen: recognised so that an upgrade does not fetch every
+/// token again, and replaced by v1 digests at each resource's next rotation. Do not change.
+mod legacy {
+    use super::*;
+
+    pub(super) fn request_inputs(
+        salt: &str,
+        config: &ProviderConfig,
+        credentials: &Credentials,
+    ) -> String {
+        let shape = format!(
+            "{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+            config.token_url,
+            config.grant,
+            config.client_authentication,
+            config.encoding,
+            config.send_grant_type,
+            config.field_names,
+            config.extra_parameters,
+            config.redirect_uri,
+            config.scope,
+        );
+        let mut parts = vec![shape.as_str()];
+        parts.extend(
+            HASHED_CREDENTIALS.map(|p| credentials.get(p).map_or("", |v| v.expose_secret())),
+        );
+        salted_hash(salt, &parts)
+    }
+
+    pub(super) fn target_settings(spec: &TargetSpec) -> String {
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}",
+            spec.secret_type, spec.labels, spec.annotations, spec.template
+        );
+        salted_hash("target", &[&text])[..16].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ProviderCredentialSpec, credentials_from_data, provider_config};
+
+    fn fixture() -> (ProviderConfig, Credentials, TargetSpec) {
+        let spec: ProviderCredentialSpec = serde_json::from_value(serde_json::json!({
+            "preset": "reltio",
+            "tokenEndpoint": {"url": "https://auth.example.test/oauth/token"},
+            "grant": {"scope": "read write", "extraParameters": {"audience": "crm"}},
+            "credentials": {"secretRef": {"name": "login"}},
+            "target": {"secretName": "tok", "type": "Opaque", "labels": {"team": "a"},
+                       "template": {"Authorization": "Bearer {{ access_token }}"}},
+        }))
+        .unwrap();
+        let data = BTreeMap::from([
+            ("client_id".to_string(), b"cid".to_vec()),
+            ("client_secret".to_string(), b"csecret".to_vec()),
+            ("username".to_string(), b"user".to_vec()),
+            ("password".to_string(), b"pw".to_vec()),
+        ]);
+        let credentials = credentials_from_data(&spec, &data);
+        (provider_config(&spec).unwrap(), credentials, spec.target)
+    }
+
+    /// Pinned: if this changes, every resource would fetch a new token after an upgrade. Bump
+    /// the version (and keep recognising the old one) instead of editing the expected value.
+    #[test]
+    fn digests_are_pinned() {
+        let (config, credentials, target) = fixture();
+        assert_eq!(
+            request_inputs("uid-1", &config, &credentials),
+            "v1:d1d6ddb7b218e28ac5fc554a94d67c2914d386170833df3ae045be5a2921f041"
+        );
+        assert_eq!(target_settings(&target), "v1:5de608fc3d49cf40");
+    }
+
+    #[test]
+    fn legacy_digests_are_recognised() {
+        let (config, credentials, target) = fixture();
+        let old = legacy::request_inputs("uid-1", &config, &credentials);
+        assert!(request_inputs_match(
+            Some(&old),
+            "uid-1",
+            &config,
+            &credentials
+        ));
+        assert!(!request_inputs_match(
+            Some(&old),
+            "uid-2",
+            &config,
+            &credentials
+        ));
+        assert!(target_settings_match(
+            Some(&legacy::target_settings(&target)),
+            &target
+        ));
+        assert!(!target_settings_match(Some("v1:0000"), &target));
+        assert!(!request_inputs_match(None, "uid-1", &config, &credentials));
+    }
+
+    #[test]
+    fn every_input_counts() {
+        let (config, credentials, target) = fixture();
+        let base = request_inputs("u", &config, &credentials);
+        let mut other = config.clone();
+        other.scope = Some("read".into());
+        assert_ne!(request_inputs("u", &other, &credentials), base);
+        let mut other = config.clone();
+        other.token_url = "https://auth.example.test/other".parse().unwrap();
+        assert_ne!(request_inputs("u", &other, &credentials), base);
+        let mut creds = credentials.clone();
+        creds.insert(Param::Password, "password", "pw2");
+        assert_ne!(request_inputs("u", &config, &creds), base);
+        let mut t = target.clone();
+        t.annotations.insert("a".into(), "b".into());
+        assert_ne!(target_settings(&t), target_settings(&target));
+    }
+
+    #[test]
+    fn salted_parts_do_not_run_together() {
+        assert_ne!(salted_hash("uid-1", &["pw"]), salted_hash("uid-2", &["pw"]));
+        assert_ne!(
+            salted_hash("u", &["ab", "c"]),
+            salted_hash("u", &["a", "bc"])
+        );
+    }
+}

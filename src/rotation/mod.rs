@@ -1,0 +1,26 @@
+//! Every rule about what happens next, as pure functions with the clock passed in: no
+//! Kubernetes API, no HTTP client, no async runtime. The controller moves data between the
+//! API server, the token endpoint and these functions:
+//!
+//! observe (I/O) → [`plan`] → execute (I/O, [`settle`] inside) → [`status_after`] → report (I/O)
+
+mod decide;
+mod plan;
+mod schedule;
+mod settle;
+mod status;
+
+pub use decide::{
+    CurrentToken as DueFacts, Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant,
+    decide,
+};
+pub use plan::{
+    Baseline, Blocked, CredentialsView, CurrentToken, HeldToken, Observed, Plan, Planned,
+    SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TokenSource, plan,
+    sent_refresh_token,
+};
+pub use schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, backoff, jitter_for, next_refresh_at};
+pub use settle::{ChainEnd, Settled, settle};
+pub use status::{
+    EventNote, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay, status_after,
+};

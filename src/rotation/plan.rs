@@ -1,0 +1,501 @@
+//! Plan: from what was observed and the clock, everything that can be known before a token is
+//! requested. A token is requested only when its result can be stored; anything else is a
+//! `Blocked` step with a reason and a message that names the fix.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+
+use super::decide::{self, Decision, DueReason, Facts, GrantChoice, GrantFacts};
+use super::schedule;
+use crate::api::resolve::{RenewalPolicy, renewal_policy};
+use crate::api::{
+    AccessTokenStatus, ProviderCredential, ProviderCredentialStatus, REFRESH_ANNOTATION,
+    credentials_from_data, provider_config, state_secret_name,
+};
+use crate::conditions::{self, DEGRADED, reason};
+use crate::digest;
+use crate::provider::{Credentials, GrantRequest, GrantType, IssuedToken, Param, ProviderConfig};
+use crate::state::StateData;
+use crate::target::{self, ObservedTarget};
+
+/// How a Secret the resource relies on was found.
+#[derive(Clone, Debug)]
+pub enum Slot<T> {
+    Absent,
+    /// It exists and this resource does not own it: never written.
+    Foreign,
+    Owned(T),
+}
+
+/// The target Secret, as far as planning is concerned.
+#[derive(Clone, Debug)]
+pub struct TargetView {
+    pub resource_version: Option<String>,
+    pub secret_type: Option<String>,
+    pub token: ObservedTarget,
+}
+
+/// The state Secret: the stored refresh token and bookkeeping.
+#[derive(Clone, Debug)]
+pub struct StateView {
+    pub resource_version: Option<String>,
+    pub data: StateData,
+}
+
+/// The credentials Secret, read on demand.
+pub enum CredentialsView {
+    Found(BTreeMap<String, Vec<u8>>),
+    NotFound,
+    /// Present without the opt-in label: not read.
+    NotLabelled,
+}
+
+/// A token that was obtained but could not be written to the target Secret yet. It is written
+/// before a new one is requested, so a failing write never costs a token request per retry.
+#[derive(Clone, Debug)]
+pub struct HeldToken {
+    pub token: IssuedToken,
+    /// The request digest it was obtained with: a change of inputs makes it unusable.
+    pub inputs: String,
+    pub refresh_handled: Option<String>,
+}
+
+/// Everything a reconcile observed; the input of [`plan`].
+pub struct Observed<'a> {
+    pub pc: &'a ProviderCredential,
+    pub now: Timestamp,
+    pub target: Slot<TargetView>,
+    pub state: Slot<StateView>,
+    pub credentials: CredentialsView,
+    pub held: Option<HeldToken>,
+}
+
+/// The token in the target Secret, while it is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentToken {
+    pub expires_at: Timestamp,
+    pub issued_at: Timestamp,
+    pub fingerprint: String,
+}
+
+/// What the status starts from in this reconcile: the stored status with the current
+/// generation, corrected by the target Secret (the truth about which token is in use).
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub status: ProviderCredentialStatus,
+    pub current: Option<CurrentToken>,
+}
+
+/// Why no token is requested: the user (or a change) must act first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub message: String,
+    /// Look again after a backoff (for changes no watch delivers), else only on a change.
+    pub recheck: bool,
+}
+
+impl Blocked {
+    fn new(reason: &'static str, message: String, recheck: bool) -> Self {
+        Blocked {
+            reason,
+            message,
+            recheck,
+        }
+    }
+}
+
+/// Where a Secret is written: created when there is no resourceVersion, else replaced under
+/// that resourceVersion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretWrite {
+    pub name: String,
+    pub resource_version: Option<String>,
+}
+
+/// Where the token comes from.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// One request to the token endpoint.
+    Request(GrantRequest),
+    /// A token obtained earlier and not written yet.
+    Held(Box<IssuedToken>),
+}
+
+/// One rotation, fully decided: what to send and where the result goes.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub due: DueReason,
+    pub config: ProviderConfig,
+    pub policy: RenewalPolicy,
+    pub credentials: Credentials,
+    pub choice: GrantChoice,
+    pub source: TokenSource,
+    /// The state this rotation starts from: the chain it may replace.
+    pub state: StateData,
+    pub state_secret: SecretWrite,
+    pub target_secret: SecretWrite,
+    pub inputs: String,
+    pub seed_hash: Option<String>,
+    pub code_hash: Option<String>,
+    /// The refresh-annotation value this rotation answers (new, or its predecessor's).
+    pub refresh_handled: Option<String>,
+    /// A new refresh-annotation value, recorded in the status once acted upon.
+    pub refresh_request: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Nothing to do until then.
+    Wait(Timestamp),
+    /// Credentials were rejected and nothing changed since: do not retry (accounts lock).
+    HoldRejected,
+    Blocked(Blocked),
+    Rotate(Box<Plan>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub baseline: Baseline,
+    pub step: Step,
+}
+
+/// A failure reason that only a spec change can clear: the token could not be rendered into
+/// the target Secret (it was requested, so requesting again would loop).
+pub const TEMPLATE_FAILED: &str = "TemplateFailed";
+
+const MAX_SECRET_NAME: usize = 253;
+
+pub fn plan(o: &Observed<'_>) -> Planned {
+    let baseline = baseline(o);
+    let step = step(o, &baseline);
+    Planned { baseline, step }
+}
+
+fn baseline(o: &Observed<'_>) -> Baseline {
+    let mut status = o.pc.status.clone().unwrap_or_default();
+    status.observed_generation = o.pc.meta().generation;
+    let current = match &o.target {
+        Slot::Owned(t) => match (t.token.expires_at, &t.token.fingerprint) {
+            (Some(expires_at), Some(fp)) if expires_at > o.now => Some(CurrentToken {
+                expires_at,
+                issued_at: t.token.issued_at.unwrap_or(o.now),
+                fingerprint: fp.clone(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    match &current {
+        None => status.access_token = None,
+        // The status lags the target (a crash between the two writes, or a lost status).
+        Some(c) if status.access_token.as_ref().map(|a| &a.fingerprint) != Some(&c.fingerprint) => {
+            let source = status
+                .access_token
+                .as_ref()
+                .map(|a| a.lifetime_source.clone())
+                .unwrap_or_else(|| "unknown".into());
+            status.access_token = Some(AccessTokenStatus {
+                issued_at: Time(c.issued_at),
+                expires_at: Time(c.expires_at),
+                fingerprint: c.fingerprint.clone(),
+                lifetime_source: source,
+                secret_name: o.pc.spec.target.secret_name.clone(),
+            });
+            status.next_refresh_at = None;
+        }
+        Some(_) => {}
+    }
+    Baseline { status, current }
+}
+
+fn step(o: &Observed<'_>, base: &Baseline) -> Step {
+    match rotation(o, base) {
+        Ok(step) => step,
+        Err(blocked) => Step::Blocked(blocked),
+    }
+}
+
+fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
+    let pc = o.pc;
+    let spec = &pc.spec;
+    let name = pc.name_any();
+    let target_name = &spec.target.secret_name;
+    let state_name = state_secret_name(&name);
+
+    let target = match &o.target {
+        Slot::Foreign => {
+            return Err(Blocked::new(
+                reason::TARGET_CONFLICT,
+                format!(
+                    "Secret {target_name} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
+                ),
+                true,
+            ));
+        }
+        Slot::Absent => None,
+        Slot::Owned(t) => Some(t),
+    };
+    let (config, policy) = resolve(pc, &state_name)
+        .map_err(|message| Blocked::new(reason::INVALID_SPEC, message, false))?;
+    if spec.suspend == Some(true) {
+        return Err(Blocked::new(
+            reason::SUSPENDED,
+            "spec.suspend is true: no token requests are made".into(),
+            false,
+        ));
+    }
+    if let Some(message) = template_failed_for_this_generation(pc) {
+        return Err(Blocked::new(TEMPLATE_FAILED, message, false));
+    }
+    let desired_type = target::secret_type(&spec.target);
+    if let Some(t) = target
+        && t.secret_type.as_deref().unwrap_or("Opaque") != desired_type
+    {
+        let actual = t.secret_type.as_deref().unwrap_or("Opaque");
+        return Err(Blocked::new(
+            reason::TARGET_CONFLICT,
+            format!(
+                "Secret {target_name} has type {actual} but spec.target.type asks for {desired_type}, and a Secret's type cannot change; delete the Secret (kubectl delete secret {target_name}) and it will be recreated, or set spec.target.type back to {actual}"
+            ),
+            true,
+        ));
+    }
+
+    let creds_name = &spec.credentials.secret_ref.name;
+    let data = match &o.credentials {
+        CredentialsView::Found(data) => data,
+        CredentialsView::NotFound => {
+            return Err(Blocked::new(
+                reason::CREDENTIALS_NOT_FOUND,
+                format!(
+                    "credentials Secret {creds_name} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
+                ),
+                true,
+            ));
+        }
+        CredentialsView::NotLabelled => {
+            return Err(Blocked::new(
+                reason::CREDENTIALS_NOT_LABELLED,
+                format!(
+                    "credentials Secret {creds_name} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {creds_name} tokenrotator.dev/credentials=true) so the operator may read it"
+                ),
+                true,
+            ));
+        }
+    };
+    let mut credentials = credentials_from_data(spec, data);
+    let seed = credentials.remove(Param::RefreshToken);
+
+    let state = match &o.state {
+        Slot::Foreign => {
+            return Err(Blocked::new(
+                reason::TARGET_CONFLICT,
+                format!(
+                    "Secret {state_name} (where this resource keeps its refresh token) exists and is not managed by it; rename or delete that Secret"
+                ),
+                true,
+            ));
+        }
+        Slot::Absent => None,
+        Slot::Owned(s) => Some(s),
+    };
+    let stored = state.map(|s| s.data.clone()).unwrap_or_default();
+
+    let uid = pc.uid().unwrap_or_default();
+    let inputs = digest::request_inputs(&uid, &config, &credentials);
+    let seed_hash = seed.as_ref().map(|s| digest::secret_value(&uid, s));
+    let code_hash = credentials
+        .get(Param::Code)
+        .map(|c| digest::secret_value(&uid, c));
+    let new_seed = config.supports_refresh && seed_hash.is_some() && seed_hash != stored.seed_hash;
+    let unspent_code = config.grant == GrantType::AuthorizationCode
+        && code_hash.is_some()
+        && code_hash != stored.code_hash;
+    let observed_target = target.map(|t| &t.token);
+    let refresh_request = pc
+        .annotations()
+        .get(REFRESH_ANNOTATION)
+        .filter(|v| Some(*v) != base.status.last_refresh_request.as_ref())
+        .filter(|v| Some(*v) != observed_target.and_then(|o| o.refresh_handled.as_ref()))
+        .cloned();
+
+    let facts = Facts {
+        now: o.now,
+        current: base.current.as_ref().map(|c| decide::CurrentToken {
+            expires_at: c.expires_at,
+            next_refresh_at: planned_refresh(base, c, &policy),
+        }),
+        target_up_to_date: digest::target_settings_match(
+            observed_target.and_then(|o| o.settings.as_deref()),
+            &spec.target,
+        ),
+        inputs_unchanged: digest::request_inputs_match(
+            stored.inputs_hash.as_deref(),
+            &uid,
+            &config,
+            &credentials,
+        ) && !new_seed
+            && !unspent_code,
+        refresh_requested: refresh_request.is_some(),
+        retry_not_before: match base.status.consecutive_failures {
+            Some(n) if n > 0 => base.status.next_refresh_at.as_ref().map(|t| t.0),
+            _ => None,
+        },
+        rejected_with_same_inputs: stored.rejected_inputs_hash.as_deref() == Some(inputs.as_str()),
+    };
+    let due = match decide::decide(&facts) {
+        Decision::WaitUntil(at) => return Ok(Step::Wait(at)),
+        Decision::HoldRejected => return Ok(Step::HoldRejected),
+        Decision::Fetch(due) => due,
+    };
+
+    // The refresh-annotation value this token answers, else the one its predecessor answered.
+    let refresh_handled = refresh_request
+        .clone()
+        .or_else(|| observed_target.and_then(|o| o.refresh_handled.clone()));
+    let target_secret = SecretWrite {
+        name: target_name.clone(),
+        resource_version: target.and_then(|t| t.resource_version.clone()),
+    };
+    let state_secret = SecretWrite {
+        name: state_name,
+        resource_version: state.and_then(|s| s.resource_version.clone()),
+    };
+    let plan = |choice, source| Plan {
+        due,
+        config: config.clone(),
+        policy,
+        credentials: credentials.clone(),
+        choice,
+        source,
+        state: stored.clone(),
+        state_secret: state_secret.clone(),
+        target_secret: target_secret.clone(),
+        inputs: inputs.clone(),
+        seed_hash: seed_hash.clone(),
+        code_hash: code_hash.clone(),
+        refresh_handled: refresh_handled.clone(),
+        refresh_request: refresh_request.clone(),
+    };
+
+    // A token already obtained for these inputs is written instead of asking for another,
+    // unless the user asked for a new one.
+    if let Some(held) = &o.held
+        && held.inputs == inputs
+        && held.token.expires_at > o.now
+        && due != DueReason::RefreshRequested
+    {
+        let mut p = plan(
+            GrantChoice::Primary,
+            TokenSource::Held(Box::new(held.token.clone())),
+        );
+        p.refresh_handled = held.refresh_handled.clone().or(p.refresh_handled);
+        return Ok(Step::Rotate(Box::new(p)));
+    }
+
+    let choice = decide::choose_grant(&GrantFacts {
+        primary: config.grant,
+        supports_refresh: config.supports_refresh,
+        has_stored_refresh_token: stored.refresh_token.is_some(),
+        has_new_seed: new_seed,
+        has_unspent_code: unspent_code,
+    });
+    let grant = match (choice, &stored.refresh_token, &seed) {
+        (GrantChoice::StoredRefreshToken, Some(t), _) => GrantRequest::Refresh(t.clone()),
+        (GrantChoice::SeedRefreshToken, _, Some(t)) => GrantRequest::Refresh(t.clone()),
+        (GrantChoice::Primary, _, _) => GrantRequest::Primary,
+        _ => {
+            return Err(Blocked::new(
+                reason::REAUTHORIZATION_REQUIRED,
+                format!(
+                    "the authorization code in Secret {creds_name} was already used and no refresh token is held; obtain a new code from the provider's consent page and put it in key `{}`",
+                    credentials.key_name(Param::Code)
+                ),
+                false,
+            ));
+        }
+    };
+    Ok(Step::Rotate(Box::new(plan(
+        choice,
+        TokenSource::Request(grant),
+    ))))
+}
+
+/// The spec resolved into the provider model and renewal policy, with every check that needs
+/// no Secret: names, templates (rendered with a token-shaped placeholder), labels.
+fn resolve(
+    pc: &ProviderCredential,
+    state_name: &str,
+) -> Result<(ProviderConfig, RenewalPolicy), String> {
+    let spec = &pc.spec;
+    let config = provider_config(spec).map_err(|e| e.to_string())?;
+    let policy = renewal_policy(spec.refresh.as_ref()).map_err(|e| e.to_string())?;
+    target::validate(&spec.target).map_err(|e| e.to_string())?;
+    if spec.target.secret_name == state_name {
+        return Err(format!(
+            "spec.target.secretName `{state_name}` is the name of this resource's state Secret (where it keeps its refresh token); choose another name"
+        ));
+    }
+    if state_name.len() > MAX_SECRET_NAME {
+        return Err(format!(
+            "the resource name is too long: its state Secret would be named `{state_name}` ({} characters, at most {MAX_SECRET_NAME}); use a ProviderCredential name of at most {} characters",
+            state_name.len(),
+            MAX_SECRET_NAME - (state_name.len() - pc.name_any().len())
+        ));
+    }
+    Ok((config, policy))
+}
+
+/// The message of a template failure seen with a real token for this very generation: only a
+/// spec change (a new generation) may request a token again.
+fn template_failed_for_this_generation(pc: &ProviderCredential) -> Option<String> {
+    let status = pc.status.as_ref()?;
+    let degraded = conditions::get(&status.conditions, DEGRADED)?;
+    (degraded.status == "True"
+        && degraded.reason == TEMPLATE_FAILED
+        && degraded.observed_generation == pc.meta().generation)
+        .then(|| degraded.message.clone())
+}
+
+/// The renewal time of the current token: the one planned at issue (jitter included) when the
+/// status describes this token, else recomputed (after a lost status).
+fn planned_refresh(base: &Baseline, c: &CurrentToken, policy: &RenewalPolicy) -> Timestamp {
+    let describes_it = base
+        .status
+        .access_token
+        .as_ref()
+        .map(|a| a.fingerprint.as_str())
+        == Some(c.fingerprint.as_str());
+    match (&base.status.next_refresh_at, describes_it) {
+        (Some(t), true) => t.0,
+        _ => schedule::next_refresh_at(
+            c.issued_at,
+            c.expires_at,
+            policy,
+            schedule::jitter_for(&c.fingerprint),
+        ),
+    }
+}
+
+/// The refresh token a plan sends, if it spends one.
+pub fn sent_refresh_token(plan: &Plan) -> Option<&SecretString> {
+    match &plan.source {
+        TokenSource::Request(GrantRequest::Refresh(t)) => Some(t),
+        _ => None,
+    }
+}
+
+impl<T> Slot<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Slot<U> {
+        match self {
+            Slot::Absent => Slot::Absent,
+            Slot::Foreign => Slot::Foreign,
+            Slot::Owned(t) => Slot::Owned(f(t)),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Settle: what the private state becomes after the token endpoint answered (RFC 6749 §6),
+//! and whether the refresh chain ended.
+
+use super::decide::GrantChoice;
+use super::plan::{Plan, TokenSource, sent_refresh_token};
+use crate::provider::{FetchError, GrantType, IssuedToken, RefreshOutcome};
+use crate::state::StateData;
+
+/// Whether the answer ended the refresh chain, and what follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// The chain (if any) is intact.
+    Intact,
+    /// The refresh token is dead; the primary grant takes over at once.
+    FallBackToPrimary,
+    /// The chain or the code is dead and only a person can consent again.
+    NeedsReauthorization,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    /// The state to store (equal to the plan's state when nothing changed: no write). A new
+    /// refresh token in it must reach the state Secret before anything else is written.
+    pub state: StateData,
+    pub chain_end: ChainEnd,
+}
+
+pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled {
+    let mut state = plan.state.clone();
+    match answer {
+        Ok(token) => {
+            if let TokenSource::Request(_) = plan.source {
+                state.inputs_hash = Some(plan.inputs.clone());
+                state.rejected_inputs_hash = None;
+                match plan.choice {
+                    GrantChoice::SeedRefreshToken => state.seed_hash = plan.seed_hash.clone(),
+                    GrantChoice::Primary if plan.config.grant == GrantType::AuthorizationCode => {
+                        state.code_hash = plan.code_hash.clone();
+                    }
+                    _ => {}
+                }
+                match &token.refresh {
+                    RefreshOutcome::NewlyIssued(t) | RefreshOutcome::Rotated(t) => {
+                        state.refresh_token = Some(t.clone());
+                    }
+                    // No new refresh token in a refresh answer: the one sent stays valid.
+                    RefreshOutcome::Kept => {
+                        if let Some(sent) = sent_refresh_token(plan) {
+                            state.refresh_token = Some(sent.clone());
+                        }
+                    }
+                    RefreshOutcome::None => state.refresh_token = None,
+                }
+            }
+            Settled {
+                state,
+                chain_end: ChainEnd::Intact,
+            }
+        }
+        Err(error) => {
+            let refresh_grant = sent_refresh_token(plan).is_some();
+            let code_chain = plan.config.grant == GrantType::AuthorizationCode;
+            let chain_end = if refresh_grant && error.is_invalid_grant() {
+                // Only invalid_grant ends a chain; the dead token is never sent again. A seed
+                // is not stored, only remembered as spent.
+                if plan.choice == GrantChoice::SeedRefreshToken {
+                    state.seed_hash = plan.seed_hash.clone();
+                } else {
+                    state.refresh_token = None;
+                }
+                if code_chain {
+                    ChainEnd::NeedsReauthorization
+                } else {
+                    ChainEnd::FallBackToPrimary
+                }
+            } else if !refresh_grant && code_chain && error.is_invalid_grant() {
+                state.code_hash = plan.code_hash.clone();
+                ChainEnd::NeedsReauthorization
+            } else {
+                if !error.class().is_transient() {
+                    // Not retried until the credentials or the spec change (accounts lock).
+                    state.rejected_inputs_hash = Some(plan.inputs.clone());
+                }
+                ChainEnd::Intact
+            };
+            Settled { state, chain_end }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Status after a reconcile: conditions, token tracking, failures, the Events worth
+//! publishing, and when to look again. The controller writes the status only if it changed.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::plan::{Baseline, Blocked, CurrentToken, Plan};
+use super::schedule::{self, MIN_INTERVAL};
+use super::settle::ChainEnd;
+use crate::api::{
+    AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
+    RefreshTokenStatus, SecretKeyRef, state_secret_name,
+};
+use crate::conditions::{self, DEGRADED, READY, reason};
+use crate::provider::{FetchError, IssuedToken, RefreshOutcome};
+use crate::state;
+
+/// The longest the controller sleeps on one resource, so no far-future time (a token that
+/// expires in year 9999) can overflow a timer; waking early is harmless (nothing is due).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
+
+/// A token was obtained but could not be stored in the target Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreFailure {
+    pub reason: &'static str,
+    pub message: String,
+    /// Retried with backoff (a Kubernetes-side failure), or held until the spec changes.
+    pub retry: bool,
+}
+
+/// How the reconcile ended.
+pub enum Outcome<'a> {
+    Wait(Timestamp),
+    HoldRejected,
+    Blocked(&'a Blocked),
+    Issued {
+        plan: &'a Plan,
+        token: &'a IssuedToken,
+    },
+    Failed {
+        plan: &'a Plan,
+        error: &'a FetchError,
+        chain_end: ChainEnd,
+    },
+    NotStored {
+        plan: &'a Plan,
+        failure: &'a StoreFailure,
+    },
+}
+
+/// An Event to publish with the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub status: ProviderCredentialStatus,
+    /// When to look again; `None`: only when something changes.
+    pub requeue: Option<Duration>,
+    /// Events for condition transitions, published once the status is written.
+    pub events: Vec<EventNote>,
+    /// The failure class to count, when this reconcile failed.
+    pub failure: Option<&'static str>,
+    /// When the token in the target Secret expires.
+    pub expires_at: Option<Timestamp>,
+    /// A blocked resource is rechecked with its backoff: this counts as one more attempt.
+    pub backing_off: bool,
+}
+
+/// `attempts`: how many reconciles of this resource in a row ended blocked or in error.
+pub fn status_after(
+    pc: &ProviderCredential,
+    base: &Baseline,
+    outcome: Outcome<'_>,
+    now: Timestamp,
+    attempts: u32,
+) -> Report {
+    let mut r = Reporter {
+        generation: pc.meta().generation,
+        resource: pc.name_any(),
+        now,
+        status: base.status.clone(),
+        current: base.current.clone(),
+        failure: None,
+        backing_off: false,
+    };
+    let requeue = match outcome {
+        Outcome::Wait(at) => {
+            r.keep_ready();
+            if r.status.consecutive_failures.unwrap_or(0) == 0 {
+                r.status.next_refresh_at = Some(Time(at));
+            }
+            r.requeue_at(at)
+        }
+        Outcome::HoldRejected => {
+            r.keep_ready();
+            r.requeue_at_expiry_or_never()
+        }
+        Outcome::Blocked(b) => r.blocked(b, attempts),
+        Outcome::Issued { plan, token } => {
+            r.attempted(plan);
+            r.issued(plan, token, &base.status)
+        }
+        Outcome::Failed {
+            plan,
+            error,
+            chain_end,
+        } => {
+            r.attempted(plan);
+            r.failed(plan, error, chain_end)
+        }
+        Outcome::NotStored { plan, failure } => {
+            r.attempted(plan);
+            r.not_stored(failure)
+        }
+    };
+    let events = events(&base.status.conditions, &r.status.conditions);
+    Report {
+        events,
+        requeue,
+        failure: r.failure,
+        expires_at: r.current.as_ref().map(|c| c.expires_at),
+        backing_off: r.backing_off,
+        status: r.status,
+    }
+}
+
+struct Reporter {
+    generation: Option<i64>,
+    resource: String,
+    now: Timestamp,
+    status: ProviderCredentialStatus,
+    current: Option<CurrentToken>,
+    failure: Option<&'static str>,
+    backing_off: bool,
+}
+
+impl Reporter {
+    fn set(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+        conditions::set(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
+    /// Between rotations: a true Ready is left alone (an identical status is not written).
+    fn keep_ready(&mut self) {
+        let ready =
+            conditions::get(&self.status.conditions, READY).is_some_and(|c| c.status == "True");
+        if let Some(c) = self.current.clone().filter(|_| !ready) {
+            self.set(
+                READY,
+                true,
+                reason::TOKEN_ISSUED,
+                format!("token valid until {}", c.expires_at),
+            );
+        }
+    }
+
+    /// Ready while the last good token is valid (saying what is wrong), else not Ready.
+    fn set_ready_despite(&mut self, why: &str, message: &str, while_valid: &str) {
+        match self.current.clone() {
+            Some(c) => self.set(
+                READY,
+                true,
+                reason::TOKEN_ISSUED,
+                format!("token valid until {}; {while_valid}", c.expires_at),
+            ),
+            None => self.set(READY, false, why, message.to_string()),
+        }
+    }
+
+    /// A state that needs a person (or a change) before any token request.
+    fn blocked(&mut self, b: &Blocked, attempts: u32) -> Option<Duration> {
+        self.set_ready_despite(
+            b.reason,
+            &b.message,
+            &format!("no refresh possible: {}", b.message),
+        );
+        let degraded = b.reason != reason::SUSPENDED;
+        self.set(DEGRADED, degraded, b.reason, b.message.clone());
+        self.status.next_refresh_at = None;
+        let at_expiry = self.requeue_at_expiry_or_never();
+        // Rechecks back off: changes no watch delivers (a foreign Secret removed, a
+        // credentials Secret created without the label) are noticed soon, then rarely.
+        if b.recheck {
+            self.backing_off = true;
+            let delay = schedule::backoff(attempts.saturating_add(1), None, 0.5);
+            shorter(at_expiry, delay)
+        } else {
+            at_expiry
+        }
+    }
+
+    /// A token request was made for this plan: a refresh request it answers is handled.
+    fn attempted(&mut self, plan: &Plan) {
+        if let Some(r) = &plan.refresh_request {
+            self.status.last_refresh_request = Some(r.clone());
+        }
+    }
+
+    fn issued(
+        &mut self,
+        plan: &Plan,
+        token: &IssuedToken,
+        before: &ProviderCredentialStatus,
+    ) -> Option<Duration> {
+        let fingerprint = token.fingerprint();
+        let same_token = before.access_token.as_ref().map(|a| a.fingerprint.as_str())
+            == Some(fingerprint.as_str());
+        let next = if same_token {
+            // The provider hands out the same token until it expires: ask again then.
+            schedule::add(token.expires_at, SignedDuration::from_secs(1))
+        } else {
+            schedule::next_refresh_at(
+                token.issued_at,
+                token.expires_at,
+                &plan.policy,
+                schedule::jitter_for(&fingerprint),
+            )
+        };
+        self.current = Some(CurrentToken {
+            expires_at: token.expires_at,
+            issued_at: token.issued_at,
+            fingerprint: fingerprint.clone(),
+        });
+        let issued_at = match (&before.access_token, same_token) {
+            (Some(a), true) => a.issued_at.clone(),
+            _ => Time(token.issued_at),
+        };
+        self.status.access_token = Some(AccessTokenStatus {
+            issued_at,
+            expires_at: Time(token.expires_at),
+            fingerprint,
+            lifetime_source: token.lifetime_source.as_str().to_string(),
+            secret_name: plan.target_secret.name.clone(),
+        });
+        self.status.next_refresh_at = Some(Time(next));
+        self.status.consecutive_failures = None;
+        self.status.refresh_token = match (&token.refresh, self.status.refresh_token.take()) {
+            (RefreshOutcome::NewlyIssued(t), _) => Some(self.refresh_status(t, 0)),
+            (RefreshOutcome::Rotated(t), old) => {
+                let rotations = old.map(|o| o.rotations.saturating_add(1)).unwrap_or(1);
+                Some(self.refresh_status(t, rotations))
+            }
+            (RefreshOutcome::Kept, old) => old,
+            (RefreshOutcome::None, _) => None,
+        };
+        self.set(
+            READY,
+            true,
+            reason::TOKEN_ISSUED,
+            format!(
+                "token valid until {} (lifetime from {}, next refresh at {next})",
+                token.expires_at,
+                token.lifetime_source.as_str()
+            ),
+        );
+        self.set(
+            DEGRADED,
+            false,
+            reason::REFRESH_SUCCEEDED,
+            "the last token request succeeded".into(),
+        );
+        self.requeue_at(next)
+    }
+
+    fn refresh_status(&self, token: &SecretString, rotations: u64) -> RefreshTokenStatus {
+        RefreshTokenStatus {
+            secret_ref: SecretKeyRef {
+                name: state_secret_name(&self.resource),
+                key: state::REFRESH_TOKEN_KEY.into(),
+            },
+            issued_at: Time(self.now),
+            fingerprint: crate::provider::fingerprint(token.expose_secret()),
+            rotations,
+        }
+    }
+
+    fn record_failure(&mut self, reason: &'static str, http_status: Option<u16>, message: String) {
+        self.status.consecutive_failures = Some(
+            self.status
+                .consecutive_failures
+                .unwrap_or(0)
+                .saturating_add(1),
+        );
+        self.status.last_failure = Some(FailureStatus {
+            time: Time(self.now),
+            reason: reason.into(),
+            http_status,
+            message,
+        });
+        self.failure = Some(reason);
+    }
+
+    fn failed(&mut self, plan: &Plan, error: &FetchError, chain_end: ChainEnd) -> Option<Duration> {
+        let class = error.class();
+        self.record_failure(class.reason(), error.http_status(), error.to_string());
+        let failures = self.status.consecutive_failures.unwrap_or(1);
+        let (why, message, retry) = match chain_end {
+            ChainEnd::FallBackToPrimary => (
+                class.reason(),
+                format!(
+                    "the refresh token was rejected ({error}); requesting a new token with the {} grant",
+                    plan.config.grant.wire_value()
+                ),
+                Some(Duration::ZERO),
+            ),
+            ChainEnd::NeedsReauthorization => (
+                reason::REAUTHORIZATION_REQUIRED,
+                format!(
+                    "the provider ended the refresh chain ({error}); obtain a new authorization code and put it in the credentials Secret"
+                ),
+                None,
+            ),
+            ChainEnd::Intact if class.is_transient() => {
+                let delay = schedule::backoff(failures, error.retry_after(), rand_unit(self));
+                (class.reason(), error.to_string(), Some(delay))
+            }
+            ChainEnd::Intact => (
+                class.reason(),
+                format!("{error}; not retried until the credentials or the spec change"),
+                None,
+            ),
+        };
+        self.degrade(why, message, retry)
+    }
+
+    fn not_stored(&mut self, failure: &StoreFailure) -> Option<Duration> {
+        self.record_failure(failure.reason, None, failure.message.clone());
+        let failures = self.status.consecutive_failures.unwrap_or(1);
+        let retry = failure
+            .retry
+            .then(|| schedule::backoff(failures, None, rand_unit(self)));
+        self.degrade(failure.reason, failure.message.clone(), retry)
+    }
+
+    /// Degraded for `why`; Ready only while the last good token is valid. `retry`: when to try
+    /// again (recorded as the next refresh time), else only after a change.
+    fn degrade(&mut self, why: &str, message: String, retry: Option<Duration>) -> Option<Duration> {
+        self.set_ready_despite(why, &message, &format!("refreshing it is failing ({why})"));
+        self.set(DEGRADED, true, why, message);
+        match retry {
+            Some(delay) => {
+                let at = schedule::add(
+                    self.now,
+                    SignedDuration::try_from(delay).unwrap_or(SignedDuration::MAX),
+                );
+                self.status.next_refresh_at = Some(Time(at));
+                shorter(self.requeue_at_expiry_or_never(), delay)
+            }
+            None => {
+                self.status.next_refresh_at = None;
+                self.requeue_at_expiry_or_never()
+            }
+        }
+    }
+
+    fn requeue_at(&self, at: Timestamp) -> Option<Duration> {
+        Some(requeue_delay(self.now, at))
+    }
+
+    /// Look again when the current token expires (to report it), or wait for a change.
+    fn requeue_at_expiry_or_never(&self) -> Option<Duration> {
+        self.current
+            .as_ref()
+            .and_then(|c| self.requeue_at(c.expires_at))
+    }
+}
+
+/// Backoff jitter, drawn from the clock: pure for a fixed `now`, spread across resources
+/// whose failures land at different instants.
+fn rand_unit(r: &Reporter) -> f64 {
+    f64::from(r.now.subsec_nanosecond().unsigned_abs() % 1_000_000) / 1_000_000.0
+}
+
+/// From now until `at`, at least [`MIN_INTERVAL`] and at most [`MAX_REQUEUE`].
+pub fn requeue_delay(now: Timestamp, at: Timestamp) -> Duration {
+    let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    wait.clamp(MIN_INTERVAL, MAX_REQUEUE)
+}
+
+/// The sooner of two looks.
+fn shorter(next: Option<Duration>, delay: Duration) -> Option<Duration> {
+    let delay = delay.clamp(MIN_INTERVAL, MAX_REQUEUE);
+    Some(next.map_or(delay, |d| d.min(delay)))
+}
+
+/// Events for Ready and Degraded transitions (status or reason changed).
+fn events(before: &[Condition], after: &[Condition]) -> Vec<EventNote> {
+    let mut notes = Vec::new();
+    for type_ in [READY, DEGRADED] {
+        if !conditions::transitioned(before, after, type_) {
+            continue;
+        }
+        let Some(c) = conditions::get(after, type_) else {
+            continue;
+        };
+        let healthy = (type_ == READY) == (c.status == "True");
+        // Degraded=False right after creation is no news.
+        if type_ == DEGRADED && healthy && conditions::get(before, DEGRADED).is_none() {
+            continue;
+        }
+        notes.push(EventNote {
+            warning: !healthy,
+            reason: c.reason.clone(),
+            note: crate::provider::scrub::truncate_chars(&c.message, 1000),
+            action: if type_ == READY { "Rotate" } else { "Refresh" },
+        });
+    }
+    notes
+}
