@@ -123,10 +123,11 @@ pub fn target_settings_match(stored: Option<&str>, spec: &TargetSpec) -> bool {
 
 /// The digests of release 0.1, frozen: recognised so that an upgrade does not fetch every
 /// token again, and replaced by v1 digests at each resource's next rotation. Do not change.
-mod legacy {
-    use super::*;
+pub(crate) mod legacy {
+    use super::{Credentials, HASHED_CREDENTIALS, ProviderConfig, TargetSpec, salted_hash};
+    use secrecy::ExposeSecret;
 
-    pub(super) fn request_inputs(
+    pub(crate) fn request_inputs(
         salt: &str,
         config: &ProviderConfig,
         credentials: &Credentials,
@@ -150,7 +151,7 @@ mod legacy {
         salted_hash(salt, &parts)
     }
 
-    pub(super) fn target_settings(spec: &TargetSpec) -> String {
+    pub(crate) fn target_settings(spec: &TargetSpec) -> String {
         let text = format!(
             "{:?}|{:?}|{:?}|{:?}",
             spec.secret_type, spec.labels, spec.annotations, spec.template

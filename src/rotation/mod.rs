@@ -24,3 +24,6 @@ pub use settle::{ChainEnd, Settled, settle};
 pub use status::{
     EventNote, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay, status_after,
 };
+
+#[cfg(test)]
+mod tests;

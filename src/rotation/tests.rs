@@ -1,0 +1,834 @@
+//! Unit tests of plan, settle and status_after from synthetic observations: every branch that
+//! otherwise only an end-to-end test would reach.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::*;
+use crate::api::{ProviderCredential, ProviderCredentialSpec, credentials_from_data};
+use crate::conditions::{self, DEGRADED, READY, reason};
+use crate::provider::{FetchError, GrantRequest, IssuedToken, LifetimeSource, RefreshOutcome};
+use crate::state::StateData;
+use crate::target::{self, ObservedTarget};
+use crate::{api, digest};
+
+const UID: &str = "uid-1";
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn now() -> Timestamp {
+    at("2026-06-01T12:00:00Z")
+}
+
+fn resource(spec: serde_json::Value) -> ProviderCredential {
+    let spec: ProviderCredentialSpec = serde_json::from_value(spec).unwrap();
+    let mut pc = ProviderCredential::new("reltio", spec);
+    pc.metadata.namespace = Some("crm".into());
+    pc.metadata.uid = Some(UID.into());
+    pc.metadata.generation = Some(1);
+    pc
+}
+
+fn reltio() -> ProviderCredential {
+    resource(serde_json::json!({
+        "preset": "reltio",
+        "tokenEndpoint": {"url": "https://auth.example.test/oauth/token"},
+        "credentials": {"secretRef": {"name": "login"}},
+        "target": {"secretName": "reltio-token"},
+    }))
+}
+
+fn retently() -> ProviderCredential {
+    resource(serde_json::json!({
+        "preset": "retently",
+        "tokenEndpoint": {"url": "https://auth.example.test/oauth/token"},
+        "grant": {"redirectUri": "https://app.example.test/cb"},
+        "credentials": {"secretRef": {"name": "login"}},
+        "target": {"secretName": "retently-token"},
+    }))
+}
+
+fn login() -> BTreeMap<String, Vec<u8>> {
+    [
+        ("client_id", "cid"),
+        ("client_secret", "csecret"),
+        ("username", "user"),
+        ("password", "pw"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect()
+}
+
+fn inputs_of(pc: &ProviderCredential, data: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut creds = credentials_from_data(&pc.spec, data);
+    creds.remove(crate::provider::Param::RefreshToken);
+    digest::request_inputs(UID, &api::provider_config(&pc.spec).unwrap(), &creds)
+}
+
+fn token(fingerprint_seed: &str, issued: Timestamp, lifetime_s: i64) -> IssuedToken {
+    IssuedToken {
+        access_token: SecretString::from(fingerprint_seed.to_string()),
+        token_type: "Bearer".into(),
+        issued_at: issued,
+        expires_at: issued + SignedDuration::from_secs(lifetime_s),
+        lifetime_seconds: lifetime_s as u64,
+        lifetime_source: LifetimeSource::ExpiresIn,
+        refresh: RefreshOutcome::None,
+    }
+}
+
+/// A target Secret holding `t`, written for this spec.
+fn target_with(pc: &ProviderCredential, t: &IssuedToken) -> Slot<TargetView> {
+    let desired = target::desired(&pc.spec.target, t, None).unwrap();
+    Slot::Owned(TargetView {
+        resource_version: Some("7".into()),
+        secret_type: Some(desired.secret_type),
+        token: ObservedTarget::from_annotations(&desired.annotations),
+    })
+}
+
+fn stored(pc: &ProviderCredential, refresh: Option<&str>) -> Slot<StateView> {
+    Slot::Owned(StateView {
+        resource_version: Some("3".into()),
+        data: StateData {
+            refresh_token: refresh.map(|r| SecretString::from(r.to_string())),
+            inputs_hash: Some(inputs_of(pc, &login())),
+            ..StateData::default()
+        },
+    })
+}
+
+fn observed(pc: &ProviderCredential) -> Observed<'_> {
+    Observed {
+        pc,
+        now: now(),
+        target: Slot::Absent,
+        state: Slot::Absent,
+        credentials: CredentialsView::Found(login()),
+        held: None,
+    }
+}
+
+fn blocked(o: &Observed<'_>) -> Blocked {
+    match plan(o).step {
+        Step::Blocked(b) => b,
+        other => panic!("expected Blocked, got {other:?}"),
+    }
+}
+
+fn rotation_plan(o: &Observed<'_>) -> Plan {
+    match plan(o).step {
+        Step::Rotate(p) => *p,
+        other => panic!("expected Rotate, got {other:?}"),
+    }
+}
+
+// ---- plan ----
+
+#[test]
+fn a_new_resource_requests_a_token_with_its_primary_grant() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    assert_eq!(p.due, DueReason::NoToken);
+    assert!(matches!(
+        p.source,
+        TokenSource::Request(GrantRequest::Primary)
+    ));
+    assert_eq!(p.target_secret.resource_version, None);
+    assert_eq!(p.state_secret.name, "reltio-rotator-state");
+}
+
+#[test]
+fn a_valid_token_waits_and_a_stored_refresh_token_is_spent_when_due() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    o.state = stored(&pc, Some("rt-1"));
+    let Step::Wait(when) = plan(&o).step else {
+        panic!("expected Wait")
+    };
+    assert!(when > now() && when < t.expires_at);
+    o.now = t.expires_at - SignedDuration::from_secs(60);
+    let p = rotation_plan(&o);
+    assert_eq!(p.due, DueReason::RenewalTime);
+    assert_eq!(p.choice, GrantChoice::StoredRefreshToken);
+    assert_eq!(
+        sent_refresh_token(&p).map(|s| s.expose_secret().to_string()),
+        Some("rt-1".into())
+    );
+    assert_eq!(p.target_secret.resource_version.as_deref(), Some("7"));
+    assert_eq!(p.state_secret.resource_version.as_deref(), Some("3"));
+}
+
+#[test]
+fn digests_stored_by_the_previous_release_fetch_nothing() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    let desired = target::desired(&pc.spec.target, &t, None).unwrap();
+    let mut annotations = desired.annotations.clone();
+    annotations.insert(
+        target::SETTINGS_ANNOTATION.into(),
+        digest::legacy::target_settings(&pc.spec.target),
+    );
+    o.target = Slot::Owned(TargetView {
+        resource_version: Some("7".into()),
+        secret_type: Some(desired.secret_type),
+        token: ObservedTarget::from_annotations(&annotations),
+    });
+    let config = api::provider_config(&pc.spec).unwrap();
+    let creds = credentials_from_data(&pc.spec, &login());
+    o.state = Slot::Owned(StateView {
+        resource_version: Some("3".into()),
+        data: StateData {
+            inputs_hash: Some(digest::legacy::request_inputs(UID, &config, &creds)),
+            ..StateData::default()
+        },
+    });
+    assert!(matches!(plan(&o).step, Step::Wait(_)));
+    // A digest that matches nothing is a change.
+    let Slot::Owned(mut s) = o.state.clone() else {
+        unreachable!()
+    };
+    s.data.inputs_hash = Some("v1:0".into());
+    o.state = Slot::Owned(s);
+    assert!(matches!(plan(&o).step, Step::Rotate(_)));
+}
+
+#[test]
+fn every_blocked_reason_is_found_before_a_request() {
+    let pc = reltio();
+    let mut o = observed(&pc);
+    o.target = Slot::Foreign;
+    let b = blocked(&o);
+    assert_eq!(b.reason, reason::TARGET_CONFLICT);
+    assert!(b.message.contains("spec.target.secretName") && b.recheck);
+
+    let mut o = observed(&pc);
+    o.state = Slot::Foreign;
+    assert_eq!(blocked(&o).reason, reason::TARGET_CONFLICT);
+
+    let mut o = observed(&pc);
+    o.credentials = CredentialsView::NotFound;
+    assert_eq!(blocked(&o).reason, reason::CREDENTIALS_NOT_FOUND);
+    o.credentials = CredentialsView::NotLabelled;
+    let b = blocked(&o);
+    assert_eq!(b.reason, reason::CREDENTIALS_NOT_LABELLED);
+    assert!(b.message.contains("kubectl label secret login"));
+
+    let mut suspended = reltio();
+    suspended.spec.suspend = Some(true);
+    let b = blocked(&observed(&suspended));
+    assert_eq!((b.reason, b.recheck), (reason::SUSPENDED, false));
+
+    let mut bad = reltio();
+    bad.spec.token_endpoint.url = "not a url".into();
+    let b = blocked(&observed(&bad));
+    assert_eq!(b.reason, reason::INVALID_SPEC);
+    assert!(b.message.contains("spec.tokenEndpoint.url"));
+
+    let code = retently();
+    let b = blocked(&observed(&code));
+    assert_eq!(b.reason, reason::REAUTHORIZATION_REQUIRED);
+    assert!(b.message.contains("key `code`"));
+}
+
+/// Regression: each of these used to request a token every few seconds, forever.
+#[test]
+fn what_would_fail_after_a_fetch_blocks_before_it() {
+    // The target's type changed in the spec: a Secret's type is immutable.
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut typed = reltio();
+    typed.spec.target.secret_type = Some("example.com/token".into());
+    let mut o = observed(&typed);
+    o.target = target_with(&pc, &t);
+    o.state = stored(&typed, None);
+    let b = blocked(&o);
+    assert_eq!(b.reason, reason::TARGET_CONFLICT);
+    assert!(
+        b.message.contains("kubectl delete secret reltio-token"),
+        "{}",
+        b.message
+    );
+
+    // The target is named like this resource's own state Secret.
+    let mut clash = reltio();
+    clash.spec.target.secret_name = "reltio-rotator-state".into();
+    let b = blocked(&observed(&clash));
+    assert_eq!(b.reason, reason::INVALID_SPEC);
+    assert!(b.message.contains("state Secret"));
+
+    // A name whose state Secret would be too long.
+    let mut long = reltio();
+    long.metadata.name = Some("a".repeat(245));
+    let b = blocked(&observed(&long));
+    assert_eq!(b.reason, reason::INVALID_SPEC);
+    assert!(
+        b.message.contains("at most 239 characters"),
+        "{}",
+        b.message
+    );
+
+    // A template that fails only with a token-shaped value.
+    let mut tpl = reltio();
+    tpl.spec.target.template = BTreeMap::from([(
+        "k".into(),
+        "{% if access_token|length > 20 %}{{ nope() }}{% endif %}".into(),
+    )]);
+    assert_eq!(blocked(&observed(&tpl)).reason, reason::INVALID_SPEC);
+
+    // An invalid label key on the target.
+    let mut label = reltio();
+    label.spec.target.labels = BTreeMap::from([("bad key".into(), "v".into())]);
+    assert!(
+        blocked(&observed(&label))
+            .message
+            .contains("spec.target.labels")
+    );
+}
+
+#[test]
+fn a_template_that_failed_with_the_real_token_waits_for_a_new_generation() {
+    let mut pc = reltio();
+    let mut status = api::ProviderCredentialStatus::default();
+    conditions::set(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        TEMPLATE_FAILED,
+        "broken".into(),
+        Some(1),
+        now(),
+    );
+    pc.status = Some(status);
+    let b = blocked(&observed(&pc));
+    assert_eq!((b.reason, b.message.as_str()), (TEMPLATE_FAILED, "broken"));
+    pc.metadata.generation = Some(2);
+    assert!(matches!(plan(&observed(&pc)).step, Step::Rotate(_)));
+}
+
+#[test]
+fn a_held_token_is_written_instead_of_requesting_another() {
+    let pc = reltio();
+    let held = token("held", now() - SignedDuration::from_secs(5), 3600);
+    let mut o = observed(&pc);
+    o.state = stored(&pc, None);
+    o.held = Some(HeldToken {
+        token: held.clone(),
+        inputs: inputs_of(&pc, &login()),
+        refresh_handled: None,
+    });
+    let p = rotation_plan(&o);
+    assert!(matches!(&p.source, TokenSource::Held(t) if t.fingerprint() == held.fingerprint()));
+
+    // Not when the inputs changed since, nor once it expired.
+    let mut changed = login();
+    changed.insert("password".into(), b"new".to_vec());
+    o.credentials = CredentialsView::Found(changed);
+    assert!(matches!(
+        rotation_plan(&o).source,
+        TokenSource::Request(GrantRequest::Primary)
+    ));
+    o.credentials = CredentialsView::Found(login());
+    o.now = held.expires_at;
+    assert!(matches!(rotation_plan(&o).source, TokenSource::Request(_)));
+}
+
+#[test]
+fn the_target_secret_is_the_truth_when_the_status_lags() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    o.state = stored(&pc, None);
+    let planned = plan(&o);
+    let tracked = planned.baseline.status.access_token.unwrap();
+    assert_eq!(tracked.fingerprint, t.fingerprint());
+    assert_eq!(tracked.expires_at, Time(t.expires_at));
+    assert_eq!(
+        planned.baseline.current.unwrap().fingerprint,
+        t.fingerprint()
+    );
+}
+
+// ---- settle ----
+
+fn invalid_grant() -> FetchError {
+    FetchError::CredentialsRejected {
+        status: 400,
+        oauth_error: Some("invalid_grant".into()),
+        words: String::new(),
+    }
+}
+
+fn unavailable() -> FetchError {
+    FetchError::ProviderUnavailable {
+        cause: "timeout".into(),
+        status: None,
+        retry_after: None,
+        words: String::new(),
+    }
+}
+
+fn refresh_plan(pc: &ProviderCredential, rt: &str) -> Plan {
+    let mut o = observed(pc);
+    o.state = stored(pc, Some(rt));
+    o.target = target_with(
+        pc,
+        &token("old", now() - SignedDuration::from_secs(3590), 3600),
+    );
+    rotation_plan(&o)
+}
+
+#[test]
+fn settle_keeps_the_chain_as_rfc_6749_says() {
+    let pc = reltio();
+    let p = refresh_plan(&pc, "rt-1");
+    let mut t = token("new", now(), 3600);
+
+    t.refresh = RefreshOutcome::Rotated(SecretString::from("rt-2"));
+    let s = settle(&p, Ok(&t));
+    assert_eq!(s.chain_end, ChainEnd::Intact);
+    assert_eq!(s.state.refresh_token.unwrap().expose_secret(), "rt-2");
+    assert_eq!(s.state.inputs_hash.as_deref(), Some(p.inputs.as_str()));
+
+    t.refresh = RefreshOutcome::Kept;
+    let s = settle(&p, Ok(&t));
+    assert_eq!(s.state.refresh_token.unwrap().expose_secret(), "rt-1");
+
+    t.refresh = RefreshOutcome::None;
+    assert!(settle(&p, Ok(&t)).state.refresh_token.is_none());
+
+    // Ambiguous outcomes keep the same token for the retry.
+    let s = settle(&p, Err(&unavailable()));
+    assert_eq!(
+        (s.chain_end, s.state.clone()),
+        (ChainEnd::Intact, p.state.clone())
+    );
+}
+
+#[test]
+fn only_invalid_grant_ends_a_chain() {
+    let pc = reltio();
+    let p = refresh_plan(&pc, "rt-1");
+    let s = settle(&p, Err(&invalid_grant()));
+    assert_eq!(s.chain_end, ChainEnd::FallBackToPrimary);
+    assert!(s.state.refresh_token.is_none());
+
+    let code = retently();
+    let p = refresh_plan(&code, "rt-1");
+    let s = settle(&p, Err(&invalid_grant()));
+    assert_eq!(s.chain_end, ChainEnd::NeedsReauthorization);
+    assert!(s.state.refresh_token.is_none());
+
+    // A dead authorization code is remembered as spent.
+    let mut creds = login();
+    creds.insert("code".into(), b"c-1".to_vec());
+    let mut o = observed(&code);
+    o.credentials = CredentialsView::Found(creds);
+    let p = rotation_plan(&o);
+    assert_eq!(p.choice, GrantChoice::Primary);
+    let s = settle(&p, Err(&invalid_grant()));
+    assert_eq!(s.chain_end, ChainEnd::NeedsReauthorization);
+    assert_eq!(s.state.code_hash, p.code_hash);
+
+    // Rejected credentials are remembered so they are not retried.
+    let p = rotation_plan(&observed(&pc));
+    let rejected = FetchError::CredentialsRejected {
+        status: 401,
+        oauth_error: None,
+        words: String::new(),
+    };
+    let s = settle(&p, Err(&rejected));
+    assert_eq!(
+        s.state.rejected_inputs_hash.as_deref(),
+        Some(p.inputs.as_str())
+    );
+}
+
+#[test]
+fn a_seed_refresh_token_is_spent_once() {
+    let pc = reltio();
+    let mut creds = login();
+    creds.insert("refresh_token".into(), b"seed".to_vec());
+    let mut o = observed(&pc);
+    o.credentials = CredentialsView::Found(creds);
+    let p = rotation_plan(&o);
+    assert_eq!(p.choice, GrantChoice::SeedRefreshToken);
+    let mut t = token("new", now(), 3600);
+    t.refresh = RefreshOutcome::Rotated(SecretString::from("rt-2"));
+    let s = settle(&p, Ok(&t));
+    assert_eq!(s.state.seed_hash, p.seed_hash);
+    let s = settle(&p, Err(&invalid_grant()));
+    assert_eq!(s.state.seed_hash, p.seed_hash);
+    assert_eq!(s.chain_end, ChainEnd::FallBackToPrimary);
+}
+
+#[test]
+fn a_held_token_settles_nothing() {
+    let pc = reltio();
+    let held = token("held", now(), 3600);
+    let mut o = observed(&pc);
+    o.held = Some(HeldToken {
+        token: held.clone(),
+        inputs: inputs_of(&pc, &login()),
+        refresh_handled: None,
+    });
+    let p = rotation_plan(&o);
+    assert_eq!(settle(&p, Ok(&held)).state, p.state);
+}
+
+// ---- status_after ----
+
+fn ready(r: &Report) -> (String, String) {
+    let c = conditions::get(&r.status.conditions, READY).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+fn degraded(r: &Report) -> (String, String) {
+    let c = conditions::get(&r.status.conditions, DEGRADED).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+#[test]
+fn an_issued_token_is_tracked_and_scheduled() {
+    let pc = reltio();
+    let o = observed(&pc);
+    let planned = plan(&o);
+    let Step::Rotate(p) = &planned.step else {
+        panic!()
+    };
+    let mut t = token("tok", now(), 3600);
+    t.refresh = RefreshOutcome::NewlyIssued(SecretString::from("rt-1"));
+    let r = status_after(
+        &pc,
+        &planned.baseline,
+        Outcome::Issued { plan: p, token: &t },
+        now(),
+        0,
+    );
+    assert_eq!(ready(&r), ("True".into(), reason::TOKEN_ISSUED.into()));
+    let next = r.status.next_refresh_at.clone().unwrap().0;
+    assert!(next > now() + SignedDuration::from_secs(2000) && next < t.expires_at);
+    assert_eq!(r.requeue, Some(requeue_delay(now(), next)));
+    let rt = r.status.refresh_token.clone().unwrap();
+    assert_eq!(
+        (rt.rotations, rt.secret_ref.name.as_str()),
+        (0, "reltio-rotator-state")
+    );
+    assert!(!serde_json::to_string(&r.status).unwrap().contains("rt-1"));
+    assert_eq!(
+        r.events.len(),
+        1,
+        "Ready=True; Degraded=False at creation is no news"
+    );
+    assert!(!r.events[0].warning);
+    assert_eq!(r.expires_at, Some(t.expires_at));
+
+    // A rotated refresh token counts one more rotation.
+    let mut again = pc.clone();
+    again.status = Some(r.status.clone());
+    let mut t2 = token("tok2", now(), 3600);
+    t2.refresh = RefreshOutcome::Rotated(SecretString::from("rt-2"));
+    let r2 = status_after(
+        &again,
+        &plan(&observed(&again)).baseline,
+        Outcome::Issued {
+            plan: p,
+            token: &t2,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(r2.status.refresh_token.unwrap().rotations, 1);
+}
+
+#[test]
+fn the_same_token_again_is_asked_for_again_only_at_expiry() {
+    let pc = reltio();
+    let t = token("same", now() - SignedDuration::from_secs(600), 3600);
+    let mut with_status = pc.clone();
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    let base = plan(&o).baseline;
+    with_status.status = Some(base.status.clone());
+    let mut o = observed(&with_status);
+    o.target = target_with(&pc, &t);
+    let planned = plan(&o);
+    let p = rotation_plan(&observed(&pc));
+    let r = status_after(
+        &with_status,
+        &planned.baseline,
+        Outcome::Issued {
+            plan: &p,
+            token: &t,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(
+        r.status.next_refresh_at.unwrap().0,
+        t.expires_at + SignedDuration::from_secs(1)
+    );
+}
+
+#[test]
+fn a_transient_failure_backs_off_and_honours_retry_after() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    let base = plan(&observed(&pc)).baseline;
+    let limited = FetchError::RateLimited {
+        retry_after: Some(Duration::from_secs(120)),
+        words: String::new(),
+    };
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Failed {
+            plan: &p,
+            error: &limited,
+            chain_end: ChainEnd::Intact,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(ready(&r), ("False".into(), "RateLimited".into()));
+    assert_eq!(degraded(&r), ("True".into(), "RateLimited".into()));
+    assert_eq!(r.requeue, Some(Duration::from_secs(120)));
+    assert_eq!(
+        r.status.next_refresh_at.clone().unwrap().0,
+        now() + SignedDuration::from_secs(120)
+    );
+    assert_eq!(r.status.consecutive_failures, Some(1));
+    assert_eq!(
+        r.status.last_failure.clone().unwrap().http_status,
+        Some(429)
+    );
+    assert_eq!(r.failure, Some("RateLimited"));
+    assert!(r.events.iter().all(|e| e.warning));
+
+    // While a valid token is in place, Ready stays true and Degraded says why.
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    let base = plan(&o).baseline;
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Failed {
+            plan: &p,
+            error: &unavailable(),
+            chain_end: ChainEnd::Intact,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(ready(&r).0, "True");
+    assert_eq!(degraded(&r), ("True".into(), "ProviderUnavailable".into()));
+}
+
+#[test]
+fn chain_ends_say_what_follows() {
+    let pc = retently();
+    let p = refresh_plan(&pc, "rt");
+    let base = plan(&observed(&pc)).baseline;
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Failed {
+            plan: &p,
+            error: &invalid_grant(),
+            chain_end: ChainEnd::NeedsReauthorization,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(degraded(&r).1, reason::REAUTHORIZATION_REQUIRED);
+    assert_eq!(r.status.next_refresh_at, None);
+    assert_eq!(r.requeue, None, "only a person can continue");
+
+    let pc = reltio();
+    let p = refresh_plan(&pc, "rt");
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Failed {
+            plan: &p,
+            error: &invalid_grant(),
+            chain_end: ChainEnd::FallBackToPrimary,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(
+        r.requeue,
+        Some(MIN_INTERVAL),
+        "the primary grant follows at once"
+    );
+}
+
+#[test]
+fn blocked_rechecks_back_off_and_a_valid_token_keeps_ready() {
+    let pc = reltio();
+    let mut o = observed(&pc);
+    o.target = Slot::Foreign;
+    let planned = plan(&o);
+    let Step::Blocked(b) = &planned.step else {
+        panic!()
+    };
+    let delays: Vec<_> = (0..12)
+        .map(|n| {
+            status_after(&pc, &planned.baseline, Outcome::Blocked(b), now(), n)
+                .requeue
+                .unwrap()
+        })
+        .collect();
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    assert!(delays[0] < Duration::from_secs(5));
+    assert!(*delays.last().unwrap() >= BACKOFF_CAP / 2 && *delays.last().unwrap() <= BACKOFF_CAP);
+    let r = status_after(&pc, &planned.baseline, Outcome::Blocked(b), now(), 0);
+    assert!(r.backing_off);
+    assert_eq!(ready(&r), ("False".into(), reason::TARGET_CONFLICT.into()));
+
+    let mut suspended = reltio();
+    suspended.spec.suspend = Some(true);
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&suspended);
+    o.target = target_with(&suspended, &t);
+    let planned = plan(&o);
+    let Step::Blocked(b) = &planned.step else {
+        panic!()
+    };
+    let r = status_after(&suspended, &planned.baseline, Outcome::Blocked(b), now(), 0);
+    assert_eq!(ready(&r).0, "True");
+    assert_eq!(degraded(&r), ("False".into(), reason::SUSPENDED.into()));
+    assert!(!r.backing_off);
+    assert_eq!(r.requeue, Some(requeue_delay(now(), t.expires_at)));
+}
+
+#[test]
+fn a_token_not_stored_is_retried_with_backoff_or_held() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    let base = plan(&observed(&pc)).baseline;
+    let write = StoreFailure {
+        reason: "SecretWriteFailed",
+        message: "quota".into(),
+        retry: true,
+    };
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::NotStored {
+            plan: &p,
+            failure: &write,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(degraded(&r).1, "SecretWriteFailed");
+    assert!(r.requeue.unwrap() >= MIN_INTERVAL && r.requeue.unwrap() <= BACKOFF_BASE);
+    assert!(r.status.next_refresh_at.is_some());
+
+    let template = StoreFailure {
+        reason: TEMPLATE_FAILED,
+        message: "bad".into(),
+        retry: false,
+    };
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::NotStored {
+            plan: &p,
+            failure: &template,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(r.requeue, None);
+    assert_eq!(r.status.next_refresh_at, None);
+}
+
+#[test]
+fn an_idle_reconcile_changes_nothing() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    o.state = stored(&pc, None);
+    let first = plan(&o);
+    let Step::Wait(when) = first.step else {
+        panic!()
+    };
+    let r = status_after(&pc, &first.baseline, Outcome::Wait(when), now(), 0);
+    let mut settled = pc.clone();
+    settled.status = Some(r.status.clone());
+    let mut o = observed(&settled);
+    o.target = target_with(&pc, &t);
+    o.state = stored(&pc, None);
+    o.now = now() + SignedDuration::from_secs(30);
+    let again = plan(&o);
+    let Step::Wait(when2) = again.step else {
+        panic!()
+    };
+    assert_eq!(
+        when, when2,
+        "jitter is derived from the token, not drawn anew"
+    );
+    let r2 = status_after(&settled, &again.baseline, Outcome::Wait(when2), o.now, 0);
+    assert_eq!(r2.status, r.status);
+    assert!(r2.events.is_empty());
+}
+
+#[test]
+fn far_future_and_past_times_do_not_overflow() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    let base = plan(&observed(&pc)).baseline;
+    for expires in [Timestamp::MAX, at("9999-12-30T00:00:00Z"), Timestamp::MIN] {
+        let t = IssuedToken {
+            expires_at: expires,
+            ..token("far", now(), 60)
+        };
+        let r = status_after(
+            &pc,
+            &base,
+            Outcome::Issued {
+                plan: &p,
+                token: &t,
+            },
+            now(),
+            0,
+        );
+        let requeue = r.requeue.unwrap();
+        assert!(
+            (MIN_INTERVAL..=MAX_REQUEUE).contains(&requeue),
+            "{requeue:?}"
+        );
+    }
+    let huge = FetchError::RateLimited {
+        retry_after: Some(Duration::from_secs(u64::MAX)),
+        words: String::new(),
+    };
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Failed {
+            plan: &p,
+            error: &huge,
+            chain_end: ChainEnd::Intact,
+        },
+        now(),
+        u32::MAX,
+    );
+    assert!(r.requeue.unwrap() <= MAX_REQUEUE);
+}
