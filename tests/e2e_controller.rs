@@ -773,3 +773,116 @@ async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
     ensure!(versions.len() == 2);
     Ok(())
 }
+
+/// Regressions: each of these was found only after a token was requested, and the operator
+/// then requested a token every few seconds, forever. Now the plan finds them first (or, for a
+/// template that fails only with the real token, holds after one request).
+#[tokio::test]
+async fn what_can_only_fail_after_a_fetch_is_checked_before_it() -> Result<()> {
+    let env = Env::new("prefetch").await?;
+    let emu = emulator().await?;
+    for p in [Provider::Rently, Provider::Carrental, Provider::Reltio] {
+        env.create_credentials(&format!("{}-creds", preset(p)), &credentials(p, &emu), true)
+            .await?;
+    }
+    let op = env.start_operator().await?;
+
+    // 1. The target's type changes in the spec: a Secret's type is immutable.
+    env.create_pcred(
+        "typed",
+        &spec(Provider::Rently, &emu, "rently-creds", "typed-token"),
+    )
+    .await?;
+    env.wait_condition("typed", "Ready", "True", None).await?;
+    env.pcreds()
+        .patch(
+            "typed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"target": {"type": "example.com/other"}}})),
+        )
+        .await?;
+    let pc = env
+        .wait_condition("typed", "Degraded", "True", Some("TargetConflict"))
+        .await?;
+    let message = condition_message(&pc, "Degraded");
+    ensure!(
+        message.contains("kubectl delete secret typed-token"),
+        "the message names the fix: {message}"
+    );
+    ensure!(
+        condition_message(&pc, "Ready").contains("token valid until"),
+        "the valid token stays Ready"
+    );
+
+    // 2. The target is named like the resource's own state Secret.
+    env.create_pcred(
+        "clash",
+        &spec(
+            Provider::Reltio,
+            &emu,
+            "reltio-creds",
+            "clash-rotator-state",
+        ),
+    )
+    .await?;
+    let pc = env
+        .wait_condition("clash", "Ready", "False", Some("InvalidSpec"))
+        .await?;
+    ensure!(condition_message(&pc, "Ready").contains("state Secret"));
+
+    // 3. A template that renders with a token-shaped placeholder but not with the real
+    // (short, UUID-shaped) token.
+    let template = format!(
+        "{}target: {{secretName: tpl-token, template: {{k: \"{{% if access_token|length < 100 %}}{{{{ nope() }}}}{{% endif %}}\"}}}}\n",
+        spec(Provider::Carrental, &emu, "carrental-creds", "unused")
+            .replace("target: {secretName: unused}\n", "")
+    );
+    env.create_pcred("tpl", &template).await?;
+    let pc = env
+        .wait_condition("tpl", "Degraded", "True", Some("TemplateFailed"))
+        .await?;
+    ensure!(condition_message(&pc, "Degraded").contains("spec.target.template"));
+
+    // Touch all three: every touch is a reconcile that must not request a token.
+    let requests = |emu: &Emulator| {
+        [Provider::Rently, Provider::Carrental, Provider::Reltio]
+            .map(|p| emu.control().counters(p).requests)
+    };
+    let before = requests(&emu);
+    ensure!(
+        before == [1, 1, 0],
+        "one token each for the type change and the template, none for the clash: {before:?}"
+    );
+    let seen = reconciles(&op).await?;
+    for (round, name) in ["typed", "clash", "tpl", "typed", "clash", "tpl"]
+        .into_iter()
+        .enumerate()
+    {
+        env.pcreds()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"touched": round.to_string()}}})),
+            )
+            .await?;
+    }
+    eventually("the touches to be reconciled", CONVERGE, || async {
+        Ok((reconciles(&op).await? >= seen + 6).then_some(()))
+    })
+    .await?;
+    ensure!(
+        requests(&emu) == before,
+        "no token requests: {:?}",
+        requests(&emu)
+    );
+    ensure!(env.secret_data("tpl-token").await?.is_none());
+    Ok(())
+}
+
+fn condition_message(pc: &token_rotator::api::ProviderCredential, type_: &str) -> String {
+    pc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,149 @@
+//! The module graph of `src/` has no cycles, and no module imports everything of another with
+//! `use super::*` (test modules aside). A cycle hides which way a dependency should point:
+//! rules belong in `rotation/`, I/O in `controller/`, and neither may lean on the other both ways.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// `src/a/b.rs` → `a::b`; `src/a/mod.rs` → `a`; `src/lib.rs` → `crate`.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .filter(|p| p != "mod")
+        .collect();
+    match parts.as_slice() {
+        [one] if one == "lib" || one == "main" => "crate".into(),
+        _ => parts.join("::"),
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The text of a file up to its `#[cfg(test)]` module, without comments.
+fn code(text: &str) -> String {
+    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Module paths a file refers to: `crate::a::b`, `super::x` in `use` items and in code.
+fn references(module: &str, code: &str) -> Vec<String> {
+    let mut refs = Vec::new();
+    let parent = module.rsplit_once("::").map_or("crate", |(p, _)| p);
+    // Re-exports and module declarations are how a parent exposes its children, not imports.
+    let statements = code.split(';').filter(|s| {
+        let s = s.trim_start();
+        !(s.starts_with("pub use") || s.starts_with("mod ") || s.starts_with("pub mod "))
+    });
+    for statement in statements {
+        let flat: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (prefix, base) in [("crate::", None), ("super::", Some(parent))] {
+            let mut rest = flat.as_str();
+            while let Some(i) = rest.find(prefix) {
+                let before = rest[..i].chars().last();
+                rest = &rest[i + prefix.len()..];
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let path = path.trim_end_matches(':');
+                refs.push(match base {
+                    None => path.to_string(),
+                    Some("crate") => path.to_string(),
+                    Some(p) => format!("{p}::{path}"),
+                });
+            }
+        }
+    }
+    refs
+}
+
+/// The longest known module that `path` starts with.
+fn resolve(path: &str, modules: &BTreeSet<String>) -> Option<String> {
+    let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+    (1..=segments.len())
+        .rev()
+        .map(|n| segments[..n].join("::"))
+        .find(|m| modules.contains(m))
+}
+
+#[test]
+fn src_has_no_import_cycles_and_no_glob_imports_of_a_parent() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let files: Vec<(String, String)> = files
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "tests.rs"))
+        .map(|f| (module_of(&src, f), code(&fs::read_to_string(f).unwrap())))
+        .collect();
+    let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+
+    let mut globs = Vec::new();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, code) in &files {
+        if code.contains("use super::*") {
+            globs.push(module.clone());
+        }
+        for target in references(module, code) {
+            if let Some(t) = resolve(&target, &modules).filter(|t| t != module) {
+                edges.entry(module.clone()).or_default().insert(t);
+            }
+        }
+    }
+    assert!(
+        globs.is_empty(),
+        "`use super::*` outside tests in {globs:?}"
+    );
+    assert!(
+        edges["controller::reconcile"].contains("rotation"),
+        "the scanner sees imports: {edges:?}"
+    );
+
+    // Any cycle shows up as a path from a module back to itself.
+    let mut cycles = Vec::new();
+    for start in &modules {
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((at, path)) = stack.pop() {
+            for next in edges.get(&at).into_iter().flatten() {
+                if next == start {
+                    cycles.push(format!("{} → {start}", path.join(" → ")));
+                } else if seen.insert(next.clone()) {
+                    let mut p = path.clone();
+                    p.push(next.clone());
+                    stack.push((next.clone(), p));
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_scanner_finds_a_planted_cycle() {
+    let modules: BTreeSet<String> = ["a", "a::b", "c"].map(String::from).into();
+    let refs = references(
+        "a::b",
+        "use super::x;\nfn f() { crate::c::g(); }\npub use crate::a;",
+    );
+    let resolved: BTreeSet<_> = refs.iter().filter_map(|r| resolve(r, &modules)).collect();
+    assert_eq!(resolved, ["a", "c"].map(String::from).into());
+}
