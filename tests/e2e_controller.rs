@@ -834,7 +834,7 @@ async fn what_can_only_fail_after_a_fetch_is_checked_before_it() -> Result<()> {
     // (short, UUID-shaped) token.
     let template = format!(
         "{}target: {{secretName: tpl-token, template: {{k: \"{{% if access_token|length < 100 %}}{{{{ nope() }}}}{{% endif %}}\"}}}}\n",
-        spec(Provider::Carrental, &emu, "carrental-creds", "unused")
+        spec(Provider::Reltio, &emu, "reltio-creds", "unused")
             .replace("target: {secretName: unused}\n", "")
     );
     env.create_pcred("tpl", &template).await?;
@@ -850,7 +850,7 @@ async fn what_can_only_fail_after_a_fetch_is_checked_before_it() -> Result<()> {
     };
     let before = requests(&emu);
     ensure!(
-        before == [1, 1, 0],
+        before == [1, 0, 1],
         "one token each for the type change and the template, none for the clash: {before:?}"
     );
     let seen = reconciles(&op).await?;
