@@ -139,6 +139,19 @@ pub fn validate(spec: &TargetSpec) -> Result<(), TargetError> {
     render_keys(spec, &fields).map(|_| ())
 }
 
+/// A Kubernetes object name or key prefix (RFC 1123 subdomain).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
 /// A Kubernetes qualified name: an optional DNS-subdomain prefix and `/`, then 1–63
 /// alphanumerics, '-', '_' or '.', starting and ending alphanumeric.
 fn is_qualified_name(key: &str) -> bool {
@@ -146,19 +159,7 @@ fn is_qualified_name(key: &str) -> bool {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            })
-    });
-    prefix_ok && !name.is_empty() && is_label_value(name)
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
 }
 
 /// At most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric (or empty).

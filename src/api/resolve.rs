@@ -210,39 +210,30 @@ pub fn renewal_policy(refresh: Option<&RefreshSpec>) -> Result<RenewalPolicy, Sp
     })
 }
 
-/// Go-style durations (as the CRD's CEL `duration()` accepts): 90s, 10m, 1h30m, 1.5h.
+/// Go duration syntax (as `metav1.Duration` and the CRD's CEL `duration()` accept: 90s, 10m,
+/// 1h30m, 1.5h), parsed by kube's own `Duration`. Negative values are refused, and the length
+/// and each number are bounded first so the sum cannot overflow (kube's parser would panic).
 pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, SpecError> {
     let invalid = || SpecError::InvalidDuration {
         field,
-        value: value.to_string(),
+        value: value.chars().take(MAX_DURATION_LEN).collect(),
     };
     let s = value.trim();
-    if s.is_empty() {
+    let longest_number = s
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if s.is_empty() || s.len() > MAX_DURATION_LEN || longest_number > 9 || s.starts_with(['-', '+'])
+    {
         return Err(invalid());
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            _ => return Err(invalid()),
-        };
-        total += number * unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_secs_f64(total))
+    let parsed: kube::core::Duration = s.parse().map_err(|_| invalid())?;
+    Ok(parsed.into())
 }
+
+/// Longer than any sensible duration ("999999999h59m59s" is 17 characters).
+const MAX_DURATION_LEN: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -255,8 +246,24 @@ mod tests {
         assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(d("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "10", "m", "10 minutes", "-5m", "1d"] {
+        assert_eq!(d("1m0.5s"), Ok(Duration::from_millis(60_500)));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10 minutes",
+            "-5m",
+            "+5m",
+            "1d",
+            "1e3h",
+            "9999999999h",
+            "1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
+            "inf",
+            "NaNs",
+        ] {
             assert!(d(bad).is_err(), "{bad}");
         }
+        // The largest accepted values do not overflow.
+        assert!(d("999999999h999999999m").is_ok());
     }
 }

@@ -217,11 +217,13 @@ pub struct RefreshSpec {
     /// Renew this long before expiry, as a duration such as 10m or 1h30m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.refresh.renewBefore must be a duration such as 10m or 1h30m"))]
+    #[schemars(length(max = 32))]
     pub renew_before: Option<String>,
     /// Never renew later than this before expiry (default 2m), so consumers that read the
     /// Secret through the kubelet's cache see the new token in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.refresh.minimumMargin must be a duration such as 2m"))]
+    #[schemars(length(max = 32))]
     pub minimum_margin: Option<String>,
 }
 

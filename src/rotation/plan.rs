@@ -436,6 +436,12 @@ fn resolve(
     let config = provider_config(spec).map_err(|e| e.to_string())?;
     let policy = renewal_policy(spec.refresh.as_ref()).map_err(|e| e.to_string())?;
     target::validate(&spec.target).map_err(|e| e.to_string())?;
+    if !target::is_dns_subdomain(&spec.target.secret_name) {
+        return Err(format!(
+            "spec.target.secretName `{}` is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+            spec.target.secret_name
+        ));
+    }
     if spec.target.secret_name == state_name {
         return Err(format!(
             "spec.target.secretName `{state_name}` is the name of this resource's state Secret (where it keeps its refresh token); choose another name"

@@ -95,14 +95,14 @@ pub fn status_after(
     };
     let requeue = match outcome {
         Outcome::Wait(at) => {
-            r.keep_ready();
+            r.mark_ready_while_token_valid();
             if r.status.consecutive_failures.unwrap_or(0) == 0 {
                 r.status.next_refresh_at = Some(Time(at));
             }
             r.requeue_at(at)
         }
         Outcome::HoldRejected => {
-            r.keep_ready();
+            r.mark_ready_while_token_valid();
             r.requeue_at_expiry_or_never()
         }
         Outcome::Blocked(b) => r.blocked(b, attempts),
@@ -157,8 +157,9 @@ impl Reporter {
         );
     }
 
-    /// Between rotations: a true Ready is left alone (an identical status is not written).
-    fn keep_ready(&mut self) {
+    /// Between rotations: Ready=True while a valid token is in place; a Ready that is already
+    /// true is left alone (so an identical status is not written).
+    fn mark_ready_while_token_valid(&mut self) {
         let ready =
             conditions::get(&self.status.conditions, READY).is_some_and(|c| c.status == "True");
         if let Some(c) = self.current.clone().filter(|_| !ready) {

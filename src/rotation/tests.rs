@@ -286,6 +286,16 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
     )]);
     assert_eq!(blocked(&observed(&tpl)).reason, reason::INVALID_SPEC);
 
+    // A target name the API server would refuse.
+    let mut upper = reltio();
+    upper.spec.target.secret_name = "Reltio_Token".into();
+    let b = blocked(&observed(&upper));
+    assert!(
+        b.message.contains("not a valid Secret name"),
+        "{}",
+        b.message
+    );
+
     // An invalid label key on the target.
     let mut label = reltio();
     label.spec.target.labels = BTreeMap::from([("bad key".into(), "v".into())]);
