@@ -42,6 +42,22 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// Panics go to the log like everything else. Only a literal message is shown: a formatted
+/// one could carry any value, a secret included.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let message = info
+        .payload()
+        .downcast_ref::<&'static str>()
+        .copied()
+        .unwrap_or("(formatted message withheld)");
+    tracing::error!(%location, message, "panic: a bug in the operator");
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -886,3 +886,49 @@ fn condition_message(pc: &token_rotator::api::ProviderCredential, type_: &str) -
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
+
+/// Last line of defence: a bug (a panic) while handling one resource becomes a condition on
+/// it and a metric; the process and every other resource carry on.
+#[tokio::test]
+async fn a_panic_in_one_reconcile_is_contained() -> Result<()> {
+    let env = Env::new("panic").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    let mut op = env.start_operator().await?;
+    env.create_pcred(
+        "buggy",
+        &spec(Provider::Rently, &emu, "creds", "buggy-token"),
+    )
+    .await?;
+    env.pcreds()
+        .patch(
+            "buggy",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/test-panic": "yes"}}}),
+            ),
+        )
+        .await?;
+    let pc = env
+        .wait_condition("buggy", "Degraded", "True", Some("InternalError"))
+        .await?;
+    ensure!(condition_message(&pc, "Degraded").contains("Other resources are not affected"));
+    env.create_pcred("fine", &spec(Provider::Rently, &emu, "creds", "fine-token"))
+        .await?;
+    env.wait_condition("fine", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    ensure!(op.is_running(), "the operator is still running");
+    let metrics = op.metrics().await?;
+    ensure!(
+        metrics.lines().any(
+            |l| l.starts_with("token_rotator_reconcile_errors_total{reason=\"InternalError\"}")
+        ),
+        "the panic is counted"
+    );
+    ensure!(
+        op.log_text().contains("panic: a bug in the operator"),
+        "the panic is logged"
+    );
+    Ok(())
+}

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 pub use context::Context;
-use reconcile::{ReconcileError, reconcile};
+use reconcile::{ReconcileError, reconcile_guarded};
 
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
 use crate::cli::run::RunArgs;
@@ -180,7 +180,7 @@ async fn controller_for(
             },
         )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 // Benign: the next version of the object is already queued.

@@ -1,7 +1,9 @@
 //! One reconcile: observe → plan (pure) → execute → status_after (pure) → report.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
@@ -45,6 +47,37 @@ impl ReconcileError {
     }
 }
 
+/// Fault injection for the end-to-end tests only (the `e2e` feature; never in a release
+/// build): a resource with this annotation panics in its reconcile.
+#[cfg(feature = "e2e")]
+const TEST_PANIC_ANNOTATION: &str = "tokenrotator.dev/test-panic";
+
+/// A panic while handling one resource (a bug) must not stop the others: it becomes a
+/// condition on that resource, a metric, and a retry with backoff.
+pub async fn reconcile_guarded(
+    pc: Arc<ProviderCredential>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let attempt = AssertUnwindSafe(reconcile(pc.clone(), ctx.clone())).catch_unwind();
+    match attempt.await {
+        Ok(result) => result,
+        Err(_) => {
+            // The panic hook logged where it happened; its text is never repeated.
+            let uid = pc.uid().unwrap_or_default();
+            let after = rotation::status_after_panic(&pc, Timestamp::now(), ctx.attempts(&uid));
+            ctx.count_attempt(&uid, true);
+            let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
+            warn!(parent: &span, "a bug stopped this reconcile; reported on the resource");
+            report(&ctx, &pc, &after)
+                .await
+                .map_err(ReconcileError::Report)?;
+            Ok(after
+                .requeue
+                .map_or_else(Action::await_change, Action::requeue))
+        }
+    }
+}
+
 pub async fn reconcile(
     pc: Arc<ProviderCredential>,
     ctx: Arc<Context>,
@@ -54,6 +87,10 @@ pub async fn reconcile(
         if pc.meta().deletion_timestamp.is_some() {
             // Owned Secrets are garbage-collected through their owner references.
             return Ok(Action::await_change());
+        }
+        #[cfg(feature = "e2e")]
+        if pc.annotations().contains_key(TEST_PANIC_ANNOTATION) {
+            panic!("test fault: tokenrotator.dev/test-panic");
         }
         let uid = pc.uid().unwrap_or_default();
         let secrets =

@@ -22,7 +22,8 @@ pub use plan::{
 pub use schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, backoff, jitter_for, next_refresh_at};
 pub use settle::{ChainEnd, Settled, settle};
 pub use status::{
-    EventNote, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay, status_after,
+    EventNote, INTERNAL_ERROR, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay,
+    status_after, status_after_panic,
 };
 
 #[cfg(test)]

@@ -134,6 +134,47 @@ pub fn status_after(
     }
 }
 
+/// Reason of a resource whose handling hit a bug (a panic).
+pub const INTERNAL_ERROR: &str = "InternalError";
+
+/// A bug (a panic) while handling this resource: reported on the resource and retried with
+/// backoff, while every other resource carries on. Nothing of the panic's text is shown: it
+/// could hold anything.
+pub fn status_after_panic(pc: &ProviderCredential, now: Timestamp, attempts: u32) -> Report {
+    let mut r = Reporter {
+        generation: pc.meta().generation,
+        resource: pc.name_any(),
+        now,
+        status: pc.status.clone().unwrap_or_default(),
+        current: None,
+        failure: Some(INTERNAL_ERROR),
+        backing_off: true,
+    };
+    let delay = schedule::backoff(attempts.saturating_add(1), None, 0.5);
+    r.set(
+        DEGRADED,
+        true,
+        INTERNAL_ERROR,
+        format!(
+            "the operator hit a bug while handling this resource (reported in its log at {now}); retrying in {}s. Other resources are not affected",
+            delay.as_secs()
+        ),
+    );
+    let before = pc
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    Report {
+        events: events(&before, &r.status.conditions),
+        requeue: Some(delay),
+        failure: r.failure,
+        expires_at: None,
+        backing_off: true,
+        status: r.status,
+    }
+}
+
 struct Reporter {
     generation: Option<i64>,
     resource: String,
