@@ -257,6 +257,7 @@ mod tests {
             expires_at: "2026-01-01T01:00:00Z".parse().unwrap(),
             lifetime_seconds: 3600,
             lifetime_source: LifetimeSource::ExpiresIn,
+            lifetime_capped_from: None,
             refresh: RefreshOutcome::None,
         }
     }

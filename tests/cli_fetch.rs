@@ -347,7 +347,11 @@ async fn failures_print_one_line_with_the_class_and_the_providers_words() {
             Some(Fault::Html),
             &rently,
             "error: InvalidResponse:",
-            &["not a JSON object", "HTML page titled \"Sign in\""],
+            &[
+                "not a JSON object",
+                "content-type text/html",
+                "never quoted",
+            ],
         ),
         FailureCase {
             sent: false,

@@ -518,10 +518,11 @@ fn html_pages_are_described_by_their_title() {
     assert_eq!(err.class(), ErrorClass::InvalidResponse);
     let text = err.to_string();
     assert!(
-        text.contains("not a JSON object (content-type text/html)"),
+        text.contains("not a JSON object (content-type text/html, 82 bytes"),
         "{text}"
     );
-    assert!(text.contains("HTML page titled \"Sign in\""), "{text}");
+    // A successful answer is never quoted: it may hold a token.
+    assert!(!text.contains("Sign in"), "{text}");
 
     let err = fails_with(&html(502));
     assert_eq!(err.class(), ErrorClass::ProviderUnavailable);
@@ -902,6 +903,78 @@ proptest! {
         }
     }
 
+    /// Secrets drawn from all printable ASCII (`/ + = % " \` included), echoed back in an
+    /// error body in any escaping a provider might use, never come back in the error.
+    #[test]
+    fn an_echoed_secret_is_scrubbed_in_every_escaping(
+        secret in "[ -~]{6,24}",
+        status in 400u16..600,
+        form in 0usize..9,
+        in_json in any::<bool>(),
+    ) {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let json_inner = serde_json::to_string(&secret).unwrap();
+        let json_inner = &json_inner[1..json_inner.len() - 1];
+        let echo = match form {
+            0 => secret.clone(),
+            1 => json_inner.replace('/', "\\/"),
+            2 => secret.chars().map(|c| format!("\\u{:04x}", c as u32)).collect(),
+            3 => secret.bytes().map(|b| format!("%{b:02x}")).collect(),
+            4 => secret.bytes().map(|b| format!("%{b:02X}")).collect(),
+            5 => STANDARD.encode(&secret),
+            6 => STANDARD_NO_PAD.encode(&secret),
+            7 => URL_SAFE.encode(&secret),
+            _ => URL_SAFE_NO_PAD.encode(&secret),
+        };
+        let body = if in_json {
+            // The echo as raw text inside a JSON string: JSON decoding adds one more layer.
+            format!("{{\"error\": \"invalid_client\", \"error_description\": \"bad secret {}\"}}", echo.replace('\\', "\\\\").replace('"', "\\\""))
+        } else {
+            format!("bad secret {echo} for client")
+        };
+        let raw = RawResponse {
+            status,
+            content_type: Some(if in_json { "application/json" } else { "text/plain" }),
+            retry_after: None,
+            location: None,
+            body: body.as_bytes(),
+        };
+        let err = interpret(&config(RELTIO), &raw, &Scrubber::new([secret.as_str()]), None, now())
+            .expect_err("an error status");
+        let shown = format!("{err} {err:?}");
+        prop_assert!(!shown.contains(&secret), "{}", shown);
+        prop_assert!(!shown.contains(&echo), "{}", shown);
+    }
+
+    /// A successful answer that is not JSON may still carry a fresh token the scrubber cannot
+    /// know: its body is never quoted, in any shape.
+    #[test]
+    fn a_successful_non_json_answer_is_never_quoted(
+        token in "[!-~]{8,40}",
+        status in 200u16..300,
+        shape in 0usize..4,
+        content_type in prop_oneof![Just(Some("text/plain")), Just(Some("text/html")), Just(None)],
+    ) {
+        let body = match shape {
+            0 => format!("access_token={token}&expires_in=3600"),
+            1 => format!("<html><title>{token}</title></html>"),
+            2 => format!("[\"{token}\"]"),
+            _ => token.clone(),
+        };
+        let raw = RawResponse {
+            status,
+            content_type,
+            retry_after: None,
+            location: None,
+            body: body.as_bytes(),
+        };
+        if let Err(err) = interpret(&config(RELTIO), &raw, &Scrubber::new([SENT]), None, now()) {
+            let shown = format!("{err} {err:?}");
+            prop_assert!(!shown.contains(&token), "{}", shown);
+        }
+    }
+
     #[test]
     fn lifetime_helpers_never_panic(
         expires_in in arb_json(),
@@ -931,11 +1004,15 @@ proptest! {
             (None, None, None) => LifetimeSource::Default,
         };
         prop_assert_eq!(l.source, want);
+        let max = lifetime::MAX_LIFETIME.as_secs();
+        prop_assert!(l.seconds <= max);
+        prop_assert_eq!(l.capped_from.is_some(), l.capped_from.is_some_and(|c| c > max));
         match l.source {
-            LifetimeSource::ExpiresIn => prop_assert_eq!(Some(l.seconds), secs),
-            LifetimeSource::ExpiresAt => prop_assert_eq!(Some(l.expires_at), at),
-            LifetimeSource::JwtExp => prop_assert_eq!(Some(l.expires_at), jwt),
-            LifetimeSource::Default => prop_assert_eq!(l.seconds, default_secs),
+            LifetimeSource::ExpiresIn => prop_assert_eq!(Some(l.seconds), secs.map(|s| s.min(max))),
+            LifetimeSource::ExpiresAt if l.capped_from.is_none() => prop_assert_eq!(Some(l.expires_at), at),
+            LifetimeSource::JwtExp if l.capped_from.is_none() => prop_assert_eq!(Some(l.expires_at), jwt),
+            LifetimeSource::Default => prop_assert_eq!(l.seconds, default_secs.min(max)),
+            _ => prop_assert_eq!(l.seconds, max),
         }
         if l.expires_at < now {
             prop_assert_eq!(l.seconds, 0);

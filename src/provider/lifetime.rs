@@ -39,7 +39,8 @@ pub fn seconds_from_json(value: &Value) -> Option<u64> {
         Value::String(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
-    (0.0..1e11).contains(&secs).then_some(secs as u64)
+    // Absurdly large values are kept (saturating) so the lifetime cap can say what was asked.
+    (secs >= 0.0).then_some(secs as u64)
 }
 
 /// An absolute time from RFC 3339, HTTP date / RFC 2822, a zone-less ISO date-time (taken as
@@ -92,11 +93,17 @@ pub fn jwt_expiry(token: &str) -> Option<Timestamp> {
     epoch(claims.get("exp")?.as_f64()?)
 }
 
+/// The longest lifetime believed: a token that claims more is renewed as if it lived this
+/// long (a year and a day), so no provider number can push a time past what is representable.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The resolved lifetime of a token issued at `now`.
 pub struct Lifetime {
     pub expires_at: Timestamp,
     pub seconds: u64,
     pub source: LifetimeSource,
+    /// The lifetime in seconds the provider claimed, when it was over [`MAX_LIFETIME`].
+    pub capped_from: Option<u64>,
 }
 
 pub fn resolve(
@@ -106,17 +113,30 @@ pub fn resolve(
     access_token: &str,
     default: Duration,
 ) -> Lifetime {
-    let relative = |secs: u64, source| Lifetime {
-        expires_at: now
-            .checked_add(jiff::SignedDuration::from_secs(secs as i64))
-            .unwrap_or(Timestamp::MAX),
-        seconds: secs,
-        source,
+    let max = MAX_LIFETIME.as_secs();
+    let relative = |secs: u64, source| {
+        let capped = secs.min(max);
+        Lifetime {
+            expires_at: now
+                .checked_add(jiff::SignedDuration::from_secs(capped as i64))
+                .unwrap_or(Timestamp::MAX),
+            seconds: capped,
+            source,
+            capped_from: (secs > max).then_some(secs),
+        }
     };
-    let absolute = |at: Timestamp, source| Lifetime {
-        expires_at: at,
-        seconds: at.duration_since(now).as_secs().max(0) as u64,
-        source,
+    let absolute = |at: Timestamp, source| {
+        let secs = at.duration_since(now).as_secs().max(0) as u64;
+        if secs > max {
+            relative(secs, source)
+        } else {
+            Lifetime {
+                expires_at: at,
+                seconds: secs,
+                source,
+                capped_from: None,
+            }
+        }
     };
     if let Some(secs) = expires_in.and_then(seconds_from_json) {
         return relative(secs, LifetimeSource::ExpiresIn);
@@ -146,6 +166,7 @@ mod tests {
         assert_eq!(seconds_from_json(&json!(" 60.5 ")), Some(60));
         assert_eq!(seconds_from_json(&json!("soon")), None);
         assert_eq!(seconds_from_json(&json!(-5)), None);
+        assert_eq!(seconds_from_json(&json!(1e308)), Some(u64::MAX));
         assert_eq!(seconds_from_json(&json!(null)), None);
     }
 
@@ -190,5 +211,27 @@ mod tests {
         let l = resolve(now(), None, None, "opaque", d);
         assert_eq!((l.seconds, l.source), (300, LifetimeSource::Default));
         assert_eq!(l.expires_at, "2026-11-26T12:05:00Z".parse().unwrap());
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_capped_and_say_so() {
+        let d = Duration::from_secs(300);
+        let max = MAX_LIFETIME.as_secs();
+        for (expires_in, expires_at) in [
+            (Some(json!(1e308)), None),
+            (Some(json!("99999999999999999999")), None),
+            (None, Some(json!("9999-12-30T00:00:00Z"))),
+            (None, Some(json!(99_999_999_999_u64))),
+        ] {
+            let l = resolve(now(), expires_in.as_ref(), expires_at.as_ref(), "opaque", d);
+            assert_eq!(l.seconds, max, "{expires_in:?} {expires_at:?}");
+            assert!(l.capped_from.is_some_and(|c| c > max));
+            assert_eq!(
+                l.expires_at,
+                now() + jiff::SignedDuration::from_secs(max as i64)
+            );
+        }
+        let l = resolve(now(), Some(&json!(0)), None, "opaque", d);
+        assert_eq!((l.seconds, l.capped_from), (0, None));
     }
 }

@@ -60,6 +60,8 @@ pub struct IssuedToken {
     pub expires_at: Timestamp,
     pub lifetime_seconds: u64,
     pub lifetime_source: LifetimeSource,
+    /// The lifetime the provider claimed, when it was capped (shown in the status).
+    pub lifetime_capped_from: Option<u64>,
     pub refresh: RefreshOutcome,
 }
 
@@ -115,10 +117,14 @@ pub fn interpret(
         words,
     };
     let Some(Value::Object(_)) = json.as_ref() else {
+        // A successful answer may carry a token in any shape: describe it, never quote it.
         let kind = describe_non_json(raw.content_type, &text);
         return Err(invalid(
-            format!("the answer is not a JSON object ({kind})"),
-            scrubber.excerpt(&visible_text(&text)),
+            format!(
+                "the answer is not a JSON object ({kind}, {} bytes; a successful answer is never quoted because it may hold a token)",
+                raw.body.len()
+            ),
+            String::new(),
         ));
     };
     let json = json.expect("checked above");
@@ -170,6 +176,7 @@ pub fn interpret(
         expires_at: life.expires_at,
         lifetime_seconds: life.seconds,
         lifetime_source: life.source,
+        lifetime_capped_from: life.capped_from,
         refresh,
     })
 }

@@ -23,6 +23,9 @@ use crate::state;
 /// expires in year 9999) can overflow a timer; waking early is harmless (nothing is due).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
 
+/// The longest `Retry-After` honoured: a provider cannot silence a resource for longer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// A token was obtained but could not be stored in the target Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreFailure {
@@ -307,9 +310,16 @@ impl Reporter {
             true,
             reason::TOKEN_ISSUED,
             format!(
-                "token valid until {} (lifetime from {}, next refresh at {next})",
+                "token valid until {} (lifetime from {}{}, next refresh at {next})",
                 token.expires_at,
-                token.lifetime_source.as_str()
+                token.lifetime_source.as_str(),
+                token
+                    .lifetime_capped_from
+                    .map(|c| format!(
+                        "; the provider claimed {c}s, capped at {}s",
+                        token.lifetime_seconds
+                    ))
+                    .unwrap_or_default()
             ),
         );
         self.set(
@@ -370,8 +380,18 @@ impl Reporter {
                 None,
             ),
             ChainEnd::Intact if class.is_transient() => {
-                let delay = schedule::backoff(failures, error.retry_after(), rand_unit(self));
-                (class.reason(), error.to_string(), Some(delay))
+                let asked = error.retry_after();
+                let retry_after = asked.map(|d| d.min(MAX_RETRY_AFTER));
+                let delay = schedule::backoff(failures, retry_after, rand_unit(self));
+                let mut message = error.to_string();
+                if let Some(asked) = asked.filter(|d| *d > MAX_RETRY_AFTER) {
+                    message.push_str(&format!(
+                        " (Retry-After {}s is capped at {}s)",
+                        asked.as_secs(),
+                        MAX_RETRY_AFTER.as_secs()
+                    ));
+                }
+                (class.reason(), message, Some(delay))
             }
             ChainEnd::Intact => (
                 class.reason(),

@@ -80,6 +80,7 @@ fn token(fingerprint_seed: &str, issued: Timestamp, lifetime_s: i64) -> IssuedTo
         expires_at: issued + SignedDuration::from_secs(lifetime_s),
         lifetime_seconds: lifetime_s as u64,
         lifetime_source: LifetimeSource::ExpiresIn,
+        lifetime_capped_from: None,
         refresh: RefreshOutcome::None,
     }
 }
@@ -840,5 +841,38 @@ fn far_future_and_past_times_do_not_overflow() {
         now(),
         u32::MAX,
     );
-    assert!(r.requeue.unwrap() <= MAX_REQUEUE);
+    assert_eq!(r.requeue, Some(status::MAX_RETRY_AFTER));
+    let failure = conditions::get(&r.status.conditions, DEGRADED).unwrap();
+    assert!(
+        failure.message.contains("capped at 3600s"),
+        "{}",
+        failure.message
+    );
+}
+
+#[test]
+fn a_capped_lifetime_is_visible_in_the_status() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    let base = plan(&observed(&pc)).baseline;
+    let t = IssuedToken {
+        lifetime_capped_from: Some(u64::MAX),
+        ..token("long", now(), 3600)
+    };
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Issued {
+            plan: &p,
+            token: &t,
+        },
+        now(),
+        0,
+    );
+    let ready = conditions::get(&r.status.conditions, READY).unwrap();
+    assert!(
+        ready.message.contains("capped at 3600s"),
+        "{}",
+        ready.message
+    );
 }
