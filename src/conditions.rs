@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
+/// The provider's tokens live too briefly for spec.refresh: renewal falls back to half the
+/// lifetime, with a floor.
+pub const SHORT_LIFETIME: &str = "ShortLifetime";
 
 /// Condition reasons beyond the provider's error classes.
 pub mod reason {
@@ -17,6 +20,9 @@ pub mod reason {
     pub const REAUTHORIZATION_REQUIRED: &str = "ReauthorizationRequired";
     pub const SUSPENDED: &str = "Suspended";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const TOKEN_EXPIRED: &str = "TokenExpired";
+    pub const LIFETIME_SHORTER_THAN_MARGIN: &str = "LifetimeShorterThanMargin";
+    pub const LIFETIME_SUFFICIENT: &str = "LifetimeSufficient";
 }
 
 /// Sets (or replaces) a condition, preserving its transition time when the status holds.

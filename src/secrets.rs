@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
@@ -110,10 +110,10 @@ fn encode(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
     data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()
 }
 
-/// Writes the state Secret: created if absent, otherwise replaced under a resourceVersion
-/// precondition so a stale writer (a paused ex-leader) cannot overwrite a newer refresh token.
-/// Conflicts are retried by re-reading; the caller keeps the value in memory until this
-/// returns Ok. Returns the new resourceVersion.
+/// Writes the state Secret: created if absent, otherwise patched under the resourceVersion
+/// it was read at (metadata others added is kept; keys not in `state` are removed). On a
+/// conflict it re-reads the resourceVersion and writes again, a bounded number of times; the
+/// caller holds the state in memory until this returns Ok. Returns the new resourceVersion.
 pub async fn write_state(
     api: &Api<Secret>,
     owner: &ProviderCredential,
@@ -123,23 +123,37 @@ pub async fn write_state(
     const ATTEMPTS: u32 = 5;
     let owner_uid = owner.uid().unwrap_or_default();
     let name = at.name.as_str();
+    let data = encode(state.to_data());
     let mut resource_version = at.resource_version.clone();
     for attempt in 1..=ATTEMPTS {
-        let mut secret = Secret {
-            metadata: owned_meta(
-                owner,
-                name,
-                BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into())]),
-            ),
-            type_: Some("Opaque".into()),
-            data: Some(encode(state.to_data())),
-            ..Secret::default()
-        };
         let result = match resource_version.take() {
-            None => api.create(&PostParams::default(), &secret).await,
+            None => {
+                let secret = Secret {
+                    metadata: owned_meta(
+                        owner,
+                        name,
+                        BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into())]),
+                    ),
+                    type_: Some("Opaque".into()),
+                    data: Some(data.clone()),
+                    ..Secret::default()
+                };
+                api.create(&PostParams::default(), &secret).await
+            }
             Some(rv) => {
-                secret.metadata.resource_version = Some(rv);
-                api.replace(name, &PostParams::default(), &secret).await
+                let mut fields = serde_json::Map::new();
+                for key in crate::state::KEYS {
+                    fields.insert(key.into(), serde_json::Value::Null);
+                }
+                for (key, value) in &data {
+                    fields.insert(key.clone(), serde_json::to_value(value).unwrap_or_default());
+                }
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": rv},
+                    "data": fields,
+                });
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
             }
         };
         match result {

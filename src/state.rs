@@ -10,6 +10,19 @@ const INPUTS_HASH_KEY: &str = "inputs_hash";
 const SEED_HASH_KEY: &str = "seed_hash";
 const CODE_HASH_KEY: &str = "code_hash";
 const REJECTED_INPUTS_KEY: &str = "rejected_inputs_hash";
+const FAILING_INPUTS_KEY: &str = "failing_inputs_hash";
+const UNRENDERABLE_TARGET_KEY: &str = "unrenderable_target";
+
+/// Every key the state Secret may hold (a key not set is removed on write).
+pub const KEYS: [&str; 7] = [
+    REFRESH_TOKEN_KEY,
+    INPUTS_HASH_KEY,
+    SEED_HASH_KEY,
+    CODE_HASH_KEY,
+    REJECTED_INPUTS_KEY,
+    FAILING_INPUTS_KEY,
+    UNRENDERABLE_TARGET_KEY,
+];
 
 #[derive(Clone, Default)]
 pub struct StateData {
@@ -22,6 +35,10 @@ pub struct StateData {
     pub code_hash: Option<String>,
     /// Inputs the provider rejected; not retried until they change.
     pub rejected_inputs_hash: Option<String>,
+    /// Inputs whose last request failed transiently: retried with backoff, not at once.
+    pub failing_inputs_hash: Option<String>,
+    /// Target settings that failed to render with a real token; not retried until they change.
+    pub unrenderable_target: Option<String>,
 }
 
 impl PartialEq for StateData {
@@ -32,6 +49,8 @@ impl PartialEq for StateData {
             && self.seed_hash == other.seed_hash
             && self.code_hash == other.code_hash
             && self.rejected_inputs_hash == other.rejected_inputs_hash
+            && self.failing_inputs_hash == other.failing_inputs_hash
+            && self.unrenderable_target == other.unrenderable_target
     }
 }
 
@@ -57,6 +76,8 @@ impl StateData {
             seed_hash: text(SEED_HASH_KEY),
             code_hash: text(CODE_HASH_KEY),
             rejected_inputs_hash: text(REJECTED_INPUTS_KEY),
+            failing_inputs_hash: text(FAILING_INPUTS_KEY),
+            unrenderable_target: text(UNRENDERABLE_TARGET_KEY),
         }
     }
 
@@ -75,6 +96,8 @@ impl StateData {
         put(SEED_HASH_KEY, self.seed_hash.as_deref());
         put(CODE_HASH_KEY, self.code_hash.as_deref());
         put(REJECTED_INPUTS_KEY, self.rejected_inputs_hash.as_deref());
+        put(FAILING_INPUTS_KEY, self.failing_inputs_hash.as_deref());
+        put(UNRENDERABLE_TARGET_KEY, self.unrenderable_target.as_deref());
         data
     }
 }
@@ -91,6 +114,8 @@ mod tests {
             seed_hash: None,
             code_hash: Some("c".into()),
             rejected_inputs_hash: None,
+            failing_inputs_hash: Some("f".into()),
+            unrenderable_target: None,
         };
         assert_eq!(StateData::from_data(&state.to_data()), state);
         assert!(!format!("{state:?}").contains("rt\""));

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::Client;
@@ -21,8 +21,19 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     limiters: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HeldByUid>,
 }
+
+#[derive(Default)]
+struct HeldByUid {
+    entries: HashMap<String, Held>,
+    last_sweep: Option<Instant>,
+}
+
+/// Every live resource is reconciled at least this often (the longest requeue), so an entry
+/// untouched for longer belongs to a resource deleted while the watch was not looking.
+const STALE_AFTER: Duration = Duration::from_secs(2 * 24 * 3600);
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// What a resource has outstanding in memory.
 #[derive(Default)]
@@ -34,6 +45,7 @@ struct Held {
     token: Option<HeldToken>,
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
     attempts: u32,
+    touched: Option<Instant>,
 }
 
 impl Held {
@@ -80,11 +92,23 @@ impl Context {
     }
 
     fn with_held<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
+        let now = Instant::now();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = held.entry(uid.to_string()).or_default();
+        if held
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) > SWEEP_EVERY)
+        {
+            held.last_sweep = Some(now);
+            held.entries.retain(|_, h| {
+                h.touched
+                    .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
+            });
+        }
+        let entry = held.entries.entry(uid.to_string()).or_default();
+        entry.touched = Some(now);
         let out = f(entry);
         if entry.is_empty() {
-            held.remove(uid);
+            held.entries.remove(uid);
         }
         out
     }
@@ -139,6 +163,7 @@ impl Context {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .entries
             .remove(uid);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
-use tracing::{Instrument, debug, info};
+use tracing::{Instrument, debug, info, warn};
 
 use super::context::Context;
 use crate::api::ProviderCredential;
@@ -17,6 +17,7 @@ use crate::rotation::{
     self, ChainEnd, HeldToken, Plan, StoreFailure, TEMPLATE_FAILED, TokenSource,
 };
 use crate::secrets::{self, SecretsError};
+use crate::state::StateData;
 use crate::target;
 
 /// Reason of a status whose token could not be written to the Kubernetes API.
@@ -58,13 +59,16 @@ async fn run(
     plan: Plan,
 ) -> Result<Executed, ExecuteError> {
     let uid = pc.uid().unwrap_or_default();
-    let token = match &plan.source {
+    let render = |token: &IssuedToken| {
+        target::desired(&pc.spec.target, token, plan.refresh_handled.as_deref())
+    };
+    let (token, rendered) = match &plan.source {
         TokenSource::Held(token) => {
             info!(
                 reason = plan.due.describe(),
                 "writing a token obtained earlier"
             );
-            (**token).clone()
+            ((**token).clone(), render(token))
         }
         TokenSource::Request(grant) => {
             info!(
@@ -85,46 +89,52 @@ async fn run(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "token request answered"
             );
-            let settled = rotation::settle(&plan, answer.as_ref());
-            if settled.state != plan.state {
-                // Held in memory first: if the write fails, the next reconcile stores this
-                // state before anything else instead of resending a replaced refresh token.
-                ctx.hold_state(&uid, settled.state.clone());
-            }
+            let mut settled = rotation::settle(&plan, answer.as_ref());
             let token = match answer {
                 Ok(token) => token,
                 Err(error) => {
-                    store_state(ctx, pc, api, &plan, &settled.state).await?;
+                    if let Err(e) = hold_and_store(ctx, pc, api, &plan, settled.state).await {
+                        // Held in memory and stored first thing next time; the failure is
+                        // still reported now.
+                        warn!(error = %e, "state not stored after a failed request");
+                    }
                     return Ok(Executed::Failed {
                         error,
                         chain_end: settled.chain_end,
                     });
                 }
             };
-            ctx.hold_token(
-                &uid,
-                HeldToken {
-                    token: token.clone(),
-                    inputs: plan.inputs.clone(),
-                    refresh_handled: plan.refresh_handled.clone(),
-                },
-            );
-            if let Err(e) = store_state(ctx, pc, api, &plan, &settled.state).await {
+            let rendered = render(&token);
+            if rendered.is_err() {
+                // Remembered with the state, so no reconcile requests a token for these
+                // target settings again, whatever happens to the status.
+                settled.state.unrenderable_target =
+                    Some(crate::digest::target_settings(&pc.spec.target));
+            } else {
+                ctx.hold_token(
+                    &uid,
+                    HeldToken {
+                        token: token.clone(),
+                        inputs: plan.inputs.clone(),
+                        refresh_handled: plan.refresh_handled.clone(),
+                    },
+                );
+            }
+            if let Err(e) = hold_and_store(ctx, pc, api, &plan, settled.state).await {
                 return Ok(Executed::NotStored(write_failure(&e)));
             }
-            token
+            (token, rendered)
         }
     };
-    let desired = match target::desired(&pc.spec.target, &token, plan.refresh_handled.as_deref()) {
+    let desired = match rendered {
         Ok(d) => d,
         Err(e) => {
-            // The plan rendered a token-shaped placeholder; this token still failed. Asking
-            // again would loop: held until the spec changes.
+            // The plan rendered a token-shaped placeholder; this token still failed.
             ctx.drop_token(&uid);
             return Ok(Executed::NotStored(StoreFailure {
                 reason: TEMPLATE_FAILED,
                 message: format!(
-                    "{e}, with the token the provider issued; fix spec.target.template (the token was not stored)"
+                    "{e}, with the token the provider issued; fix spec.target.template (the token was not stored, and no token is requested until the template changes)"
                 ),
                 retry: false,
             }));
@@ -138,18 +148,22 @@ async fn run(
     Ok(Executed::Issued(token))
 }
 
-async fn store_state(
+/// Holds a changed state in memory, then stores it: if the write fails, the next reconcile
+/// stores it before anything else instead of resending a replaced refresh token.
+async fn hold_and_store(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
-    state: &crate::state::StateData,
+    state: StateData,
 ) -> Result<(), SecretsError> {
-    if *state == plan.state {
+    if state == plan.state {
         return Ok(());
     }
-    secrets::write_state(api, pc, &plan.state_secret, state).await?;
-    ctx.stored_state(&pc.uid().unwrap_or_default(), state);
+    let uid = pc.uid().unwrap_or_default();
+    ctx.hold_state(&uid, state.clone());
+    secrets::write_state(api, pc, &plan.state_secret, &state).await?;
+    ctx.stored_state(&uid, &state);
     debug!("state Secret written");
     Ok(())
 }

@@ -97,7 +97,14 @@ pub async fn reconcile(
             Api::<Secret>::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
 
         let observed = observe(&ctx, &pc, &secrets).await?;
-        let Planned { baseline, step } = rotation::plan(&observed);
+        let Planned {
+            baseline,
+            step,
+            discard_held,
+        } = rotation::plan(&observed);
+        if discard_held {
+            ctx.drop_token(&uid);
+        }
         let executed;
         let outcome = match &step {
             Step::Wait(at) => Outcome::Wait(*at),

@@ -41,10 +41,15 @@ pub struct Facts {
     pub now: Timestamp,
     /// The token in the target Secret, if it is the one the status describes.
     pub current: Option<CurrentToken>,
+    /// The renewal time of the last token written, valid or not: a token that expired at once
+    /// (a zero lifetime) is not replaced before it, so no answer can make us loop.
+    pub last_renewal: Option<Timestamp>,
     /// The target Secret was rendered from the current target settings.
     pub target_up_to_date: bool,
     /// Request settings and credentials are the ones the current token was issued with.
     pub inputs_unchanged: bool,
+    /// The last request with these (changed) inputs failed: they wait for backoff too.
+    pub inputs_failed_before: bool,
     /// A new value of the refresh annotation is waiting.
     pub refresh_requested: bool,
     /// Earliest time a retry is allowed after a failure.
@@ -67,27 +72,26 @@ pub fn decide(f: &Facts) -> Decision {
     if f.rejected_with_same_inputs && !f.refresh_requested {
         return Decision::HoldRejected;
     }
-    let due = match &f.current {
-        None => Some(DueReason::NoToken),
-        Some(t) if t.expires_at <= f.now => Some(DueReason::Expired),
-        Some(_) if !f.inputs_unchanged => Some(DueReason::InputsChanged),
-        Some(_) if f.refresh_requested => Some(DueReason::RefreshRequested),
-        Some(_) if !f.target_up_to_date => Some(DueReason::TargetChanged),
-        Some(t) if t.next_refresh_at <= f.now => Some(DueReason::RenewalTime),
+    let reason = match &f.current {
+        None => DueReason::NoToken,
+        Some(t) if t.expires_at <= f.now => DueReason::Expired,
+        Some(_) if !f.inputs_unchanged => DueReason::InputsChanged,
+        Some(_) if f.refresh_requested => DueReason::RefreshRequested,
+        Some(_) if !f.target_up_to_date => DueReason::TargetChanged,
+        Some(t) if t.next_refresh_at <= f.now => DueReason::RenewalTime,
         Some(t) => return Decision::WaitUntil(t.next_refresh_at),
     };
-    let reason = due.expect("every arm above yields a reason or returns");
+    let user_asked = !f.inputs_unchanged || f.refresh_requested;
+    if let Some(at) = f.last_renewal.filter(|at| *at > f.now)
+        && !user_asked
+    {
+        return Decision::WaitUntil(at);
+    }
+    // Backoff applies to scheduled work, not to an explicit request or to inputs not tried yet.
+    let waives_backoff = reason == DueReason::RefreshRequested
+        || (reason == DueReason::InputsChanged && !f.inputs_failed_before);
     match f.retry_not_before {
-        // Backoff applies to scheduled work, not to explicit requests or changed inputs.
-        Some(at)
-            if at > f.now
-                && !matches!(
-                    reason,
-                    DueReason::InputsChanged | DueReason::RefreshRequested
-                ) =>
-        {
-            Decision::WaitUntil(at)
-        }
+        Some(at) if at > f.now && !waives_backoff => Decision::WaitUntil(at),
         _ => Decision::Fetch(reason),
     }
 }
@@ -148,8 +152,10 @@ mod tests {
                 expires_at: at("2026-01-01T01:00:00Z"),
                 next_refresh_at: at("2026-01-01T00:40:00Z"),
             }),
+            last_renewal: None,
             target_up_to_date: true,
             inputs_unchanged: true,
+            inputs_failed_before: false,
             refresh_requested: false,
             retry_not_before: None,
             rejected_with_same_inputs: false,
@@ -204,6 +210,24 @@ mod tests {
             }),
             Decision::HoldRejected
         );
+        // A token that expired at once is not replaced before its own renewal time.
+        assert_eq!(
+            decide(&Facts {
+                current: None,
+                last_renewal: Some(at("2026-01-01T00:10:30Z")),
+                ..f.clone()
+            }),
+            Decision::WaitUntil(at("2026-01-01T00:10:30Z"))
+        );
+        assert_eq!(
+            decide(&Facts {
+                current: None,
+                last_renewal: Some(at("2026-01-01T00:10:30Z")),
+                inputs_unchanged: false,
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::NoToken)
+        );
         // Backoff delays scheduled work but not a changed input.
         let backing_off = Facts {
             now: at("2026-01-01T00:45:00Z"),
@@ -217,9 +241,18 @@ mod tests {
         assert_eq!(
             decide(&Facts {
                 inputs_unchanged: false,
-                ..backing_off
+                ..backing_off.clone()
             }),
             Decision::Fetch(DueReason::InputsChanged)
+        );
+        // …once: changed inputs that already failed wait like everything else.
+        assert_eq!(
+            decide(&Facts {
+                inputs_unchanged: false,
+                inputs_failed_before: true,
+                ..backing_off
+            }),
+            Decision::WaitUntil(at("2026-01-01T00:46:00Z"))
         );
     }
 

@@ -19,7 +19,10 @@ pub use plan::{
     SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TokenSource, plan,
     sent_refresh_token,
 };
-pub use schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, backoff, jitter_for, next_refresh_at};
+pub use schedule::{
+    BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff, jitter_for,
+    next_refresh_at, renewal,
+};
 pub use settle::{ChainEnd, Settled, settle};
 pub use status::{
     EventNote, INTERNAL_ERROR, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay,

@@ -162,6 +162,9 @@ pub enum Step {
 pub struct Planned {
     pub baseline: Baseline,
     pub step: Step,
+    /// The held token can never be used (it expired, or a new one is being requested): drop
+    /// it from memory.
+    pub discard_held: bool,
 }
 
 /// A failure reason that only a spec change can clear: the token could not be rendered into
@@ -173,7 +176,15 @@ const MAX_SECRET_NAME: usize = 253;
 pub fn plan(o: &Observed<'_>) -> Planned {
     let baseline = baseline(o);
     let step = step(o, &baseline);
-    Planned { baseline, step }
+    let discard_held = o.held.as_ref().is_some_and(|h| {
+        h.token.expires_at <= o.now
+            || matches!(&step, Step::Rotate(p) if matches!(p.source, TokenSource::Request(_)))
+    });
+    Planned {
+        baseline,
+        step,
+        discard_held,
+    }
 }
 
 fn baseline(o: &Observed<'_>) -> Baseline {
@@ -249,9 +260,6 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
             false,
         ));
     }
-    if let Some(message) = template_failed_for_this_generation(pc) {
-        return Err(Blocked::new(TEMPLATE_FAILED, message, false));
-    }
     let desired_type = target::secret_type(&spec.target);
     if let Some(t) = target
         && t.secret_type.as_deref().unwrap_or("Opaque") != desired_type
@@ -305,6 +313,13 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         Slot::Owned(s) => Some(s),
     };
     let stored = state.map(|s| s.data.clone()).unwrap_or_default();
+    if digest::target_settings_match(stored.unrenderable_target.as_deref(), &spec.target) {
+        return Err(Blocked::new(
+            TEMPLATE_FAILED,
+            template_failure_message(pc),
+            false,
+        ));
+    }
 
     let uid = pc.uid().unwrap_or_default();
     let inputs = digest::request_inputs(&uid, &config, &credentials);
@@ -330,6 +345,14 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
             expires_at: c.expires_at,
             next_refresh_at: planned_refresh(base, c, &policy),
         }),
+        last_renewal: observed_target.and_then(|t| {
+            Some(schedule::next_refresh_at(
+                t.issued_at?,
+                t.expires_at?,
+                &policy,
+                schedule::jitter_for(t.fingerprint.as_deref()?),
+            ))
+        }),
         target_up_to_date: digest::target_settings_match(
             observed_target.and_then(|o| o.settings.as_deref()),
             &spec.target,
@@ -341,12 +364,18 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
             &credentials,
         ) && !new_seed
             && !unspent_code,
+        inputs_failed_before: stored.failing_inputs_hash.as_deref() == Some(inputs.as_str()),
         refresh_requested: refresh_request.is_some(),
         retry_not_before: match base.status.consecutive_failures {
             Some(n) if n > 0 => base.status.next_refresh_at.as_ref().map(|t| t.0),
             _ => None,
         },
-        rejected_with_same_inputs: stored.rejected_inputs_hash.as_deref() == Some(inputs.as_str()),
+        rejected_with_same_inputs: digest::request_inputs_match(
+            stored.rejected_inputs_hash.as_deref(),
+            &uid,
+            &config,
+            &credentials,
+        ),
     };
     let due = match decide::decide(&facts) {
         Decision::WaitUntil(at) => return Ok(Step::Wait(at)),
@@ -385,10 +414,8 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
 
     // A token already obtained for these inputs is written instead of asking for another,
     // unless the user asked for a new one.
-    if let Some(held) = &o.held
-        && held.inputs == inputs
-        && held.token.expires_at > o.now
-        && due != DueReason::RefreshRequested
+    if let Some(held) = usable_held(o, &inputs)
+        && refresh_request.is_none()
     {
         let mut p = plan(
             GrantChoice::Primary,
@@ -457,15 +484,24 @@ fn resolve(
     Ok((config, policy))
 }
 
-/// The message of a template failure seen with a real token for this very generation: only a
-/// spec change (a new generation) may request a token again.
-fn template_failed_for_this_generation(pc: &ProviderCredential) -> Option<String> {
-    let status = pc.status.as_ref()?;
-    let degraded = conditions::get(&status.conditions, DEGRADED)?;
-    (degraded.status == "True"
-        && degraded.reason == TEMPLATE_FAILED
-        && degraded.observed_generation == pc.meta().generation)
-        .then(|| degraded.message.clone())
+/// The message of the template failure seen with a real token (kept in the status), else a
+/// generic one: the state Secret remembers the failure, the status only explains it.
+fn template_failure_message(pc: &ProviderCredential) -> String {
+    pc.status
+        .as_ref()
+        .and_then(|s| conditions::get(&s.conditions, DEGRADED))
+        .filter(|c| c.reason == TEMPLATE_FAILED)
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| {
+            "spec.target.template failed with the token the provider issued; fix spec.target.template (no token is requested until it changes)".into()
+        })
+}
+
+/// A held token is usable while it is valid and was obtained for these very inputs.
+fn usable_held<'o>(o: &'o Observed<'_>, inputs: &str) -> Option<&'o HeldToken> {
+    o.held
+        .as_ref()
+        .filter(|h| h.inputs == inputs && h.token.expires_at > o.now)
 }
 
 /// The renewal time of the current token: the one planned at issue (jitter included) when the

@@ -16,14 +16,37 @@ const MAX_JITTER: Duration = Duration::from_secs(300);
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
-/// When to renew a token issued at `issued_at` expiring at `expires_at`. `jitter` (0..1) is
-/// drawn once per rotation by the caller and moves the time earlier only.
+/// A token whose renewal, by the policy, would come in the first tenth of its lifetime (the
+/// margin is as long as the lifetime, or the lifetime is zero) renews at half its lifetime
+/// instead, and never sooner than this after it was issued: never a hot loop.
+pub const SHORT_LIFETIME_FLOOR: Duration = Duration::from_secs(30);
+
+/// When to renew one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub at: Timestamp,
+    /// The policy could not be followed: the lifetime is too short for it.
+    pub short_lifetime: bool,
+}
+
+/// When to renew a token issued at `issued_at` expiring at `expires_at`.
 pub fn next_refresh_at(
     issued_at: Timestamp,
     expires_at: Timestamp,
     policy: &RenewalPolicy,
     jitter: f64,
 ) -> Timestamp {
+    renewal(issued_at, expires_at, policy, jitter).at
+}
+
+/// When to renew a token issued at `issued_at` expiring at `expires_at`. `jitter` (0..1) is
+/// drawn once per rotation by the caller and moves the time earlier only.
+pub fn renewal(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    policy: &RenewalPolicy,
+    jitter: f64,
+) -> Renewal {
     let lifetime = expires_at
         .duration_since(issued_at)
         .max(SignedDuration::ZERO);
@@ -41,7 +64,17 @@ pub fn next_refresh_at(
         SignedDuration::try_from(MIN_INTERVAL).expect("small"),
     );
     let planned = sub(expires_at, renew_before.max(margin)).min(sub(expires_at, margin));
-    sub(planned, jitter).max(earliest)
+    if planned < add(issued_at, lifetime / 10) {
+        let floor = SignedDuration::try_from(SHORT_LIFETIME_FLOOR).expect("small");
+        return Renewal {
+            at: add(issued_at, (lifetime / 2).max(floor)),
+            short_lifetime: true,
+        };
+    }
+    Renewal {
+        at: sub(planned, jitter).max(earliest),
+        short_lifetime: false,
+    }
 }
 
 /// Capped exponential backoff with full jitter; a provider's `Retry-After` wins when longer.
@@ -111,6 +144,33 @@ mod tests {
         assert_eq!(
             next_refresh_at(issued, expires, &pct(1, 120), 0.0),
             at("2026-01-01T00:58:00Z")
+        );
+    }
+
+    #[test]
+    fn a_lifetime_shorter_than_the_margin_renews_at_half_with_a_floor() {
+        let issued = at("2026-01-01T00:00:00Z");
+        let r = renewal(issued, at("2026-01-01T00:02:00Z"), &pct(33, 180), 0.7);
+        assert_eq!((r.at, r.short_lifetime), (at("2026-01-01T00:01:00Z"), true));
+        for expires in [
+            issued,
+            at("2026-01-01T00:00:20Z"),
+            at("2025-01-01T00:00:00Z"),
+        ] {
+            let r = renewal(issued, expires, &pct(33, 120), 0.0);
+            assert_eq!((r.at, r.short_lifetime), (at("2026-01-01T00:00:30Z"), true));
+        }
+        // A fixed renewBefore longer than the lifetime is the same case.
+        let fixed = RenewalPolicy {
+            renew_before: RenewBefore::Fixed(Duration::from_secs(3600)),
+            minimum_margin: Duration::from_secs(1),
+        };
+        assert!(renewal(issued, at("2026-01-01T00:10:00Z"), &fixed, 0.0).short_lifetime);
+        // Fast but sane schedules are followed as asked.
+        let r = renewal(issued, at("2026-01-01T00:00:06Z"), &pct(50, 1), 0.0);
+        assert_eq!(
+            (r.at, r.short_lifetime),
+            (at("2026-01-01T00:00:03Z"), false)
         );
     }
 

@@ -1,7 +1,7 @@
 //! Settle: what the private state becomes after the token endpoint answered (RFC 6749 §6),
 //! and whether the refresh chain ended.
 
-use super::decide::GrantChoice;
+use super::decide::{DueReason, GrantChoice};
 use super::plan::{Plan, TokenSource, sent_refresh_token};
 use crate::provider::{FetchError, GrantType, IssuedToken, RefreshOutcome};
 use crate::state::StateData;
@@ -32,6 +32,7 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
             if let TokenSource::Request(_) = plan.source {
                 state.inputs_hash = Some(plan.inputs.clone());
                 state.rejected_inputs_hash = None;
+                state.failing_inputs_hash = None;
                 match plan.choice {
                     GrantChoice::SeedRefreshToken => state.seed_hash = plan.seed_hash.clone(),
                     GrantChoice::Primary if plan.config.grant == GrantType::AuthorizationCode => {
@@ -77,7 +78,12 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
                 state.code_hash = plan.code_hash.clone();
                 ChainEnd::NeedsReauthorization
             } else {
-                if !error.class().is_transient() {
+                if error.class().is_transient() {
+                    // New inputs get one immediate try; after a failure they wait for backoff.
+                    if plan.due == DueReason::InputsChanged {
+                        state.failing_inputs_hash = Some(plan.inputs.clone());
+                    }
+                } else {
                     // Not retried until the credentials or the spec change (accounts lock).
                     state.rejected_inputs_hash = Some(plan.inputs.clone());
                 }

@@ -15,7 +15,7 @@ use crate::api::{
     AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
     RefreshTokenStatus, SecretKeyRef, state_secret_name,
 };
-use crate::conditions::{self, DEGRADED, READY, reason};
+use crate::conditions::{self, DEGRADED, READY, SHORT_LIFETIME, reason};
 use crate::provider::{FetchError, IssuedToken, RefreshOutcome};
 use crate::state;
 
@@ -99,6 +99,18 @@ pub fn status_after(
     let requeue = match outcome {
         Outcome::Wait(at) => {
             r.mark_ready_while_token_valid();
+            let shown_ready =
+                conditions::get(&r.status.conditions, READY).is_some_and(|c| c.status == "True");
+            if r.current.is_none() && shown_ready {
+                // The token shown as ready expired while waiting (for its renewal time, or a
+                // retry after failures).
+                r.set(
+                    READY,
+                    false,
+                    reason::TOKEN_EXPIRED,
+                    format!("the last token expired; the next is requested at {at}"),
+                );
+            }
             if r.status.consecutive_failures.unwrap_or(0) == 0 {
                 r.status.next_refresh_at = Some(Time(at));
             }
@@ -267,17 +279,19 @@ impl Reporter {
         let fingerprint = token.fingerprint();
         let same_token = before.access_token.as_ref().map(|a| a.fingerprint.as_str())
             == Some(fingerprint.as_str());
+        let renewal = schedule::renewal(
+            token.issued_at,
+            token.expires_at,
+            &plan.policy,
+            schedule::jitter_for(&fingerprint),
+        );
         let next = if same_token {
             // The provider hands out the same token until it expires: ask again then.
             schedule::add(token.expires_at, SignedDuration::from_secs(1))
         } else {
-            schedule::next_refresh_at(
-                token.issued_at,
-                token.expires_at,
-                &plan.policy,
-                schedule::jitter_for(&fingerprint),
-            )
+            renewal.at
         };
+        self.short_lifetime(renewal.short_lifetime, token, plan);
         self.current = Some(CurrentToken {
             expires_at: token.expires_at,
             issued_at: token.issued_at,
@@ -329,6 +343,31 @@ impl Reporter {
             "the last token request succeeded".into(),
         );
         self.requeue_at(next)
+    }
+
+    /// Warns while the provider's tokens live too briefly for the renewal policy; the
+    /// condition appears only once that has happened.
+    fn short_lifetime(&mut self, short: bool, token: &IssuedToken, plan: &Plan) {
+        if short {
+            let margin = plan.policy.minimum_margin.as_secs();
+            self.set(
+                SHORT_LIFETIME,
+                true,
+                reason::LIFETIME_SHORTER_THAN_MARGIN,
+                format!(
+                    "the provider's token lives {}s, too short to renew {margin}s before expiry (spec.refresh.minimumMargin) or as spec.refresh asks; renewing at half its lifetime, at least {}s after issue. Lower spec.refresh.minimumMargin or ask the provider for longer-lived tokens",
+                    token.lifetime_seconds,
+                    schedule::SHORT_LIFETIME_FLOOR.as_secs()
+                ),
+            );
+        } else if conditions::get(&self.status.conditions, SHORT_LIFETIME).is_some() {
+            self.set(
+                SHORT_LIFETIME,
+                false,
+                reason::LIFETIME_SUFFICIENT,
+                "the token's lifetime allows renewal as spec.refresh asks".into(),
+            );
+        }
     }
 
     fn refresh_status(&self, token: &SecretString, rotations: u64) -> RefreshTokenStatus {
@@ -465,7 +504,7 @@ fn shorter(next: Option<Duration>, delay: Duration) -> Option<Duration> {
 /// Events for Ready and Degraded transitions (status or reason changed).
 fn events(before: &[Condition], after: &[Condition]) -> Vec<EventNote> {
     let mut notes = Vec::new();
-    for type_ in [READY, DEGRADED] {
+    for type_ in [READY, DEGRADED, SHORT_LIFETIME] {
         if !conditions::transitioned(before, after, type_) {
             continue;
         }
@@ -474,7 +513,7 @@ fn events(before: &[Condition], after: &[Condition]) -> Vec<EventNote> {
         };
         let healthy = (type_ == READY) == (c.status == "True");
         // Degraded=False right after creation is no news.
-        if type_ == DEGRADED && healthy && conditions::get(before, DEGRADED).is_none() {
+        if type_ != READY && healthy && conditions::get(before, type_).is_none() {
             continue;
         }
         notes.push(EventNote {

@@ -308,23 +308,75 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
 }
 
 #[test]
-fn a_template_that_failed_with_the_real_token_waits_for_a_new_generation() {
-    let mut pc = reltio();
-    let mut status = api::ProviderCredentialStatus::default();
-    conditions::set(
-        &mut status.conditions,
-        DEGRADED,
-        true,
-        TEMPLATE_FAILED,
-        "broken".into(),
-        Some(1),
-        now(),
+fn a_template_that_failed_with_the_real_token_waits_for_a_change() {
+    let pc = reltio();
+    let Slot::Owned(mut s) = stored(&pc, None) else {
+        unreachable!()
+    };
+    s.data.unrenderable_target = Some(digest::target_settings(&pc.spec.target));
+    let mut o = observed(&pc);
+    o.state = Slot::Owned(s);
+    let b = blocked(&o);
+    assert_eq!(b.reason, TEMPLATE_FAILED);
+    assert!(b.message.contains("spec.target.template"));
+    // Whatever the status says: the state Secret remembers it.
+    let mut changed = reltio();
+    changed.spec.target.template = BTreeMap::from([("k".into(), "{{ access_token }}".into())]);
+    let mut o2 = observed(&changed);
+    o2.state = o.state.clone();
+    assert!(matches!(plan(&o2).step, Step::Rotate(_)));
+}
+
+#[test]
+fn rejected_credentials_stored_by_the_previous_release_are_still_held() {
+    let pc = reltio();
+    let config = api::provider_config(&pc.spec).unwrap();
+    let creds = credentials_from_data(&pc.spec, &login());
+    let mut o = observed(&pc);
+    o.state = Slot::Owned(StateView {
+        resource_version: Some("3".into()),
+        data: StateData {
+            rejected_inputs_hash: Some(digest::legacy::request_inputs(UID, &config, &creds)),
+            ..StateData::default()
+        },
+    });
+    let step = plan(&o).step;
+    assert!(matches!(step, Step::HoldRejected), "{step:?}");
+}
+
+#[test]
+fn changed_inputs_that_failed_wait_for_backoff() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    let mut status = plan(&o).baseline.status;
+    status.consecutive_failures = Some(1);
+    status.next_refresh_at = Some(Time(now() + SignedDuration::from_secs(120)));
+    let mut failing = pc.clone();
+    failing.status = Some(status);
+    let mut changed = login();
+    changed.insert("password".into(), b"new".to_vec());
+    let mut o = observed(&failing);
+    o.target = target_with(&pc, &t);
+    o.credentials = CredentialsView::Found(changed.clone());
+    o.state = stored(&pc, None);
+    // First try of the new inputs: at once.
+    let p = rotation_plan(&o);
+    assert_eq!(p.due, DueReason::InputsChanged);
+    // It failed transiently: the next reconcile waits for the retry time.
+    let s = settle(&p, Err(&unavailable()));
+    assert_eq!(
+        s.state.failing_inputs_hash.as_deref(),
+        Some(p.inputs.as_str())
     );
-    pc.status = Some(status);
-    let b = blocked(&observed(&pc));
-    assert_eq!((b.reason, b.message.as_str()), (TEMPLATE_FAILED, "broken"));
-    pc.metadata.generation = Some(2);
-    assert!(matches!(plan(&observed(&pc)).step, Step::Rotate(_)));
+    o.state = Slot::Owned(StateView {
+        resource_version: Some("4".into()),
+        data: s.state,
+    });
+    assert!(
+        matches!(plan(&o).step, Step::Wait(at) if at == now() + SignedDuration::from_secs(120))
+    );
 }
 
 #[test]
@@ -351,7 +403,31 @@ fn a_held_token_is_written_instead_of_requesting_another() {
     ));
     o.credentials = CredentialsView::Found(login());
     o.now = held.expires_at;
-    assert!(matches!(rotation_plan(&o).source, TokenSource::Request(_)));
+    let planned = plan(&o);
+    assert!(
+        matches!(&planned.step, Step::Rotate(p) if matches!(p.source, TokenSource::Request(_)))
+    );
+    assert!(planned.discard_held, "an expired held token is dropped");
+
+    // A new refresh request is answered with a new token, not the held one.
+    let mut asked = pc.clone();
+    asked
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(api::REFRESH_ANNOTATION.into(), "n1".into());
+    let mut o = observed(&asked);
+    o.state = stored(&asked, None);
+    o.held = Some(HeldToken {
+        token: held.clone(),
+        inputs: inputs_of(&asked, &login()),
+        refresh_handled: None,
+    });
+    let planned = plan(&o);
+    assert!(
+        matches!(&planned.step, Step::Rotate(p) if matches!(p.source, TokenSource::Request(_)))
+    );
+    assert!(planned.discard_held);
 }
 
 #[test]
@@ -421,10 +497,9 @@ fn settle_keeps_the_chain_as_rfc_6749_says() {
 
     // Ambiguous outcomes keep the same token for the retry.
     let s = settle(&p, Err(&unavailable()));
-    assert_eq!(
-        (s.chain_end, s.state.clone()),
-        (ChainEnd::Intact, p.state.clone())
-    );
+    assert_eq!(s.chain_end, ChainEnd::Intact);
+    assert_eq!(s.state.refresh_token.unwrap().expose_secret(), "rt-1");
+    assert_eq!(s.state.inputs_hash, p.state.inputs_hash);
 }
 
 #[test]
@@ -875,4 +950,63 @@ fn a_capped_lifetime_is_visible_in_the_status() {
         "{}",
         ready.message
     );
+}
+
+#[test]
+fn a_zero_lifetime_warns_and_is_not_requested_again_at_once() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    let base = plan(&observed(&pc)).baseline;
+    let zero = token("zero", now(), 0);
+    let r = status_after(
+        &pc,
+        &base,
+        Outcome::Issued {
+            plan: &p,
+            token: &zero,
+        },
+        now(),
+        0,
+    );
+    let warning = conditions::get(&r.status.conditions, conditions::SHORT_LIFETIME).unwrap();
+    assert_eq!(warning.status, "True");
+    assert!(
+        warning.message.contains("spec.refresh.minimumMargin")
+            && warning.message.contains("lives 0s")
+    );
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::LIFETIME_SHORTER_THAN_MARGIN)
+    );
+    assert_eq!(r.requeue, Some(SHORT_LIFETIME_FLOOR));
+
+    // The token in the target expired at once; the next reconciles wait for its renewal time.
+    let mut pc2 = pc.clone();
+    pc2.status = Some(r.status.clone());
+    let mut o = observed(&pc2);
+    o.target = target_with(&pc2, &zero);
+    o.state = stored(&pc2, None);
+    o.now = now() + jiff::SignedDuration::from_secs(1);
+    let Step::Wait(when) = plan(&o).step else {
+        panic!("expected Wait")
+    };
+    assert_eq!(when, now() + jiff::SignedDuration::from_secs(30));
+    o.now = when;
+    assert!(matches!(plan(&o).step, Step::Rotate(_)));
+
+    // A sane lifetime clears the warning.
+    let good = token("good", now(), 3600);
+    let r2 = status_after(
+        &pc2,
+        &plan(&observed(&pc2)).baseline,
+        Outcome::Issued {
+            plan: &p,
+            token: &good,
+        },
+        now(),
+        0,
+    );
+    let warning = conditions::get(&r2.status.conditions, conditions::SHORT_LIFETIME).unwrap();
+    assert_eq!(warning.status, "False");
 }
