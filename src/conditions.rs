@@ -21,6 +21,7 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const TOKEN_EXPIRED: &str = "TokenExpired";
+    pub const REQUEST_BUDGET_EXCEEDED: &str = "RequestBudgetExceeded";
     pub const LIFETIME_SHORTER_THAN_MARGIN: &str = "LifetimeShorterThanMargin";
     pub const LIFETIME_SUFFICIENT: &str = "LifetimeSufficient";
 }

@@ -473,6 +473,8 @@ async fn no_secret_value_reaches_the_debug_log() -> Result<()> {
         "--allow-http",
         "--log-format",
         "json",
+        "--token-requests-per-minute",
+        "60",
     ]
     .map(String::from);
     let op = Operator::launch(&kubeconfig, env.name(), &args, &debug).await?;

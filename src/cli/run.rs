@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// How many resources are reconciled at once.
     #[arg(long, default_value_t = 32)]
     pub concurrency: u16,
+    /// At most this many token requests per ProviderCredential in any rolling minute, whatever
+    /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub token_requests_per_minute: u32,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
 }

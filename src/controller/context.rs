@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use jiff::Timestamp;
 use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::provider::{ProviderConfig, TokenClient};
-use crate::rotation::HeldToken;
+use crate::rotation::{HeldToken, RequestBudget};
 use crate::state::StateData;
 use crate::telemetry::Metrics;
 
@@ -19,6 +20,8 @@ pub struct Context {
     pub tokens: TokenClient,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Token requests one resource may send in any rolling minute.
+    requests_per_minute: u32,
     limiters: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
     held: Mutex<HeldByUid>,
@@ -45,12 +48,16 @@ struct Held {
     token: Option<HeldToken>,
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
     attempts: u32,
+    budget: RequestBudget,
     touched: Option<Instant>,
 }
 
 impl Held {
-    fn is_empty(&self) -> bool {
-        self.state.is_none() && self.token.is_none() && self.attempts == 0
+    fn is_empty(&mut self) -> bool {
+        self.state.is_none()
+            && self.token.is_none()
+            && self.attempts == 0
+            && self.budget.is_idle(Timestamp::now())
     }
 }
 
@@ -60,12 +67,14 @@ impl Context {
         tokens: TokenClient,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        requests_per_minute: u32,
     ) -> Self {
         Context {
             client,
             tokens,
             recorder,
             metrics,
+            requests_per_minute,
             limiters: Mutex::default(),
             held: Mutex::default(),
         }
@@ -156,6 +165,12 @@ impl Context {
             };
             h.attempts
         })
+    }
+
+    /// Spends one token request of this resource's budget, or says when the next may go.
+    pub fn spend_request(&self, uid: &str) -> Result<(), Timestamp> {
+        let per_minute = self.requests_per_minute;
+        self.with_held(uid, |h| h.budget.spend(Timestamp::now(), per_minute))
     }
 
     /// A deleted resource: nothing it held can be used any more.

@@ -25,6 +25,10 @@ pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 
 pub enum Executed {
     Issued(IssuedToken),
+    /// The resource's request budget is spent: nothing was sent.
+    Deferred {
+        until: jiff::Timestamp,
+    },
     Failed {
         error: FetchError,
         chain_end: ChainEnd,
@@ -71,6 +75,10 @@ async fn run(
             ((**token).clone(), render(token))
         }
         TokenSource::Request(grant) => {
+            if let Err(until) = ctx.spend_request(&uid) {
+                warn!(%until, "request budget spent; pausing this resource");
+                return Ok(Executed::Deferred { until });
+            }
             info!(
                 reason = plan.due.describe(),
                 grant = grant.label(&plan.config),

@@ -69,6 +69,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
+        args.token_requests_per_minute,
     ));
 
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {

@@ -141,6 +141,7 @@ pub async fn reconcile(
 fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Outcome<'a> {
     match executed {
         Executed::Issued(token) => Outcome::Issued { plan, token },
+        Executed::Deferred { until } => Outcome::Deferred { until: *until },
         Executed::Failed { error, chain_end } => {
             warn!(reason = error.class().reason(), error = %error, "token request failed");
             Outcome::Failed {

@@ -83,6 +83,7 @@ pub fn decide(f: &Facts) -> Decision {
     };
     let user_asked = !f.inputs_unchanged || f.refresh_requested;
     if let Some(at) = f.last_renewal.filter(|at| *at > f.now)
+        && matches!(reason, DueReason::NoToken | DueReason::Expired)
         && !user_asked
     {
         return Decision::WaitUntil(at);
@@ -227,6 +228,15 @@ mod tests {
                 ..f.clone()
             }),
             Decision::Fetch(DueReason::NoToken)
+        );
+        // …but the current token's own schedule (and a retry) is not delayed by it.
+        assert_eq!(
+            decide(&Facts {
+                now: at("2026-01-01T00:40:00Z"),
+                last_renewal: Some(at("2026-01-01T00:50:00Z")),
+                ..f.clone()
+            }),
+            Decision::Fetch(DueReason::RenewalTime)
         );
         // Backoff delays scheduled work but not a changed input.
         let backing_off = Facts {

@@ -4,12 +4,14 @@
 //!
 //! observe (I/O) → [`plan`] → execute (I/O, [`settle`] inside) → [`status_after`] → report (I/O)
 
+mod budget;
 mod decide;
 mod plan;
 mod schedule;
 mod settle;
 mod status;
 
+pub use budget::RequestBudget;
 pub use decide::{
     CurrentToken as DueFacts, Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant,
     decide,

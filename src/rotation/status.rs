@@ -53,6 +53,10 @@ pub enum Outcome<'a> {
         plan: &'a Plan,
         failure: &'a StoreFailure,
     },
+    /// The resource's request budget was spent: nothing was sent until then.
+    Deferred {
+        until: Timestamp,
+    },
 }
 
 /// An Event to publish with the status.
@@ -137,6 +141,7 @@ pub fn status_after(
             r.attempted(plan);
             r.not_stored(failure)
         }
+        Outcome::Deferred { until } => r.deferred(until),
     };
     let events = events(&base.status.conditions, &r.status.conditions);
     Report {
@@ -448,6 +453,21 @@ impl Reporter {
             .retry
             .then(|| schedule::backoff(failures, None, rand_unit(self)));
         self.degrade(failure.reason, failure.message.clone(), retry)
+    }
+
+    fn deferred(&mut self, until: Timestamp) -> Option<Duration> {
+        self.failure = Some(reason::REQUEST_BUDGET_EXCEEDED);
+        let message = format!(
+            "too many token requests for this resource in the last minute (the operator's --token-requests-per-minute); paused until {until}. Something keeps asking for tokens: check the ShortLifetime condition, the tokenrotator.dev/refresh annotation and the operator log"
+        );
+        self.set_ready_despite(
+            reason::REQUEST_BUDGET_EXCEEDED,
+            &message,
+            "refreshing it is paused (RequestBudgetExceeded)",
+        );
+        self.set(DEGRADED, true, reason::REQUEST_BUDGET_EXCEEDED, message);
+        self.status.next_refresh_at = Some(Time(until));
+        Some(requeue_delay(self.now, until))
     }
 
     /// Degraded for `why`; Ready only while the last good token is valid. `retry`: when to try

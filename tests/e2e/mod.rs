@@ -286,6 +286,9 @@ impl Operator {
                 "text",
             ])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            // Tests rotate 6-second tokens every 3 seconds, far faster than real providers
+            // (the default budget of 6 per minute is tested on its own).
+            .args(["--token-requests-per-minute", "60"])
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,token_rotator=debug")
@@ -472,6 +475,8 @@ impl Operator {
             "--allow-http",
             "--log-format",
             "text",
+            "--token-requests-per-minute",
+            "60",
         ]
         .iter()
         .chain(extra)
