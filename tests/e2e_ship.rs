@@ -123,7 +123,7 @@ fn rotations(pc: &ProviderCredential) -> Option<u64> {
         .as_ref()?
         .refresh_token
         .as_ref()
-        .map(|r| r.rotations)
+        .map(|r| u64::from(r.rotations))
 }
 
 /// Every token value that passes through resources' Secrets, collected by polling.

@@ -18,6 +18,9 @@ pub const EXPIRES_AT_ANNOTATION: &str = "tokenrotator.dev/expires-at";
 /// Annotation whose new value asks for one immediate rotation.
 pub const REFRESH_ANNOTATION: &str = "tokenrotator.dev/refresh";
 
+/// A ProviderCredential as the watch delivers it: readable, or the reason it is not.
+pub type Guarded = kube::core::DeserializeGuard<ProviderCredential>;
+
 /// Name of the state Secret that keeps a resource's refresh token.
 pub fn state_secret_name(resource_name: &str) -> String {
     format!("{resource_name}-rotator-state")

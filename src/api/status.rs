@@ -28,6 +28,7 @@ pub struct ProviderCredentialStatus {
     pub last_failure: Option<FailureStatus>,
     /// Failed token requests since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 4294967295u32))]
     pub consecutive_failures: Option<u32>,
     /// The last value of the tokenrotator.dev/refresh annotation that was acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +60,8 @@ pub struct RefreshTokenStatus {
     /// sha256 of the refresh token.
     pub fingerprint: String,
     /// How many times the provider replaced the refresh token.
-    pub rotations: u64,
+    #[schemars(range(max = 4294967295u32))]
+    pub rotations: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

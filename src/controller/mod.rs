@@ -25,6 +25,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub use context::Context;
 use reconcile::{ReconcileError, reconcile_guarded};
 
+use crate::api::Guarded;
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
 use crate::cli::run::RunArgs;
 use crate::provider::{HttpPolicy, TokenClient};
@@ -121,8 +122,9 @@ async fn controller_for(
     ctx: Arc<Context>,
     concurrency: u16,
 ) {
-    let (pcs, secrets): (Api<ProviderCredential>, Api<PartialObjectMeta<Secret>>) = match &namespace
-    {
+    // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
+    // the watch for the others.
+    let (pcs, secrets): (Api<Guarded>, Api<PartialObjectMeta<Secret>>) = match &namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
@@ -134,7 +136,7 @@ async fn controller_for(
     let credentials = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
     // The cache holds ProviderCredentials only, without the bulky fields never read: memory
     // stays proportional to the resources managed. Secrets are watched as metadata only.
-    let (store, writer) = reflector::store::<ProviderCredential>();
+    let (store, writer) = reflector::store::<Guarded>();
     let forget = ctx.clone();
     let resources = watcher(pcs, watcher::Config::default())
         .default_backoff()
@@ -173,10 +175,14 @@ async fn controller_for(
                 mapper_store
                     .state()
                     .into_iter()
-                    .filter(|pc| {
-                        pc.namespace() == ns && pc.spec.credentials.secret_ref.name == name
+                    .filter(|guard| {
+                        guard.namespace() == ns
+                            && guard
+                                .0
+                                .as_ref()
+                                .is_ok_and(|pc| pc.spec.credentials.secret_ref.name == name)
                     })
-                    .map(|pc| ObjectRef::from(pc.as_ref()))
+                    .map(|guard| ObjectRef::from(guard.as_ref()))
                     .collect::<Vec<_>>()
             },
         )
@@ -195,7 +201,7 @@ async fn controller_for(
 
 /// Kubernetes-side errors back off per resource (capped, jittered); a stale copy is not a
 /// failure: the newer version is already queued.
-fn error_policy(pc: Arc<ProviderCredential>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy(pc: Arc<Guarded>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_reason());
     let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
     if error.is_stale() {

@@ -13,8 +13,8 @@ use tracing::{Instrument, info_span, warn};
 use super::context::Context;
 use super::execute::{ExecuteError, Executed, execute};
 use super::observe::observe;
-use super::report::{ReportError, report};
-use crate::api::ProviderCredential;
+use super::report::{ReportError, report, report_unreadable};
+use crate::api::{Guarded, ProviderCredential};
 use crate::rotation::{self, Outcome, Plan, Planned, Step};
 use crate::secrets::SecretsError;
 
@@ -55,20 +55,24 @@ const TEST_PANIC_ANNOTATION: &str = "tokenrotator.dev/test-panic";
 /// A panic while handling one resource (a bug) must not stop the others: it becomes a
 /// condition on that resource, a metric, and a retry with backoff.
 pub async fn reconcile_guarded(
-    pc: Arc<ProviderCredential>,
+    guard: Arc<Guarded>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let attempt = AssertUnwindSafe(reconcile(pc.clone(), ctx.clone())).catch_unwind();
+    let pc = match &guard.0 {
+        Ok(pc) => pc,
+        Err(invalid) => return unreadable(&ctx, &guard, invalid).await,
+    };
+    let attempt = AssertUnwindSafe(reconcile(pc, &ctx)).catch_unwind();
     match attempt.await {
         Ok(result) => result,
         Err(_) => {
             // The panic hook logged where it happened; its text is never repeated.
             let uid = pc.uid().unwrap_or_default();
-            let after = rotation::status_after_panic(&pc, Timestamp::now(), ctx.attempts(&uid));
+            let after = rotation::status_after_panic(pc, Timestamp::now(), ctx.attempts(&uid));
             ctx.count_attempt(&uid, true);
             let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
             warn!(parent: &span, "a bug stopped this reconcile; reported on the resource");
-            report(&ctx, &pc, &after)
+            report(&ctx, pc, &after)
                 .await
                 .map_err(ReconcileError::Report)?;
             Ok(after
@@ -78,9 +82,28 @@ pub async fn reconcile_guarded(
     }
 }
 
+/// The resource could not be read (a field the operator cannot parse): say so on it, in
+/// its status, and wait for it to change.
+async fn unreadable(
+    ctx: &Context,
+    guard: &Guarded,
+    invalid: &kube::core::error_boundary::InvalidObject,
+) -> Result<Action, ReconcileError> {
+    let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
+    warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
+    let message = crate::provider::scrub::truncate_chars(
+        &format!("the operator cannot read this resource ({invalid}); fix the field it names"),
+        500,
+    );
+    report_unreadable(ctx, guard, &message)
+        .await
+        .map_err(ReconcileError::Report)?;
+    Ok(Action::await_change())
+}
+
 pub async fn reconcile(
-    pc: Arc<ProviderCredential>,
-    ctx: Arc<Context>,
+    pc: &ProviderCredential,
+    ctx: &Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
     async move {
@@ -96,7 +119,7 @@ pub async fn reconcile(
         let secrets =
             Api::<Secret>::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
 
-        let observed = observe(&ctx, &pc, &secrets).await?;
+        let observed = observe(ctx, pc, &secrets).await?;
         let Planned {
             baseline,
             step,
@@ -111,20 +134,15 @@ pub async fn reconcile(
             Step::HoldRejected => Outcome::HoldRejected,
             Step::Blocked(b) => Outcome::Blocked(b),
             Step::Rotate(plan) => {
-                executed = execute(&ctx, &pc, &secrets, (**plan).clone())
+                executed = execute(ctx, pc, &secrets, (**plan).clone())
                     .await
                     .map_err(ReconcileError::Execute)?;
                 rotated(plan, &executed)
             }
         };
-        let after = rotation::status_after(
-            &pc,
-            &baseline,
-            outcome,
-            Timestamp::now(),
-            ctx.attempts(&uid),
-        );
-        report(&ctx, &pc, &after)
+        let after =
+            rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
+        report(ctx, pc, &after)
             .await
             .map_err(ReconcileError::Report)?;
 

@@ -1,13 +1,15 @@
 //! Report: one status PATCH with a resourceVersion precondition (only when the status
 //! changed), the Events for condition transitions, and the per-resource metrics.
 
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use super::context::Context;
-use crate::api::ProviderCredential;
+use crate::api::{Guarded, ProviderCredential};
+use crate::conditions::{DEGRADED, READY, reason};
 use crate::rotation::Report;
 
 const FIELD_MANAGER: &str = "token-rotator";
@@ -79,4 +81,36 @@ pub async fn report(
         }
     }
     Ok(())
+}
+
+/// Ready=False and Degraded=True with reason InvalidSpec on a resource that cannot be read,
+/// written as a merge patch through an untyped API (the typed one could not read the answer).
+pub async fn report_unreadable(
+    ctx: &Context,
+    guard: &Guarded,
+    message: &str,
+) -> Result<(), ReportError> {
+    let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
+    let resource = ApiResource::erase::<ProviderCredential>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let now = Time(jiff::Timestamp::now());
+    let condition = |type_: &str, status: &str| {
+        serde_json::json!({
+            "type": type_, "status": status, "reason": reason::INVALID_SPEC,
+            "message": message, "lastTransitionTime": now,
+            "observedGeneration": guard.meta().generation,
+        })
+    };
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": guard.meta().resource_version},
+        "status": {"conditions": [condition(READY, "False"), condition(DEGRADED, "True")]},
+    });
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(ReportError::StaleObject),
+        Err(e) => Err(ReportError::Status(e)),
+    }
 }

@@ -375,7 +375,7 @@ impl Reporter {
         }
     }
 
-    fn refresh_status(&self, token: &SecretString, rotations: u64) -> RefreshTokenStatus {
+    fn refresh_status(&self, token: &SecretString, rotations: u32) -> RefreshTokenStatus {
         RefreshTokenStatus {
             secret_ref: SecretKeyRef {
                 name: state_secret_name(&self.resource),
