@@ -12,6 +12,7 @@ pub mod secrets;
 pub mod state;
 pub mod target;
 pub mod telemetry;
+pub mod template;
 
 /// Installs the one rustls crypto provider (ring) shared by kube and reqwest. Call it first in
 /// every binary and test; later calls are harmless.

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::api::{EXPIRES_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TargetSpec};
 use crate::provider::IssuedToken;
+use crate::template;
 
 pub const FINGERPRINT_ANNOTATION: &str = "tokenrotator.dev/token-fingerprint";
 pub const SETTINGS_ANNOTATION: &str = "tokenrotator.dev/target-settings";
@@ -20,6 +21,11 @@ pub const REFRESH_HANDLED_ANNOTATION: &str = "tokenrotator.dev/refresh-handled";
 pub enum TargetError {
     #[error("spec.target.template key `{key}` is not a valid template: {reason}")]
     Template { key: String, reason: String },
+    #[error(
+        "spec.target.template could produce more than {} bytes in all with the largest token accepted; use fewer or smaller templates",
+        template::MAX_TOTAL_BYTES
+    )]
+    TooLarge,
     #[error(
         "spec.target.template key `{0}` is not a valid Secret key (letters, digits, '-', '_' and '.')"
     )]
@@ -72,7 +78,9 @@ fn render_keys(
             ),
         ]));
     }
-    let env = Environment::new();
+    let mut env = Environment::new();
+    // Belt and braces: the syntax check below already rules out loops.
+    env.set_fuel(Some(template::FUEL));
     let ctx = minijinja::context! {
         access_token => fields.access_token,
         token_type => fields.token_type,
@@ -81,7 +89,8 @@ fn render_keys(
         lifetime_seconds => fields.lifetime_seconds,
     };
     let mut out = BTreeMap::new();
-    for (key, template) in &spec.template {
+    let mut total = 0usize;
+    for (key, source) in &spec.template {
         if key.is_empty()
             || !key
                 .chars()
@@ -89,9 +98,17 @@ fn render_keys(
         {
             return Err(TargetError::InvalidKey(key.clone()));
         }
+        let bound = template::output_bound(source).map_err(|reason| TargetError::Template {
+            key: key.clone(),
+            reason,
+        })?;
+        total = total.saturating_add(bound);
+        if total > template::MAX_TOTAL_BYTES {
+            return Err(TargetError::TooLarge);
+        }
         // Errors carry only the template's own text position, never a rendered value.
         let rendered = env
-            .render_str(template, &ctx)
+            .render_str(source, &ctx)
             .map_err(|e| TargetError::Template {
                 key: key.clone(),
                 reason: e.kind().to_string(),
@@ -313,11 +330,29 @@ mod tests {
         let spec = TargetSpec {
             template: BTreeMap::from([(
                 "k".into(),
-                "{% if access_token|length > 20 %}{{ nope() }}{% endif %}".into(),
+                "{% if access_token|length > 20 %}{{ access_token|int }}{% endif %}".into(),
             )]),
             ..TargetSpec::default()
         };
         assert!(matches!(validate(&spec), Err(TargetError::Template { key, .. }) if key == "k"));
+    }
+
+    #[test]
+    fn every_allowed_filter_exists() {
+        for filter in crate::template::allowed_filters() {
+            let spec = TargetSpec {
+                template: BTreeMap::from([(
+                    "k".into(),
+                    format!("{{{{ token_type | {filter} }}}}"),
+                )]),
+                ..TargetSpec::default()
+            };
+            let result = validate(&spec);
+            assert!(
+                !matches!(&result, Err(TargetError::Template { reason, .. }) if reason.contains("unknown filter")),
+                "{filter}: {result:?}"
+            );
+        }
     }
 
     #[test]

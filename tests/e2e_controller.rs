@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use e2e::*;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -833,7 +833,7 @@ async fn what_can_only_fail_after_a_fetch_is_checked_before_it() -> Result<()> {
     // 3. A template that renders with a token-shaped placeholder but not with the real
     // (short, UUID-shaped) token.
     let template = format!(
-        "{}target: {{secretName: tpl-token, template: {{k: \"{{% if access_token|length < 100 %}}{{{{ nope() }}}}{{% endif %}}\"}}}}\n",
+        "{}target: {{secretName: tpl-token, template: {{k: \"{{% if access_token|length < 100 %}}{{{{ access_token|int }}}}{{% endif %}}\"}}}}\n",
         spec(Provider::Reltio, &emu, "reltio-creds", "unused")
             .replace("target: {secretName: unused}\n", "")
     );
@@ -929,6 +929,77 @@ async fn a_panic_in_one_reconcile_is_contained() -> Result<()> {
     ensure!(
         op.log_text().contains("panic: a bug in the operator"),
         "the panic is logged"
+    );
+    Ok(())
+}
+
+/// Templates that would allocate without bound are refused before any token is requested;
+/// the largest allowed ones render; the operator's peak memory stays under the chart's limit.
+#[tokio::test]
+async fn no_spec_can_bloat_the_operator() -> Result<()> {
+    let env = Env::new("bloat").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Reltio, &emu), true)
+        .await?;
+    let op = env.start_operator().await?;
+    let base = spec(Provider::Reltio, &emu, "creds", "unused")
+        .replace("target: {secretName: unused}\n", "");
+    let hostile = [
+        "{{ 'x' * 99999999 }}",
+        "{% for i in range(100000) %}{{ access_token }}{% endfor %}",
+        "{{ lipsum(100000) }}",
+        "{{ access_token | join(access_token) }}",
+        "{{ access_token | e | e | e }}",
+    ];
+    for (i, template) in hostile.iter().enumerate() {
+        let name = format!("hostile-{i}");
+        env.create_pcred(
+            &name,
+            &format!(
+                "{base}target: {{secretName: {name}-token, template: {{k: {}}}}}\n",
+                serde_json::to_string(template)?
+            ),
+        )
+        .await?;
+        let pc = env
+            .wait_condition(&name, "Ready", "False", Some("InvalidSpec"))
+            .await?;
+        ensure!(
+            condition_message(&pc, "Ready").contains("spec.target.template key `k`"),
+            "{template}: {}",
+            condition_message(&pc, "Ready")
+        );
+    }
+    // About the largest template allowed: 11 keys of 4 KiB, each with the token as JSON
+    // (11 × (4 KiB + 2 × 32 KiB) fits the 768 KiB bound; 12 would not).
+    let filler = "z".repeat(4000);
+    let keys: Vec<String> = (0..11)
+        .map(|k| format!("k{k}: \"{filler}{{{{ access_token | tojson }}}}\""))
+        .collect();
+    env.create_pcred(
+        "largest",
+        &format!(
+            "{base}target: {{secretName: largest-token, template: {{{}}}}}\n",
+            keys.join(", ")
+        ),
+    )
+    .await?;
+    env.wait_condition("largest", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    let (_, data) = env
+        .secret_data("largest-token")
+        .await?
+        .context("target Secret")?;
+    ensure!(data.len() == 11 && data["k0"].starts_with(&filler));
+    ensure!(
+        emu.control().counters(Provider::Reltio).requests == 1,
+        "only the allowed template requested a token"
+    );
+    let peak = op.peak_rss_kib()?;
+    eprintln!("operator peak RSS: {peak} KiB");
+    ensure!(
+        peak < 96 * 1024,
+        "peak RSS {peak} KiB is over the chart's 96 MiB limit"
     );
     Ok(())
 }

@@ -536,6 +536,32 @@ fn html_pages_are_described_by_their_title() {
 }
 
 #[test]
+fn oversized_or_binary_tokens_are_refused_without_being_shown() {
+    let huge = "A".repeat(token_rotator::provider::MAX_TOKEN_BYTES + 1);
+    let err = fails(
+        200,
+        &json!({"access_token": huge, "expires_in": 60}).to_string(),
+    );
+    assert_eq!(err.class(), ErrorClass::InvalidResponse);
+    assert!(err.to_string().contains("at most 32768"), "{err}");
+    assert!(!err.to_string().contains("AAAA"), "{err}");
+    let err = fails(
+        200,
+        &json!({"access_token": "zqv\u{0}xw\n", "expires_in": 60}).to_string(),
+    );
+    assert!(err.to_string().contains("visible ASCII"), "{err}");
+    assert!(!err.to_string().contains("zqv"), "{err}");
+    let err = fails(
+        200,
+        &json!({"access_token": "ok", "refresh_token": "r".repeat(40_000)}).to_string(),
+    );
+    assert!(
+        err.to_string().contains("refresh token is 40000 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_token_lists_the_fields_that_are_there() {
     let err = fails(200, r#"{"token_type":"bearer","expires_in":3600}"#);
     assert_eq!(err.class(), ErrorClass::InvalidResponse);

@@ -71,6 +71,7 @@ pub struct TokenEndpoint {
 
     /// PEM CA certificates that replace the system roots for this endpoint only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
     pub ca_bundle: Option<String>,
 
     /// Overall time limit for one token request, in seconds (default 30).
@@ -101,10 +102,12 @@ pub struct GrantSpec {
 
     /// The redirect_uri the authorization code was issued for (authorizationCode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub redirect_uri: Option<String>,
 
     /// Space-separated scopes to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub scope: Option<String>,
 
     /// Send the grant_type parameter (default true; false for login endpoints that take only
@@ -115,6 +118,7 @@ pub struct GrantSpec {
     /// Constant parameters added to every request body (e.g. audience). Never secrets: put
     /// those in the credentials Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub extra_parameters: BTreeMap<String, String>,
 }
 
@@ -240,13 +244,18 @@ pub struct TargetSpec {
     pub secret_type: Option<String>,
     /// Extra labels on the target Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the target Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
     /// Keys to write, each a template over the token fields access_token, token_type,
     /// expires_at, issued_at and lifetime_seconds, e.g. {Authorization: "Bearer {{ access_token }}"}.
-    /// Default: access_token, token_type and expires_at.
+    /// Default: access_token, token_type and expires_at. Only substitutions, filters and
+    /// if/else are allowed (no loops, set or function calls); a template whose output could
+    /// exceed 256 KiB with the largest token accepted is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub template: BTreeMap<String, String>,
 }

@@ -19,4 +19,6 @@ pub use http::{HttpPolicy, TokenClient};
 pub use lifetime::LifetimeSource;
 pub use presets::{DialectDefaults, Preset};
 pub use request::{GrantRequest, PreparedRequest, build_request};
-pub use response::{IssuedToken, RefreshOutcome, fingerprint};
+pub use response::{
+    IssuedToken, MAX_TOKEN_BYTES, MAX_TOKEN_TYPE_BYTES, RefreshOutcome, fingerprint,
+};

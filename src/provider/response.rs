@@ -97,6 +97,12 @@ pub struct RawResponse<'a> {
     pub body: &'a [u8],
 }
 
+/// The longest access or refresh token accepted (a Secret holds 1 MiB in all; the largest
+/// JWTs seen in the wild are a few KiB).
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+/// The longest token type accepted.
+pub const MAX_TOKEN_TYPE_BYTES: usize = 256;
+
 /// Interprets an answer. `sent_refresh` is the refresh token this request spent, if any.
 pub fn interpret(
     config: &ProviderConfig,
@@ -155,6 +161,38 @@ pub fn interpret(
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
         _ => None,
     };
+    // Tokens are visible ASCII (RFC 6749 VSCHAR) of a sane size: what templates and Secrets
+    // are sized for. Only sizes are reported, never the values.
+    for (what, value, max) in [
+        ("access token", Some(access_token.as_str()), MAX_TOKEN_BYTES),
+        (
+            "refresh token",
+            received_refresh.as_deref(),
+            MAX_TOKEN_BYTES,
+        ),
+        (
+            "token type",
+            Some(token_type.as_str()),
+            MAX_TOKEN_TYPE_BYTES,
+        ),
+    ] {
+        let Some(value) = value else { continue };
+        if value.len() > max {
+            return Err(invalid(
+                format!(
+                    "the {what} is {} bytes; at most {max} are accepted",
+                    value.len()
+                ),
+                String::new(),
+            ));
+        }
+        if !value.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err(invalid(
+                format!("the {what} holds characters outside visible ASCII (RFC 6749 §A)"),
+                String::new(),
+            ));
+        }
+    }
     let refresh = match (sent_refresh, received_refresh) {
         (None, None) => RefreshOutcome::None,
         (None, Some(new)) => RefreshOutcome::NewlyIssued(SecretString::from(new)),

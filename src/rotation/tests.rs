@@ -283,7 +283,7 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
     let mut tpl = reltio();
     tpl.spec.target.template = BTreeMap::from([(
         "k".into(),
-        "{% if access_token|length > 20 %}{{ nope() }}{% endif %}".into(),
+        "{% if access_token|length > 20 %}{{ access_token|int }}{% endif %}".into(),
     )]);
     assert_eq!(blocked(&observed(&tpl)).reason, reason::INVALID_SPEC);
 

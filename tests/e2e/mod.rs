@@ -262,6 +262,17 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The operator's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let pid = self.child.id().context("the operator has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/<pid>/status")
+    }
+
     pub async fn start(env: &Env) -> Result<Operator> {
         Self::start_with(env, &[]).await
     }
