@@ -1003,3 +1003,38 @@ async fn no_spec_can_bloat_the_operator() -> Result<()> {
     );
     Ok(())
 }
+
+/// Thirty Reltio credentials at once against an endpoint that counts every request in any
+/// one-second window (rejected ones too): one request each, not one 429.
+#[tokio::test]
+async fn a_burst_of_new_credentials_stays_under_the_providers_rate() -> Result<()> {
+    let env = Env::new("burst").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.set_multi_token(true);
+    c.set_rate_limit(Provider::Reltio, Some(10));
+    c.set_strict_rate_limit(Provider::Reltio, true);
+    env.create_credentials("creds", &credentials(Provider::Reltio, &emu), true)
+        .await?;
+    const N: usize = 30;
+    for i in 0..N {
+        env.create_pcred(
+            &format!("r{i}"),
+            &spec(Provider::Reltio, &emu, "creds", &format!("r{i}-token")),
+        )
+        .await?;
+    }
+    let _op = env.start_operator().await?;
+    for i in 0..N {
+        env.wait_condition(&format!("r{i}"), "Ready", "True", Some("TokenIssued"))
+            .await?;
+    }
+    let counters = c.counters(Provider::Reltio);
+    ensure!(
+        counters.rate_limited == 0 && counters.requests == N as u64,
+        "{N} credentials: {} requests, {} answered 429",
+        counters.requests,
+        counters.rate_limited
+    );
+    Ok(())
+}

@@ -133,6 +133,9 @@ async fn clear_faults(State(c): State<Control>, Path(p): Path<String>) -> AdminR
 #[derive(Deserialize)]
 struct RateLimit {
     per_second: Option<u32>,
+    /// Rejected requests count against the window too.
+    #[serde(default)]
+    strict: bool,
 }
 
 async fn rate_limit(
@@ -140,7 +143,9 @@ async fn rate_limit(
     Path(p): Path<String>,
     Json(b): Json<RateLimit>,
 ) -> AdminResult {
-    c.set_rate_limit(provider(&p)?, b.per_second);
+    let p = provider(&p)?;
+    c.set_rate_limit(p, b.per_second);
+    c.set_strict_rate_limit(p, b.strict);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -54,6 +54,14 @@ impl Control {
         state.window.clear();
     }
 
+    /// Strict rate limiting: rejected requests count against the window too.
+    pub fn set_strict_rate_limit(&self, p: Provider, strict: bool) {
+        let mut inner = self.shared.lock();
+        let state = inner.provider_mut(p);
+        state.window.clear();
+        state.window.strict = strict;
+    }
+
     /// Reltio "Multi Token Support": on, every grant mints a new access token; off
     /// (default), a user with an unexpired token gets it back with its remaining lifetime.
     pub fn set_multi_token(&self, enabled: bool) {

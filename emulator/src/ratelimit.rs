@@ -3,11 +3,14 @@ use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Sliding one-second window of admitted requests. Rejected requests are not recorded, so a
-/// client that backs off for `Retry-After` seconds is admitted again.
+/// Sliding one-second window of requests. By default rejected requests are not recorded, so
+/// a client that backs off for `Retry-After` seconds is admitted again; in strict mode every
+/// request counts, as providers that punish retries do, so only a client that never exceeds
+/// the limit in any one-second window is always admitted.
 #[derive(Debug, Default)]
 pub(crate) struct SlidingWindow {
     admitted: VecDeque<Instant>,
+    pub strict: bool,
 }
 
 impl SlidingWindow {
@@ -20,11 +23,11 @@ impl SlidingWindow {
                 break;
             }
         }
-        if self.admitted.len() >= limit as usize {
-            return false;
+        let admit = self.admitted.len() < limit as usize;
+        if admit || self.strict {
+            self.admitted.push_back(now);
         }
-        self.admitted.push_back(now);
-        true
+        admit
     }
 
     pub fn clear(&mut self) {
@@ -43,5 +46,19 @@ mod tests {
         assert!((0..10).all(|_| w.try_admit(10, t0)));
         assert!(!w.try_admit(10, t0 + Duration::from_millis(999)));
         assert!(w.try_admit(10, t0 + WINDOW));
+    }
+
+    #[test]
+    fn strict_mode_counts_rejected_requests_too() {
+        let mut w = SlidingWindow {
+            strict: true,
+            ..SlidingWindow::default()
+        };
+        let t0 = Instant::now();
+        assert!((0..10).all(|_| w.try_admit(10, t0)));
+        assert!(!w.try_admit(10, t0 + Duration::from_millis(500)));
+        // The rejected request still counts: a second after the burst is not enough.
+        assert!(!w.try_admit(10, t0 + WINDOW));
+        assert!(w.try_admit(10, t0 + Duration::from_millis(1500)));
     }
 }

@@ -1,15 +1,14 @@
 //! Shared state of the running controller.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jiff::Timestamp;
 use kube::Client;
 use kube::runtime::events::Recorder;
 
+use super::endpoints::EndpointQueues;
 use crate::provider::{ProviderConfig, TokenClient};
 use crate::rotation::{HeldToken, RequestBudget};
 use crate::state::StateData;
@@ -22,7 +21,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Token requests one resource may send in any rolling minute.
     requests_per_minute: u32,
-    limiters: Mutex<HashMap<(String, u32), Arc<DefaultDirectRateLimiter>>>,
+    endpoints: EndpointQueues,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
     held: Mutex<HeldByUid>,
 }
@@ -75,29 +74,20 @@ impl Context {
             recorder,
             metrics,
             requests_per_minute,
-            limiters: Mutex::default(),
+            endpoints: EndpointQueues::default(),
             held: Mutex::default(),
         }
     }
 
-    /// Waits for a slot under the endpoint host's request rate, if the provider has one.
+    /// Waits for this request's turn at its endpoint (the provider's rate, and any pause a
+    /// 429 from that host asked for).
     pub async fn rate_limit(&self, config: &ProviderConfig) {
-        let Some(rps) = config.requests_per_second.filter(|r| *r > 0) else {
-            return;
-        };
-        let host = format!(
-            "{}:{}",
-            config.token_url.host_str().unwrap_or_default(),
-            config.token_url.port_or_known_default().unwrap_or_default()
-        );
-        let limiter = {
-            let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-            limiters
-                .entry((host, rps))
-                .or_insert_with(|| Arc::new(RateLimiter::direct(spaced_quota(rps))))
-                .clone()
-        };
-        limiter.until_ready().await;
+        self.endpoints.wait_turn(config).await;
+    }
+
+    /// The endpoint answered 429: slow its whole queue.
+    pub fn rate_limited(&self, config: &ProviderConfig, retry_after: Option<Duration>) {
+        self.endpoints.pause(config, retry_after);
     }
 
     fn with_held<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
@@ -181,13 +171,4 @@ impl Context {
             .entries
             .remove(uid);
     }
-}
-
-/// Evenly spaced requests with no burst and a 5% margin: providers count in sliding windows,
-/// so N requests in a burst plus one more a moment later would already exceed "N per second".
-fn spaced_quota(per_second: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.05 / f64::from(per_second));
-    Quota::with_period(period)
-        .expect("non-zero period")
-        .allow_burst(NonZeroU32::MIN)
 }

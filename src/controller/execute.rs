@@ -92,6 +92,9 @@ async fn run(
                 .await;
             ctx.metrics
                 .token_request(&plan.config, &answer, started.elapsed());
+            if let Err(e @ FetchError::RateLimited { .. }) = &answer {
+                ctx.rate_limited(&plan.config, e.retry_after());
+            }
             debug!(
                 ok = answer.is_ok(),
                 elapsed_ms = started.elapsed().as_millis() as u64,

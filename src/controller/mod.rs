@@ -2,6 +2,7 @@
 //! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
 
 mod context;
+mod endpoints;
 mod execute;
 mod observe;
 pub mod reconcile;
