@@ -56,9 +56,11 @@ mod tests {
         };
         let t0 = Instant::now();
         assert!((0..10).all(|_| w.try_admit(10, t0)));
-        assert!(!w.try_admit(10, t0 + Duration::from_millis(500)));
-        // The rejected request still counts: a second after the burst is not enough.
+        let late = t0 + Duration::from_millis(999);
+        assert!((0..10).all(|_| !w.try_admit(10, late)));
+        // The rejected requests still count: a second after the burst is not enough…
         assert!(!w.try_admit(10, t0 + WINDOW));
-        assert!(w.try_admit(10, t0 + Duration::from_millis(1500)));
+        // …a second after them is.
+        assert!(w.try_admit(10, late + WINDOW + Duration::from_millis(1)));
     }
 }

@@ -25,6 +25,8 @@ use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
     printcolumn(name = "Reason", type_ = "string", priority = "1", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.spec.target.secretName != self.spec.credentials.secretRef.name").message("spec.target.secretName must differ from spec.credentials.secretRef.name: the operator never writes into the credentials Secret"),
+    validation = Rule::new("self.spec.target.secretName != self.metadata.name + '-rotator-state'").message("spec.target.secretName must differ from <name>-rotator-state, where this resource keeps its refresh token"),
+    validation = Rule::new("size(self.metadata.name) <= 239").message("metadata.name must be at most 239 characters: the state Secret <name>-rotator-state must fit in 253"),
 )]
 #[x_kube(
     validation = Rule::new("!(has(self.grant) && has(self.grant.type) && self.grant.type == 'authorizationCode') && !(has(self.preset) && self.preset == 'retently' && !(has(self.grant) && has(self.grant.type))) || (has(self.grant) && has(self.grant.redirectUri))").message("spec.grant.redirectUri is required for the authorizationCode grant (it must equal the redirect_uri the code was issued for)").field_path(".grant.redirectUri")
