@@ -20,16 +20,18 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked >&2
 fi
 
+log="$(mktemp)"
+trap 'rm -f "${log}"' EXIT
 for target in "${targets[@]}"; do
   echo "fuzz: ${target} for ${seconds}s" >&2
   mkdir -p "fuzz/corpus/${target}"
-  cargo +nightly fuzz run "${target}" "fuzz/corpus/${target}" -- \
+  if ! (cd fuzz && cargo +nightly fuzz run "${target}" "corpus/${target}" -- \
     -max_total_time="${seconds}" -rss_limit_mb=512 -max_len=65536 -timeout=10 \
-    -print_final_stats=1 2>&1 | grep -E "^(#|Done|stat::number_of_executed_units|==|SUMMARY|ERROR|panicked)" | tail -n 5 >&2
-  status="${PIPESTATUS[0]}"
-  if [ "${status}" -ne 0 ]; then
-    echo "fuzz: ${target} failed; the crashing input is under fuzz/artifacts/${target}/" >&2
-    exit "${status}"
+    -print_final_stats=1) >"${log}" 2>&1; then
+    tail -n 40 "${log}" >&2
+    echo "fuzz: ${target} failed; a crashing input is under fuzz/artifacts/${target}/" >&2
+    exit 1
   fi
+  grep -E "^(Done|stat::number_of_executed_units)" "${log}" >&2 || true
 done
 echo "fuzz: all targets ran clean" >&2

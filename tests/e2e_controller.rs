@@ -1041,3 +1041,146 @@ async fn a_burst_of_new_credentials_stays_under_the_providers_rate() -> Result<(
     );
     Ok(())
 }
+
+/// A token endpoint answering with hostile values, one kind per endpoint: each resource shows a
+/// named condition, asks a bounded number of times, shows no token in its status, and a
+/// healthy resource keeps rotating beside them in the same live operator.
+#[tokio::test]
+async fn hostile_endpoints_are_contained() -> Result<()> {
+    let env = Env::new("hostile").await?;
+    let p = Provider::Rently;
+    let big_retry = Fault::RateLimited {
+        retry_after_secs: 1_000_000_000_000,
+    };
+    let ok = |body: &str| Fault::Status {
+        code: 200,
+        body: body.to_string(),
+    };
+    let nested = "[".repeat(100_000);
+    // (name, fault, extra endpoint settings, condition type, status, reason, message part)
+    let cases: Vec<(&str, Fault, &str, &str, &str, &str, &str)> = vec![
+        (
+            "zero",
+            ok(r#"{"access_token":"zero-life-tok","expires_in":0}"#),
+            "",
+            "ShortLifetime",
+            "True",
+            "LifetimeShorterThanMargin",
+            "lives 0s",
+        ),
+        (
+            "absurd",
+            ok(r#"{"access_token":"absurd-life-tok","expires_in":1e308}"#),
+            "",
+            "Ready",
+            "True",
+            "TokenIssued",
+            "capped at 31622400s",
+        ),
+        (
+            "negative",
+            ok(r#"{"access_token":"neg-life-tok","expires_in":-5}"#),
+            "",
+            "Ready",
+            "True",
+            "TokenIssued",
+            "lifetime from default",
+        ),
+        (
+            "retry",
+            big_retry,
+            "",
+            "Degraded",
+            "True",
+            "RateLimited",
+            "capped at 3600s",
+        ),
+        (
+            "notjson",
+            ok("access_token=LEAKED-TOKEN-4242&expires_in=60"),
+            "",
+            "Degraded",
+            "True",
+            "InvalidResponse",
+            "never quoted",
+        ),
+        (
+            "nested",
+            ok(&nested),
+            "",
+            "Degraded",
+            "True",
+            "InvalidResponse",
+            "not a JSON object",
+        ),
+        (
+            "redirect",
+            Fault::Redirect("/token".into()),
+            "",
+            "Degraded",
+            "True",
+            "InvalidResponse",
+            "redirects",
+        ),
+        (
+            "hang",
+            Fault::Hang,
+            ", timeoutSeconds: 1",
+            "Degraded",
+            "True",
+            "ProviderUnavailable",
+            "",
+        ),
+    ];
+    let mut emulators = Vec::new();
+    for (name, fault, extra, ..) in &cases {
+        let emu = emulator().await?;
+        emu.control().inject(p, fault.clone(), 1000);
+        env.create_credentials(&format!("{name}-creds"), &credentials(p, &emu), true)
+            .await?;
+        let url = emu.token_url(p);
+        let pc_spec = spec(p, &emu, &format!("{name}-creds"), &format!("{name}-token")).replace(
+            &format!("tokenEndpoint: {{url: \"{url}\"}}"),
+            &format!("tokenEndpoint: {{url: \"{url}\"{extra}}}"),
+        );
+        env.create_pcred(name, &pc_spec).await?;
+        emulators.push(emu);
+    }
+    let healthy = emulator().await?;
+    healthy.control().set_lifetime(p, 6);
+    env.create_credentials("healthy-creds", &credentials(p, &healthy), true)
+        .await?;
+    env.create_pcred(
+        "healthy",
+        &spec(p, &healthy, "healthy-creds", "healthy-token"),
+    )
+    .await?;
+    let mut op = env.start_operator().await?;
+
+    for (name, _, _, type_, status, reason, part) in &cases {
+        let pc = env
+            .wait_condition(name, type_, status, Some(reason))
+            .await?;
+        let message = condition_message(&pc, type_);
+        ensure!(message.contains(part), "{name}: {type_} says {message}");
+    }
+    // The healthy resource rotates beside them: two tokens issued by its endpoint.
+    let first = fingerprint(&env.wait_condition("healthy", "Ready", "True", None).await?);
+    eventually("the healthy resource to rotate", CONVERGE, || async {
+        let now = fingerprint(&env.pcred("healthy").await?);
+        Ok((now.is_some() && now != first).then_some(()))
+    })
+    .await?;
+    ensure!(op.is_running(), "the operator is alive");
+    let visible = env.visible_text().await?;
+    ensure!(
+        !visible.contains("LEAKED-TOKEN-4242"),
+        "a 2xx body is never shown"
+    );
+    for ((name, ..), emu) in cases.iter().zip(&emulators) {
+        let requests = emu.control().counters(p).requests;
+        eprintln!("{name}: {requests} token requests");
+        ensure!(requests <= 6, "{name}: {requests} requests");
+    }
+    Ok(())
+}
