@@ -1131,6 +1131,24 @@ async fn hostile_endpoints_are_contained() -> Result<()> {
             "ProviderUnavailable",
             "",
         ),
+        (
+            "trickle",
+            Fault::Trickle(200),
+            ", timeoutSeconds: 2",
+            "Degraded",
+            "True",
+            "ProviderUnavailable",
+            "",
+        ),
+        (
+            "headers",
+            Fault::HugeHeader(1_000_000),
+            "",
+            "Degraded",
+            "True",
+            "ProviderUnavailable",
+            "",
+        ),
     ];
     let mut emulators = Vec::new();
     for (name, fault, extra, ..) in &cases {

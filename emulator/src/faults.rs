@@ -35,6 +35,10 @@ pub enum Fault {
     Huge(usize),
     /// 302 to this location.
     Redirect(String),
+    /// 200 whose JSON body arrives one byte per this many milliseconds, forever.
+    Trickle(u64),
+    /// 200 with a header of this many bytes (and the provider's usual body).
+    HugeHeader(usize),
 }
 
 /// What the pipeline does for a fault.
@@ -93,6 +97,15 @@ pub(crate) fn reply(fault: &Fault, success_without_token: impl FnOnce() -> Value
             .into_response(),
         Fault::MissingToken => wire::json(StatusCode::OK, success_without_token()),
         Fault::Huge(bytes) => huge(*bytes),
+        Fault::Trickle(every_ms) => trickle(*every_ms),
+        Fault::HugeHeader(bytes) => {
+            let mut resp = wire::json(StatusCode::OK, success_without_token());
+            let value = "h".repeat(*bytes);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert("x-padding", v);
+            }
+            resp
+        }
         Fault::Redirect(location) => {
             let mut resp = StatusCode::FOUND.into_response();
             if let Ok(v) = HeaderValue::from_str(location) {
@@ -114,6 +127,25 @@ fn huge(total: usize) -> Response {
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response()
+}
+
+/// A JSON body that never ends, one byte at a time: only the client's overall timeout ends it.
+fn trickle(every_ms: u64) -> Response {
+    let period = std::time::Duration::from_millis(every_ms.max(1));
+    let bytes = futures::stream::unfold(0usize, move |sent| async move {
+        tokio::time::sleep(period).await;
+        let byte: &'static [u8] = if sent == 0 { b"{" } else { b" " };
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(byte)),
+            sent + 1,
+        ))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(bytes),
     )
         .into_response()
 }

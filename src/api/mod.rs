@@ -25,3 +25,29 @@ pub type Guarded = kube::core::DeserializeGuard<ProviderCredential>;
 pub fn state_secret_name(resource_name: &str) -> String {
     format!("{resource_name}-rotator-state")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object the CRD admitted but this version cannot read (a newer field value, a
+    /// status written by hand) arrives as an error with its name, not as a failed watch.
+    #[test]
+    fn an_unreadable_object_keeps_its_identity() {
+        let object = serde_json::json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "ProviderCredential",
+            "metadata": {"name": "odd", "namespace": "ns", "uid": "u-1"},
+            "spec": {"preset": "fromTheFuture", "tokenEndpoint": {"url": "https://a.test/t"},
+                     "credentials": {"secretRef": {"name": "c"}}, "target": {"secretName": "t"}},
+        });
+        let guarded: Guarded = serde_json::from_value(object).unwrap();
+        let error = guarded.0.as_ref().expect_err("an unknown preset");
+        assert!(error.to_string().contains("fromTheFuture"), "{error}");
+        use kube::ResourceExt;
+        assert_eq!(
+            (guarded.name_any(), guarded.namespace()),
+            ("odd".into(), Some("ns".into()))
+        );
+    }
+}
