@@ -2,7 +2,8 @@
 //! plane with the provider emulator:
 //! - cold start: N ProviderCredentials created → all Ready (seconds),
 //! - the operator's RSS with N resources, before and after adding M unrelated 100 KiB Secrets,
-//! - token requests and HTTP 429s for N Reltio credentials due at once (10 req/s limit).
+//! - token requests and HTTP 429s for N Reltio credentials due at once (10 req/s limit, a
+//!   strict sliding window).
 //!
 //! Run: `cargo bench --features e2e --bench scale` (after `hack/provision.sh`).
 //! Sizes: BENCH_CREDENTIALS (default 1000), BENCH_UNRELATED (default 10000), BENCH_RELTIO (default 100).
@@ -208,7 +209,10 @@ async fn main() -> Result<()> {
         between - issued
     );
 
-    // Reltio: many credentials due at once against a 10 req/s limit.
+    // Reltio: many credentials due at once against a 10 req/s limit, counted strictly: every
+    // request in any one-second window counts, rejected ones too.
+    emu.control().set_rate_limit(Provider::Reltio, Some(10));
+    emu.control().set_strict_rate_limit(Provider::Reltio, true);
     let reltio_creds = BTreeMap::from([
         (
             "client_id".to_string(),
