@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test entry point (CI runs it through .ci/run): provisions the control plane
-# binaries, then runs formatting, lints and every test including the e2e ones.
+# binaries, then runs formatting, lints, every test including the e2e ones, and a short fuzz run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -21,3 +21,6 @@ cargo clippy --workspace --all-targets --features e2e -- -D warnings
 
 step "cargo test --workspace --features e2e"
 cargo test --workspace --features e2e
+
+step "fuzzing each target briefly (hack/fuzz.sh; longer by hand with FUZZ_SECONDS)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" FUZZ_BUILD_FLAGS="${FUZZ_BUILD_FLAGS:---dev -s none}" bash hack/fuzz.sh
