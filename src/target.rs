@@ -90,6 +90,7 @@ fn render_keys(
     };
     let mut out = BTreeMap::new();
     let mut total = 0usize;
+    let mut rendered_total = 0usize;
     for (key, source) in &spec.template {
         if key.is_empty()
             || !key
@@ -113,6 +114,11 @@ fn render_keys(
                 key: key.clone(),
                 reason: e.kind().to_string(),
             })?;
+        // The bound is an estimate; the real output is held to the same limits.
+        rendered_total = rendered_total.saturating_add(rendered.len());
+        if rendered.len() > template::MAX_KEY_BYTES || rendered_total > template::MAX_TOTAL_BYTES {
+            return Err(TargetError::TooLarge);
+        }
         out.insert(key.clone(), rendered.into_bytes());
     }
     Ok(out)

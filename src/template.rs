@@ -20,12 +20,14 @@ pub const MAX_TOTAL_BYTES: usize = 768 * 1024;
 /// Instructions one render may execute (with no loops, far more than any template needs).
 pub const FUEL: u64 = 100_000;
 
-/// Filters that never grow their input more than the given factor (plus a constant).
+/// Filters that never grow their input more than the given factor (plus a constant). Case
+/// mapping can turn one character into three; `tojson` writes `<`, `>`, `&` and `'` as six-byte
+/// escapes; `escape` writes `&quot;`.
 const FILTERS: &[(&str, usize)] = &[
-    ("upper", 1),
-    ("lower", 1),
-    ("title", 1),
-    ("capitalize", 1),
+    ("upper", 3),
+    ("lower", 3),
+    ("title", 3),
+    ("capitalize", 3),
     ("trim", 1),
     ("string", 1),
     ("safe", 1),
@@ -43,8 +45,7 @@ const FILTERS: &[(&str, usize)] = &[
     ("urlencode", 3),
     ("escape", 6),
     ("e", 6),
-    // Visible ASCII needs at most `\"` or `\\`.
-    ("tojson", 2),
+    ("tojson", 6),
 ];
 
 /// The filters a template may use.
@@ -52,10 +53,30 @@ pub fn allowed_filters() -> impl Iterator<Item = &'static str> {
     FILTERS.iter().map(|(name, _)| *name)
 }
 
+/// Filters that may take arguments, none of which can grow the output beyond the argument
+/// itself (`default`), or at all (`round` precision, `trim` characters). Every other filter is
+/// refused with arguments (`tojson(indent=…)` allocates the indent).
+const FILTERS_WITH_ARGUMENTS: &[&str] = &["default", "d", "round", "trim"];
+
+/// Tests that take no arguments and cannot fail (`divisibleby(0)` would).
+const TESTS: &[&str] = &[
+    "defined",
+    "undefined",
+    "none",
+    "true",
+    "false",
+    "number",
+    "string",
+    "odd",
+    "even",
+    "lower",
+    "upper",
+];
+
 /// Tests (`is defined`, …) yield a boolean.
 const BOOLEAN: usize = 5;
-/// A number printed.
-const NUMBER: usize = 24;
+/// A number printed (a float can take over 300 characters: `5e-324`).
+const NUMBER: usize = 330;
 
 /// The largest value of each field a template may use.
 fn field_bound(name: &str) -> usize {
@@ -161,14 +182,19 @@ fn expr(e: &Expr<'_>) -> Result<usize, String> {
             expr(&i.true_expr)?.max(otherwise)
         }
         Expr::Test(t) => {
+            if !TESTS.contains(&t.name) || !t.args.is_empty() {
+                return Err(format!("the test `{}` is not allowed", t.name));
+            }
             expr(&t.expr)?;
-            args(&t.args)?;
             BOOLEAN
         }
         Expr::Filter(f) => {
             let Some(&(_, factor)) = FILTERS.iter().find(|(name, _)| *name == f.name) else {
                 return Err(format!("the filter `{}` is not allowed", f.name));
             };
+            if !f.args.is_empty() && !FILTERS_WITH_ARGUMENTS.contains(&f.name) {
+                return Err(format!("the filter `{}` takes no arguments here", f.name));
+            }
             let input = match &f.expr {
                 Some(e) => expr(e)?,
                 None => 0,
@@ -245,6 +271,14 @@ mod tests {
             ("{% include 'other' %}", ""),
             // Each filter is bounded, but chained they multiply past the limit.
             ("{{ access_token | e | e }}", "could reach"),
+            (
+                "{{ access_token | tojson(indent=1000000000000000) }}",
+                "no arguments",
+            ),
+            (
+                "{% if 3 is divisibleby(lifetime_seconds) %}x{% endif %}",
+                "`divisibleby`",
+            ),
             (
                 "{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}{{ access_token }}",
                 "could reach",

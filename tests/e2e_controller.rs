@@ -973,11 +973,11 @@ async fn no_spec_can_bloat_the_operator() -> Result<()> {
             condition_message(&pc, "Ready")
         );
     }
-    // About the largest template allowed: 11 keys of 4 KiB, each with the token as JSON
-    // (11 × (4 KiB + 2 × 32 KiB) fits the 768 KiB bound; 12 would not).
+    // About the largest template allowed: 20 keys of 4 KiB, each with the token
+    // (20 × (4 KiB + 32 KiB) fits the 768 KiB bound; 21 would not).
     let filler = "z".repeat(4000);
-    let keys: Vec<String> = (0..11)
-        .map(|k| format!("k{k}: \"{filler}{{{{ access_token | tojson }}}}\""))
+    let keys: Vec<String> = (0..20)
+        .map(|k| format!("k{k}: \"{filler}{{{{ access_token }}}}\""))
         .collect();
     env.create_pcred(
         "largest",
@@ -993,7 +993,7 @@ async fn no_spec_can_bloat_the_operator() -> Result<()> {
         .secret_data("largest-token")
         .await?
         .context("target Secret")?;
-    ensure!(data.len() == 11 && data["k0"].starts_with(&filler));
+    ensure!(data.len() == 20 && data["k0"].starts_with(&filler));
     ensure!(
         emu.control().counters(Provider::Reltio).requests == 1,
         "only the allowed template requested a token"

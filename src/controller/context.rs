@@ -48,6 +48,9 @@ struct Held {
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
     attempts: u32,
     budget: RequestBudget,
+    /// The generation of an unreadable object already reported (reported once, not on every
+    /// event its own status write causes).
+    unreadable_generation: Option<Option<i64>>,
     touched: Option<Instant>,
 }
 
@@ -56,6 +59,7 @@ impl Held {
         self.state.is_none()
             && self.token.is_none()
             && self.attempts == 0
+            && self.unreadable_generation.is_none()
             && self.budget.is_idle(Timestamp::now())
     }
 }
@@ -161,6 +165,13 @@ impl Context {
     pub fn spend_request(&self, uid: &str) -> Result<(), Timestamp> {
         let per_minute = self.requests_per_minute;
         self.with_held(uid, |h| h.budget.spend(Timestamp::now(), per_minute))
+    }
+
+    /// Records that this generation of an unreadable object is reported; false if it already was.
+    pub fn first_report_of_unreadable(&self, uid: &str, generation: Option<i64>) -> bool {
+        self.with_held(uid, |h| {
+            h.unreadable_generation.replace(generation) != Some(generation)
+        })
     }
 
     /// A deleted resource: nothing it held can be used any more.

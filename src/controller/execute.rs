@@ -14,7 +14,7 @@ use super::context::Context;
 use crate::api::ProviderCredential;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{
-    self, ChainEnd, HeldToken, Plan, StoreFailure, TEMPLATE_FAILED, TokenSource,
+    self, ChainEnd, HeldToken, Plan, SecretWrite, StoreFailure, TEMPLATE_FAILED, TokenSource,
 };
 use crate::secrets::{self, SecretsError};
 use crate::state::StateData;
@@ -41,7 +41,7 @@ pub enum ExecuteError {
     #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error("the token task stopped unexpectedly: {0}")]
-    Task(String),
+    Task(&'static str),
 }
 
 pub async fn execute(
@@ -53,7 +53,14 @@ pub async fn execute(
     let (ctx, pc, api) = (ctx.clone(), pc.clone(), api.clone());
     tokio::spawn(async move { run(&ctx, &pc, &api, plan).await }.in_current_span())
         .await
-        .map_err(|e| ExecuteError::Task(e.to_string()))?
+        // A panic's text is never repeated: it could hold anything (the hook logged where).
+        .map_err(|e| {
+            ExecuteError::Task(if e.is_panic() {
+                "a bug (panic)"
+            } else {
+                "cancelled"
+            })
+        })?
 }
 
 async fn run(
@@ -100,7 +107,7 @@ async fn run(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "token request answered"
             );
-            let mut settled = rotation::settle(&plan, answer.as_ref());
+            let settled = rotation::settle(&plan, answer.as_ref());
             let token = match answer {
                 Ok(token) => token,
                 Err(error) => {
@@ -115,24 +122,36 @@ async fn run(
                     });
                 }
             };
+            ctx.hold_token(
+                &uid,
+                HeldToken {
+                    token: token.clone(),
+                    inputs: plan.inputs.clone(),
+                    refresh_handled: plan.refresh_handled.clone(),
+                },
+            );
+            // The refresh token first, before anything else can go wrong.
+            let resource_version =
+                match hold_and_store(ctx, pc, api, &plan, settled.state.clone()).await {
+                    Ok(rv) => rv,
+                    Err(e) => return Ok(Executed::NotStored(write_failure(&e))),
+                };
             let rendered = render(&token);
             if rendered.is_err() {
                 // Remembered with the state, so no reconcile requests a token for these
                 // target settings again, whatever happens to the status.
-                settled.state.unrenderable_target =
+                let mut remembered = settled.state;
+                remembered.unrenderable_target =
                     Some(crate::digest::target_settings(&pc.spec.target));
-            } else {
-                ctx.hold_token(
-                    &uid,
-                    HeldToken {
-                        token: token.clone(),
-                        inputs: plan.inputs.clone(),
-                        refresh_handled: plan.refresh_handled.clone(),
-                    },
-                );
-            }
-            if let Err(e) = hold_and_store(ctx, pc, api, &plan, settled.state).await {
-                return Ok(Executed::NotStored(write_failure(&e)));
+                let at = SecretWrite {
+                    name: plan.state_secret.name.clone(),
+                    resource_version,
+                };
+                ctx.hold_state(&uid, remembered.clone());
+                match secrets::write_state(api, pc, &at, &remembered).await {
+                    Ok(_) => ctx.stored_state(&uid, &remembered),
+                    Err(e) => warn!(error = %e, "could not remember the template failure"),
+                }
             }
             (token, rendered)
         }
@@ -160,23 +179,24 @@ async fn run(
 }
 
 /// Holds a changed state in memory, then stores it: if the write fails, the next reconcile
-/// stores it before anything else instead of resending a replaced refresh token.
+/// stores it before anything else instead of resending a replaced refresh token. Returns the
+/// state Secret's resourceVersion after the write.
 async fn hold_and_store(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
     state: StateData,
-) -> Result<(), SecretsError> {
+) -> Result<Option<String>, SecretsError> {
     if state == plan.state {
-        return Ok(());
+        return Ok(plan.state_secret.resource_version.clone());
     }
     let uid = pc.uid().unwrap_or_default();
     ctx.hold_state(&uid, state.clone());
-    secrets::write_state(api, pc, &plan.state_secret, &state).await?;
+    let written = secrets::write_state(api, pc, &plan.state_secret, &state).await?;
     ctx.stored_state(&uid, &state);
     debug!("state Secret written");
-    Ok(())
+    Ok(written)
 }
 
 fn write_failure(e: &SecretsError) -> StoreFailure {

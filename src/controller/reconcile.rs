@@ -90,6 +90,10 @@ async fn unreadable(
     invalid: &kube::core::error_boundary::InvalidObject,
 ) -> Result<Action, ReconcileError> {
     let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
+    let uid = guard.uid().unwrap_or_default();
+    if !ctx.first_report_of_unreadable(&uid, guard.meta().generation) {
+        return Ok(Action::await_change());
+    }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
     let message = crate::provider::scrub::truncate_chars(
         &format!("the operator cannot read this resource ({invalid}); fix the field it names"),

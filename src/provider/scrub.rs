@@ -4,6 +4,7 @@
 use base64::Engine;
 
 const REDACTED: &str = "[REDACTED]";
+const WITHHELD: &str = "[provider message withheld: it may contain a credential]";
 /// Shorter secrets would match ordinary words; text containing one is withheld entirely.
 const MIN_REPLACEABLE: usize = 4;
 pub const MAX_EXCERPT_CHARS: usize = 200;
@@ -28,25 +29,28 @@ impl<'a> Scrubber<'a> {
         for _ in 0..MAX_DECODE_ROUNDS {
             let decoded = decode_escapes(&out);
             if decoded == out {
-                break;
+                return out;
             }
             out = self.replace_variants(&decoded);
         }
-        out
+        // Still decoding after this many rounds: too deep to be sure, so withheld.
+        WITHHELD.into()
     }
 
     fn replace_variants(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for secret in &self.secrets {
-            for form in variants(secret) {
-                if form.is_empty() || !out.contains(form.as_str()) {
-                    continue;
-                }
-                if form.chars().count() < MIN_REPLACEABLE {
-                    return "[provider message withheld: it may contain a credential]".into();
-                }
-                out = out.replace(form.as_str(), REDACTED);
+        // Longest first across every secret, so one secret's [REDACTED] cannot cut another
+        // that contains it.
+        let mut forms: Vec<String> = self.secrets.iter().flat_map(|s| variants(s)).collect();
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        for form in forms {
+            if form.is_empty() || !out.contains(form.as_str()) {
+                continue;
             }
+            if form.chars().count() < MIN_REPLACEABLE {
+                return WITHHELD.into();
+            }
+            out = out.replace(form.as_str(), REDACTED);
         }
         out
     }
@@ -177,6 +181,17 @@ mod tests {
                 "{echo} → {out}"
             );
         }
+    }
+
+    #[test]
+    fn an_echo_escaped_too_deeply_is_withheld() {
+        let s = Scrubber::new(["p@ssw0rd"]);
+        let mut echo = "p@ssw0rd".to_string();
+        for _ in 0..6 {
+            echo = echo.bytes().map(|b| format!("%{b:02X}")).collect();
+        }
+        assert_eq!(s.scrub(&echo), WITHHELD);
+        assert_eq!(s.scrub("100% fine"), "100% fine");
     }
 
     #[test]

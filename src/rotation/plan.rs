@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
@@ -345,14 +345,23 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
             expires_at: c.expires_at,
             next_refresh_at: planned_refresh(base, c, &policy),
         }),
-        last_renewal: observed_target.and_then(|t| {
-            Some(schedule::next_refresh_at(
-                t.issued_at?,
-                t.expires_at?,
-                &policy,
-                schedule::jitter_for(t.fingerprint.as_deref()?),
-            ))
-        }),
+        last_renewal: observed_target
+            .and_then(|t| {
+                Some(schedule::next_refresh_at(
+                    t.issued_at?,
+                    t.expires_at?,
+                    &policy,
+                    schedule::jitter_for(t.fingerprint.as_deref()?),
+                ))
+            })
+            // Only a short-lived token's floor can legitimately lie ahead; annotations someone
+            // edited to a far-off time must not hold the resource.
+            .filter(|at| {
+                *at <= schedule::add(
+                    o.now,
+                    SignedDuration::try_from(schedule::SHORT_LIFETIME_FLOOR).unwrap_or_default(),
+                )
+            }),
         target_up_to_date: digest::target_settings_match(
             observed_target.and_then(|o| o.settings.as_deref()),
             &spec.target,
