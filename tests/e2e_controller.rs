@@ -1057,6 +1057,13 @@ async fn hostile_endpoints_are_contained() -> Result<()> {
         body: body.to_string(),
     };
     let nested = "[".repeat(100_000);
+    // A JWT whose exp is the last day jiff can represent: the only lifetime clue.
+    let year_9999 = {
+        use base64::Engine as _;
+        let claims =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":253402214400}"#);
+        format!(r#"{{"access_token":"e30.{claims}.sig"}}"#)
+    };
     // (name, fault, extra endpoint settings, condition type, status, reason, message part)
     let cases: Vec<(&str, Fault, &str, &str, &str, &str, &str)> = vec![
         (
@@ -1085,6 +1092,15 @@ async fn hostile_endpoints_are_contained() -> Result<()> {
             "True",
             "TokenIssued",
             "lifetime from default",
+        ),
+        (
+            "y9999",
+            ok(&year_9999),
+            "",
+            "Ready",
+            "True",
+            "TokenIssued",
+            "capped at 31622400s",
         ),
         (
             "retry",

@@ -90,7 +90,13 @@ pub fn jwt_expiry(token: &str) -> Option<Timestamp> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    epoch(claims.get("exp")?.as_f64()?)
+    // RFC 7519 NumericDate: always seconds (no milliseconds guess), saturating at the end of
+    // representable time so the lifetime cap, not a parse failure, decides.
+    let exp = claims.get("exp")?.as_f64()?;
+    if !exp.is_finite() || exp <= 0.0 {
+        return None;
+    }
+    Some(Timestamp::from_second(exp as i64).unwrap_or(Timestamp::MAX))
 }
 
 /// The longest lifetime believed: a token that claims more is renewed as if it lived this
@@ -233,5 +239,12 @@ mod tests {
         }
         let l = resolve(now(), Some(&json!(0)), None, "opaque", d);
         assert_eq!((l.seconds, l.capped_from), (0, None));
+        // A JWT exp past the year 9999 is seconds all the same, and capped.
+        let jwt = format!(
+            "e30.{}.sig",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":253402214400}"#)
+        );
+        let l = resolve(now(), None, None, &jwt, d);
+        assert_eq!((l.seconds, l.source), (max, LifetimeSource::JwtExp));
     }
 }
