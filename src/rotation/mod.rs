@@ -12,10 +12,7 @@ mod settle;
 mod status;
 
 pub use budget::RequestBudget;
-pub use decide::{
-    CurrentToken as DueFacts, Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant,
-    decide,
-};
+pub use decide::{Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant, decide};
 pub use plan::{
     Baseline, Blocked, CredentialsView, CurrentToken, HeldToken, Observed, Plan, Planned,
     SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TokenSource, plan,
