@@ -107,7 +107,16 @@ impl Context {
                     .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
             });
         }
-        let entry = held.entries.entry(uid.to_string()).or_default();
+        // Every reconcile passes here: a resource with nothing held costs no allocation.
+        let Some(entry) = held.entries.get_mut(uid) else {
+            let mut fresh = Held::default();
+            let out = f(&mut fresh);
+            if !fresh.is_empty() {
+                fresh.touched = Some(now);
+                held.entries.insert(uid.to_string(), fresh);
+            }
+            return out;
+        };
         entry.touched = Some(now);
         let out = f(entry);
         if entry.is_empty() {
