@@ -1,10 +1,30 @@
-//! Lease-based leader election, so several replicas are safe: only the leader rotates, and a
-//! replica that loses the lease exits at once.
+//! Lease-based leader election, so several replicas are safe: only the leader rotates, and it
+//! fences itself — no token request leaves a replica whose lease might lapse before the answer.
+//!
+//! Timing (defaults: lease 60 s, renewed 40 s before it lapses, i.e. every 20 s):
+//! - another replica may take the lease once `renewTime + duration` has passed by its clock;
+//! - this replica learns each renewal from the Lease itself (a watch) and sends a token
+//!   request only while the lease stays confirmed for the request's whole timeout plus
+//!   [`CLOCK_SKEW`]: with a 30 s timeout, for 28 s after each renewal;
+//! - so a request sent by a leader whose renewals start failing (API trouble, a frozen
+//!   process thawing) is answered or abandoned before any other replica can lead.
+//!
+//! A lost lease or SIGTERM closes the [`Gate`]: no new request starts, rotations in flight
+//! finish, held state is stored, then the process exits.
 
-use kube::Client;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
+
+/// The clock difference between replicas' nodes tolerated by the fence.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LeaderArgs {
@@ -17,11 +37,13 @@ pub struct LeaderArgs {
     /// Name of the Lease.
     #[arg(long, default_value = "token-rotator")]
     pub leader_election_lease_name: String,
-    /// How long a lease lasts without renewal, in seconds.
-    #[arg(long, default_value_t = 15)]
+    /// How long a lease lasts without renewal, in seconds: the longest failover after a crash.
+    #[arg(long, default_value_t = 60)]
     pub lease_duration_seconds: u64,
-    /// How long before expiry the leader renews, in seconds (must be below the duration).
-    #[arg(long, default_value_t = 5)]
+    /// How long before expiry the leader renews, in seconds (below the duration). Token
+    /// requests are sent only while the lease is confirmed for their timeout + 2 s, so keep it
+    /// above the longest token-endpoint timeout (30 s) + 2 s, or requests pause between renewals.
+    #[arg(long, default_value_t = 40)]
     pub lease_renew_margin_seconds: u64,
 }
 
@@ -40,13 +62,15 @@ pub enum LeaderError {
 /// Held by the leader; `lost` resolves when leadership ends.
 pub struct Leadership {
     state: watch::Receiver<bool>,
-    _watcher: tokio::task::JoinHandle<
+    watcher: tokio::task::JoinHandle<
         Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
     >,
+    confirmations: tokio::task::JoinHandle<()>,
 }
 
 impl Leadership {
-    pub async fn lost(mut self) -> String {
+    /// Resolves when another replica holds the lease or the lease manager stopped.
+    pub async fn lost(&mut self) -> String {
         loop {
             if self.state.changed().await.is_err() {
                 return "the lease watcher stopped".into();
@@ -56,6 +80,123 @@ impl Leadership {
             }
         }
     }
+
+    /// Gives the lease up (so a standby takes over at once instead of after the lease
+    /// duration), within a bound.
+    pub async fn release(self) {
+        self.confirmations.abort();
+        drop(self.state);
+        match tokio::time::timeout(Duration::from_secs(5), self.watcher).await {
+            Ok(Ok(Ok(_))) => info!("lease released"),
+            Ok(Ok(Err(e))) => {
+                warn!(error = %e, "could not release the lease; it lapses on its own")
+            }
+            Ok(Err(_)) | Err(_) => {
+                warn!("could not release the lease in time; it lapses on its own")
+            }
+        }
+    }
+}
+
+/// Why a token request was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    ShuttingDown,
+    LeaseUnconfirmed,
+}
+
+impl Withheld {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Withheld::ShuttingDown => "ShuttingDown",
+            Withheld::LeaseUnconfirmed => "LeaseUnconfirmed",
+        }
+    }
+}
+
+/// Whether this replica may start a token request now.
+#[derive(Clone)]
+pub struct Gate {
+    stopping: watch::Sender<bool>,
+    /// `None`: no leader election (one replica, nothing to fence). Otherwise until when the
+    /// lease is known to be ours (`None` inside: not confirmed).
+    lease: Option<Arc<Mutex<Option<Instant>>>>,
+}
+
+impl Gate {
+    /// No leader election: only shutdown closes the gate.
+    pub fn open() -> Self {
+        Gate {
+            stopping: watch::Sender::new(false),
+            lease: None,
+        }
+    }
+
+    fn fenced() -> Self {
+        Gate {
+            stopping: watch::Sender::new(false),
+            lease: Some(Arc::default()),
+        }
+    }
+
+    /// May a request with this timeout be sent now?
+    pub fn permit(&self, timeout: Duration) -> Result<(), Withheld> {
+        if *self.stopping.borrow() {
+            return Err(Withheld::ShuttingDown);
+        }
+        match &self.lease {
+            None => Ok(()),
+            Some(valid_until) => {
+                let valid_until = *valid_until.lock().unwrap_or_else(|e| e.into_inner());
+                if fence_permits(Instant::now(), valid_until, timeout) {
+                    Ok(())
+                } else {
+                    Err(Withheld::LeaseUnconfirmed)
+                }
+            }
+        }
+    }
+
+    /// Closes the gate for good: no request starts after this.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the gate is closed for good.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    fn confirm(&self, valid_until: Option<Instant>) {
+        if let Some(lease) = &self.lease {
+            *lease.lock().unwrap_or_else(|e| e.into_inner()) = valid_until;
+        }
+    }
+}
+
+/// The fence: a request may start only if the lease stays ours for its whole timeout, with
+/// room for clock skew between replicas. Pure, so the rule is tested on its own.
+pub fn fence_permits(now: Instant, lease_valid_until: Option<Instant>, timeout: Duration) -> bool {
+    lease_valid_until
+        .and_then(|until| until.checked_sub(timeout.saturating_add(CLOCK_SKEW)))
+        .is_some_and(|latest_start| now < latest_start)
+}
+
+/// Until when (on this process's monotonic clock) a lease renewed at `renewed` (wall clock,
+/// written by this process) for `duration` stays ours; `None` if it already lapsed.
+pub fn lease_valid_until(
+    now: Instant,
+    wall_now: SystemTime,
+    renewed: SystemTime,
+    duration: Duration,
+) -> Option<Instant> {
+    // A renewal time ahead of the wall clock (it moved back) counts as now: never later.
+    let age = wall_now.duration_since(renewed).unwrap_or(Duration::ZERO);
+    duration
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
+        .and_then(|left| now.checked_add(left))
 }
 
 pub fn identity() -> String {
@@ -65,13 +206,14 @@ pub fn identity() -> String {
     })
 }
 
-/// Blocks until this replica leads, or returns `None` when election is off.
+/// Blocks until this replica leads (and its lease is confirmed), or returns `None` when
+/// election is off. The gate then follows the lease's renewals.
 pub async fn acquire(
     client: &Client,
     args: &LeaderArgs,
-) -> Result<Option<Leadership>, LeaderError> {
+) -> Result<(Gate, Option<Leadership>), LeaderError> {
     if !args.leader_election {
-        return Ok(None);
+        return Ok((Gate::open(), None));
     }
     let namespace = args
         .leader_election_namespace
@@ -99,8 +241,112 @@ pub async fn acquire(
             .map_err(|_| LeaderError::WatcherStopped)?;
     }
     info!(%identity, "acquired leadership");
-    Ok(Some(Leadership {
-        state,
-        _watcher: watcher,
-    }))
+    if args.lease_renew_margin_seconds < 30 + CLOCK_SKEW.as_secs() {
+        warn!(
+            margin_s = args.lease_renew_margin_seconds,
+            "--lease-renew-margin-seconds is below the longest token-request timeout (30 s) + 2 s: token requests with long timeouts wait for the next renewal"
+        );
+    }
+    let gate = Gate::fenced();
+    let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let confirmations = tokio::spawn(follow_lease(
+        api,
+        args.leader_election_lease_name.clone(),
+        identity,
+        gate.clone(),
+    ));
+    Ok((
+        gate,
+        Some(Leadership {
+            state,
+            watcher,
+            confirmations,
+        }),
+    ))
+}
+
+/// Confirms the lease from the Lease object itself: each renewal this replica wrote extends
+/// the gate; any other holder, or silence past the lease's end, closes it.
+async fn follow_lease(api: Api<Lease>, name: String, identity: String, gate: Gate) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut leases = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(event) = leases.next().await {
+        let Ok(lease) = event else { continue };
+        let spec = lease.spec.unwrap_or_default();
+        let until = match (
+            spec.holder_identity,
+            spec.renew_time,
+            spec.lease_duration_seconds,
+        ) {
+            (Some(holder), Some(renewed), Some(secs)) if holder == identity => lease_valid_until(
+                Instant::now(),
+                SystemTime::now(),
+                SystemTime::from(renewed.0),
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+            ),
+            _ => None,
+        };
+        gate.confirm(until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_request_starts_only_if_the_lease_outlives_its_timeout() {
+        let now = Instant::now();
+        let timeout = S(30);
+        // Confirmed for 40 s: a 30 s request (+2 s skew) fits; for 32 s it does not.
+        assert!(fence_permits(now, Some(now + S(40)), timeout));
+        assert!(!fence_permits(now, Some(now + S(32)), timeout));
+        assert!(fence_permits(now, Some(now + S(33)), timeout));
+        // Unconfirmed or already lapsed: never.
+        assert!(!fence_permits(now, None, timeout));
+        assert!(!fence_permits(now + S(100), Some(now + S(40)), timeout));
+        // A short timeout may use the tail of the lease.
+        assert!(fence_permits(now, Some(now + S(4)), S(1)));
+        // Enormous timeouts cannot overflow into a permit.
+        assert!(!fence_permits(now, Some(now + S(40)), Duration::MAX));
+    }
+
+    #[test]
+    fn the_lease_is_ours_until_its_renewal_plus_duration() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + S(1_000_000);
+        assert_eq!(
+            lease_valid_until(now, wall, wall - S(10), S(60)),
+            Some(now + S(50))
+        );
+        // Renewed "in the future" (the wall clock stepped back): never longer than duration.
+        assert_eq!(
+            lease_valid_until(now, wall, wall + S(30), S(60)),
+            Some(now + S(60))
+        );
+        // Lapsed, exactly or long ago (a frozen process thawing).
+        assert_eq!(lease_valid_until(now, wall, wall - S(60), S(60)), None);
+        assert_eq!(lease_valid_until(now, wall, wall - S(3600), S(60)), None);
+        assert_eq!(
+            lease_valid_until(now, wall, SystemTime::UNIX_EPOCH, S(60)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_closed_gate_permits_nothing() {
+        let gate = Gate::open();
+        assert_eq!(gate.permit(S(30)), Ok(()));
+        gate.stop();
+        assert_eq!(gate.permit(S(1)), Err(Withheld::ShuttingDown));
+
+        let fenced = Gate::fenced();
+        assert_eq!(fenced.permit(S(1)), Err(Withheld::LeaseUnconfirmed));
+        fenced.confirm(Some(Instant::now() + S(60)));
+        assert_eq!(fenced.permit(S(30)), Ok(()));
+        fenced.confirm(None);
+        assert_eq!(fenced.permit(S(1)), Err(Withheld::LeaseUnconfirmed));
+    }
 }

@@ -10,7 +10,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
-use crate::rotation::{CredentialsView, SecretWrite, Slot};
+use crate::rotation::{self, ChainWrite, CredentialsView, Rebase, SecretWrite, Slot};
 use crate::state::StateData;
 use crate::target::DesiredTarget;
 
@@ -110,22 +110,34 @@ fn encode(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
     data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()
 }
 
-/// Writes the state Secret: created if absent, otherwise patched under the resourceVersion
-/// it was read at (metadata others added is kept; keys not in `state` are removed). On a
-/// conflict it re-reads the resourceVersion and writes again, a bounded number of times; the
-/// caller holds the state in memory until this returns Ok. Returns the new resourceVersion.
+/// How a state write ended.
+#[derive(Debug)]
+pub enum StateStored {
+    /// Stored (or found already stored); the state Secret's resourceVersion after it.
+    Written(Option<String>),
+    /// Another writer stored a newer refresh token meanwhile; it was left in place.
+    /// `discarded`: the write carried a token the provider issued, now set aside.
+    Superseded { discarded: bool },
+}
+
+/// Writes the state Secret as a compare-and-swap on the refresh chain: created if absent,
+/// otherwise patched under the resourceVersion it was read at (metadata others added is kept;
+/// keys not in the state are removed). On a conflict it re-reads what is stored and lets
+/// [`rotation::rebase`] decide: write again over bookkeeping changes, or leave a newer chain
+/// in place. Bounded; the caller holds the state in memory until this returns Ok.
 pub async fn write_state(
     api: &Api<Secret>,
     owner: &ProviderCredential,
     at: &SecretWrite,
-    state: &StateData,
-) -> Result<Option<String>, SecretsError> {
+    write: &ChainWrite,
+) -> Result<StateStored, SecretsError> {
     const ATTEMPTS: u32 = 5;
     let owner_uid = owner.uid().unwrap_or_default();
     let name = at.name.as_str();
-    let data = encode(state.to_data());
+    let mut state = write.state.clone();
     let mut resource_version = at.resource_version.clone();
     for attempt in 1..=ATTEMPTS {
+        let data = encode(state.to_data());
         let result = match resource_version.take() {
             None => {
                 let secret = Secret {
@@ -135,7 +147,7 @@ pub async fn write_state(
                         BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into())]),
                     ),
                     type_: Some("Opaque".into()),
-                    data: Some(data.clone()),
+                    data: Some(data),
                     ..Secret::default()
                 };
                 api.create(&PostParams::default(), &secret).await
@@ -157,14 +169,27 @@ pub async fn write_state(
             }
         };
         match result {
-            Ok(written) => return Ok(written.metadata.resource_version),
+            Ok(written) => return Ok(StateStored::Written(written.metadata.resource_version)),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                resource_version = match read_owned(api, name, &owner_uid).await? {
-                    Slot::Absent => None,
-                    Slot::Owned(s) => s.metadata.resource_version,
+                let stored = match read_owned(api, name, &owner_uid).await? {
+                    Slot::Absent => continue,
+                    Slot::Owned(s) => s,
                     Slot::Foreign => return Err(SecretsError::NotOwned(name.to_string())),
                 };
+                let stored_state = StateData::from_data(&secret_data(&stored));
+                match rotation::rebase(write, &stored_state) {
+                    Rebase::Superseded { discarded } => {
+                        return Ok(StateStored::Superseded { discarded });
+                    }
+                    Rebase::Write(rebased) if rebased == stored_state => {
+                        return Ok(StateStored::Written(stored.metadata.resource_version));
+                    }
+                    Rebase::Write(rebased) => {
+                        state = rebased;
+                        resource_version = stored.metadata.resource_version;
+                    }
+                }
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(SecretsError::Contended {

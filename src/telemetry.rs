@@ -90,6 +90,8 @@ pub struct Metrics {
     reconciles: Counter,
     expiry: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     next_refresh: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    refresh_tokens_discarded: Counter,
+    requests_withheld: Family<ReasonLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -136,8 +138,22 @@ impl Metrics {
             "When the next token request of a ProviderCredential is planned (Unix time)",
             next_refresh.clone(),
         );
+        let refresh_tokens_discarded = Counter::default();
+        registry.register(
+            "refresh_tokens_discarded",
+            "Refresh tokens a provider issued that were set aside because another writer had stored a newer chain (more than one operator writing one resource)",
+            refresh_tokens_discarded.clone(),
+        );
+        let requests_withheld = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "token_requests_withheld",
+            "Token requests not sent because this replica could not confirm its lease or is shutting down",
+            requests_withheld.clone(),
+        );
         Metrics {
             registry,
+            refresh_tokens_discarded,
+            requests_withheld,
             token_requests,
             request_seconds,
             reconcile_errors,
@@ -168,6 +184,18 @@ impl Metrics {
         self.request_seconds
             .get_or_create(&HostLabels { host })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn refresh_token_discarded(&self) {
+        self.refresh_tokens_discarded.inc();
+    }
+
+    pub fn request_withheld(&self, reason: &str) {
+        self.requests_withheld
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn reconciled(&self) {

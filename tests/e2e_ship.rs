@@ -261,7 +261,8 @@ async fn one_unbroken_chain(env: &Env, emu: &Emulator, name: &str) -> Result<(u6
 
 #[tokio::test]
 async fn the_standby_takes_over_the_lease_and_the_refresh_chain() -> Result<()> {
-    const LEASE_SECONDS: u64 = 6;
+    // Renewed every 4 s; a 2 s token request (+2 s skew) may start up to 6 s after a renewal.
+    const LEASE_SECONDS: u64 = 10;
     const LIFETIME: u64 = 5;
     let _shared = CLUSTER_WIDE.read().await;
     let env = Env::new("leader").await?;
@@ -290,7 +291,7 @@ async fn the_standby_takes_over_the_lease_and_the_refresh_chain() -> Result<()> 
         "--lease-duration-seconds",
         &LEASE_SECONDS.to_string(),
         "--lease-renew-margin-seconds",
-        "2",
+        "6",
     ];
     let (a, b) = tokio::try_join!(
         Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-a")]),
@@ -306,9 +307,14 @@ async fn the_standby_takes_over_the_lease_and_the_refresh_chain() -> Result<()> 
 
     env.create_credentials("creds", &credentials(Provider::Retently, &emu), true)
         .await?;
+    // A short request timeout, so the fence lets requests start between 4 s renewals.
     env.create_pcred(
         "retently",
-        &spec(Provider::Retently, &emu, "creds", "token"),
+        &spec(Provider::Retently, &emu, "creds", "token").replacen(
+            "tokenEndpoint: {",
+            "tokenEndpoint: {timeoutSeconds: 2, ",
+            1,
+        ),
     )
     .await?;
     let (seen, poller) = observe(env.pcreds(), "retently");

@@ -5,13 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::Client;
 use kube::runtime::events::Recorder;
+use kube::{Client, ResourceExt};
 
 use super::endpoints::EndpointQueues;
+use crate::api::ProviderCredential;
+use crate::leader::{Gate, Withheld};
 use crate::provider::{ProviderConfig, TokenClient};
-use crate::rotation::{HeldToken, RequestBudget};
-use crate::state::StateData;
+use crate::rotation::{ChainWrite, HeldToken, RequestBudget};
 use crate::telemetry::Metrics;
 
 pub struct Context {
@@ -19,6 +20,8 @@ pub struct Context {
     pub tokens: TokenClient,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Closed by shutdown, and by an unconfirmed lease: no token request passes it then.
+    pub gate: Gate,
     /// Token requests one resource may send in any rolling minute.
     requests_per_minute: u32,
     endpoints: EndpointQueues,
@@ -42,7 +45,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 struct Held {
     /// State settled from an answer but not yet stored: it may carry a refresh token that
     /// replaced the stored one, so it is never dropped and never superseded by the older value.
-    state: Option<StateData>,
+    /// With its resource, so that shutdown can store it.
+    state: Option<(Arc<ProviderCredential>, ChainWrite)>,
     /// A token obtained but not yet written to the target Secret.
     token: Option<HeldToken>,
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
@@ -70,6 +74,7 @@ impl Context {
         tokens: TokenClient,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        gate: Gate,
         requests_per_minute: u32,
     ) -> Self {
         Context {
@@ -77,6 +82,7 @@ impl Context {
             tokens,
             recorder,
             metrics,
+            gate,
             requests_per_minute,
             endpoints: EndpointQueues::default(),
             held: Mutex::default(),
@@ -84,9 +90,16 @@ impl Context {
     }
 
     /// Waits for this request's turn at its endpoint (the provider's rate, and any pause a
-    /// 429 from that host asked for).
-    pub async fn rate_limit(&self, config: &ProviderConfig) {
-        self.endpoints.wait_turn(config).await;
+    /// 429 from that host asked for), then for the gate: the request may be sent only if it
+    /// passes at that very moment.
+    pub async fn rate_limit(&self, config: &ProviderConfig) -> Result<(), Withheld> {
+        tokio::select! {
+            () = self.endpoints.wait_turn(config) => {}
+            () = self.gate.stopped() => {}
+        }
+        self.gate
+            .permit(config.limits.overall_timeout)
+            .inspect_err(|w| self.metrics.request_withheld(w.reason()))
     }
 
     /// The endpoint answered 429: slow its whole queue.
@@ -125,21 +138,32 @@ impl Context {
         out
     }
 
-    pub fn unstored_state(&self, uid: &str) -> Option<StateData> {
-        self.with_held(uid, |h| h.state.clone())
+    pub fn unstored_state(&self, uid: &str) -> Option<ChainWrite> {
+        self.with_held(uid, |h| h.state.as_ref().map(|(_, w)| w.clone()))
     }
 
-    pub fn hold_state(&self, uid: &str, state: StateData) {
-        self.with_held(uid, |h| h.state = Some(state));
+    pub fn hold_state(&self, pc: &ProviderCredential, write: ChainWrite) {
+        let uid = pc.uid().unwrap_or_default();
+        self.with_held(&uid, |h| h.state = Some((Arc::new(pc.clone()), write)));
     }
 
-    /// Forgets a held state once stored, unless a newer one was held meanwhile.
-    pub fn stored_state(&self, uid: &str, state: &StateData) {
+    /// Forgets a held state once stored (or superseded by a newer chain), unless a newer one
+    /// was held meanwhile.
+    pub fn stored_state(&self, uid: &str, write: &ChainWrite) {
         self.with_held(uid, |h| {
-            if h.state.as_ref() == Some(state) {
+            if h.state.as_ref().is_some_and(|(_, w)| w == write) {
                 h.state = None;
             }
         });
+    }
+
+    /// Every state held but not stored, with its resource: what shutdown must store.
+    pub fn unstored_states(&self) -> Vec<(Arc<ProviderCredential>, ChainWrite)> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.entries
+            .values()
+            .filter_map(|h| h.state.clone())
+            .collect()
     }
 
     pub fn unwritten_token(&self, uid: &str) -> Option<HeldToken> {

@@ -12,16 +12,20 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::context::Context;
 use crate::api::ProviderCredential;
+use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{
-    self, ChainEnd, HeldToken, Plan, SecretWrite, StoreFailure, TEMPLATE_FAILED, TokenSource,
+    self, ChainEnd, ChainWrite, HeldToken, Plan, SecretWrite, StoreFailure, TEMPLATE_FAILED,
+    TokenSource,
 };
-use crate::secrets::{self, SecretsError};
+use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
 use crate::target;
 
 /// Reason of a status whose token could not be written to the Kubernetes API.
 pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+/// Reason of a status whose rotation lost the race to another writer of the state Secret.
+pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
 
 pub enum Executed {
     Issued(IssuedToken),
@@ -29,6 +33,8 @@ pub enum Executed {
     Deferred {
         until: jiff::Timestamp,
     },
+    /// The gate is closed (shutdown, or the lease is not confirmed): nothing was sent.
+    Withheld(Withheld),
     Failed {
         error: FetchError,
         chain_end: ChainEnd,
@@ -82,6 +88,10 @@ async fn run(
             ((**token).clone(), render(token))
         }
         TokenSource::Request(grant) => {
+            if let Err(withheld) = ctx.gate.permit(plan.config.limits.overall_timeout) {
+                ctx.metrics.request_withheld(withheld.reason());
+                return Ok(Executed::Withheld(withheld));
+            }
             if let Err(until) = ctx.spend_request(&uid) {
                 warn!(%until, "request budget spent; pausing this resource");
                 return Ok(Executed::Deferred { until });
@@ -91,7 +101,13 @@ async fn run(
                 grant = grant.label(&plan.config),
                 "requesting a token"
             );
-            ctx.rate_limit(&plan.config).await;
+            if let Err(withheld) = ctx.rate_limit(&plan.config).await {
+                info!(
+                    reason = withheld.reason(),
+                    "token request withheld; retried shortly"
+                );
+                return Ok(Executed::Withheld(withheld));
+            }
             let started = Instant::now();
             let answer = ctx
                 .tokens
@@ -111,10 +127,15 @@ async fn run(
             let token = match answer {
                 Ok(token) => token,
                 Err(error) => {
-                    if let Err(e) = hold_and_store(ctx, pc, api, &plan, settled.state).await {
+                    match hold_and_store(ctx, pc, api, &plan, settled.state).await {
+                        // The refusal came from the newer chain another writer stored.
+                        Ok(StateStored::Superseded { discarded }) => {
+                            return Ok(Executed::NotStored(superseded(ctx, discarded)));
+                        }
+                        Ok(StateStored::Written(_)) => {}
                         // Held in memory and stored first thing next time; the failure is
                         // still reported now.
-                        warn!(error = %e, "state not stored after a failed request");
+                        Err(e) => warn!(error = %e, "state not stored after a failed request"),
                     }
                     return Ok(Executed::Failed {
                         error,
@@ -133,21 +154,28 @@ async fn run(
             // The refresh token first, before anything else can go wrong.
             let resource_version =
                 match hold_and_store(ctx, pc, api, &plan, settled.state.clone()).await {
-                    Ok(rv) => rv,
+                    Ok(StateStored::Written(rv)) => rv,
+                    Ok(StateStored::Superseded { discarded }) => {
+                        ctx.drop_token(&uid);
+                        return Ok(Executed::NotStored(superseded(ctx, discarded)));
+                    }
                     Err(e) => return Ok(Executed::NotStored(write_failure(&e))),
                 };
             let rendered = render(&token);
             if rendered.is_err() {
                 // Remembered with the state, so no reconcile requests a token for these
                 // target settings again, whatever happens to the status.
-                let mut remembered = settled.state;
-                remembered.unrenderable_target =
+                let mut remembered = ChainWrite {
+                    base: settled.state.refresh_token.clone(),
+                    state: settled.state,
+                };
+                remembered.state.unrenderable_target =
                     Some(crate::digest::target_settings(&pc.spec.target));
                 let at = SecretWrite {
                     name: plan.state_secret.name.clone(),
                     resource_version,
                 };
-                ctx.hold_state(&uid, remembered.clone());
+                ctx.hold_state(pc, remembered.clone());
                 match secrets::write_state(api, pc, &at, &remembered).await {
                     Ok(_) => ctx.stored_state(&uid, &remembered),
                     Err(e) => warn!(error = %e, "could not remember the template failure"),
@@ -178,25 +206,52 @@ async fn run(
     Ok(Executed::Issued(token))
 }
 
-/// Holds a changed state in memory, then stores it: if the write fails, the next reconcile
-/// stores it before anything else instead of resending a replaced refresh token. Returns the
-/// state Secret's resourceVersion after the write.
+/// Holds a changed state in memory, then stores it as a compare-and-swap on the chain the
+/// plan started from: if the write fails, the next reconcile (or shutdown) stores it before
+/// anything else instead of resending a replaced refresh token.
 async fn hold_and_store(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
     state: StateData,
-) -> Result<Option<String>, SecretsError> {
+) -> Result<StateStored, SecretsError> {
     if state == plan.state {
-        return Ok(plan.state_secret.resource_version.clone());
+        return Ok(StateStored::Written(
+            plan.state_secret.resource_version.clone(),
+        ));
     }
     let uid = pc.uid().unwrap_or_default();
-    ctx.hold_state(&uid, state.clone());
-    let written = secrets::write_state(api, pc, &plan.state_secret, &state).await?;
-    ctx.stored_state(&uid, &state);
+    let write = ChainWrite::after(plan, state);
+    ctx.hold_state(pc, write.clone());
+    let stored = secrets::write_state(api, pc, &plan.state_secret, &write).await?;
+    ctx.stored_state(&uid, &write);
     debug!("state Secret written");
-    Ok(written)
+    Ok(stored)
+}
+
+/// Another writer stored a newer chain while this rotation ran: its result is set aside —
+/// counted and reported, never silently.
+pub fn superseded(ctx: &Context, discarded: bool) -> StoreFailure {
+    if discarded {
+        ctx.metrics.refresh_token_discarded();
+    }
+    warn!(
+        discarded_refresh_token = discarded,
+        "another writer stored a newer refresh token meanwhile; it is kept"
+    );
+    StoreFailure {
+        reason: CHAIN_SUPERSEDED,
+        message: format!(
+            "another writer stored a newer refresh token while this rotation was in flight; it is kept and this rotation's result was set aside{}. If this repeats, more than one operator manages this resource: run one replica, or enable leader election",
+            if discarded {
+                " (the refresh token the provider issued to it was discarded)"
+            } else {
+                ""
+            }
+        ),
+        retry: true,
+    }
 }
 
 fn write_failure(e: &SecretsError) -> StoreFailure {

@@ -7,6 +7,7 @@ mod execute;
 mod observe;
 pub mod reconcile;
 mod report;
+mod shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub enum RunError {
     CrdMissing(#[source] kube::Error),
     #[error("leader election failed: {0}")]
     Leader(String),
+    #[error("leadership lost ({0}); held state was stored and the lease released")]
+    LeadershipLost(String),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -62,18 +65,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         controller: "token-rotator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        TokenClient::new(HttpPolicy {
-            allow_http: args.allow_http,
-            allowed_hosts: (!args.allowed_token_hosts.is_empty())
-                .then(|| args.allowed_token_hosts.clone()),
-        }),
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-        args.token_requests_per_minute,
-    ));
-
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
@@ -90,31 +81,67 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(RunError::CrdMissing)?;
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
-    let lease = crate::leader::acquire(&client, &args.leader)
+    let (gate, mut lease) = crate::leader::acquire(&client, &args.leader)
         .await
         .map_err(|e| RunError::Leader(e.to_string()))?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        TokenClient::new(HttpPolicy {
+            allow_http: args.allow_http,
+            allowed_hosts: (!args.allowed_token_hosts.is_empty())
+                .then(|| args.allowed_token_hosts.clone()),
+        }),
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+        gate.clone(),
+        args.token_requests_per_minute,
+    ));
 
-    let controllers = scopes
-        .into_iter()
-        .map(|ns| controller_for(client.clone(), ns, ctx.clone(), args.concurrency));
+    let controllers = futures::future::join_all(
+        scopes
+            .into_iter()
+            .map(|ns| controller_for(client.clone(), ns, ctx.clone(), args.concurrency)),
+    );
     info!(namespaces = ?args.namespaces, "controller started");
-    let all = futures::future::join_all(controllers);
-    match lease {
-        Some(lease) => {
-            tokio::select! {
-                _ = all => {}
-                lost = lease.lost() => {
-                    // A replica that is no longer leader must stop rotating at once.
-                    warn!(reason = %lost, "leadership lost; exiting");
-                    std::process::exit(1);
-                }
+    let mut controllers = std::pin::pin!(controllers);
+    let stop = tokio::select! {
+        _ = &mut controllers => None,
+        stop = shutdown::stop_requested(lease.as_mut()) => Some(stop),
+    };
+    if let Some(stop) = &stop {
+        match stop {
+            shutdown::Stop::Signal(name) => info!(
+                signal = name,
+                "shutting down: no new token requests; finishing rotations in flight"
+            ),
+            shutdown::Stop::LeaseLost(reason) => {
+                warn!(%reason, "leadership lost: no new token requests; finishing rotations in flight")
             }
         }
-        None => {
-            all.await;
+        gate.stop();
+        tokio::spawn(async {
+            let name = shutdown::signal().await;
+            warn!(signal = name, "second signal: exiting at once");
+            std::process::exit(1);
+        });
+        if tokio::time::timeout(shutdown::DRAIN_BOUND, &mut controllers)
+            .await
+            .is_err()
+        {
+            warn!(
+                bound_s = shutdown::DRAIN_BOUND.as_secs(),
+                "rotations in flight did not finish in time"
+            );
         }
     }
-    Ok(())
+    shutdown::store_held(&ctx).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    match stop {
+        Some(shutdown::Stop::LeaseLost(reason)) => Err(RunError::LeadershipLost(reason)),
+        _ => Ok(()),
+    }
 }
 
 async fn controller_for(
@@ -187,7 +214,10 @@ async fn controller_for(
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on({
+            let ctx = ctx.clone();
+            async move { ctx.gate.stopped().await }
+        })
         .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -9,8 +9,8 @@ use tracing::debug;
 
 use super::context::Context;
 use crate::api::{ProviderCredential, state_secret_name};
-use crate::rotation::{Observed, SecretWrite, Slot, StateView, TargetView};
-use crate::secrets::{self, SecretsError};
+use crate::rotation::{ChainWrite, Observed, SecretWrite, Slot, StateView, TargetView};
+use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
 use crate::target::ObservedTarget;
 
@@ -20,16 +20,10 @@ pub async fn observe<'a>(
     api: &Api<Secret>,
 ) -> Result<Observed<'a>, SecretsError> {
     let uid = pc.uid().unwrap_or_default();
-    let state_name = state_secret_name(&pc.name_any());
-    let mut state = secrets::read_owned(api, &state_name, &uid)
-        .await?
-        .map(|s| StateView {
-            resource_version: s.metadata.resource_version.clone(),
-            data: StateData::from_data(&secrets::secret_data(&s)),
-        });
-    if let Some(unstored) = ctx.unstored_state(&uid) {
-        state = store_held_state(ctx, pc, api, &uid, state_name, state, unstored).await?;
-    }
+    let state = match ctx.unstored_state(&uid) {
+        Some(unstored) => store_held_state(ctx, pc, api, unstored).await?,
+        None => read_state(api, pc).await?,
+    };
     let target = secrets::read_owned(api, &pc.spec.target.secret_name, &uid)
         .await?
         .map(|s| TargetView {
@@ -48,15 +42,31 @@ pub async fn observe<'a>(
     })
 }
 
-async fn store_held_state(
+async fn read_state(
+    api: &Api<Secret>,
+    pc: &ProviderCredential,
+) -> Result<Slot<StateView>, SecretsError> {
+    let name = state_secret_name(&pc.name_any());
+    Ok(
+        secrets::read_owned(api, &name, &pc.uid().unwrap_or_default())
+            .await?
+            .map(|s| StateView {
+                resource_version: s.metadata.resource_version.clone(),
+                data: StateData::from_data(&secrets::secret_data(&s)),
+            }),
+    )
+}
+
+/// Stores a state held in memory (compare-and-swap on the chain it came from) and returns
+/// the state Secret as it is afterwards. Also what shutdown runs for every held state.
+pub async fn store_held_state(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
-    uid: &str,
-    name: String,
-    state: Slot<StateView>,
-    unstored: StateData,
+    unstored: ChainWrite,
 ) -> Result<Slot<StateView>, SecretsError> {
+    let uid = pc.uid().unwrap_or_default();
+    let state = read_state(api, pc).await?;
     let resource_version = match &state {
         // Never written over a Secret someone else owns; the plan reports the conflict.
         Slot::Foreign => return Ok(state),
@@ -64,14 +74,23 @@ async fn store_held_state(
         Slot::Owned(s) => s.resource_version.clone(),
     };
     let at = SecretWrite {
-        name,
+        name: state_secret_name(&pc.name_any()),
         resource_version,
     };
-    let resource_version = secrets::write_state(api, pc, &at, &unstored).await?;
-    ctx.stored_state(uid, &unstored);
-    debug!("held state stored");
-    Ok(Slot::Owned(StateView {
-        resource_version,
-        data: unstored,
-    }))
+    match secrets::write_state(api, pc, &at, &unstored).await? {
+        StateStored::Written(resource_version) => {
+            ctx.stored_state(&uid, &unstored);
+            debug!("held state stored");
+            Ok(Slot::Owned(StateView {
+                resource_version,
+                data: unstored.state,
+            }))
+        }
+        StateStored::Superseded { discarded } => {
+            // The newer chain stays; what is stored now is what the plan must see.
+            ctx.stored_state(&uid, &unstored);
+            super::execute::superseded(ctx, discarded);
+            read_state(api, pc).await
+        }
+    }
 }

@@ -15,6 +15,7 @@ use super::execute::{ExecuteError, Executed, execute};
 use super::observe::observe;
 use super::report::{ReportError, report, report_unreadable};
 use crate::api::{Guarded, ProviderCredential};
+use crate::leader::Withheld;
 use crate::rotation::{self, Outcome, Plan, Planned, Step};
 use crate::secrets::SecretsError;
 
@@ -141,7 +142,12 @@ pub async fn reconcile(
                 executed = execute(ctx, pc, &secrets, (**plan).clone())
                     .await
                     .map_err(ReconcileError::Execute)?;
-                rotated(plan, &executed)
+                match rotated(plan, &executed) {
+                    Ok(outcome) => outcome,
+                    // Nothing was sent and nothing changed: no status write.
+                    Err(Withheld::ShuttingDown) => return Ok(Action::await_change()),
+                    Err(Withheld::LeaseUnconfirmed) => return Ok(Action::requeue(WITHHELD_RETRY)),
+                }
             }
         };
         let after =
@@ -160,8 +166,14 @@ pub async fn reconcile(
     .await
 }
 
-fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Outcome<'a> {
-    match executed {
+/// How soon a rotation withheld by an unconfirmed lease is tried again (the lease watch
+/// confirms the next renewal within about this long).
+const WITHHELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The outcome to report, unless the request was withheld (nothing to report).
+fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Result<Outcome<'a>, Withheld> {
+    Ok(match executed {
+        Executed::Withheld(withheld) => return Err(*withheld),
         Executed::Issued(token) => Outcome::Issued { plan, token },
         Executed::Deferred { until } => Outcome::Deferred { until: *until },
         Executed::Failed { error, chain_end } => {
@@ -176,5 +188,5 @@ fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Outcome<'a> {
             warn!(reason = failure.reason, message = %failure.message, "token not stored");
             Outcome::NotStored { plan, failure }
         }
-    }
+    })
 }

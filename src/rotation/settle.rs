@@ -1,6 +1,8 @@
 //! Settle: what the private state becomes after the token endpoint answered (RFC 6749 §6),
 //! and whether the refresh chain ended.
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::decide::{DueReason, GrantChoice};
 use super::plan::{Plan, TokenSource, sent_refresh_token};
 use crate::provider::{FetchError, GrantType, IssuedToken, RefreshOutcome};
@@ -92,4 +94,70 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
             Settled { state, chain_end }
         }
     }
+}
+
+/// A state to store, with the refresh token the rotation that produced it started from: the
+/// write is a compare-and-swap on the chain, never a blind overwrite.
+#[derive(Clone, Debug)]
+pub struct ChainWrite {
+    /// The refresh token stored when the rotation began (`None`: there was none).
+    pub base: Option<SecretString>,
+    pub state: StateData,
+}
+
+impl PartialEq for ChainWrite {
+    fn eq(&self, other: &Self) -> bool {
+        exposed(&self.base) == exposed(&other.base) && self.state == other.state
+    }
+}
+
+impl ChainWrite {
+    /// The settled state of a rotation that started from `plan`.
+    pub fn after(plan: &Plan, state: StateData) -> Self {
+        ChainWrite {
+            base: plan.state.refresh_token.clone(),
+            state,
+        }
+    }
+
+    /// Whether this write carries a refresh token the provider issued that is not stored yet.
+    fn carries_new_refresh_token(&self) -> bool {
+        self.state
+            .refresh_token
+            .as_ref()
+            .is_some_and(|ours| Some(ours.expose_secret()) != exposed(&self.base))
+    }
+}
+
+/// What to do when the state Secret changed between the read a rotation started from and its
+/// write (a conflict): the newer chain wins.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rebase {
+    /// Nobody else moved the chain: write this state over the stored one.
+    Write(StateData),
+    /// Another writer stored a refresh token received after this rotation began; it stays.
+    /// `discarded`: this write carried a token the provider issued, which is now set aside.
+    Superseded { discarded: bool },
+}
+
+/// Decides a conflicting state write from what is stored now. The stored chain moved only if
+/// it holds a refresh token that is neither the one this rotation started from nor its own
+/// result; an emptied chain (another writer saw the old token refused — because this
+/// rotation had replaced it) never beats a token the provider issued.
+pub fn rebase(write: &ChainWrite, stored: &StateData) -> Rebase {
+    let stored_token = exposed(&stored.refresh_token);
+    let moved = stored_token.is_some()
+        && stored_token != exposed(&write.base)
+        && stored_token != exposed(&write.state.refresh_token);
+    if moved {
+        Rebase::Superseded {
+            discarded: write.carries_new_refresh_token(),
+        }
+    } else {
+        Rebase::Write(write.state.clone())
+    }
+}
+
+fn exposed(token: &Option<SecretString>) -> Option<&str> {
+    token.as_ref().map(|t| t.expose_secret())
 }

@@ -541,6 +541,81 @@ fn only_invalid_grant_ends_a_chain() {
     );
 }
 
+fn chain(rt: Option<&str>) -> StateData {
+    StateData {
+        refresh_token: rt.map(SecretString::from),
+        inputs_hash: Some("inputs".into()),
+        ..StateData::default()
+    }
+}
+
+#[test]
+fn a_conflicting_state_write_lets_the_newer_chain_win() {
+    let pc = reltio();
+    let p = refresh_plan(&pc, "rt-1");
+    let mut t = token("new", now(), 3600);
+    t.refresh = RefreshOutcome::Rotated(SecretString::from("rt-2"));
+    let ours = ChainWrite::after(&p, settle(&p, Ok(&t)).state);
+    assert_eq!(ours.base.as_ref().map(|b| b.expose_secret()), Some("rt-1"));
+
+    // Only bookkeeping changed underneath (the stored chain is still the one we started
+    // from): our result is written.
+    let mut touched = chain(Some("rt-1"));
+    touched.unrenderable_target = Some("t".into());
+    assert_eq!(rebase(&ours, &touched), Rebase::Write(ours.state.clone()));
+    // Our own earlier write (its answer was lost): written again, harmlessly.
+    assert_eq!(
+        rebase(&ours, &chain(Some("rt-2"))),
+        Rebase::Write(ours.state.clone())
+    );
+    // Another writer emptied the chain (the provider refused rt-1 to it, because this
+    // rotation had replaced it): the token the provider issued to us revives the chain.
+    assert_eq!(
+        rebase(&ours, &chain(None)),
+        Rebase::Write(ours.state.clone())
+    );
+    // Another writer stored a newer token: it wins and ours is set aside, counted.
+    assert_eq!(
+        rebase(&ours, &chain(Some("rt-9"))),
+        Rebase::Superseded { discarded: true }
+    );
+
+    // A failed refresh (invalid_grant) that would empty the chain never erases a newer
+    // token: the refusal was caused by the rotation that stored it.
+    let failed = ChainWrite::after(&p, settle(&p, Err(&invalid_grant())).state);
+    assert!(failed.state.refresh_token.is_none());
+    assert_eq!(
+        rebase(&failed, &chain(Some("rt-9"))),
+        Rebase::Superseded { discarded: false }
+    );
+    assert_eq!(
+        rebase(&failed, &chain(Some("rt-1"))),
+        Rebase::Write(failed.state.clone())
+    );
+
+    // A kept refresh token (no rotation) is nothing new to lose.
+    t.refresh = RefreshOutcome::Kept;
+    let kept = ChainWrite::after(&p, settle(&p, Ok(&t)).state);
+    assert_eq!(
+        rebase(&kept, &chain(Some("rt-9"))),
+        Rebase::Superseded { discarded: false }
+    );
+
+    // A first grant (no chain yet) racing another first grant: the stored one wins.
+    let first = rotation_plan(&observed(&pc));
+    t.refresh = RefreshOutcome::NewlyIssued(SecretString::from("rt-a"));
+    let fresh = ChainWrite::after(&first, settle(&first, Ok(&t)).state);
+    assert!(fresh.base.is_none());
+    assert_eq!(
+        rebase(&fresh, &chain(Some("rt-b"))),
+        Rebase::Superseded { discarded: true }
+    );
+    assert_eq!(
+        rebase(&fresh, &StateData::default()),
+        Rebase::Write(fresh.state.clone())
+    );
+}
+
 #[test]
 fn a_seed_refresh_token_is_spent_once() {
     let pc = reltio();
