@@ -22,11 +22,14 @@ pub(crate) fn router(control: Control) -> Router {
         .route("/reset", post(reset))
         .route("/reltio/multi-token", put(multi_token))
         .route("/reltio/refresh-echo", put(refresh_echo))
+        .route("/reltio/rotating-refresh", put(rotating_refresh))
         .route("/retently/codes", post(mint_code))
         .route("/{provider}/counters", get(counters))
         .route("/{provider}/last-request", get(last_request))
         .route("/{provider}/lifetime", put(lifetime))
         .route("/{provider}/latency", put(latency))
+        .route("/{provider}/refresh-grace", put(refresh_grace))
+        .route("/{provider}/refreshes-in-flight", get(refreshes_in_flight))
         .route(
             "/{provider}/faults",
             post(inject).merge(delete(clear_faults)),
@@ -97,6 +100,28 @@ async fn latency(
 }
 
 #[derive(Deserialize)]
+struct Grace {
+    millis: u64,
+}
+
+async fn refresh_grace(
+    State(c): State<Control>,
+    Path(p): Path<String>,
+    Json(b): Json<Grace>,
+) -> AdminResult {
+    c.set_refresh_grace(provider(&p)?, Duration::from_millis(b.millis));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn refreshes_in_flight(
+    State(c): State<Control>,
+    Path(p): Path<String>,
+) -> AdminResult<Response> {
+    let n = c.refreshes_in_flight(provider(&p)?);
+    Ok(Json(json!({"in_flight": n})).into_response())
+}
+
+#[derive(Deserialize)]
 struct Inject {
     fault: Fault,
     #[serde(default = "one")]
@@ -161,6 +186,11 @@ async fn multi_token(State(c): State<Control>, Json(b): Json<Toggle>) -> StatusC
 
 async fn refresh_echo(State(c): State<Control>, Json(b): Json<Toggle>) -> StatusCode {
     c.set_refresh_echo(b.enabled);
+    StatusCode::NO_CONTENT
+}
+
+async fn rotating_refresh(State(c): State<Control>, Json(b): Json<Toggle>) -> StatusCode {
+    c.set_rotating_refresh(b.enabled);
     StatusCode::NO_CONTENT
 }
 

@@ -73,6 +73,22 @@ impl Control {
         self.shared.lock().reltio.refresh_echo = enabled;
     }
 
+    /// Reltio: whether every refresh replaces the refresh token (default off: Reltio's refresh
+    /// token never changes). On, refresh responses always carry the new token, the presented
+    /// one dies (after the grace period, see [`Control::set_refresh_grace`]) and every
+    /// password grant starts a new chain.
+    pub fn set_rotating_refresh(&self, enabled: bool) {
+        self.shared.lock().reltio.rotating_refresh = enabled;
+    }
+
+    /// How long a replaced refresh token stays accepted, like Okta's rotation grace period or
+    /// Auth0's reuse interval (default zero: refused at once). Presenting it in time issues a
+    /// fresh successor; afterwards it gets the provider's usual `invalid_grant`. Applies to
+    /// Retently, and to Reltio while rotation is on; no-op for the others.
+    pub fn set_refresh_grace(&self, p: Provider, grace: Duration) {
+        self.shared.lock().provider_mut(p).refresh_grace = grace;
+    }
+
     /// Sets (or creates) an account's secret. For Reltio an existing Basic client id
     /// changes the client secret; any other name is an end user.
     pub fn set_password(&self, p: Provider, user_or_client_id: &str, new_secret: &str) {
@@ -124,6 +140,12 @@ impl Control {
         self.shared.lock().provider(p).counters
     }
 
+    /// Refresh grants of `p` in flight right now, over all chains (the latency included),
+    /// for tests to await a request's arrival or the end of every one.
+    pub fn refreshes_in_flight(&self, p: Provider) -> u32 {
+        self.shared.lock().provider(p).in_flight.values().sum()
+    }
+
     /// The last request that reached `p`'s token endpoint.
     pub fn last_request(&self, p: Provider) -> Option<RecordedRequest> {
         self.shared.lock().provider(p).last_request.clone()
@@ -134,8 +156,9 @@ impl Control {
         providers::validate(p, &self.shared.lock(), token, None, Timestamp::now()).is_some()
     }
 
-    /// Everything back to defaults: knobs, accounts, faults, counters, codes and tokens
-    /// (a new JWT key too, so tokens issued before no longer validate).
+    /// Everything back to defaults: knobs (rotation and grace included), accounts, faults,
+    /// counters, codes and tokens (a new JWT key too, so tokens issued before no longer
+    /// validate). Requests in flight are forgotten; their marks go when they end.
     pub fn reset(&self) {
         *self.shared.lock() = Inner::new();
     }

@@ -10,11 +10,13 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod chains;
 mod control;
 mod emulator;
 mod error;
 mod faults;
 pub mod fixtures;
+mod inflight;
 mod jwt;
 mod pipeline;
 mod provider;

@@ -1,5 +1,5 @@
-//! The token-endpoint pipeline shared by all providers: record → count → fault or rate
-//! limit → latency → provider dialect → counters.
+//! The token-endpoint pipeline shared by all providers: record → count → mark a refresh in
+//! flight → fault or rate limit → latency → provider dialect → counters.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use axum::response::Response;
 use jiff::Timestamp;
 
 use crate::faults::{self, Fault, FaultReply};
+use crate::inflight::InFlight;
 use crate::provider::Provider;
 use crate::providers;
 use crate::state::{Inner, RecordedRequest, Shared};
@@ -52,7 +53,14 @@ pub(crate) async fn token_endpoint(p: Provider, shared: Arc<Shared>, req: Reques
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
-    let admission = admit(&mut shared.lock(), p, recorded);
+    // Marked under the admission lock, before the latency, so a refresh counts as in flight
+    // for as long as its client waits; the guard unmarks it however this future ends
+    // (answered, failed, or dropped with the connection).
+    let (admission, _in_flight) = {
+        let mut inner = shared.lock();
+        let admission = admit(&mut inner, p, recorded);
+        (admission, InFlight::enter(&shared, &mut inner, p, &body))
+    };
     if !admission.latency.is_zero() {
         tokio::time::sleep(admission.latency).await;
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chains::ChainId;
 use crate::faults::Fault;
 use crate::fixtures as fx;
 use crate::provider::Provider;
@@ -28,6 +29,8 @@ pub enum AccountState {
 
 /// Token-endpoint counters of one provider.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Missing fields read as zero, so JSON from an emulator without the chain counters parses.
+#[serde(default)]
 pub struct Counters {
     /// Every request that reached the token endpoint (faulted and rejected ones included).
     pub requests: u64,
@@ -35,6 +38,18 @@ pub struct Counters {
     pub issued: u64,
     /// Responses with status 429, from the rate limiter or from an injected fault.
     pub rate_limited: u64,
+    /// Refresh grants presenting a refresh token that had already been replaced, whether
+    /// the grace period still covered it or not.
+    pub stale_refresh_presented: u64,
+    /// Those of them refused because the grace period had passed (or was zero): the
+    /// client's chain is broken.
+    pub stale_refresh_refused: u64,
+    /// Refresh grants that arrived while another refresh grant of the same chain was in
+    /// flight (latency included), counted once per such arrival.
+    pub overlapping_refreshes: u64,
+    /// Primary grants that started a new chain: Retently authorization-code exchanges,
+    /// Reltio password grants that minted a refresh token.
+    pub chains_started: u64,
 }
 
 /// The last token request as it arrived on the wire; nothing is redacted (test tool).
@@ -100,6 +115,10 @@ pub(crate) struct ProviderState {
     pub accounts: HashMap<String, Account>,
     /// Opaque access tokens (Retently, Reltio); JWT providers validate statelessly.
     pub access_tokens: TokenStore,
+    /// How long a replaced refresh token stays accepted (zero: strict).
+    pub refresh_grace: Duration,
+    /// Refresh grants in flight per chain (see `inflight.rs`).
+    pub in_flight: HashMap<ChainId, u32>,
 }
 
 impl ProviderState {
@@ -136,6 +155,8 @@ impl ProviderState {
             last_request: None,
             accounts: HashMap::from([(account.0.to_owned(), Account::active(account.1))]),
             access_tokens: TokenStore::default(),
+            refresh_grace: Duration::ZERO,
+            in_flight: HashMap::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use axum::response::Response;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use crate::chains::ChainId;
 use crate::provider::Provider;
 use crate::state::Inner;
 use crate::tokens::Issued;
@@ -24,6 +25,16 @@ pub(crate) fn token(p: Provider, inner: &mut Inner, req: &TokenRequest, now: Tim
         Provider::Carrental => carrental::token(inner, req, now),
         Provider::Retently => retently::token(inner, req, now),
         Provider::Reltio => reltio::token(inner, req, now),
+    }
+}
+
+/// The chain of a refresh token of `p`, live or replaced (providers without refresh tokens
+/// have no chains).
+pub(crate) fn chain_of(p: Provider, inner: &Inner, refresh_token: &str) -> Option<ChainId> {
+    match p {
+        Provider::Retently => inner.retently.chain_of(refresh_token),
+        Provider::Reltio => inner.reltio.chain_of(refresh_token),
+        Provider::Rently | Provider::Carrental => None,
     }
 }
 

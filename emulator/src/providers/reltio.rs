@@ -1,8 +1,11 @@
 //! Reltio: `POST /oauth/token` with HTTP Basic client authentication and a form body;
-//! `password` and `refresh_token` grants. The refresh token is never rotated. Without
-//! "Multi Token Support" a user with an unexpired token gets that same token back.
+//! `password` and `refresh_token` grants. The refresh token is not rotated unless the
+//! rotation knob says so (then every refresh replaces it, and a password grant starts a new
+//! chain). Without "Multi Token Support" a user with an unexpired token gets that same token
+//! back.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
@@ -11,10 +14,10 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Outcome;
+use crate::chains::{ChainId, Found, RefreshTokens};
 use crate::fixtures as fx;
 use crate::provider::Provider;
 use crate::state::{AccountCheck, AccountState, Inner};
-use crate::tokens::opaque;
 use crate::wire::{self, TokenRequest};
 
 /// The user's latest token pair, handed out again while multi-token support is off.
@@ -29,8 +32,11 @@ pub(crate) struct Store {
     pub multi_token: bool,
     /// Whether a refresh response carries the (unchanged) refresh token again.
     pub refresh_echo: bool,
-    /// Live refresh token → user.
-    refresh_tokens: HashMap<String, String>,
+    /// Whether every refresh replaces the refresh token (not Reltio's documented behaviour;
+    /// for chain tests). The grace period applies only then.
+    pub rotating_refresh: bool,
+    /// Refresh tokens (subject: the user).
+    refresh_tokens: RefreshTokens,
     current: HashMap<String, Current>,
 }
 
@@ -43,7 +49,8 @@ impl Default for Store {
             )]),
             multi_token: false,
             refresh_echo: false,
-            refresh_tokens: HashMap::new(),
+            rotating_refresh: false,
+            refresh_tokens: RefreshTokens::default(),
             current: HashMap::new(),
         }
     }
@@ -53,6 +60,10 @@ impl Store {
     pub fn revoke_refresh_tokens(&mut self) {
         self.refresh_tokens.clear();
         self.current.clear();
+    }
+
+    pub fn chain_of(&self, refresh_token: &str) -> Option<ChainId> {
+        self.refresh_tokens.chain_of(refresh_token)
     }
 }
 
@@ -80,67 +91,95 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
         }
         "refresh_token" => {
             let presented = form.require("refresh_token")?;
-            let Some(user) = inner.reltio.refresh_tokens.get(presented).cloned() else {
-                return Err(wire::invalid_grant(&format!(
-                    "Invalid refresh token: {presented}"
-                )));
+            let invalid = || wire::invalid_grant(&format!("Invalid refresh token: {presented}"));
+            // Without rotation nothing is ever replaced, so the grace has nothing to cover.
+            let grace = if inner.reltio.rotating_refresh {
+                inner.provider(Provider::Reltio).refresh_grace
+            } else {
+                Duration::ZERO
             };
+            let Some(found) = inner.reltio.refresh_tokens.lookup(presented, grace, now) else {
+                return Err(invalid());
+            };
+            found.count(&mut inner.provider_mut(Provider::Reltio).counters);
+            if !found.accepted() {
+                return Err(invalid());
+            }
             let active = inner
                 .provider(Provider::Reltio)
                 .accounts
-                .get(&user)
+                .get(&found.subject)
                 .is_some_and(|a| a.state == AccountState::Active);
             if !active {
                 return Err(wire::invalid_grant("User account is locked"));
             }
-            Ok(grant(inner, &user, Some(presented), now))
+            let user = found.subject.clone();
+            Ok(grant(inner, &user, Some((presented, &found)), now))
         }
         other => Err(wire::unsupported_grant_type(other)),
     }
 }
 
 /// Issues (or, without multi-token support, re-issues) a token for `user`. `refreshing` is
-/// the refresh token presented, if this is a refresh grant.
-fn grant(inner: &mut Inner, user: &str, refreshing: Option<&str>, now: Timestamp) -> Response {
-    // A password grant always returns the refresh token; a refresh only with the echo knob.
-    let echo = refreshing.is_none() || inner.reltio.refresh_echo;
-    if !inner.reltio.multi_token
-        && let Some(cur) = inner.reltio.current.get(user)
-        && let Some(issued) = inner
-            .provider(Provider::Reltio)
-            .access_tokens
-            .valid(&cur.access, now)
-        && issued.remaining_secs(now) > 0
-    {
-        let refresh = refreshing.unwrap_or(&cur.refresh);
-        let remaining = issued.remaining_secs(now);
-        return wire::json(
-            StatusCode::OK,
-            body(&cur.access, echo.then_some(refresh), remaining),
-        );
-    }
-    let state = inner.provider_mut(Provider::Reltio);
-    let lifetime = state.lifetime_secs;
-    let access = state.access_tokens.issue(user, lifetime, now);
-    let refresh = match refreshing {
-        Some(r) => r.to_owned(),
+/// the refresh token presented and what the store knows of it, if this is a refresh grant.
+fn grant(
+    inner: &mut Inner,
+    user: &str,
+    refreshing: Option<(&str, &Found)>,
+    now: Timestamp,
+) -> Response {
+    let rotating = inner.reltio.rotating_refresh;
+    // A password grant always returns the refresh token; a refresh only with the echo knob,
+    // or when it rotated (a new refresh token the client never sees would end the chain).
+    let echo = refreshing.is_none() || rotating || inner.reltio.refresh_echo;
+    // The user's live token, handed out again while multi-token support is off.
+    let reissue = if inner.reltio.multi_token {
+        None
+    } else {
+        inner.reltio.current.get(user).and_then(|cur| {
+            let issued = inner
+                .provider(Provider::Reltio)
+                .access_tokens
+                .valid(&cur.access, now)?;
+            let remaining = issued.remaining_secs(now);
+            (remaining > 0).then(|| (cur.access.clone(), cur.refresh.clone(), remaining))
+        })
+    };
+    let refresh = match (refreshing, &reissue) {
+        (Some((presented, found)), _) if rotating => {
+            inner.reltio.refresh_tokens.successor(presented, found, now)
+        }
+        (Some((presented, _)), _) => presented.to_owned(),
+        // As documented: the live token comes back with the refresh token it came with.
+        (None, Some((_, cur_refresh, _))) if !rotating => cur_refresh.clone(),
+        (None, _) => {
+            inner.provider_mut(Provider::Reltio).counters.chains_started += 1;
+            inner.reltio.refresh_tokens.start_chain(user)
+        }
+    };
+    let (access, expires_in, remember) = match reissue {
+        // Re-issuing leaves the user's current pair alone unless the refresh token changed.
+        Some((access, _, remaining)) => (access, remaining, rotating),
         None => {
-            let r = opaque();
-            inner
-                .reltio
-                .refresh_tokens
-                .insert(r.clone(), user.to_owned());
-            r
+            let state = inner.provider_mut(Provider::Reltio);
+            let lifetime = state.lifetime_secs;
+            (
+                state.access_tokens.issue(user, lifetime, now),
+                lifetime,
+                true,
+            )
         }
     };
     let resp = wire::json(
         StatusCode::OK,
-        body(&access, echo.then_some(&refresh), lifetime),
+        body(&access, echo.then_some(&refresh), expires_in),
     );
-    inner
-        .reltio
-        .current
-        .insert(user.to_owned(), Current { access, refresh });
+    if remember {
+        inner
+            .reltio
+            .current
+            .insert(user.to_owned(), Current { access, refresh });
+    }
     resp
 }
 

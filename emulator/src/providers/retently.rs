@@ -1,6 +1,7 @@
 //! Retently: `POST /api/oauth/token`, form with client id/secret in the body;
-//! `authorization_code` (single-use code bound to its `redirect_uri`) and `refresh_token`
-//! (rotating: every refresh returns a new refresh token and kills the old one).
+//! `authorization_code` (single-use code bound to its `redirect_uri`; starts a refresh-token
+//! chain) and `refresh_token` (rotating: every refresh returns a new refresh token and the
+//! old one dies, at once or after the configured grace period).
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Outcome;
+use crate::chains::{ChainId, RefreshTokens};
 use crate::fixtures::RETENTLY_CODE_TTL_SECS;
 use crate::provider::Provider;
 use crate::state::{AccountCheck, Inner};
@@ -20,11 +22,11 @@ struct CodeGrant {
     expires_at: Timestamp,
 }
 
-/// Outstanding authorization codes and live refresh tokens (→ client id).
+/// Outstanding authorization codes and refresh tokens (subject: the client id).
 #[derive(Default)]
 pub(crate) struct Store {
     codes: HashMap<String, CodeGrant>,
-    refresh_tokens: HashMap<String, String>,
+    refresh_tokens: RefreshTokens,
 }
 
 impl Store {
@@ -45,6 +47,10 @@ impl Store {
     pub fn revoke_refresh_tokens(&mut self) {
         self.refresh_tokens.clear();
     }
+
+    pub fn chain_of(&self, refresh_token: &str) -> Option<ChainId> {
+        self.refresh_tokens.chain_of(refresh_token)
+    }
 }
 
 pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Outcome {
@@ -63,9 +69,9 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
             "Client authentication failed",
         ));
     }
-    let store = &mut inner.retently;
-    match grant {
+    let refresh = match grant {
         "authorization_code" => {
+            let store = &mut inner.retently;
             let redirect_uri = form.require("redirect_uri")?;
             let code = form.require("code")?;
             match store.codes.get(code) {
@@ -83,22 +89,38 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
             }
             // Consumed only by a successful exchange, like league/oauth2-server does.
             store.codes.remove(code);
+            let refresh = store.refresh_tokens.start_chain(client_id);
+            inner
+                .provider_mut(Provider::Retently)
+                .counters
+                .chains_started += 1;
+            refresh
         }
         "refresh_token" => {
             // Required as documented, but not compared: the document's own examples differ.
             form.require("redirect_uri")?;
             let presented = form.require("refresh_token")?;
-            if store.refresh_tokens.get(presented).map(String::as_str) != Some(client_id) {
+            let grace = inner.provider(Provider::Retently).refresh_grace;
+            // Another client's token is no token at all for this one.
+            let found = inner
+                .retently
+                .refresh_tokens
+                .lookup(presented, grace, now)
+                .filter(|f| f.subject == client_id);
+            let Some(found) = found else {
+                return Err(wire::invalid_grant("The refresh token is invalid"));
+            };
+            found.count(&mut inner.provider_mut(Provider::Retently).counters);
+            if !found.accepted() {
                 return Err(wire::invalid_grant("The refresh token is invalid"));
             }
-            store.refresh_tokens.remove(presented);
+            inner
+                .retently
+                .refresh_tokens
+                .successor(presented, &found, now)
         }
         other => return Err(wire::unsupported_grant_type(other)),
-    }
-    let refresh = opaque();
-    store
-        .refresh_tokens
-        .insert(refresh.clone(), client_id.to_owned());
+    };
     let state = inner.provider_mut(Provider::Retently);
     let lifetime = state.lifetime_secs;
     let access = state.access_tokens.issue(client_id, lifetime, now);

@@ -1,5 +1,6 @@
 //! The JSON admin API drives the same knobs as `Control`.
 
+use provider_emulator::Emulator;
 use provider_emulator::Provider::{Carrental, Reltio, Retently};
 use provider_emulator::fixtures::*;
 use reqwest::{Client, Method};
@@ -50,7 +51,11 @@ async fn admin_api_round_trip() {
     let counters = get("/carrental/counters").await.1;
     assert_eq!(
         counters,
-        json!({"requests": 3, "issued": 1, "rate_limited": 0})
+        json!({
+            "requests": 3, "issued": 1, "rate_limited": 0,
+            "stale_refresh_presented": 0, "stale_refresh_refused": 0,
+            "overlapping_refreshes": 0, "chains_started": 0,
+        })
     );
     let last = get("/carrental/last-request").await.1;
     assert_eq!(last["path"], "/carrental/authtoken");
@@ -97,4 +102,82 @@ async fn admin_api_round_trip() {
     assert_eq!(post("/reset", Value::Null).await.0, 204);
     assert_eq!(emu.control().counters(Carrental).requests, 0);
     assert!(!emu.control().is_valid_access_token(Carrental, token));
+}
+
+const CHAIN_REDIRECT: &str = "https://chains.example/";
+
+/// A Retently authorization-code exchange; returns the refresh token.
+async fn retently_chain(c: &Client, emu: &Emulator) -> String {
+    let code = emu.control().mint_authorization_code(CHAIN_REDIRECT);
+    let resp = crate::retently::exchange(c, &emu.token_url(Retently), &code, CHAIN_REDIRECT).await;
+    json(resp).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A Reltio password grant, then a refresh; returns both refresh tokens (the second one
+/// only when the refresh answer carries one).
+async fn reltio_refresh(c: &Client, emu: &Emulator) -> (Value, Value) {
+    let url = emu.token_url(Reltio);
+    let first = json(crate::reltio::password_grant(c, &url, RELTIO_PASSWORD).await).await;
+    let rt = first["refresh_token"].as_str().unwrap();
+    let second = json(crate::reltio::refresh_grant(c, &url, rt).await).await;
+    (
+        first["refresh_token"].clone(),
+        second["refresh_token"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn chain_knobs_over_the_admin_api() {
+    let emu = start().await;
+    let c = client();
+    let admin = |path: &str| format!("{}/_emulator{path}", emu.base_url());
+    let put = |path: &str, body: Value| call(&c, Method::PUT, admin(path), body);
+    let get = |path: &str| call(&c, Method::GET, admin(path), Value::Null);
+    let retently = emu.token_url(Retently);
+
+    let grace = json!({"millis": 60_000});
+    assert_eq!(put("/retently/refresh-grace", grace.clone()).await.0, 204);
+    assert_eq!(put("/nobody/refresh-grace", grace).await.0, 404);
+    let bad = put("/retently/refresh-grace", json!({"millis": -1}))
+        .await
+        .0;
+    assert!((400..500).contains(&bad), "{bad}");
+    let on = json!({"enabled": true});
+    assert_eq!(put("/reltio/rotating-refresh", on).await.0, 204);
+    assert_eq!(
+        get("/retently/refreshes-in-flight").await,
+        (200, json!({"in_flight": 0}))
+    );
+
+    // Retently: a replaced token is accepted within the grace.
+    let rt1 = retently_chain(&c, &emu).await;
+    for _ in 0..2 {
+        let resp = crate::retently::refresh(&c, &retently, &rt1).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let counters = get("/retently/counters").await.1;
+    assert_eq!(counters["stale_refresh_presented"], 1);
+    assert_eq!(counters["stale_refresh_refused"], 0);
+    assert_eq!(counters["overlapping_refreshes"], 0);
+    assert_eq!(counters["chains_started"], 1);
+
+    // Reltio: rotating, so the refresh answer carries a new refresh token.
+    let (rt, rotated) = reltio_refresh(&c, &emu).await;
+    assert!(rotated.is_string() && rotated != rt, "{rotated}");
+
+    // A reset turns both knobs back off.
+    assert_eq!(
+        call(&c, Method::POST, admin("/reset"), Value::Null).await.0,
+        204
+    );
+    let (_, rotated) = reltio_refresh(&c, &emu).await;
+    assert!(rotated.is_null(), "{rotated}");
+    let rt1 = retently_chain(&c, &emu).await;
+    let first = crate::retently::refresh(&c, &retently, &rt1).await;
+    assert_eq!(first.status(), 200);
+    let reused = crate::retently::refresh(&c, &retently, &rt1).await;
+    assert_eq!(reused.status(), 400);
 }

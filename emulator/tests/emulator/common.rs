@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use provider_emulator::{Emulator, Options};
@@ -52,4 +54,13 @@ pub fn jwt_claims(token: &str) -> Value {
 
 pub async fn whoami(c: &Client, url: &str, token: &str) -> Response {
     c.get(url).bearer_auth(token).send().await.expect("request")
+}
+
+/// Awaits `cond` (polled every few milliseconds) for at most ten seconds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod carrental;
+mod chains;
 mod common;
 mod faults;
 mod reltio;

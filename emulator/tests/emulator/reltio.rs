@@ -19,7 +19,7 @@ pub async fn grant(c: &Client, url: &str, form: &[(&str, &str)]) -> reqwest::Res
         .unwrap()
 }
 
-async fn password_grant(c: &Client, url: &str, password: &str) -> reqwest::Response {
+pub async fn password_grant(c: &Client, url: &str, password: &str) -> reqwest::Response {
     let form = [
         ("grant_type", "password"),
         ("username", USER),
@@ -28,7 +28,7 @@ async fn password_grant(c: &Client, url: &str, password: &str) -> reqwest::Respo
     grant(c, url, &form).await
 }
 
-async fn refresh_grant(c: &Client, url: &str, token: &str) -> reqwest::Response {
+pub async fn refresh_grant(c: &Client, url: &str, token: &str) -> reqwest::Response {
     grant(
         c,
         url,

@@ -7,7 +7,7 @@ use crate::common::*;
 
 const REDIRECT: &str = "https://www.example.com/";
 
-async fn exchange(c: &Client, url: &str, code: &str, redirect: &str) -> reqwest::Response {
+pub async fn exchange(c: &Client, url: &str, code: &str, redirect: &str) -> reqwest::Response {
     let form = [
         ("grant_type", "authorization_code"),
         ("client_id", ID),
@@ -18,7 +18,7 @@ async fn exchange(c: &Client, url: &str, code: &str, redirect: &str) -> reqwest:
     post_form(c, url, &form).await
 }
 
-async fn refresh(c: &Client, url: &str, token: &str) -> reqwest::Response {
+pub async fn refresh(c: &Client, url: &str, token: &str) -> reqwest::Response {
     let form = [
         ("grant_type", "refresh_token"),
         ("client_id", ID),
