@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use crate::process::{Process, TempDir, log_tail};
 const POLL: Duration = Duration::from_millis(100);
 /// How long each component gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+const APISERVER: &str = "kube-apiserver";
 /// Attempts when a freshly picked port was taken by someone else before our child bound it.
 const PORT_ATTEMPTS: usize = 3;
 /// Matches the first address that the `kubernetes` Service takes (see certs.rs).
@@ -57,6 +58,12 @@ impl Default for StartOptions {
 pub struct ControlPlane {
     // Stopped in reverse order: controller manager, apiserver, etcd.
     processes: Mutex<Vec<Process>>,
+    /// Set by `stop`, so a restart under way does not bring the apiserver back.
+    stopped: AtomicBool,
+    /// One apiserver restart at a time.
+    restart_lock: tokio::sync::Mutex<()>,
+    /// From [`StartOptions::timeout`]; also bounds the wait for a restarted apiserver.
+    timeout: Duration,
     bin_dir: PathBuf,
     server_url: String,
     ca_pem: String,
@@ -138,6 +145,9 @@ impl ControlPlane {
         // From here on, an early return drops `cp`, which stops whatever was started.
         let cp = Self {
             processes: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+            restart_lock: tokio::sync::Mutex::new(()),
+            timeout,
             bin_dir: bin_dir.to_owned(),
             server_url,
             ca_pem: pki.ca_pem,
@@ -174,7 +184,7 @@ impl ControlPlane {
         .await?;
 
         cp.spawn(
-            "kube-apiserver",
+            APISERVER,
             &[
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
@@ -195,23 +205,15 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", path(&sa_key)),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--profiling=false".into(),
+                // Ends open watches (the controller manager's, an operator's) on SIGTERM, so it
+                // exits in about a second instead of waiting for them until it is killed.
+                "--shutdown-watch-termination-grace-period=1s".into(),
                 "--v=1".into(),
             ],
         )?;
+        cp.wait_for_apiserver("kube-apiserver /readyz", deadline)
+            .await?;
         let admin = cp.try_client()?;
-        cp.wait_for("kube-apiserver /readyz", "kube-apiserver", deadline, || {
-            let admin = admin.clone();
-            async move {
-                let request = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .map_err(|e| e.to_string())?;
-                match admin.request_text(request).await {
-                    Ok(body) => Ok(body.trim() == "ok"),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        })
-        .await?;
 
         cp.spawn(
             "kube-controller-manager",
@@ -256,6 +258,70 @@ impl ControlPlane {
         let process = Process::spawn(name, &self.bin_dir.join(name), args, log, &self.dir)?;
         self.processes().push(process);
         Ok(())
+    }
+
+    /// Waits until the apiserver's `/readyz` answers `ok` to the admin client.
+    async fn wait_for_apiserver(&self, waiting_for: &'static str, deadline: Instant) -> Result<()> {
+        let admin = self.try_client()?;
+        self.wait_for(waiting_for, APISERVER, deadline, || {
+            let admin = admin.clone();
+            async move {
+                let request = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string())?;
+                match admin.request_text(request).await {
+                    Ok(body) => Ok(body.trim() == "ok"),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL after a grace period, as [`stop`](Self::stop)
+    /// does), keeps it down for `down_for`, starts it again with the same command line (port,
+    /// certificates, etcd), and waits until `/readyz` answers again. Clients and kubeconfigs
+    /// from before keep working once it is back. etcd and kube-controller-manager keep running;
+    /// the apiserver's log ([`log_path`](Self::log_path)) is appended to, after a marker line.
+    ///
+    /// The API is unreachable for longer than `down_for`: the shutdown (about a second, more
+    /// if it has to be killed) comes before it and the startup (a few seconds) after it.
+    ///
+    /// Meant for a control plane of your own (not [`shared`](crate::shared)): other tests see
+    /// the outage too. Restarts are serialised. Waiting for readiness is bounded by
+    /// [`StartOptions::timeout`]; the error carries the log tail. If the returned future is
+    /// dropped before it completes, the apiserver may stay down.
+    pub async fn restart_apiserver(&self, down_for: Duration) -> Result<()> {
+        let _one_at_a_time = self.restart_lock.lock().await;
+        // Taken out of the list while it is down, so `check_running` does not report it.
+        let (index, mut old) = {
+            let mut processes = self.processes();
+            let index = processes
+                .iter()
+                .position(|p| p.name == APISERVER)
+                .ok_or(Error::Stopped)?;
+            (index, processes.remove(index))
+        };
+        old.stop_async(STOP_GRACE).await;
+        tokio::time::sleep(down_for).await;
+
+        note_in_log(
+            &old.log,
+            &format!("--- testkit: restarting {APISERVER} after {down_for:?} down ---"),
+        );
+        let new = old.respawn()?;
+        {
+            let mut processes = self.processes();
+            if self.stopped.load(Ordering::SeqCst) {
+                // `stop` ran meanwhile; dropping the new process kills it.
+                return Err(Error::Stopped);
+            }
+            let index = index.min(processes.len());
+            processes.insert(index, new);
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.wait_for_apiserver("kube-apiserver /readyz after a restart", deadline)
+            .await
     }
 
     fn processes(&self) -> MutexGuard<'_, Vec<Process>> {
@@ -308,6 +374,7 @@ impl ControlPlane {
     /// Stops all components (controller manager, apiserver, etcd) and waits for them to exit.
     /// Dropping the control plane does this too; it is idempotent.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
         let mut processes = self.processes();
         while let Some(mut process) = processes.pop() {
             process.stop(STOP_GRACE);
@@ -475,6 +542,15 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Appends a line to a component's log, to tell its runs apart. Best effort: the log only
+/// serves diagnostics.
+fn note_in_log(log: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(log) {
+        let _ = writeln!(file, "{line}");
     }
 }
 

@@ -104,6 +104,9 @@ pub enum Error {
 
     #[error("the shared control plane failed to start: {0}")]
     SharedStartFailed(String),
+
+    #[error("the control plane has been stopped")]
+    Stopped,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

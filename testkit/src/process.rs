@@ -9,6 +9,7 @@
 //!   earlier runs whose process is gone (killed by a signal, where no hook runs).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -46,10 +47,21 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
     })
 }
 
+/// How often a stopping child is checked for having exited.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
 /// A running child process whose output goes to a log file.
+///
+/// It remembers how it was started, so [`respawn`](Self::respawn) can start it again exactly so.
+/// Dropping a child that is still running kills it (SIGKILL); [`stop`](Self::stop) it first to
+/// give it a chance to exit cleanly.
 pub(crate) struct Process {
     pub name: &'static str,
     pub log: PathBuf,
+    program: PathBuf,
+    args: Vec<String>,
+    /// The environment at the first spawn, so a respawn sees the same one.
+    env: Vec<(OsString, OsString)>,
     child: Child,
     owner: u64,
 }
@@ -63,15 +75,48 @@ impl Process {
         log: PathBuf,
         owner: &TempDir,
     ) -> Result<Self> {
+        Self::start(
+            name,
+            program.to_owned(),
+            args.to_vec(),
+            std::env::vars_os().collect(),
+            log,
+            owner.id,
+        )
+    }
+
+    /// Starts the same program again, with the same arguments, environment and log file (which
+    /// it appends to). Stop this one first if they must not run at the same time.
+    pub fn respawn(&self) -> Result<Self> {
+        Self::start(
+            self.name,
+            self.program.clone(),
+            self.args.clone(),
+            self.env.clone(),
+            self.log.clone(),
+            self.owner,
+        )
+    }
+
+    fn start(
+        name: &'static str,
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(OsString, OsString)>,
+        log: PathBuf,
+        owner: u64,
+    ) -> Result<Self> {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .map_err(Error::io("open log file", &log))?;
         let err = out.try_clone().map_err(Error::io("open log file", &log))?;
-        let mut command = Command::new(program);
+        let mut command = Command::new(&program);
         command
-            .args(args)
+            .args(&args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -109,12 +154,15 @@ impl Process {
                 source: io::Error::other("the spawner thread is gone"),
             })?
             .map_err(|source| Error::Spawn { name, source })?;
-        track_pid(owner.id, child.id());
+        track_pid(owner, child.id());
         Ok(Self {
             name,
             log,
+            program,
+            args,
+            env,
             child,
-            owner: owner.id,
+            owner,
         })
     }
 
@@ -141,28 +189,60 @@ impl Process {
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
-        let pid = self.child.id();
-        let status = if let Ok(Some(status)) = self.child.try_wait() {
-            Some(status)
-        } else {
+        let deadline = Instant::now() + grace;
+        self.terminate();
+        loop {
+            if let Some(status) = self.poll_stop(deadline) {
+                break status;
+            }
+            thread::sleep(STOP_POLL);
+        }
+    }
+
+    /// [`stop`](Self::stop) without blocking the async runtime's thread while it waits.
+    pub async fn stop_async(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        self.terminate();
+        loop {
+            if let Some(status) = self.poll_stop(deadline) {
+                break status;
+            }
+            tokio::time::sleep(STOP_POLL).await;
+        }
+    }
+
+    /// SIGTERM, unless it has exited already.
+    fn terminate(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
             // SAFETY: plain syscall on our own, not yet reaped, child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + grace;
-            loop {
-                match self.child.try_wait() {
-                    Ok(Some(status)) => break Some(status),
-                    Ok(None) if Instant::now() < deadline => {
-                        thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = self.child.kill();
-                        break self.child.wait().ok();
-                    }
-                }
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+
+    /// `Some(status)` once it has exited or, past `deadline`, been killed; `None` to wait on.
+    fn poll_stop(&mut self, deadline: Instant) -> Option<Option<ExitStatus>> {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            Ok(None) if Instant::now() < deadline => return None,
+            _ => {
+                let _ = self.child.kill();
+                self.child.wait().ok()
             }
         };
-        untrack_pid(self.owner, pid);
-        status
+        untrack_pid(self.owner, self.child.id());
+        Some(status)
+    }
+}
+
+impl Drop for Process {
+    /// Only a safety net (e.g. a restart whose future was dropped midway): everything that
+    /// owns processes stops them first, after which this does nothing.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            untrack_pid(self.owner, self.child.id());
+        }
     }
 }
 
@@ -381,5 +461,48 @@ mod tests {
             err.contains("boom") && err.contains("exit status: 3"),
             "{err}"
         );
+    }
+
+    /// Waits until the log holds `text`, failing if the child exits first.
+    fn wait_for_log(p: &mut Process, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log_tail(&p.log) != text {
+            p.check_running().unwrap();
+            assert!(Instant::now() < deadline, "the log never became {text:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn respawn_repeats_the_command_and_appends_to_the_log() {
+        let dir = TempDir::create().unwrap();
+        let log = dir.path.join("echo.log");
+        let mut first = Process::spawn(
+            "sh",
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo \"run $1\"; exec sleep 30".into(),
+                "sh".into(),
+                "a".into(),
+            ],
+            log.clone(),
+            &dir,
+        )
+        .unwrap();
+        wait_for_log(&mut first, "run a");
+        let status = first.stop_async(Duration::from_secs(5)).await.unwrap();
+        assert!(!status.success());
+        // Stopped, not failed: nothing of it is left to kill at exit.
+        assert!(tracked()[&dir.id].pids.is_empty());
+
+        let mut second = first.respawn().unwrap();
+        wait_for_log(&mut second, "run a\nrun a");
+        assert_eq!(tracked()[&dir.id].pids, [second.child.id()]);
+        let pid = second.child.id();
+        drop(second);
+        // Dropped while running: killed and reaped.
+        assert!(!process_alive(pid));
+        assert!(tracked()[&dir.id].pids.is_empty());
     }
 }

@@ -1,0 +1,357 @@
+//! The refresh chain end to end: two writers of one state Secret, a SIGTERM in the middle of
+//! a rotation, and a minute-long outage of Secret writes. Retently's refresh tokens rotate on
+//! every use and a replaced one is refused, so any lost or reused value shows as a refusal.
+
+mod e2e;
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::*;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use provider_emulator::{Control, Emulator, Options, Provider};
+use serde_json::json;
+use token_rotator::api::ProviderCredential;
+
+use support::REDIRECT_URI;
+
+const NAME: &str = "retently";
+const STATE: &str = "retently-rotator-state";
+
+async fn emulator() -> Result<Emulator> {
+    token_rotator::install_crypto_provider();
+    let emu = Emulator::start(Options::default()).await?;
+    // Long-lived tokens: every rotation here is one the test asked for.
+    emu.control().set_lifetime(Provider::Retently, 600);
+    Ok(emu)
+}
+
+async fn retently(env: &Env, emu: &Emulator) -> Result<()> {
+    env.create_credentials(
+        "creds",
+        &support::secret_data(Provider::Retently, emu),
+        true,
+    )
+    .await?;
+    env.create_pcred(
+        NAME,
+        &format!(
+            "preset: retently\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\ngrant: {{redirectUri: \"{REDIRECT_URI}\"}}\n",
+            emu.token_url(Provider::Retently)
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn force_refresh(env: &Env, value: &str) -> Result<()> {
+    env.pcreds()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": value}}}),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+fn handled(pc: &ProviderCredential) -> Option<&str> {
+    pc.status.as_ref()?.last_refresh_request.as_deref()
+}
+
+/// Waits until the request `value` was answered with a token: Ready, and recorded as handled.
+async fn refreshed(env: &Env, value: &str) -> Result<ProviderCredential> {
+    eventually(
+        &format!("refresh {value:?} handled and Ready"),
+        CONVERGE,
+        || async {
+            let pc = env.pcred(NAME).await?;
+            let ready = pc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            Ok((ready && handled(&pc) == Some(value)).then_some(pc))
+        },
+    )
+    .await
+}
+
+async fn stored_refresh_token(env: &Env) -> Result<Option<String>> {
+    Ok(env
+        .secret_data(STATE)
+        .await?
+        .and_then(|(_, data)| data.get("refresh_token").cloned()))
+}
+
+async fn target_token(env: &Env) -> Result<String> {
+    let (_, data) = env.secret_data("token").await?.context("target Secret")?;
+    data.get("access_token")
+        .cloned()
+        .context("access_token key")
+}
+
+/// The chain is alive: one more forced refresh succeeds, with nothing refused.
+async fn chain_continues(env: &Env, c: &Control, value: &str) -> Result<()> {
+    let refused = c.counters(Provider::Retently).stale_refresh_refused;
+    force_refresh(env, value).await?;
+    let pc = refreshed(env, value).await?;
+    ensure!(
+        c.counters(Provider::Retently).stale_refresh_refused == refused,
+        "the stored refresh token was refused: {:?}",
+        pc.status
+    );
+    ensure!(c.is_valid_access_token(Provider::Retently, &target_token(env).await?));
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_writers_never_lose_the_newer_chain() -> Result<()> {
+    const ROUNDS: u32 = 6;
+    let env = Env::new("two-writers").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    retently(&env, &emu).await?;
+    let a = env.start_operator().await?;
+    env.wait_condition(NAME, "Ready", "True", None).await?;
+
+    // Two operators without leader election both act on every refresh request, and a slow
+    // endpoint makes their requests overlap: the provider rotates the token for one and
+    // refuses the other, whose write must never erase the chain the first one stored.
+    let b = env.start_operator().await?;
+    c.set_latency(Provider::Retently, Duration::from_millis(800));
+    for round in 1..=ROUNDS {
+        let value = format!("race-{round}");
+        force_refresh(&env, &value).await?;
+        eventually(
+            &format!("{value} handled, nothing in flight"),
+            CONVERGE,
+            || async {
+                let pc = env.pcred(NAME).await?;
+                Ok((handled(&pc) == Some(value.as_str())
+                    && c.refreshes_in_flight(Provider::Retently) == 0)
+                    .then_some(()))
+            },
+        )
+        .await?;
+    }
+    let raced = c.counters(Provider::Retently);
+    ensure!(
+        raced.stale_refresh_presented > 0,
+        "the two operators never raced ({raced:?}); the test proves nothing"
+    );
+    drop(b);
+    c.set_latency(Provider::Retently, Duration::ZERO);
+
+    // Whichever writer lost each race, the stored refresh token is the provider's live one.
+    eventually("the state to settle", CONVERGE, || async {
+        Ok(stored_refresh_token(&env).await?.map(|_| ()))
+    })
+    .await?;
+    chain_continues(&env, &c, "after-the-race").await?;
+    let end = c.counters(Provider::Retently);
+    ensure!(
+        end.chains_started == 1,
+        "the chain restarted: {end:?} (a new authorization would have been needed)"
+    );
+    let log = a.stop().await?;
+    eprintln!(
+        "two writers: {ROUNDS} rounds, {} requests, {} stale refresh tokens presented by the loser of a race ({} refused), chain intact; set aside by the CAS in the log: {}",
+        end.requests,
+        raced.stale_refresh_presented,
+        raced.stale_refresh_refused,
+        log.matches("another writer stored a newer refresh token")
+            .count()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_rotation_in_flight_and_stores_its_refresh_token() -> Result<()> {
+    let env = Env::new("sigterm").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    retently(&env, &emu).await?;
+    let mut op = env.start_operator().await?;
+    env.wait_condition(NAME, "Ready", "True", None).await?;
+    let before = stored_refresh_token(&env).await?;
+
+    c.set_latency(Provider::Retently, Duration::from_secs(3));
+    force_refresh(&env, "during-shutdown").await?;
+    eventually("the refresh to reach the provider", CONVERGE, || async {
+        Ok((c.refreshes_in_flight(Provider::Retently) == 1).then_some(()))
+    })
+    .await?;
+    // The provider has the old refresh token and is about to replace it.
+    let status = op.terminate(Duration::from_secs(65)).await?;
+    let log = op.log_text();
+    ensure!(status.success(), "exit {status}; log:\n{log}");
+    ensure!(log.contains("shutting down"), "log:\n{log}");
+
+    // The answer arrived after SIGTERM and was still stored, written and reported.
+    ensure!(c.counters(Provider::Retently).issued == 2);
+    let after = stored_refresh_token(&env).await?;
+    ensure!(
+        after.is_some() && after != before,
+        "the new refresh token was not stored"
+    );
+    let pc = env.pcred(NAME).await?;
+    ensure!(
+        handled(&pc) == Some("during-shutdown"),
+        "the rotation in flight was not reported: {:?}",
+        pc.status
+    );
+    ensure!(c.is_valid_access_token(Provider::Retently, &target_token(&env).await?));
+
+    // The next process continues the chain from the stored token.
+    c.set_latency(Provider::Retently, Duration::ZERO);
+    let _op = env.start_operator().await?;
+    chain_continues(&env, &c, "after-restart").await?;
+    ensure!(c.counters(Provider::Retently).stale_refresh_presented == 0);
+    Ok(())
+}
+
+/// Refuses every write of the state Secret in one namespace, as an API outage of Secret
+/// writes would (status patches still work, so the outage can be reported).
+async fn refuse_state_writes(env: &Env) -> Result<String> {
+    let name = format!("refuse-state-{}", env.name());
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]
+            }]},
+            "validations": [{
+                "expression": format!("object.metadata.name != '{STATE}'"),
+                "message": "test outage: state Secret writes are refused"
+            }]
+        }
+    }))?;
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": env.name()
+            }}}
+        }
+    }))?;
+    let client = env.cp.client();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(client)
+        .create(&PostParams::default(), &binding)
+        .await?;
+    // In force once a dry-run write of the state Secret is refused.
+    let secrets = env.secrets();
+    eventually("the outage to begin", CONVERGE, || async {
+        let dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+        let touch = json!({"metadata": {"annotations": {"test/outage": "probe"}}});
+        Ok(secrets
+            .patch(STATE, &dry, &Patch::Merge(&touch))
+            .await
+            .is_err()
+            .then_some(()))
+    })
+    .await?;
+    Ok(name)
+}
+
+async fn end_outage(env: &Env, name: &str) -> Result<()> {
+    let client = env.cp.client();
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await?;
+    Api::<ValidatingAdmissionPolicy>::all(client)
+        .delete(name, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_outage_of_secret_writes_loses_nothing() -> Result<()> {
+    let outage = Duration::from_secs(
+        std::env::var("CHAIN_OUTAGE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let env = Env::new("outage").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    retently(&env, &emu).await?;
+    let op = env.start_operator().await?;
+    env.wait_condition(NAME, "Ready", "True", None).await?;
+    let (token_before, rt_before) = (target_token(&env).await?, stored_refresh_token(&env).await?);
+    let requests_before = c.counters(Provider::Retently).requests;
+
+    let policy = refuse_state_writes(&env).await?;
+    force_refresh(&env, "in-the-outage").await?;
+    // The provider answered with a new refresh token that cannot be stored: held in memory,
+    // reported, and no second request.
+    env.wait_condition(NAME, "Degraded", "True", Some("SecretWriteFailed"))
+        .await?;
+    ensure!(c.counters(Provider::Retently).issued == 2);
+    tokio::time::sleep(outage).await;
+    let during = c.counters(Provider::Retently);
+    ensure!(
+        during.requests == requests_before + 1,
+        "token requests piled up during the outage: {during:?}"
+    );
+    // The target keeps the token it had, still valid.
+    ensure!(target_token(&env).await? == token_before);
+    ensure!(c.is_valid_access_token(Provider::Retently, &token_before));
+    ensure!(stored_refresh_token(&env).await? == rt_before);
+
+    end_outage(&env, &policy).await?;
+    // Stored when the API takes writes again, and the held token is written without asking
+    // the provider again.
+    let pc = eventually(
+        "the held state and token to be stored",
+        CONVERGE,
+        || async {
+            let pc = env.pcred(NAME).await?;
+            let ready = pc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    && !s
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Degraded" && c.status == "True")
+            });
+            Ok((ready && handled(&pc) == Some("in-the-outage")).then_some(pc))
+        },
+    )
+    .await?;
+    let after = c.counters(Provider::Retently);
+    ensure!(
+        after.requests == requests_before + 1,
+        "a new token was requested instead of storing the held one: {after:?}"
+    );
+    ensure!(stored_refresh_token(&env).await? != rt_before);
+    let token_after = target_token(&env).await?;
+    ensure!(
+        token_after != token_before && c.is_valid_access_token(Provider::Retently, &token_after)
+    );
+    chain_continues(&env, &c, "after-the-outage").await?;
+    drop(op);
+    eprintln!(
+        "outage of state writes for {outage:?}: 1 token request during it, held and stored afterwards; rotations {:?}",
+        pc.status.and_then(|s| s.refresh_token).map(|r| r.rotations)
+    );
+    Ok(())
+}
