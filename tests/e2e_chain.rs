@@ -12,8 +12,9 @@ use e2e::*;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use provider_emulator::{Control, Emulator, Options, Provider};
+use provider_emulator::{Control, Emulator, Fault, Options, Provider};
 use serde_json::json;
 use token_rotator::api::ProviderCredential;
 
@@ -352,6 +353,187 @@ async fn an_outage_of_secret_writes_loses_nothing() -> Result<()> {
     eprintln!(
         "outage of state writes for {outage:?}: 1 token request during it, held and stored afterwards; rotations {:?}",
         pc.status.and_then(|s| s.refresh_token).map(|r| r.rotations)
+    );
+    Ok(())
+}
+
+async fn lease_holder(env: &Env, name: &str) -> Result<Option<String>> {
+    let lease = Api::<Lease>::namespaced(env.client.clone(), env.name())
+        .get_opt(name)
+        .await?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+fn signal(op: &Operator, name: &str) -> Result<()> {
+    let pid = op.pid().context("the operator has exited")?;
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()?;
+    ensure!(sent.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+async fn force_refresh_of(env: &Env, name: &str, value: &str) -> Result<()> {
+    env.pcreds()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": value}}}),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn handled_and_ready(env: &Env, names: &[&str], value: &str) -> Result<()> {
+    eventually(
+        &format!("{names:?} to handle {value:?}"),
+        CONVERGE,
+        || async {
+            for name in names {
+                let pc = env.pcred(name).await?;
+                let ready = pc.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                if !ready || handled(&pc) != Some(value) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .await
+}
+
+/// A leader frozen past its lease (a long pause, a frozen node) and then thawed must not send
+/// the token request it had already planned: another replica leads by then. It exits, storing
+/// what it holds, and the chains go on with the new leader.
+#[tokio::test]
+async fn a_frozen_leader_thaws_without_sending_a_token_request() -> Result<()> {
+    // Renewed every 4 s; a 2 s request (+2 s skew) may start up to 6 s after a renewal.
+    const LEASE_SECONDS: u64 = 10;
+    const RESOURCES: [&str; 2] = ["first", "second"];
+    let env = Env::new("frozen").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    c.set_lifetime(Provider::Reltio, 600);
+    c.set_rotating_refresh(true);
+    let role = chart_leader_election_role(env.cp).await?;
+    let lease_name = role
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.resource_names.iter().flatten())
+        .next()
+        .context("the chart's Role names its Lease")?
+        .clone();
+    env.bind_operator_role(role).await?;
+    let args = [
+        "--leader-election",
+        "--leader-election-namespace",
+        env.name(),
+        "--leader-election-lease-name",
+        &lease_name,
+        "--lease-duration-seconds",
+        &LEASE_SECONDS.to_string(),
+        "--lease-renew-margin-seconds",
+        "6",
+    ];
+    let (a, b) = tokio::try_join!(
+        Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-a")]),
+        Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-b")]),
+    )?;
+    let holder = eventually("a leader", CONVERGE, || lease_holder(&env, &lease_name)).await?;
+    let (mut leader, standby) = if holder == "replica-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    env.create_credentials("creds", &support::secret_data(Provider::Reltio, &emu), true)
+        .await?;
+    for name in RESOURCES {
+        // One request per second to this host: the second request waits in the queue.
+        env.create_pcred(
+            name,
+            &format!(
+                "preset: reltio\ntokenEndpoint: {{url: \"{}\", timeoutSeconds: 2, requestsPerSecond: 1}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: {name}-token}}\n",
+                emu.token_url(Provider::Reltio)
+            ),
+        )
+        .await?;
+    }
+    for name in RESOURCES {
+        env.wait_condition(name, "Ready", "True", None).await?;
+    }
+
+    // Both are asked to rotate; the first request meets a 429 that pauses the host for 10 s,
+    // so the second request is planned and waiting in the queue when the leader freezes.
+    c.inject(
+        Provider::Reltio,
+        Fault::RateLimited {
+            retry_after_secs: 10,
+        },
+        1,
+    );
+    for name in RESOURCES {
+        force_refresh_of(&env, name, "frozen").await?;
+    }
+    eventually("the 429", CONVERGE, || async {
+        Ok((c.counters(Provider::Reltio).rate_limited == 1).then_some(()))
+    })
+    .await?;
+    signal(&leader, "STOP")?;
+    let frozen_at = leader.log_text().len();
+    eventually("the standby to lead", CONVERGE, || async {
+        Ok(lease_holder(&env, &lease_name)
+            .await?
+            .filter(|h| *h != holder)
+            .map(|_| ()))
+    })
+    .await?;
+    handled_and_ready(&env, &RESOURCES, "frozen").await?;
+
+    signal(&leader, "CONT")?;
+    let status = tokio::time::timeout(Duration::from_secs(70), leader.wait())
+        .await
+        .context("the thawed leader did not exit")??;
+    let after_thaw = leader.log_text()[frozen_at..].to_string();
+    ensure!(!status.success(), "a lost lease exits non-zero: {status}");
+    ensure!(
+        after_thaw.contains("leadership lost"),
+        "log after thawing:\n{after_thaw}"
+    );
+    ensure!(
+        !after_thaw.contains("token request answered"),
+        "the thawed leader sent a token request:\n{after_thaw}"
+    );
+    let withheld = after_thaw.matches("token request withheld").count();
+    ensure!(
+        withheld >= 1,
+        "the queued request never reached the gate:\n{after_thaw}"
+    );
+
+    // No replaced refresh token was ever presented, and both chains go on.
+    for name in RESOURCES {
+        force_refresh_of(&env, name, "after-thaw").await?;
+    }
+    handled_and_ready(&env, &RESOURCES, "after-thaw").await?;
+    let counters = c.counters(Provider::Reltio);
+    ensure!(
+        counters.stale_refresh_presented == 0 && counters.overlapping_refreshes == 0,
+        "{counters:?}"
+    );
+    ensure!(
+        counters.chains_started == 2,
+        "a chain fell back to the password grant: {counters:?}"
+    );
+    drop(standby);
+    eprintln!(
+        "frozen leader: thawed after the standby took over; {withheld} planned token request(s) withheld, none sent; exited with {status}; {counters:?}"
     );
     Ok(())
 }

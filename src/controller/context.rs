@@ -142,6 +142,12 @@ impl Context {
         self.with_held(uid, |h| h.state.as_ref().map(|(_, w)| w.clone()))
     }
 
+    /// A held state with the resource as it was when the state was settled (for a resource
+    /// that can no longer be read).
+    pub fn unstored_state_of(&self, uid: &str) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
+        self.with_held(uid, |h| h.state.clone())
+    }
+
     pub fn hold_state(&self, pc: &ProviderCredential, write: ChainWrite) {
         let uid = pc.uid().unwrap_or_default();
         self.with_held(&uid, |h| h.state = Some((Arc::new(pc.clone()), write)));

@@ -90,6 +90,10 @@ async fn run(
         TokenSource::Request(grant) => {
             if let Err(withheld) = ctx.gate.permit(plan.config.limits.overall_timeout) {
                 ctx.metrics.request_withheld(withheld.reason());
+                info!(
+                    reason = withheld.reason(),
+                    "token request withheld; retried shortly"
+                );
                 return Ok(Executed::Withheld(withheld));
             }
             if let Err(until) = ctx.spend_request(&uid) {

@@ -12,7 +12,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::context::Context;
 use super::execute::{ExecuteError, Executed, execute};
-use super::observe::observe;
+use super::observe::{observe, store_held_state};
 use super::report::{ReportError, report, report_unreadable};
 use crate::api::{Guarded, ProviderCredential};
 use crate::leader::Withheld;
@@ -92,6 +92,11 @@ async fn unreadable(
 ) -> Result<Action, ReconcileError> {
     let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
     let uid = guard.uid().unwrap_or_default();
+    // A refresh token held for it is stored first, whatever became of the spec.
+    if let Some((pc, write)) = ctx.unstored_state_of(&uid) {
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+        store_held_state(ctx, &pc, &secrets, write).await?;
+    }
     if !ctx.first_report_of_unreadable(&uid, guard.meta().generation) {
         return Ok(Action::await_change());
     }

@@ -560,3 +560,36 @@ impl Operator {
         Ok(op)
     }
 }
+
+// Helpers of the chaos test (tests/chaos.rs): a namespace on a control plane of the test's
+// own (one it restarts), and replicas it signals and restarts as the kubelet would.
+
+impl Env {
+    /// Like [`Env::new`], on `cp` instead of the shared control plane.
+    pub async fn on(cp: &'static testkit::ControlPlane, prefix: &str) -> Result<Env> {
+        token_rotator::install_crypto_provider();
+        cp.apply_crds(repo_path("crds")).await?;
+        let ns = cp.new_namespace(prefix).await?;
+        let client = cp.client();
+        let env = Env { cp, ns, client };
+        env.bind_operator_rbac(None).await?;
+        Ok(env)
+    }
+}
+
+impl Operator {
+    /// The process id, until the exit has been collected.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL without waiting for the exit.
+    pub fn start_kill(&mut self) -> Result<()> {
+        Ok(self.child.start_kill()?)
+    }
+
+    /// Waits for the process to exit, however it ends.
+    pub async fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait().await?)
+    }
+}
