@@ -97,9 +97,21 @@ impl Context {
             () = self.endpoints.wait_turn(config) => {}
             () = self.gate.stopped() => {}
         }
+        self.permit_request(config)
+    }
+
+    /// Whether a request to this endpoint may start now (see [`Gate::permit`]); a refusal is
+    /// counted and logged.
+    pub fn permit_request(&self, config: &ProviderConfig) -> Result<(), Withheld> {
         self.gate
             .permit(config.limits.overall_timeout)
-            .inspect_err(|w| self.metrics.request_withheld(w.reason()))
+            .inspect_err(|w| {
+                self.metrics.request_withheld(w.reason());
+                tracing::info!(
+                    reason = w.reason(),
+                    "token request withheld; retried shortly"
+                );
+            })
     }
 
     /// The endpoint answered 429: slow its whole queue.

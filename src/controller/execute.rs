@@ -88,12 +88,7 @@ async fn run(
             ((**token).clone(), render(token))
         }
         TokenSource::Request(grant) => {
-            if let Err(withheld) = ctx.gate.permit(plan.config.limits.overall_timeout) {
-                ctx.metrics.request_withheld(withheld.reason());
-                info!(
-                    reason = withheld.reason(),
-                    "token request withheld; retried shortly"
-                );
+            if let Err(withheld) = ctx.permit_request(&plan.config) {
                 return Ok(Executed::Withheld(withheld));
             }
             if let Err(until) = ctx.spend_request(&uid) {
@@ -106,10 +101,6 @@ async fn run(
                 "requesting a token"
             );
             if let Err(withheld) = ctx.rate_limit(&plan.config).await {
-                info!(
-                    reason = withheld.reason(),
-                    "token request withheld; retried shortly"
-                );
                 return Ok(Executed::Withheld(withheld));
             }
             let started = Instant::now();

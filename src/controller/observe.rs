@@ -89,7 +89,8 @@ pub async fn store_held_state(
         StateStored::Superseded { discarded } => {
             // The newer chain stays; what is stored now is what the plan must see.
             ctx.stored_state(&uid, &unstored);
-            super::execute::superseded(ctx, discarded);
+            let failure = super::execute::superseded(ctx, discarded);
+            super::report::warn_event(ctx, pc, failure.reason, failure.message).await;
             read_state(api, pc).await
         }
     }

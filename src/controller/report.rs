@@ -83,6 +83,20 @@ pub async fn report(
     Ok(())
 }
 
+/// One Warning Event outside a status report (something seen while observing).
+pub async fn warn_event(ctx: &Context, pc: &ProviderCredential, reason: &str, note: String) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Store".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
+        warn!(error = %e, "cannot publish an Event");
+    }
+}
+
 /// Ready=False and Degraded=True with reason InvalidSpec on a resource that cannot be read,
 /// written as a merge patch through an untyped API (the typed one could not read the answer).
 pub async fn report_unreadable(
