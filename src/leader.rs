@@ -114,13 +114,25 @@ impl Withheld {
     }
 }
 
+/// What this replica knows about its lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseView {
+    /// Not confirmed yet.
+    Unconfirmed,
+    /// Ours until then, on both clocks: the monotonic one stops while a machine is suspended,
+    /// the wall clock can step; a request needs both to agree.
+    Until { at: Instant, wall: SystemTime },
+    /// It lapsed before a renewal was confirmed, or another replica holds it: never ours
+    /// again in this process (a late renewal must not reopen the gate).
+    Lost,
+}
+
 /// Whether this replica may start a token request now.
 #[derive(Clone)]
 pub struct Gate {
     stopping: watch::Sender<bool>,
-    /// `None`: no leader election (one replica, nothing to fence). Otherwise until when the
-    /// lease is known to be ours (`None` inside: not confirmed).
-    lease: Option<Arc<Mutex<Option<Instant>>>>,
+    /// `None`: no leader election (one replica, nothing to fence).
+    lease: Option<Arc<Mutex<LeaseView>>>,
 }
 
 impl Gate {
@@ -135,7 +147,7 @@ impl Gate {
     fn fenced() -> Self {
         Gate {
             stopping: watch::Sender::new(false),
-            lease: Some(Arc::default()),
+            lease: Some(Arc::new(Mutex::new(LeaseView::Unconfirmed))),
         }
     }
 
@@ -146,9 +158,9 @@ impl Gate {
         }
         match &self.lease {
             None => Ok(()),
-            Some(valid_until) => {
-                let valid_until = *valid_until.lock().unwrap_or_else(|e| e.into_inner());
-                if fence_permits(Instant::now(), valid_until, timeout) {
+            Some(view) => {
+                let view = *view.lock().unwrap_or_else(|e| e.into_inner());
+                if fence_permits(Instant::now(), SystemTime::now(), view, timeout) {
                     Ok(())
                 } else {
                     Err(Withheld::LeaseUnconfirmed)
@@ -168,35 +180,65 @@ impl Gate {
         let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
-    fn confirm(&self, valid_until: Option<Instant>) {
-        if let Some(lease) = &self.lease {
-            *lease.lock().unwrap_or_else(|e| e.into_inner()) = valid_until;
-        }
+    /// Records what the Lease says now; returns the view after it.
+    fn confirm(&self, confirmed: Option<(Instant, SystemTime)>) -> LeaseView {
+        let Some(lease) = &self.lease else {
+            return LeaseView::Unconfirmed;
+        };
+        let mut view = lease.lock().unwrap_or_else(|e| e.into_inner());
+        *view = next_view(*view, Instant::now(), SystemTime::now(), confirmed);
+        *view
     }
 }
 
 /// The fence: a request may start only if the lease stays ours for its whole timeout, with
 /// room for clock skew between replicas. Pure, so the rule is tested on its own.
-pub fn fence_permits(now: Instant, lease_valid_until: Option<Instant>, timeout: Duration) -> bool {
-    lease_valid_until
-        .and_then(|until| until.checked_sub(timeout.saturating_add(CLOCK_SKEW)))
-        .is_some_and(|latest_start| now < latest_start)
+pub fn fence_permits(
+    now: Instant,
+    wall_now: SystemTime,
+    lease: LeaseView,
+    timeout: Duration,
+) -> bool {
+    let LeaseView::Until { at, wall } = lease else {
+        return false;
+    };
+    let needed = timeout.saturating_add(CLOCK_SKEW);
+    let fits_monotonic = at.checked_sub(needed).is_some_and(|latest| now < latest);
+    let fits_wall = wall
+        .checked_sub(needed)
+        .is_some_and(|latest| wall_now < latest);
+    fits_monotonic && fits_wall
 }
 
-/// Until when (on this process's monotonic clock) a lease renewed at `renewed` (wall clock,
-/// written by this process) for `duration` stays ours; `None` if it already lapsed.
+/// The lease view after the Lease was seen again (`confirmed`: ours until then, or `None`:
+/// not ours). A lease that lapsed, or went to another holder, stays lost.
+pub fn next_view(
+    current: LeaseView,
+    now: Instant,
+    wall_now: SystemTime,
+    confirmed: Option<(Instant, SystemTime)>,
+) -> LeaseView {
+    match (current, confirmed) {
+        (LeaseView::Lost, _) => LeaseView::Lost,
+        (LeaseView::Until { at, wall }, _) if at <= now || wall <= wall_now => LeaseView::Lost,
+        (_, Some((at, wall))) => LeaseView::Until { at, wall },
+        (LeaseView::Until { .. }, None) => LeaseView::Lost,
+        (LeaseView::Unconfirmed, None) => LeaseView::Unconfirmed,
+    }
+}
+
+/// Until when a lease renewed at `renewed` (wall clock, written by this process) for
+/// `duration` stays ours, on the monotonic and the wall clock; `None` if it already lapsed.
 pub fn lease_valid_until(
     now: Instant,
     wall_now: SystemTime,
     renewed: SystemTime,
     duration: Duration,
-) -> Option<Instant> {
+) -> Option<(Instant, SystemTime)> {
     // A renewal time ahead of the wall clock (it moved back) counts as now: never later.
     let age = wall_now.duration_since(renewed).unwrap_or(Duration::ZERO);
-    duration
-        .checked_sub(age)
-        .filter(|left| !left.is_zero())
-        .and_then(|left| now.checked_add(left))
+    let left = duration.checked_sub(age).filter(|left| !left.is_zero())?;
+    Some((now.checked_add(left)?, wall_now.checked_add(left)?))
 }
 
 pub fn identity() -> String {
@@ -266,14 +308,22 @@ pub async fn acquire(
 }
 
 /// Confirms the lease from the Lease object itself: each renewal this replica wrote extends
-/// the gate; any other holder, or silence past the lease's end, closes it.
+/// the gate; another holder, or silence past the lease's end, closes it for good and stops
+/// the run (as a lost lease does).
 async fn follow_lease(api: Api<Lease>, name: String, identity: String, gate: Gate) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut leases = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
     while let Some(event) = leases.next().await {
-        let Ok(lease) = event else { continue };
+        let lease = match event {
+            Ok(lease) => lease,
+            Err(e) => {
+                // Retried with backoff; meanwhile no renewal is confirmed and requests wait.
+                warn!(error = %e, lease = %name, "cannot watch the Lease; token requests wait for a confirmed renewal (the Role needs get, list and watch on it)");
+                continue;
+            }
+        };
         let spec = lease.spec.unwrap_or_default();
-        let until = match (
+        let confirmed = match (
             spec.holder_identity,
             spec.renew_time,
             spec.lease_duration_seconds,
@@ -286,7 +336,11 @@ async fn follow_lease(api: Api<Lease>, name: String, identity: String, gate: Gat
             ),
             _ => None,
         };
-        gate.confirm(until);
+        if gate.confirm(confirmed) == LeaseView::Lost {
+            warn!(lease = %name, "the lease lapsed or went to another replica; stopping");
+            gate.stop();
+            return;
+        }
     }
 }
 
@@ -296,21 +350,85 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    fn until(now: Instant, wall: SystemTime, secs: u64) -> LeaseView {
+        LeaseView::Until {
+            at: now + S(secs),
+            wall: wall + S(secs),
+        }
+    }
+
     #[test]
     fn a_request_starts_only_if_the_lease_outlives_its_timeout() {
         let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + S(1_000_000);
         let timeout = S(30);
         // Confirmed for 40 s: a 30 s request (+2 s skew) fits; for 32 s it does not.
-        assert!(fence_permits(now, Some(now + S(40)), timeout));
-        assert!(!fence_permits(now, Some(now + S(32)), timeout));
-        assert!(fence_permits(now, Some(now + S(33)), timeout));
-        // Unconfirmed or already lapsed: never.
-        assert!(!fence_permits(now, None, timeout));
-        assert!(!fence_permits(now + S(100), Some(now + S(40)), timeout));
+        assert!(fence_permits(now, wall, until(now, wall, 40), timeout));
+        assert!(!fence_permits(now, wall, until(now, wall, 32), timeout));
+        assert!(fence_permits(now, wall, until(now, wall, 33), timeout));
+        // Unconfirmed, lost or already lapsed: never.
+        assert!(!fence_permits(now, wall, LeaseView::Unconfirmed, timeout));
+        assert!(!fence_permits(now, wall, LeaseView::Lost, timeout));
+        assert!(!fence_permits(
+            now + S(100),
+            wall,
+            until(now, wall, 40),
+            timeout
+        ));
+        // After a suspend the monotonic clock lags; the wall clock still says it lapsed.
+        assert!(!fence_permits(
+            now,
+            wall + S(100),
+            until(now, wall, 40),
+            timeout
+        ));
         // A short timeout may use the tail of the lease.
-        assert!(fence_permits(now, Some(now + S(4)), S(1)));
+        assert!(fence_permits(now, wall, until(now, wall, 4), S(1)));
         // Enormous timeouts cannot overflow into a permit.
-        assert!(!fence_permits(now, Some(now + S(40)), Duration::MAX));
+        assert!(!fence_permits(
+            now,
+            wall,
+            until(now, wall, 40),
+            Duration::MAX
+        ));
+    }
+
+    #[test]
+    fn a_lapsed_or_lost_lease_never_reopens() {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + S(1_000_000);
+        let fresh = Some((now + S(60), wall + S(60)));
+        assert_eq!(
+            next_view(LeaseView::Unconfirmed, now, wall, None),
+            LeaseView::Unconfirmed
+        );
+        assert_eq!(
+            next_view(LeaseView::Unconfirmed, now, wall, fresh),
+            until(now, wall, 60)
+        );
+        // Renewed in time: extended.
+        assert_eq!(
+            next_view(until(now, wall, 5), now, wall, fresh),
+            until(now, wall, 60)
+        );
+        // A renewal seen only after the lease lapsed (another replica may lead by now).
+        assert_eq!(
+            next_view(until(now, wall, 5), now + S(6), wall + S(6), fresh),
+            LeaseView::Lost
+        );
+        assert_eq!(
+            next_view(until(now, wall, 5), now, wall + S(6), fresh),
+            LeaseView::Lost
+        );
+        // Another holder, then ours again: still lost.
+        assert_eq!(
+            next_view(until(now, wall, 30), now, wall, None),
+            LeaseView::Lost
+        );
+        assert_eq!(
+            next_view(LeaseView::Lost, now, wall, fresh),
+            LeaseView::Lost
+        );
     }
 
     #[test]
@@ -319,12 +437,12 @@ mod tests {
         let wall = SystemTime::UNIX_EPOCH + S(1_000_000);
         assert_eq!(
             lease_valid_until(now, wall, wall - S(10), S(60)),
-            Some(now + S(50))
+            Some((now + S(50), wall + S(50)))
         );
         // Renewed "in the future" (the wall clock stepped back): never longer than duration.
         assert_eq!(
             lease_valid_until(now, wall, wall + S(30), S(60)),
-            Some(now + S(60))
+            Some((now + S(60), wall + S(60)))
         );
         // Lapsed, exactly or long ago (a frozen process thawing).
         assert_eq!(lease_valid_until(now, wall, wall - S(60), S(60)), None);
@@ -344,9 +462,9 @@ mod tests {
 
         let fenced = Gate::fenced();
         assert_eq!(fenced.permit(S(1)), Err(Withheld::LeaseUnconfirmed));
-        fenced.confirm(Some(Instant::now() + S(60)));
+        fenced.confirm(Some((Instant::now() + S(60), SystemTime::now() + S(60))));
         assert_eq!(fenced.permit(S(30)), Ok(()));
-        fenced.confirm(None);
+        assert_eq!(fenced.confirm(None), LeaseView::Lost);
         assert_eq!(fenced.permit(S(1)), Err(Withheld::LeaseUnconfirmed));
     }
 }

@@ -127,9 +127,11 @@ impl Context {
             .is_none_or(|t| now.duration_since(t) > SWEEP_EVERY)
         {
             held.last_sweep = Some(now);
+            // A held state is never swept: it may carry the only valid refresh token.
             held.entries.retain(|_, h| {
-                h.touched
-                    .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
+                h.state.is_some()
+                    || h.touched
+                        .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
             });
         }
         // Every reconcile passes here: a resource with nothing held costs no allocation.

@@ -44,7 +44,9 @@ pub enum RunError {
     CrdMissing(#[source] kube::Error),
     #[error("leader election failed: {0}")]
     Leader(String),
-    #[error("leadership lost ({0}); held state was stored and the lease released")]
+    #[error(
+        "leadership lost ({0}); rotations in flight finished and held state was stored where the API allowed"
+    )]
     LeadershipLost(String),
 }
 
@@ -106,7 +108,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut controllers = std::pin::pin!(controllers);
     let stop = tokio::select! {
         _ = &mut controllers => None,
-        stop = shutdown::stop_requested(lease.as_mut()) => Some(stop),
+        stop = shutdown::stop_requested(lease.as_mut(), &gate) => Some(stop),
     };
     if let Some(stop) = &stop {
         match stop {

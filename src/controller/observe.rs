@@ -9,7 +9,9 @@ use tracing::debug;
 
 use super::context::Context;
 use crate::api::{ProviderCredential, state_secret_name};
-use crate::rotation::{ChainWrite, Observed, SecretWrite, Slot, StateView, TargetView};
+use crate::rotation::{
+    self, ChainWrite, Observed, Rebase, SecretWrite, Slot, StateView, TargetView,
+};
 use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
 use crate::target::ObservedTarget;
@@ -67,17 +69,27 @@ pub async fn store_held_state(
 ) -> Result<Slot<StateView>, SecretsError> {
     let uid = pc.uid().unwrap_or_default();
     let state = read_state(api, pc).await?;
-    let resource_version = match &state {
+    let stored = match &state {
         // Never written over a Secret someone else owns; the plan reports the conflict.
         Slot::Foreign => return Ok(state),
         Slot::Absent => None,
-        Slot::Owned(s) => s.resource_version.clone(),
+        Slot::Owned(s) => Some(s),
     };
     let at = SecretWrite {
         name: state_secret_name(&pc.name_any()),
-        resource_version,
+        resource_version: stored.and_then(|s| s.resource_version.clone()),
     };
-    match secrets::write_state(api, pc, &at, &unstored).await? {
+    // The held state was settled long ago, perhaps: what is stored now may already be a newer
+    // chain (another replica took over meanwhile), so the write starts as a compare-and-swap
+    // against this read, not as an overwrite of whatever is there.
+    let outcome = match stored.map(|s| (s, rotation::rebase(&unstored, &s.data))) {
+        Some((_, Rebase::Superseded { discarded })) => StateStored::Superseded { discarded },
+        Some((s, Rebase::Write(state))) if state == s.data => {
+            StateStored::Written(s.resource_version.clone())
+        }
+        _ => secrets::write_state(api, pc, &at, &unstored).await?,
+    };
+    match outcome {
         StateStored::Written(resource_version) => {
             ctx.stored_state(&uid, &unstored);
             debug!("held state stored");
@@ -87,8 +99,10 @@ pub async fn store_held_state(
             }))
         }
         StateStored::Superseded { discarded } => {
-            // The newer chain stays; what is stored now is what the plan must see.
+            // The newer chain stays; what is stored now is what the plan must see, and a token
+            // obtained from the discarded chain is never written.
             ctx.stored_state(&uid, &unstored);
+            ctx.drop_token(&uid);
             let failure = super::execute::superseded(ctx, discarded);
             super::report::warn_event(ctx, pc, failure.reason, failure.message).await;
             read_state(api, pc).await

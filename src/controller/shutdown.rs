@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::Api;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::context::Context;
 use super::observe::store_held_state;
-use crate::leader::Leadership;
+use crate::leader::{Gate, Leadership};
+use crate::rotation::Slot;
 
 /// Rotations in flight get this long once shutdown begins: the longest token request (30 s)
 /// plus the state and target writes after it. The chart's terminationGracePeriodSeconds
@@ -48,8 +49,9 @@ pub async fn signal() -> &'static str {
     }
 }
 
-/// Resolves when the run must end: a signal, or (with leader election) the lease is lost.
-pub async fn stop_requested(lease: Option<&mut Leadership>) -> Stop {
+/// Resolves when the run must end: a signal, or (with leader election) the lease is lost —
+/// as the lease manager sees it, or as the gate does (it lapsed without a confirmed renewal).
+pub async fn stop_requested(lease: Option<&mut Leadership>, gate: &Gate) -> Stop {
     let lost = async {
         match lease {
             Some(lease) => lease.lost().await,
@@ -59,34 +61,38 @@ pub async fn stop_requested(lease: Option<&mut Leadership>) -> Stop {
     tokio::select! {
         name = signal() => Stop::Signal(name),
         reason = lost => Stop::LeaseLost(reason),
+        () = gate.stopped() => Stop::LeaseLost("the lease lapsed without a confirmed renewal".into()),
     }
 }
 
-/// Stores every state held in memory (each may carry the only valid refresh token), within
-/// [`STORE_BOUND`]. What cannot be stored is logged by resource, never by value.
+/// Stores every state held in memory (each may carry the only valid refresh token), all at
+/// once, each within [`STORE_BOUND`]: one hung API call cannot use up the others' time.
+/// What cannot be stored is logged by resource, never by value.
 pub async fn store_held(ctx: &Context) {
     let held = ctx.unstored_states();
     if held.is_empty() {
         return;
     }
     info!(count = held.len(), "storing held state before exit");
-    let work = async {
-        for (pc, write) in held {
-            let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
-            let api = Api::namespaced(ctx.client.clone(), &namespace);
-            match store_held_state(ctx, &pc, &api, write).await {
-                Ok(_) => info!(%namespace, %name, "held state stored before exit"),
-                Err(e) => error!(
-                    %namespace, %name, error = %e,
-                    "could not store held state before exit; a refresh token it carried is lost"
-                ),
-            }
+    let stores = held.into_iter().map(|(pc, write)| async move {
+        let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+        let api = Api::namespaced(ctx.client.clone(), &namespace);
+        let stored = tokio::time::timeout(STORE_BOUND, store_held_state(ctx, &pc, &api, write));
+        match stored.await {
+            Ok(Ok(Slot::Foreign)) => error!(
+                %namespace, %name,
+                "held state not stored before exit: its state Secret belongs to someone else; a refresh token it carried is lost"
+            ),
+            Ok(Ok(_)) => info!(%namespace, %name, "held state stored before exit"),
+            Ok(Err(e)) => error!(
+                %namespace, %name, error = %e,
+                "held state not stored before exit; a refresh token it carried is lost"
+            ),
+            Err(_) => error!(
+                %namespace, %name, bound_s = STORE_BOUND.as_secs(),
+                "held state not stored before exit: the API server did not answer in time; a refresh token it carried is lost"
+            ),
         }
-    };
-    if tokio::time::timeout(STORE_BOUND, work).await.is_err() {
-        warn!(
-            bound_s = STORE_BOUND.as_secs(),
-            "storing held state took too long; exiting"
-        );
-    }
+    });
+    futures::future::join_all(stores).await;
 }
