@@ -13,6 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use provider_emulator::{Control, Emulator, Fault, Options, Provider};
 use serde_json::json;
@@ -221,6 +222,12 @@ async fn sigterm_finishes_the_rotation_in_flight_and_stores_its_refresh_token() 
 /// Refuses every write of the state Secret in one namespace, as an API outage of Secret
 /// writes would (status patches still work, so the outage can be reported).
 async fn refuse_state_writes(env: &Env) -> Result<String> {
+    refuse_state_writes_where(env, "true", env.secrets()).await
+}
+
+/// Refuses writes of the state Secret for which the CEL expression `who` holds; in force once
+/// a dry-run write through `probe` is refused.
+async fn refuse_state_writes_where(env: &Env, who: &str, probe: Api<Secret>) -> Result<String> {
     let name = format!("refuse-state-{}", env.name());
     let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -231,7 +238,7 @@ async fn refuse_state_writes(env: &Env) -> Result<String> {
                 "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]
             }]},
             "validations": [{
-                "expression": format!("object.metadata.name != '{STATE}'"),
+                "expression": format!("!(object.metadata.name == '{STATE}' && ({who}))"),
                 "message": "test outage: state Secret writes are refused"
             }]
         }
@@ -253,22 +260,20 @@ async fn refuse_state_writes(env: &Env) -> Result<String> {
     Api::<ValidatingAdmissionPolicyBinding>::all(client)
         .create(&PostParams::default(), &binding)
         .await?;
-    // In force once a dry-run write of the state Secret is refused.
-    let secrets = env.secrets();
     eventually("the outage to begin", CONVERGE, || async {
-        let dry = PatchParams {
-            dry_run: true,
-            ..PatchParams::default()
-        };
-        let touch = json!({"metadata": {"annotations": {"test/outage": "probe"}}});
-        Ok(secrets
-            .patch(STATE, &dry, &Patch::Merge(&touch))
-            .await
-            .is_err()
-            .then_some(()))
+        Ok(dry_run_touch(&probe).await.is_err().then_some(()))
     })
     .await?;
     Ok(name)
+}
+
+async fn dry_run_touch(secrets: &Api<Secret>) -> kube::Result<Secret> {
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let touch = json!({"metadata": {"annotations": {"test/outage": "probe"}}});
+    secrets.patch(STATE, &dry, &Patch::Merge(&touch)).await
 }
 
 async fn end_outage(env: &Env, name: &str) -> Result<()> {
@@ -421,27 +426,8 @@ async fn a_frozen_leader_thaws_without_sending_a_token_request() -> Result<()> {
     let c = emu.control();
     c.set_lifetime(Provider::Reltio, 600);
     c.set_rotating_refresh(true);
-    let role = chart_leader_election_role(env.cp).await?;
-    let lease_name = role
-        .rules
-        .iter()
-        .flatten()
-        .flat_map(|r| r.resource_names.iter().flatten())
-        .next()
-        .context("the chart's Role names its Lease")?
-        .clone();
-    env.bind_operator_role(role).await?;
-    let args = [
-        "--leader-election",
-        "--leader-election-namespace",
-        env.name(),
-        "--leader-election-lease-name",
-        &lease_name,
-        "--lease-duration-seconds",
-        &LEASE_SECONDS.to_string(),
-        "--lease-renew-margin-seconds",
-        "6",
-    ];
+    let (lease_name, args) = env.leader_election(LEASE_SECONDS, 6).await?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (a, b) = tokio::try_join!(
         Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-a")]),
         Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-b")]),
@@ -535,5 +521,97 @@ async fn a_frozen_leader_thaws_without_sending_a_token_request() -> Result<()> {
     eprintln!(
         "frozen leader: thawed after the standby took over; {withheld} planned token request(s) withheld, none sent; exited with {status}; {counters:?}"
     );
+    Ok(())
+}
+
+/// The value of an unlabelled metric (0 when absent).
+async fn metric(op: &Operator, name: &str) -> Result<f64> {
+    let text = op.metrics().await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// A refresh token held in memory for a long time (its write refused) must not overwrite the
+/// newer chain another writer stored meanwhile: it is set aside, counted and reported.
+#[tokio::test]
+async fn a_stale_held_refresh_token_never_overwrites_a_newer_chain() -> Result<()> {
+    let env = Env::new("stale-held").await?;
+    let emu = emulator().await?;
+    let c = emu.control();
+    // The second writer reuses the token the first one already replaced: a grace period
+    // lets the provider accept it, so both hold a live token and only the order tells.
+    c.set_refresh_grace(Provider::Retently, Duration::from_secs(600));
+    retently(&env, &emu).await?;
+    let a = env.start_operator().await?;
+    env.wait_condition(NAME, "Ready", "True", None).await?;
+    let original = stored_refresh_token(&env).await?;
+
+    // Writer A (the operator's ServiceAccount) obtains a new refresh token it cannot store.
+    let as_operator = Api::<Secret>::namespaced(
+        env.cp
+            .service_account_client(env.name(), OPERATOR_SA)
+            .await?,
+        env.name(),
+    );
+    let policy = refuse_state_writes_where(
+        &env,
+        "request.userInfo.username.startsWith('system:serviceaccount:')",
+        as_operator.clone(),
+    )
+    .await?;
+    force_refresh(&env, "held-by-a").await?;
+    env.wait_condition(NAME, "Degraded", "True", Some("SecretWriteFailed"))
+        .await?;
+    ensure!(c.counters(Provider::Retently).issued == 2);
+
+    // Writer B (another identity, not refused) moves the chain on twice.
+    let args = Operator::run_args(env.name());
+    let b = Operator::launch(
+        env.cp.kubeconfig_path(),
+        &format!("{}-b", env.name()),
+        &args,
+        &[("RUST_LOG", "info,token_rotator=debug")],
+    )
+    .await?;
+    for value in ["by-b-1", "by-b-2"] {
+        force_refresh(&env, value).await?;
+        refreshed(&env, value).await?;
+    }
+    let newest = stored_refresh_token(&env).await?;
+    ensure!(newest.is_some() && newest != original);
+    drop(b);
+
+    // A may write again. Its held token is older than what B stored: it must be set aside.
+    end_outage(&env, &policy).await?;
+    eventually(
+        "writes by the operator to be allowed again",
+        CONVERGE,
+        || async { Ok(dry_run_touch(&as_operator).await.ok().map(|_| ())) },
+    )
+    .await?;
+    // Any change makes A reconcile at once (instead of after its backoff).
+    let reconciled = metric(&a, "token_rotator_reconciles_total").await?;
+    env.pcreds()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"test/poke": "1"}}})),
+        )
+        .await?;
+    eventually("A to reconcile with writes allowed", CONVERGE, || async {
+        Ok((metric(&a, "token_rotator_reconciles_total").await? > reconciled).then_some(()))
+    })
+    .await?;
+    ensure!(
+        stored_refresh_token(&env).await? == newest,
+        "a held (older) refresh token overwrote the newer chain"
+    );
+    let discarded = metric(&a, "token_rotator_refresh_tokens_discarded_total").await?;
+    ensure!(discarded >= 1.0, "nothing set aside was counted");
+    ensure!(env.events_with_reason("ChainSuperseded").await? >= 1);
+    chain_continues(&env, &c, "after-a-stored").await?;
+    ensure!(c.counters(Provider::Retently).stale_refresh_refused == 0);
     Ok(())
 }

@@ -271,28 +271,9 @@ async fn the_standby_takes_over_the_lease_and_the_refresh_chain() -> Result<()> 
     c.set_lifetime(Provider::Retently, LIFETIME);
 
     // Exactly the chart's leader-election Role, next to the chart's ClusterRole rules.
-    let role = chart_leader_election_role(env.cp).await?;
-    let lease_name = role
-        .rules
-        .iter()
-        .flatten()
-        .flat_map(|r| r.resource_names.iter().flatten())
-        .next()
-        .context("the chart's Role names its Lease")?
-        .clone();
-    env.bind_operator_role(role).await?;
+    let (lease_name, args) = env.leader_election(LEASE_SECONDS, 6).await?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
-    let args = [
-        "--leader-election",
-        "--leader-election-namespace",
-        env.name(),
-        "--leader-election-lease-name",
-        &lease_name,
-        "--lease-duration-seconds",
-        &LEASE_SECONDS.to_string(),
-        "--lease-renew-margin-seconds",
-        "6",
-    ];
     let (a, b) = tokio::try_join!(
         Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-a")]),
         Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-b")]),

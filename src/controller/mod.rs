@@ -83,9 +83,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(RunError::CrdMissing)?;
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
-    let (gate, mut lease) = crate::leader::acquire(&client, &args.leader)
-        .await
-        .map_err(|e| RunError::Leader(e.to_string()))?;
+    // A standby waits here; SIGTERM then ends it at once (it holds nothing).
+    let (gate, mut lease) = tokio::select! {
+        acquired = crate::leader::acquire(&client, &args.leader) => {
+            acquired.map_err(|e| RunError::Leader(e.to_string()))?
+        }
+        name = shutdown::signal() => {
+            info!(signal = name, "stopping before leading: nothing to finish");
+            return Ok(());
+        }
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         TokenClient::new(HttpPolicy {
@@ -195,6 +202,7 @@ async fn controller_for(
     let mapper_store = store.clone();
     Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
+        .trigger_backoff(ShortPause)
         .owns_stream(owned)
         .watches_stream(
             credential_secrets,
@@ -230,6 +238,24 @@ async fn controller_for(
             }
         })
         .await;
+}
+
+/// Each watch feeding the controller backs off on its own (`default_backoff`). The
+/// controller's default extra layer over all of them together would pause every watch for up
+/// to 30 s, doubling on an error in any one (after an API-server restart each watch reports
+/// 410 Gone in turn): refresh requests and changes went unseen for over a minute.
+struct ShortPause;
+
+impl Iterator for ShortPause {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+}
+
+impl kube::runtime::utils::Backoff for ShortPause {
+    fn reset(&mut self) {}
 }
 
 /// Kubernetes-side errors back off per resource (capped, jittered); a stale copy is not a

@@ -453,6 +453,40 @@ pub fn path_str(path: &Path) -> Result<&str> {
 }
 
 impl Env {
+    /// Binds exactly the chart's leader-election Role and returns its Lease's name and the
+    /// flags replicas elect a leader with.
+    pub async fn leader_election(
+        &self,
+        lease_seconds: u64,
+        renew_margin_seconds: u64,
+    ) -> Result<(String, Vec<String>)> {
+        let role = chart_leader_election_role(self.cp).await?;
+        let lease_name = role
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.resource_names.iter().flatten())
+            .next()
+            .cloned()
+            .context("the chart's Role names its Lease")?;
+        self.bind_operator_role(role).await?;
+        let args = [
+            "--leader-election",
+            "--leader-election-namespace",
+            self.name(),
+            "--leader-election-lease-name",
+            &lease_name,
+            "--lease-duration-seconds",
+            &lease_seconds.to_string(),
+            "--lease-renew-margin-seconds",
+            &renew_margin_seconds.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Ok((lease_name, args))
+    }
+
     /// Creates `role` in this namespace and binds it to the operator's ServiceAccount.
     pub async fn bind_operator_role(&self, mut role: Role) -> Result<()> {
         let ns = self.name();
@@ -492,10 +526,19 @@ impl Operator {
             .cp
             .service_account_kubeconfig(env.name(), OPERATOR_SA)
             .await?;
-        let args: Vec<String> = [
+        let mut args = Operator::run_args(env.name());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut all_vars = vec![("RUST_LOG", "info,token_rotator=debug")];
+        all_vars.extend_from_slice(vars);
+        Operator::launch(&kubeconfig, env.name(), &args, &all_vars).await
+    }
+
+    /// `token-rotator run` for one namespace as every e2e test runs it.
+    pub fn run_args(namespace: &str) -> Vec<String> {
+        [
             "run",
             "--namespace",
-            env.name(),
+            namespace,
             "--allow-http",
             "--log-format",
             "text",
@@ -503,12 +546,8 @@ impl Operator {
             "60",
         ]
         .iter()
-        .chain(extra)
         .map(|s| s.to_string())
-        .collect();
-        let mut all_vars = vec![("RUST_LOG", "info,token_rotator=debug")];
-        all_vars.extend_from_slice(vars);
-        Operator::launch(&kubeconfig, env.name(), &args, &all_vars).await
+        .collect()
     }
 
     /// The operator binary as `token-rotator <args> --metrics-addr 127.0.0.1:<free port>`
