@@ -220,6 +220,11 @@ impl Context {
         self.with_held(uid, |h| h.budget.spend(Timestamp::now(), per_minute))
     }
 
+    /// Gives back a request spent but never sent.
+    pub fn refund_request(&self, uid: &str) {
+        self.with_held(uid, |h| h.budget.refund());
+    }
+
     /// Records that this generation of an unreadable object is reported; false if it already was.
     pub fn first_report_of_unreadable(&self, uid: &str, generation: Option<i64>) -> bool {
         self.with_held(uid, |h| {

@@ -101,6 +101,7 @@ async fn run(
                 "requesting a token"
             );
             if let Err(withheld) = ctx.rate_limit(&plan.config).await {
+                ctx.refund_request(&uid);
                 return Ok(Executed::Withheld(withheld));
             }
             let started = Instant::now();

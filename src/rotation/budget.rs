@@ -48,6 +48,11 @@ impl RequestBudget {
         Err(until)
     }
 
+    /// Gives back the request spent last: it was never sent (withheld by the gate).
+    pub fn refund(&mut self) {
+        self.recent.pop_back();
+    }
+
     /// An hour has passed since the last pause ended (or there never was one).
     fn quiet_since_pause(&self, now: Timestamp) -> bool {
         self.paused_until
@@ -111,6 +116,23 @@ mod tests {
         }
         assert!(!b.is_idle(at(120 * 30)));
         assert!(b.is_idle(at(120 * 30 + 3600)));
+    }
+
+    #[test]
+    fn a_request_never_sent_is_refunded() {
+        let mut b = RequestBudget::default();
+        for t in 0..6 {
+            b.spend(at(t), 6).unwrap();
+            // Withheld every time: nothing was sent, nothing counts.
+            b.refund();
+        }
+        assert_eq!(b.spend(at(6), 6), Ok(()));
+        assert!(!b.is_idle(at(7)));
+        b.refund();
+        assert!(b.is_idle(at(7)));
+        // A refund of nothing is harmless.
+        b.refund();
+        assert!(b.is_idle(at(8)));
     }
 
     #[test]
