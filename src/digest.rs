@@ -86,6 +86,18 @@ pub fn request_inputs_match(
     }
 }
 
+/// Where a refresh token may be sent: the token endpoint and the client it was issued to. A
+/// refresh token is never sent where this differs (a changed URL must not carry it away).
+pub fn refresh_binding(salt: &str, config: &ProviderConfig, credentials: &Credentials) -> String {
+    let client_id = credentials
+        .get(Param::ClientId)
+        .map_or("", |v| v.expose_secret());
+    format!(
+        "{VERSION}:{}",
+        salted_hash(salt, &["refresh-binding", config.token_url.as_str(), client_id])
+    )
+}
+
 /// Digest of a one-time value (a seed refresh token, an authorization code).
 pub fn secret_value(salt: &str, value: &SecretString) -> String {
     salted_hash(salt, &[value.expose_secret()])

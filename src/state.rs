@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use secrecy::{ExposeSecret, SecretString};
 
 pub const REFRESH_TOKEN_KEY: &str = "refresh_token";
+const REFRESH_BINDING_KEY: &str = "refresh_token_for";
 const INPUTS_HASH_KEY: &str = "inputs_hash";
 const SEED_HASH_KEY: &str = "seed_hash";
 const CODE_HASH_KEY: &str = "code_hash";
@@ -14,8 +15,9 @@ const FAILING_INPUTS_KEY: &str = "failing_inputs_hash";
 const UNRENDERABLE_TARGET_KEY: &str = "unrenderable_target";
 
 /// Every key the state Secret may hold (a key not set is removed on write).
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     REFRESH_TOKEN_KEY,
+    REFRESH_BINDING_KEY,
     INPUTS_HASH_KEY,
     SEED_HASH_KEY,
     CODE_HASH_KEY,
@@ -27,6 +29,9 @@ pub const KEYS: [&str; 7] = [
 #[derive(Clone, Default)]
 pub struct StateData {
     pub refresh_token: Option<SecretString>,
+    /// The token endpoint and client the refresh token belongs to (a digest); it is sent
+    /// nowhere else. Absent in states written before it existed: then trusted once.
+    pub refresh_binding: Option<String>,
     /// Inputs the current token was issued with.
     pub inputs_hash: Option<String>,
     /// The last seed refresh token taken from the credentials Secret.
@@ -45,6 +50,7 @@ impl PartialEq for StateData {
     fn eq(&self, other: &Self) -> bool {
         self.refresh_token.as_ref().map(|s| s.expose_secret())
             == other.refresh_token.as_ref().map(|s| s.expose_secret())
+            && self.refresh_binding == other.refresh_binding
             && self.inputs_hash == other.inputs_hash
             && self.seed_hash == other.seed_hash
             && self.code_hash == other.code_hash
@@ -72,6 +78,7 @@ impl StateData {
         };
         StateData {
             refresh_token: text(REFRESH_TOKEN_KEY).map(SecretString::from),
+            refresh_binding: text(REFRESH_BINDING_KEY),
             inputs_hash: text(INPUTS_HASH_KEY),
             seed_hash: text(SEED_HASH_KEY),
             code_hash: text(CODE_HASH_KEY),
@@ -92,6 +99,7 @@ impl StateData {
             REFRESH_TOKEN_KEY,
             self.refresh_token.as_ref().map(|s| s.expose_secret()),
         );
+        put(REFRESH_BINDING_KEY, self.refresh_binding.as_deref());
         put(INPUTS_HASH_KEY, self.inputs_hash.as_deref());
         put(SEED_HASH_KEY, self.seed_hash.as_deref());
         put(CODE_HASH_KEY, self.code_hash.as_deref());
@@ -110,6 +118,7 @@ mod tests {
     fn round_trips_through_secret_data() {
         let state = StateData {
             refresh_token: Some(SecretString::from("rt")),
+            refresh_binding: Some("b".into()),
             inputs_hash: Some("a".into()),
             seed_hash: None,
             code_hash: Some("c".into()),

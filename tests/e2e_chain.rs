@@ -86,8 +86,12 @@ async fn refreshed(env: &Env, value: &str) -> Result<ProviderCredential> {
 }
 
 async fn stored_refresh_token(env: &Env) -> Result<Option<String>> {
+    stored_refresh_token_of(env, NAME).await
+}
+
+async fn stored_refresh_token_of(env: &Env, name: &str) -> Result<Option<String>> {
     Ok(env
-        .secret_data(STATE)
+        .secret_data(&format!("{name}-rotator-state"))
         .await?
         .and_then(|(_, data)| data.get("refresh_token").cloned()))
 }
@@ -613,5 +617,71 @@ async fn a_stale_held_refresh_token_never_overwrites_a_newer_chain() -> Result<(
     ensure!(env.events_with_reason("ChainSuperseded").await? >= 1);
     chain_continues(&env, &c, "after-a-stored").await?;
     ensure!(c.counters(Provider::Retently).stale_refresh_refused == 0);
+    Ok(())
+}
+
+/// Whoever can edit a ProviderCredential must not be able to carry its refresh token away:
+/// after `spec.tokenEndpoint.url` changes, the new endpoint never receives the old one.
+#[tokio::test]
+async fn a_refresh_token_never_follows_a_changed_endpoint() -> Result<()> {
+    let env = Env::new("moved").await?;
+    let (first, second) = (emulator().await?, emulator().await?);
+    let spec = |emu: &Emulator| {
+        format!(
+            "preset: reltio\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\n",
+            emu.token_url(Provider::Reltio)
+        )
+    };
+    env.create_credentials(
+        "creds",
+        &support::secret_data(Provider::Reltio, &first),
+        true,
+    )
+    .await?;
+    env.create_pcred("reltio", &spec(&first)).await?;
+    let _op = env.start_operator().await?;
+    env.wait_condition("reltio", "Ready", "True", None).await?;
+    let held = stored_refresh_token_of(&env, "reltio").await?;
+    let held = held.context("Reltio's password grant returns a refresh token")?;
+    ensure!(first.control().counters(Provider::Reltio).requests == 1);
+
+    // A changed input: the operator would refresh through the stored token, but that token
+    // belongs to the first endpoint.
+    env.pcreds()
+        .patch(
+            "reltio",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"tokenEndpoint": {"url": second.token_url(Provider::Reltio)}}}),
+            ),
+        )
+        .await?;
+    eventually("a token from the second endpoint", CONVERGE, || async {
+        let data = target_token(&env).await.ok();
+        Ok(data
+            .filter(|t| second.control().is_valid_access_token(Provider::Reltio, t))
+            .map(|_| ()))
+    })
+    .await?;
+    let c = second.control();
+    let seen = c.counters(Provider::Reltio);
+    ensure!(seen.requests == 1, "{seen:?}");
+    let request = c.last_request(Provider::Reltio).context("a request")?;
+    ensure!(
+        !request.body.contains(&held) && !request.headers.iter().any(|(_, v)| v.contains(&held)),
+        "the second endpoint received the first one's refresh token"
+    );
+    ensure!(
+        request
+            .form()
+            .iter()
+            .any(|(k, v)| k == "grant_type" && v == "password"),
+        "expected the password grant: {:?}",
+        request.form().iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+    ensure!(first.control().counters(Provider::Reltio).requests == 1);
+    // The new refresh token is the second endpoint's, and the next refresh goes there.
+    let rebound = stored_refresh_token_of(&env, "reltio").await?;
+    ensure!(rebound.is_some() && rebound.as_deref() != Some(held.as_str()));
     Ok(())
 }

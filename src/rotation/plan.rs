@@ -140,6 +140,8 @@ pub struct Plan {
     pub state_secret: SecretWrite,
     pub target_secret: SecretWrite,
     pub inputs: String,
+    /// Where a refresh token issued now belongs (endpoint and client).
+    pub refresh_binding: String,
     pub seed_hash: Option<String>,
     pub code_hash: Option<String>,
     /// The refresh-annotation value this rotation answers (new, or its predecessor's).
@@ -323,6 +325,16 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
 
     let uid = pc.uid().unwrap_or_default();
     let inputs = digest::request_inputs(&uid, &config, &credentials);
+    let refresh_binding = digest::refresh_binding(&uid, &config, &credentials);
+    // A refresh token is sent only to the endpoint and client it came from: after a change of
+    // either it stays unused (the primary grant, or a new consent, replaces it).
+    let stored_refresh_token = stored.refresh_token.as_ref().filter(|_| {
+        stored
+            .refresh_binding
+            .as_ref()
+            .is_none_or(|b| *b == refresh_binding)
+    });
+    let rebound = stored.refresh_token.is_some() && stored_refresh_token.is_none();
     let seed_hash = seed.as_ref().map(|s| digest::secret_value(&uid, s));
     let code_hash = credentials
         .get(Param::Code)
@@ -415,6 +427,7 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         state_secret: state_secret.clone(),
         target_secret: target_secret.clone(),
         inputs: inputs.clone(),
+        refresh_binding: refresh_binding.clone(),
         seed_hash: seed_hash.clone(),
         code_hash: code_hash.clone(),
         refresh_handled: refresh_handled.clone(),
@@ -437,14 +450,24 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     let choice = decide::choose_grant(&GrantFacts {
         primary: config.grant,
         supports_refresh: config.supports_refresh,
-        has_stored_refresh_token: stored.refresh_token.is_some(),
+        has_stored_refresh_token: stored_refresh_token.is_some(),
         has_new_seed: new_seed,
         has_unspent_code: unspent_code,
     });
-    let grant = match (choice, &stored.refresh_token, &seed) {
+    let grant = match (choice, stored_refresh_token, &seed) {
         (GrantChoice::StoredRefreshToken, Some(t), _) => GrantRequest::Refresh(t.clone()),
         (GrantChoice::SeedRefreshToken, _, Some(t)) => GrantRequest::Refresh(t.clone()),
         (GrantChoice::Primary, _, _) => GrantRequest::Primary,
+        _ if rebound => {
+            return Err(Blocked::new(
+                reason::REAUTHORIZATION_REQUIRED,
+                format!(
+                    "spec.tokenEndpoint.url or the client id changed: the refresh token held was issued to the previous endpoint or client and is never sent to another; obtain a new code from the new provider's consent page and put it in key `{}` of Secret {creds_name}",
+                    credentials.key_name(Param::Code)
+                ),
+                false,
+            ));
+        }
         _ => {
             return Err(Blocked::new(
                 reason::REAUTHORIZATION_REQUIRED,

@@ -45,14 +45,19 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
                 match &token.refresh {
                     RefreshOutcome::NewlyIssued(t) | RefreshOutcome::Rotated(t) => {
                         state.refresh_token = Some(t.clone());
+                        state.refresh_binding = Some(plan.refresh_binding.clone());
                     }
                     // No new refresh token in a refresh answer: the one sent stays valid.
                     RefreshOutcome::Kept => {
                         if let Some(sent) = sent_refresh_token(plan) {
                             state.refresh_token = Some(sent.clone());
+                            state.refresh_binding = Some(plan.refresh_binding.clone());
                         }
                     }
-                    RefreshOutcome::None => state.refresh_token = None,
+                    RefreshOutcome::None => {
+                        state.refresh_token = None;
+                        state.refresh_binding = None;
+                    }
                 }
             }
             Settled {
@@ -70,6 +75,7 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
                     state.seed_hash = plan.seed_hash.clone();
                 } else {
                     state.refresh_token = None;
+                    state.refresh_binding = None;
                 }
                 if code_chain {
                     ChainEnd::NeedsReauthorization

@@ -476,6 +476,93 @@ fn refresh_plan(pc: &ProviderCredential, rt: &str) -> Plan {
     rotation_plan(&o)
 }
 
+/// A resource whose stored refresh token was issued for another token endpoint.
+fn moved(pc: &ProviderCredential, binding_of: &ProviderCredential) -> Observed<'static> {
+    let pc: &'static ProviderCredential = Box::leak(Box::new(pc.clone()));
+    let mut o = observed(pc);
+    let mut state = stored(pc, Some("rt-old"));
+    if let Slot::Owned(s) = &mut state {
+        s.data.refresh_binding = Some(refresh_plan(binding_of, "rt-old").refresh_binding);
+    }
+    o.state = state;
+    o.target = target_with(
+        pc,
+        &token("old", now() - SignedDuration::from_secs(3590), 3600),
+    );
+    o
+}
+
+fn at_other_endpoint(pc: &ProviderCredential) -> ProviderCredential {
+    let mut other = pc.clone();
+    other.spec.token_endpoint.url = "https://elsewhere.example.test/oauth/token".into();
+    other
+}
+
+#[test]
+fn a_refresh_token_is_sent_only_where_it_came_from() {
+    let pc = reltio();
+    // Bound when it is received, to this endpoint and client.
+    let p = refresh_plan(&pc, "rt-1");
+    let mut t = token("new", now(), 3600);
+    t.refresh = RefreshOutcome::Rotated(SecretString::from("rt-2"));
+    let s = settle(&p, Ok(&t));
+    assert_eq!(
+        s.state.refresh_binding.as_deref(),
+        Some(p.refresh_binding.as_str())
+    );
+    assert!(matches!(
+        p.source,
+        TokenSource::Request(GrantRequest::Refresh(_))
+    ));
+
+    // Same endpoint: the stored token is used.
+    let same = rotation_plan(&moved(&pc, &pc));
+    assert!(matches!(
+        same.source,
+        TokenSource::Request(GrantRequest::Refresh(_))
+    ));
+
+    // The URL changed: never sent there; the password grant takes over.
+    let elsewhere = at_other_endpoint(&pc);
+    let p = rotation_plan(&moved(&elsewhere, &pc));
+    assert_eq!(p.choice, GrantChoice::Primary);
+    assert!(matches!(
+        p.source,
+        TokenSource::Request(GrantRequest::Primary)
+    ));
+    assert_ne!(p.refresh_binding, refresh_plan(&pc, "x").refresh_binding);
+
+    // The client id changed: the same.
+    let mut creds = login();
+    creds.insert("client_id".into(), b"another-client".to_vec());
+    let mut o = moved(&pc, &pc);
+    o.credentials = CredentialsView::Found(creds);
+    assert!(matches!(
+        rotation_plan(&o).source,
+        TokenSource::Request(GrantRequest::Primary)
+    ));
+
+    // An authorization-code chain cannot fall back: a person consents again.
+    let code = retently();
+    let b = blocked(&moved(&at_other_endpoint(&code), &code));
+    assert_eq!(b.reason, reason::REAUTHORIZATION_REQUIRED);
+    assert!(
+        b.message.contains("spec.tokenEndpoint.url"),
+        "{}",
+        b.message
+    );
+
+    // A state from before bindings existed is trusted once (then bound on the next answer).
+    let mut o = moved(&pc, &pc);
+    if let Slot::Owned(s) = &mut o.state {
+        s.data.refresh_binding = None;
+    }
+    assert!(matches!(
+        rotation_plan(&o).source,
+        TokenSource::Request(GrantRequest::Refresh(_))
+    ));
+}
+
 #[test]
 fn settle_keeps_the_chain_as_rfc_6749_says() {
     let pc = reltio();
