@@ -169,6 +169,7 @@ fn http_client() -> TokenClient {
     TokenClient::new(HttpPolicy {
         allow_http: true,
         allowed_hosts: None,
+        allow_link_local: false,
     })
 }
 

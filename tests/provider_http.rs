@@ -16,6 +16,7 @@ fn http_client() -> TokenClient {
     TokenClient::new(HttpPolicy {
         allow_http: true,
         allowed_hosts: None,
+        allow_link_local: false,
     })
 }
 
@@ -26,6 +27,7 @@ async fn every_preset_round_trips_over_http_and_https() {
         let client = TokenClient::new(HttpPolicy {
             allow_http: !tls,
             allowed_hosts: None,
+            allow_link_local: false,
         });
         for p in ALL {
             let config = config_for(p, &emu);
@@ -384,6 +386,7 @@ async fn transport_rules_https_only_and_allowlist() {
     let allowlisted = TokenClient::new(HttpPolicy {
         allow_http: true,
         allowed_hosts: Some(vec!["auth.example.com".into()]),
+        allow_link_local: false,
     });
     let err = allowlisted
         .fetch(&config, &creds, &GrantRequest::Primary)
@@ -478,4 +481,44 @@ async fn secrets_never_reach_errors_or_debug_output() {
         "{debug}"
     );
     assert!(creds.get(Param::Password).is_some());
+}
+
+/// Cloud metadata services live at link-local addresses: refused before any connection
+/// (these URLs are only checked, never contacted), unless the operator allows them.
+#[test]
+fn link_local_token_endpoints_are_refused_unless_allowed() {
+    let refusing = TokenClient::new(HttpPolicy {
+        allow_http: true,
+        allowed_hosts: None,
+        allow_link_local: false,
+    });
+    for url in [
+        "https://169.254.169.254/latest/api/token",
+        "http://169.254.0.1/token",
+        "https://[fe80::1]/token",
+        "https://[::ffff:169.254.169.254]/token",
+    ] {
+        let err = refusing.check_endpoint(&url.parse().unwrap()).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Configuration, "{url}");
+        assert!(
+            err.to_string()
+                .contains("--allow-link-local-token-endpoints"),
+            "{err}"
+        );
+    }
+    assert!(
+        refusing
+            .check_endpoint(&"https://127.0.0.1/token".parse().unwrap())
+            .is_ok()
+    );
+    let allowing = TokenClient::new(HttpPolicy {
+        allow_http: true,
+        allowed_hosts: None,
+        allow_link_local: true,
+    });
+    assert!(
+        allowing
+            .check_endpoint(&"https://169.254.169.254/token".parse().unwrap())
+            .is_ok()
+    );
 }

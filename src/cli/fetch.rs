@@ -25,6 +25,9 @@ pub struct FetchArgs {
     /// Permit a plain http:// token endpoint (local testing only).
     #[arg(long)]
     pub allow_http: bool,
+    /// Permit a token endpoint at a link-local address (169.254.0.0/16, fe80::/10).
+    #[arg(long)]
+    pub allow_link_local_token_endpoints: bool,
     /// Write the credentials Secret back here with the new refresh token (and without a spent
     /// authorization code), so the refresh chain is not lost.
     #[arg(long)]
@@ -103,6 +106,7 @@ pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
     let client = TokenClient::new(HttpPolicy {
         allow_http: args.allow_http,
         allowed_hosts: None,
+        allow_link_local: args.allow_link_local_token_endpoints,
     });
     let token = client.fetch(&config, &credentials, &grant).await?;
 

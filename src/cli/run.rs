@@ -15,6 +15,10 @@ pub struct RunArgs {
     /// Only these hosts may be token endpoints (repeatable). Default: any host.
     #[arg(long = "allowed-token-host")]
     pub allowed_token_hosts: Vec<String>,
+    /// Permit token endpoints at link-local addresses (169.254.0.0/16, fe80::/10), where cloud
+    /// metadata services live. Refused by default, on the URL and on what a name resolves to.
+    #[arg(long)]
+    pub allow_link_local_token_endpoints: bool,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -99,6 +99,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             allow_http: args.allow_http,
             allowed_hosts: (!args.allowed_token_hosts.is_empty())
                 .then(|| args.allowed_token_hosts.clone()),
+            allow_link_local: args.allow_link_local_token_endpoints,
         }),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),

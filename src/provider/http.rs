@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
 
+use super::address;
 use super::config::{Limits, ProviderConfig};
 use super::credentials::Credentials;
 use super::error::FetchError;
@@ -22,6 +23,8 @@ pub struct HttpPolicy {
     pub allow_http: bool,
     /// When set, only these hosts may be token endpoints.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Permit link-local token endpoints (169.254.0.0/16, fe80::/10: cloud metadata).
+    pub allow_link_local: bool,
 }
 
 /// Sends token requests. Keeps one connection pool per distinct CA bundle and limits.
@@ -99,6 +102,19 @@ impl TokenClient {
                 )));
             }
         }
+        if !self.policy.allow_link_local {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+                _ => None,
+            };
+            if literal.is_some_and(address::is_link_local) {
+                return Err(FetchError::Configuration(format!(
+                    "spec.tokenEndpoint.url points at a link-local address ({}), where cloud metadata services live; the operator refuses it unless started with --allow-link-local-token-endpoints",
+                    url.host_str().unwrap_or("?")
+                )));
+            }
+        }
         if let Some(allowed) = &self.policy.allowed_hosts {
             let host = url.host_str().unwrap_or_default();
             if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
@@ -116,11 +132,7 @@ impl TokenClient {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = build_client(
-            config.ca_bundle.as_deref(),
-            &config.limits,
-            self.policy.allow_http,
-        )?;
+        let client = build_client(config.ca_bundle.as_deref(), &config.limits, &self.policy)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -129,15 +141,19 @@ impl TokenClient {
 fn build_client(
     ca_bundle: Option<&str>,
     limits: &Limits,
-    allow_http: bool,
+    policy: &HttpPolicy,
 ) -> Result<reqwest::Client, FetchError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(limits.connect_timeout)
         .timeout(limits.overall_timeout)
-        .https_only(!allow_http)
+        .https_only(!policy.allow_http)
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("token-rotator/", env!("CARGO_PKG_VERSION")));
+    if !policy.allow_link_local {
+        // Every name is checked on what it resolves to, before any connection.
+        builder = builder.dns_resolver(std::sync::Arc::new(address::GuardedResolver::system()));
+    }
     if let Some(pem) = ca_bundle {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|_| {
             FetchError::Configuration(
@@ -215,6 +231,9 @@ fn transport_error(
     url: &url::Url,
 ) -> FetchError {
     let host = url.host_str().unwrap_or("?");
+    if let Some(refused) = find_source::<address::LinkLocalRefused>(e) {
+        return FetchError::Configuration(refused.to_string());
+    }
     let cause = if e.is_timeout() {
         format!(
             "no answer from {host} within {}s",
@@ -239,6 +258,20 @@ fn transport_error(
     }
 }
 
+/// An error of type `T` anywhere in the chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
 /// The innermost error message: it names the real problem (refused, reset, bad certificate)
 /// and, unlike reqwest's own Display, carries no URL.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -247,4 +280,26 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         current = next;
     }
     current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wraps an error as the HTTP client's connector does (the resolver's error as source).
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Connect(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    #[test]
+    fn a_refused_resolution_is_found_deep_in_the_error_chain() {
+        let refused = address::LinkLocalRefused {
+            host: "metadata.internal".into(),
+        };
+        let wrapped = Connect(Box::new(Connect(Box::new(refused))));
+        let found = find_source::<address::LinkLocalRefused>(&wrapped).expect("found");
+        assert_eq!(found.host, "metadata.internal");
+        let unrelated = Connect("connection refused".into());
+        assert!(find_source::<address::LinkLocalRefused>(&unrelated).is_none());
+    }
 }

@@ -1,5 +1,6 @@
 //! The token dialect: build one request, send it, understand the answer. No Kubernetes here.
 
+pub mod address;
 pub mod config;
 pub mod credentials;
 pub mod error;
