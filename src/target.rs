@@ -38,6 +38,35 @@ pub enum TargetError {
         "spec.target.labels value of `{0}` is not a valid label value (up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
     )]
     InvalidLabelValue(String),
+    #[error(
+        "spec.target.type `{0}` is not allowed: use Opaque (the default), kubernetes.io/basic-auth or kubernetes.io/dockerconfigjson; types the cluster acts on (such as service-account tokens) are refused"
+    )]
+    ForbiddenType(String),
+    #[error(
+        "{field} key `{key}` is reserved: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ (app.kubernetes.io/ excepted) are not allowed on a target Secret"
+    )]
+    ReservedMetadataKey { field: &'static str, key: String },
+}
+
+/// The target Secret types allowed: none of them makes the cluster act on the Secret (a
+/// service-account-token type would have the cluster mint a token into it; a bootstrap token
+/// would let nodes join). The CRD refuses others at admission too.
+pub const ALLOWED_TYPES: [&str; 3] = [
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/dockerconfigjson",
+];
+
+/// Keys the cluster, Kubernetes components or this operator give meaning to (a target labelled
+/// `tokenrotator.dev/credentials=true` would become another resource's credentials).
+/// `app.kubernetes.io/` is the recommended, meaning-free label set and stays allowed.
+pub fn is_reserved_key(key: &str) -> bool {
+    let Some((prefix, _)) = key.rsplit_once('/') else {
+        return false;
+    };
+    let under = |domain: &str| prefix == domain || prefix.ends_with(&format!(".{domain}"));
+    prefix != "app.kubernetes.io"
+        && (under("kubernetes.io") || under("k8s.io") || under("tokenrotator.dev"))
 }
 
 /// The parts of the target Secret the operator owns.
@@ -134,6 +163,21 @@ fn placeholder_token() -> String {
 /// Everything about the target that can be checked without a token: templates render with a
 /// token-shaped placeholder, keys and labels are valid.
 pub fn validate(spec: &TargetSpec) -> Result<(), TargetError> {
+    let secret_type = secret_type(spec);
+    if !ALLOWED_TYPES.contains(&secret_type) {
+        return Err(TargetError::ForbiddenType(secret_type.to_string()));
+    }
+    for (field, keys) in [
+        ("spec.target.labels", &spec.labels),
+        ("spec.target.annotations", &spec.annotations),
+    ] {
+        if let Some(key) = keys.keys().find(|k| is_reserved_key(k)) {
+            return Err(TargetError::ReservedMetadataKey {
+                field,
+                key: key.clone(),
+            });
+        }
+    }
     for (key, value) in &spec.labels {
         if !is_qualified_name(key) {
             return Err(TargetError::InvalidMetadataKey {
@@ -282,6 +326,59 @@ mod tests {
             lifetime_source: LifetimeSource::ExpiresIn,
             lifetime_capped_from: None,
             refresh: RefreshOutcome::None,
+        }
+    }
+
+    #[test]
+    fn targets_cannot_become_something_else() {
+        let mut spec = TargetSpec {
+            secret_name: "t".into(),
+            ..TargetSpec::default()
+        };
+        for allowed in ALLOWED_TYPES {
+            spec.secret_type = Some(allowed.into());
+            assert!(validate(&spec).is_ok(), "{allowed}");
+        }
+        for refused in [
+            "kubernetes.io/service-account-token",
+            "bootstrap.kubernetes.io/token",
+            "kubernetes.io/dockercfg",
+            "example.com/anything",
+            "",
+        ] {
+            spec.secret_type = Some(refused.into());
+            assert!(
+                matches!(validate(&spec), Err(TargetError::ForbiddenType(_))),
+                "{refused}"
+            );
+        }
+        spec.secret_type = None;
+        for reserved in [
+            "tokenrotator.dev/credentials",
+            "kubernetes.io/service-account.name",
+            "node-role.kubernetes.io/control-plane",
+            "k8s.io/x",
+            "sub.k8s.io/x",
+            "x.tokenrotator.dev/y",
+        ] {
+            assert!(is_reserved_key(reserved), "{reserved}");
+            spec.labels = [(reserved.to_string(), "true".to_string())].into();
+            let err = validate(&spec).unwrap_err().to_string();
+            assert!(err.contains("spec.target.labels") && err.contains("reserved"), "{err}");
+            spec.labels.clear();
+            spec.annotations = [(reserved.to_string(), "v".to_string())].into();
+            let err = validate(&spec).unwrap_err().to_string();
+            assert!(err.contains("spec.target.annotations"), "{err}");
+            spec.annotations.clear();
+        }
+        for free in [
+            "app.kubernetes.io/name",
+            "team",
+            "example.com/owner",
+            "notkubernetes.io/x",
+            "kubernetes.io.example.com/x",
+        ] {
+            assert!(!is_reserved_key(free), "{free}");
         }
     }
 

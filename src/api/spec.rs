@@ -233,6 +233,10 @@ pub struct RefreshSpec {
     pub minimum_margin: Option<String>,
 }
 
+/// CEL over a map's keys: none under a reserved prefix (the same rule as
+/// `target::is_reserved_key`, which the operator also applies).
+const RESERVED_KEYS_RULE: &str = "self.all(k, k.startsWith('app.kubernetes.io/') || !(k.startsWith('kubernetes.io/') || k.startsWith('k8s.io/') || k.startsWith('tokenrotator.dev/') || k.matches('^[^/]*[.](kubernetes[.]io|k8s[.]io|tokenrotator[.]dev)/')))";
+
 /// The Secret the token is written to (created and owned by the operator).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -241,16 +245,23 @@ pub struct TargetSpec {
     /// this resource is never touched (TargetConflict).
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
-    /// Secret type (default Opaque).
+    /// Secret type: Opaque (the default), kubernetes.io/basic-auth or
+    /// kubernetes.io/dockerconfigjson. Types the cluster acts on (service-account tokens,
+    /// bootstrap tokens) are refused.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['Opaque', 'kubernetes.io/basic-auth', 'kubernetes.io/dockerconfigjson']").message("spec.target.type must be Opaque, kubernetes.io/basic-auth or kubernetes.io/dockerconfigjson: types the cluster acts on (such as service-account tokens) are refused"))]
     pub secret_type: Option<String>,
-    /// Extra labels on the target Secret.
+    /// Extra labels on the target Secret. Keys under kubernetes.io/, k8s.io/ and
+    /// tokenrotator.dev/ are refused (app.kubernetes.io/ is allowed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("spec.target.labels: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ are reserved (app.kubernetes.io/ is allowed)"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the target Secret.
+    /// Extra annotations on the target Secret. Keys under kubernetes.io/, k8s.io/ and
+    /// tokenrotator.dev/ are refused (app.kubernetes.io/ is allowed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("spec.target.annotations: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ are reserved (app.kubernetes.io/ is allowed)"))]
     pub annotations: BTreeMap<String, String>,
     /// Keys to write, each a template over the token fields access_token, token_type,
     /// expires_at, issued_at and lifetime_seconds, e.g. {Authorization: "Bearer {{ access_token }}"}.

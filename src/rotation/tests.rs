@@ -249,7 +249,7 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
     let pc = reltio();
     let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
     let mut typed = reltio();
-    typed.spec.target.secret_type = Some("example.com/token".into());
+    typed.spec.target.secret_type = Some("kubernetes.io/basic-auth".into());
     let mut o = observed(&typed);
     o.target = target_with(&pc, &t);
     o.state = stored(&typed, None);
