@@ -16,6 +16,7 @@ pub mod reason {
     pub const REFRESH_SUCCEEDED: &str = "RefreshSucceeded";
     pub const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
     pub const CREDENTIALS_NOT_LABELLED: &str = "CredentialsNotLabelled";
+    pub const TOKEN_HOST_NOT_ALLOWED: &str = "TokenHostNotAllowed";
     pub const TARGET_CONFLICT: &str = "TargetConflict";
     pub const REAUTHORIZATION_REQUIRED: &str = "ReauthorizationRequired";
     pub const SUSPENDED: &str = "Suspended";

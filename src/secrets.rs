@@ -9,7 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
+use crate::api::{
+    ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    ProviderCredential,
+};
 use crate::rotation::{self, ChainWrite, CredentialsView, Rebase, SecretWrite, Slot};
 use crate::state::StateData;
 use crate::target::DesiredTarget;
@@ -64,7 +67,18 @@ pub async fn read_credentials(
         Some(s) if s.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") => {
             Ok(CredentialsView::NotLabelled)
         }
-        Some(s) => Ok(CredentialsView::Found(secret_data(&s))),
+        Some(s) => Ok(match s.annotations().get(ALLOWED_TOKEN_HOSTS_ANNOTATION) {
+            Some(hosts) => CredentialsView::Pinned {
+                data: secret_data(&s),
+                allowed_hosts: hosts
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            },
+            None => CredentialsView::Found(secret_data(&s)),
+        }),
     }
 }
 

@@ -2,9 +2,13 @@
 //! ProviderCredentials can and cannot make the operator do.
 
 mod e2e;
+mod support;
 
 use anyhow::{Result, ensure};
 use e2e::*;
+use kube::api::{Patch, PatchParams};
+use provider_emulator::{Emulator, Options, Provider};
+use serde_json::json;
 
 fn spec_with_target(target: &str) -> String {
     format!(
@@ -65,5 +69,63 @@ async fn targets_cannot_become_something_else() -> Result<()> {
         env.create_pcred(&format!("allowed-{i}"), &spec_with_target(target))
             .await?;
     }
+    Ok(())
+}
+
+async fn pin_hosts(env: &Env, secret: &str, hosts: &str) -> Result<()> {
+    env.secrets()
+        .patch(
+            secret,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "tokenrotator.dev/allowed-token-hosts": hosts
+            }}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The owner of a credentials Secret decides where its credentials may go, whatever a
+/// ProviderCredential in the namespace says.
+#[tokio::test]
+async fn the_credentials_owner_pins_the_token_hosts() -> Result<()> {
+    token_rotator::install_crypto_provider();
+    let env = Env::new("pinned").await?;
+    let emu = Emulator::start(Options::default()).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Reltio, &emu), true)
+        .await?;
+    pin_hosts(&env, "creds", "auth.reltio.com").await?;
+    env.create_pcred(
+        "reltio",
+        &format!(
+            "preset: reltio\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\n",
+            emu.token_url(Provider::Reltio)
+        ),
+    )
+    .await?;
+    let _op = env.start_operator().await?;
+    let pc = env
+        .wait_condition("reltio", "Degraded", "True", Some("TokenHostNotAllowed"))
+        .await?;
+    let message = pc
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("tokenrotator.dev/allowed-token-hosts") && message.contains("127.0.0.1"),
+        "{message}"
+    );
+    ensure!(
+        emu.control().counters(Provider::Reltio).requests == 0,
+        "credentials were sent to a host their owner did not allow"
+    );
+
+    // The owner adds the host: the change alone brings the resource to Ready.
+    pin_hosts(&env, "creds", "auth.reltio.com, 127.0.0.1").await?;
+    env.wait_condition("reltio", "Ready", "True", None).await?;
+    ensure!(emu.control().counters(Provider::Reltio).requests == 1);
     Ok(())
 }

@@ -11,6 +11,9 @@ pub use status::*;
 /// Label a credentials Secret must carry to be read by the operator.
 pub const CREDENTIALS_LABEL: &str = "tokenrotator.dev/credentials";
 /// Label on every Secret the operator creates.
+/// On a credentials Secret: the only token endpoint hosts (comma-separated) any
+/// ProviderCredential may send its credentials to.
+pub const ALLOWED_TOKEN_HOSTS_ANNOTATION: &str = "tokenrotator.dev/allowed-token-hosts";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "token-rotator";
 /// Annotation on the target Secret with the token's expiry (RFC 3339).

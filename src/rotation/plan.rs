@@ -13,8 +13,9 @@ use super::decide::{self, Decision, DueReason, Facts, GrantChoice, GrantFacts};
 use super::schedule;
 use crate::api::resolve::{RenewalPolicy, renewal_policy};
 use crate::api::{
-    AccessTokenStatus, ProviderCredential, ProviderCredentialStatus, REFRESH_ANNOTATION,
-    credentials_from_data, provider_config, state_secret_name,
+    ALLOWED_TOKEN_HOSTS_ANNOTATION, AccessTokenStatus, ProviderCredential,
+    ProviderCredentialStatus, REFRESH_ANNOTATION, credentials_from_data, provider_config,
+    state_secret_name,
 };
 use crate::conditions::{self, DEGRADED, reason};
 use crate::digest;
@@ -49,6 +50,12 @@ pub struct StateView {
 /// The credentials Secret, read on demand.
 pub enum CredentialsView {
     Found(BTreeMap<String, Vec<u8>>),
+    /// Found, and its owner limited the token hosts it may be sent to (the
+    /// `tokenrotator.dev/allowed-token-hosts` annotation).
+    Pinned {
+        data: BTreeMap<String, Vec<u8>>,
+        allowed_hosts: Vec<String>,
+    },
     NotFound,
     /// Present without the opt-in label: not read.
     NotLabelled,
@@ -279,6 +286,23 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     let creds_name = &spec.credentials.secret_ref.name;
     let data = match &o.credentials {
         CredentialsView::Found(data) => data,
+        CredentialsView::Pinned {
+            data,
+            allowed_hosts,
+        } => {
+            let host = config.token_url.host_str().unwrap_or_default();
+            if !allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return Err(Blocked::new(
+                    reason::TOKEN_HOST_NOT_ALLOWED,
+                    format!(
+                        "the owner of credentials Secret {creds_name} allows its credentials to go only to {} (annotation {ALLOWED_TOKEN_HOSTS_ANNOTATION}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the Secret's owner to add the host",
+                        allowed_hosts.join(", ")
+                    ),
+                    false,
+                ));
+            }
+            data
+        }
         CredentialsView::NotFound => {
             return Err(Blocked::new(
                 reason::CREDENTIALS_NOT_FOUND,

@@ -564,6 +564,37 @@ fn a_refresh_token_is_sent_only_where_it_came_from() {
 }
 
 #[test]
+fn the_credentials_owner_pins_where_they_go() {
+    let pc = reltio();
+    let pinned = |hosts: &[&str]| {
+        let mut o = observed(&pc);
+        o.credentials = CredentialsView::Pinned {
+            data: login(),
+            allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        plan(&o).step
+    };
+    let host = pc.spec.token_endpoint.url.parse::<url::Url>().unwrap();
+    let host = host.host_str().unwrap().to_string();
+    assert!(matches!(
+        pinned(&["other.example", &host.to_uppercase()]),
+        Step::Rotate(_)
+    ));
+    for hosts in [&["auth.reltio.com"][..], &[][..]] {
+        let Step::Blocked(b) = pinned(hosts) else {
+            panic!("expected Blocked for {hosts:?}")
+        };
+        assert_eq!(b.reason, reason::TOKEN_HOST_NOT_ALLOWED);
+        assert!(
+            b.message.contains("tokenrotator.dev/allowed-token-hosts") && b.message.contains(&host),
+            "{}",
+            b.message
+        );
+        assert!(!b.recheck, "waits for a change of the Secret or the spec");
+    }
+}
+
+#[test]
 fn settle_keeps_the_chain_as_rfc_6749_says() {
     let pc = reltio();
     let p = refresh_plan(&pc, "rt-1");
