@@ -4,9 +4,13 @@
 mod e2e;
 mod support;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use e2e::*;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use provider_emulator::{Emulator, Options, Provider};
 use serde_json::json;
 
@@ -72,6 +76,27 @@ async fn targets_cannot_become_something_else() -> Result<()> {
     Ok(())
 }
 
+/// A Reltio resource `reltio` against a fresh emulator, its credentials Secret `creds`
+/// optionally pinned to `hosts`.
+async fn reltio_against_emulator(env: &Env, hosts: Option<&str>) -> Result<Emulator> {
+    token_rotator::install_crypto_provider();
+    let emu = Emulator::start(Options::default()).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Reltio, &emu), true)
+        .await?;
+    if let Some(hosts) = hosts {
+        pin_hosts(env, "creds", hosts).await?;
+    }
+    env.create_pcred(
+        "reltio",
+        &format!(
+            "preset: reltio\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\n",
+            emu.token_url(Provider::Reltio)
+        ),
+    )
+    .await?;
+    Ok(emu)
+}
+
 async fn pin_hosts(env: &Env, secret: &str, hosts: &str) -> Result<()> {
     env.secrets()
         .patch(
@@ -91,18 +116,7 @@ async fn pin_hosts(env: &Env, secret: &str, hosts: &str) -> Result<()> {
 async fn the_credentials_owner_pins_the_token_hosts() -> Result<()> {
     token_rotator::install_crypto_provider();
     let env = Env::new("pinned").await?;
-    let emu = Emulator::start(Options::default()).await?;
-    env.create_credentials("creds", &support::secret_data(Provider::Reltio, &emu), true)
-        .await?;
-    pin_hosts(&env, "creds", "auth.reltio.com").await?;
-    env.create_pcred(
-        "reltio",
-        &format!(
-            "preset: reltio\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\n",
-            emu.token_url(Provider::Reltio)
-        ),
-    )
-    .await?;
+    let emu = reltio_against_emulator(&env, Some("auth.reltio.com")).await?;
     let _op = env.start_operator().await?;
     let pc = env
         .wait_condition("reltio", "Degraded", "True", Some("TokenHostNotAllowed"))
@@ -127,5 +141,162 @@ async fn the_credentials_owner_pins_the_token_hosts() -> Result<()> {
     pin_hosts(&env, "creds", "auth.reltio.com, 127.0.0.1").await?;
     env.wait_condition("reltio", "Ready", "True", None).await?;
     ensure!(emu.control().counters(Provider::Reltio).requests == 1);
+    Ok(())
+}
+
+/// The chart's admission policy, exactly as rendered for this namespace's operator identity.
+async fn chart_admission_policy(env: &Env) -> Result<Vec<serde_json::Value>> {
+    let chart = repo_path("charts/token-rotator");
+    let rendered = helm(
+        env.cp,
+        &[
+            "template",
+            "token-rotator",
+            path_str(&chart)?,
+            "--namespace",
+            env.name(),
+            "--set",
+            "admissionPolicy.enabled=true",
+            "--show-only",
+            "templates/admission-policy.yaml",
+        ],
+    )
+    .await?;
+    yaml_docs(&rendered)
+}
+
+fn secret(name: &str, type_: &str, labels: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        type_: Some(type_.into()),
+        ..Secret::default()
+    }
+}
+
+/// Even a compromised operator (its ServiceAccount's token stolen) cannot mint ServiceAccount
+/// tokens, take over other Secrets or forge credentials: the chart's admission policy refuses
+/// it on the real API server, while the operator's own writes still go through.
+#[tokio::test]
+async fn the_operators_identity_may_write_only_what_it_manages() -> Result<()> {
+    let env = Env::new("vap").await?;
+    let docs = chart_admission_policy(&env).await?;
+    let policy = only_kind(&docs, "ValidatingAdmissionPolicy")?;
+    let binding = only_kind(&docs, "ValidatingAdmissionPolicyBinding")?;
+    let name = policy["metadata"]["name"]
+        .as_str()
+        .context("policy name")?
+        .to_string();
+    let admin = env.cp.client();
+    let apply = PatchParams::apply("e2e").force();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(admin.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone());
+    policies
+        .patch(&name, &apply, &Patch::Apply(&policy))
+        .await?;
+    bindings
+        .patch(&name, &apply, &Patch::Apply(&binding))
+        .await?;
+
+    let as_operator = Api::<Secret>::namespaced(
+        env.cp
+            .service_account_client(env.name(), OPERATOR_SA)
+            .await?,
+        env.name(),
+    );
+    let managed = ("app.kubernetes.io/managed-by", "token-rotator");
+    let create = |s: Secret| {
+        let api = as_operator.clone();
+        async move { api.create(&PostParams::default(), &s).await }
+    };
+    // In force once the first refusal arrives.
+    let admin_secrets = env.secrets();
+    let minted = eventually(
+        "the policy to refuse a ServiceAccount token",
+        CONVERGE,
+        || {
+            let mut s = secret("minted", "kubernetes.io/service-account-token", &[managed]);
+            // What the cluster needs to mint a token for the `default` ServiceAccount.
+            s.metadata.annotations = Some(
+                [(
+                    "kubernetes.io/service-account.name".to_string(),
+                    "default".to_string(),
+                )]
+                .into(),
+            );
+            let attempt = create(s);
+            let admin_secrets = admin_secrets.clone();
+            async move {
+                Ok(match attempt.await {
+                    Err(e) => Some(e.to_string()),
+                    Ok(_) => {
+                        // Admitted before the policy was in force: remove and retry.
+                        admin_secrets.delete("minted", &Default::default()).await?;
+                        None
+                    }
+                })
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        minted.contains("may write only Secrets of type"),
+        "{minted}"
+    );
+
+    let unlabelled = create(secret("unlabelled", "Opaque", &[]))
+        .await
+        .expect_err("an unmanaged Secret is refused")
+        .to_string();
+    ensure!(
+        unlabelled.contains("may write only Secrets it manages"),
+        "{unlabelled}"
+    );
+    let forged = create(secret(
+        "forged",
+        "Opaque",
+        &[managed, ("tokenrotator.dev/credentials", "true")],
+    ))
+    .await
+    .expect_err("a Secret labelled as credentials is refused")
+    .to_string();
+    ensure!(
+        forged.contains("may not label a Secret as credentials"),
+        "{forged}"
+    );
+
+    // Taking over someone else's Secret by adding the label is refused too.
+    env.create_credentials("theirs", &Default::default(), false)
+        .await?;
+    let takeover = as_operator
+        .patch(
+            "theirs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {managed.0: managed.1}}})),
+        )
+        .await
+        .expect_err("taking over a Secret is refused")
+        .to_string();
+    ensure!(
+        takeover.contains("before and after the write"),
+        "{takeover}"
+    );
+
+    // The operator's own work goes through under the policy.
+    let _emu = reltio_against_emulator(&env, None).await?;
+    let op = env.start_operator().await?;
+    env.wait_condition("reltio", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    drop(op);
+    bindings.delete(&name, &Default::default()).await?;
+    policies.delete(&name, &Default::default()).await?;
     Ok(())
 }
