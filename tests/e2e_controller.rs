@@ -798,7 +798,7 @@ async fn what_can_only_fail_after_a_fetch_is_checked_before_it() -> Result<()> {
         .patch(
             "typed",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"target": {"type": "example.com/other"}}})),
+            &Patch::Merge(json!({"spec": {"target": {"type": "kubernetes.io/basic-auth", "template": {"username": "u", "password": "{{ access_token }}"}}}})),
         )
         .await?;
     let pc = env

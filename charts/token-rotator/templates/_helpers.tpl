@@ -119,10 +119,10 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
 {{- define "token-rotator.rules" -}}
 - apiGroups: ["tokenrotator.dev"]
   resources: ["providercredentials"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["tokenrotator.dev"]
   resources: ["providercredentials/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["tokenrotator.dev"]
   resources: ["providercredentials/finalizers"]
   verbs: ["update"]
