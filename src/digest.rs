@@ -94,7 +94,10 @@ pub fn refresh_binding(salt: &str, config: &ProviderConfig, credentials: &Creden
         .map_or("", |v| v.expose_secret());
     format!(
         "{VERSION}:{}",
-        salted_hash(salt, &["refresh-binding", config.token_url.as_str(), client_id])
+        salted_hash(
+            salt,
+            &["refresh-binding", config.token_url.as_str(), client_id]
+        )
     )
 }
 

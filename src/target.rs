@@ -364,7 +364,10 @@ mod tests {
             assert!(is_reserved_key(reserved), "{reserved}");
             spec.labels = [(reserved.to_string(), "true".to_string())].into();
             let err = validate(&spec).unwrap_err().to_string();
-            assert!(err.contains("spec.target.labels") && err.contains("reserved"), "{err}");
+            assert!(
+                err.contains("spec.target.labels") && err.contains("reserved"),
+                "{err}"
+            );
             spec.labels.clear();
             spec.annotations = [(reserved.to_string(), "v".to_string())].into();
             let err = validate(&spec).unwrap_err().to_string();
