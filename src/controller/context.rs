@@ -152,13 +152,9 @@ impl Context {
         out
     }
 
-    pub fn unstored_state(&self, uid: &str) -> Option<ChainWrite> {
-        self.with_held(uid, |h| h.state.as_ref().map(|(_, w)| w.clone()))
-    }
-
-    /// A held state with the resource as it was when the state was settled (for a resource
-    /// that can no longer be read).
-    pub fn unstored_state_of(&self, uid: &str) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
+    /// A held state, with the resource as it was when the state was settled (what a resource
+    /// that can no longer be read, or shutdown, stores it with).
+    pub fn unstored_state(&self, uid: &str) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
         self.with_held(uid, |h| h.state.clone())
     }
 

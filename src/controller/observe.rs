@@ -23,7 +23,7 @@ pub async fn observe<'a>(
 ) -> Result<Observed<'a>, SecretsError> {
     let uid = pc.uid().unwrap_or_default();
     let state = match ctx.unstored_state(&uid) {
-        Some(unstored) => store_held_state(ctx, pc, api, unstored).await?,
+        Some((_, unstored)) => store_held_state(ctx, pc, api, unstored).await?,
         None => read_state(api, pc).await?,
     };
     let target = secrets::read_owned(api, &pc.spec.target.secret_name, &uid)

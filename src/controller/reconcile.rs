@@ -93,7 +93,7 @@ async fn unreadable(
     let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
     let uid = guard.uid().unwrap_or_default();
     // A refresh token held for it is stored first, whatever became of the spec.
-    if let Some((pc, write)) = ctx.unstored_state_of(&uid) {
+    if let Some((pc, write)) = ctx.unstored_state(&uid) {
         let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
         store_held_state(ctx, &pc, &secrets, write).await?;
     }
