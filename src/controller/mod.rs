@@ -114,9 +114,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     info!(namespaces = ?args.namespaces, "controller started");
     let mut controllers = std::pin::pin!(controllers);
+    // Biased: the controllers end on their own only after the gate closed, and a closed gate
+    // means the lease was lost; checked first, so a lost lease always exits non-zero.
     let stop = tokio::select! {
-        _ = &mut controllers => None,
+        biased;
         stop = shutdown::stop_requested(lease.as_mut(), &gate) => Some(stop),
+        _ = &mut controllers => None,
     };
     if let Some(stop) = &stop {
         match stop {
