@@ -19,8 +19,20 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets --features e2e -- -D warnings"
 cargo clippy --workspace --all-targets --features e2e -- -D warnings
 
-step "cargo test --workspace --features e2e"
-cargo test --workspace --features e2e
+step "cargo test --workspace --features e2e (the apiserver's audit log on, for the RBAC check)"
+audit_dir="target/e2e-audit"
+rm -rf "${audit_dir}"
+TESTKIT_AUDIT_DIR="${PWD}/${audit_dir}" cargo test --workspace --features e2e
+
+step "the chart grants exactly the API access the operator used during the e2e suite (rbac-audit)"
+rules="${audit_dir}/chart-rbac.yaml"
+"${bin_dir}/helm" template token-rotator charts/token-rotator \
+  --set leaderElection.enabled=true --show-only templates/rbac.yaml >"${rules}"
+# OwnerReferencesPermissionEnforcement checks the finalizers grant itself when an owned Secret
+# is created (no request of the operator's shows it); e2e_controller's
+# without_the_finalizers_permission_no_owned_secret_can_be_created proves it is needed.
+cargo run --quiet -p testkit --bin rbac-audit -- --audit-dir "${audit_dir}" --rules "${rules}" \
+  --checked-by-admission "update tokenrotator.dev/providercredentials/finalizers"
 
 step "fuzzing each target briefly (hack/fuzz.sh; longer by hand with FUZZ_SECONDS)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-15}" FUZZ_BUILD_FLAGS="${FUZZ_BUILD_FLAGS:---dev -s none}" bash hack/fuzz.sh

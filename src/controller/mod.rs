@@ -51,7 +51,7 @@ pub enum RunError {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let client = Client::try_default().await?;
+    let client = kube_client().await?;
     let metrics = Arc::new(Metrics::new());
     tokio::spawn({
         let metrics = metrics.clone();
@@ -156,6 +156,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         _ => Ok(()),
     }
 }
+
+/// The API client, named: the apiserver's audit log, metrics and flow control see
+/// `token-rotator/<version>` rather than an anonymous client.
+async fn kube_client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_static(USER_AGENT),
+    ));
+    Client::try_from(config)
+}
+
+/// What the operator calls itself towards the apiserver.
+pub const USER_AGENT: &str = concat!("token-rotator/", env!("CARGO_PKG_VERSION"));
 
 async fn controller_for(
     client: Client,

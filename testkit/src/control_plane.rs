@@ -40,6 +40,9 @@ pub struct StartOptions {
     pub bin_dir: Option<PathBuf>,
     /// How long startup may take before it is reported as failed.
     pub timeout: Duration,
+    /// Where the apiserver writes its audit log (see [`crate::audit`]); default:
+    /// `$TESTKIT_AUDIT_DIR`, else no audit log.
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl Default for StartOptions {
@@ -48,6 +51,7 @@ impl Default for StartOptions {
             bin_dir: None,
             // Generous: two cores may be busy compiling while the tests start.
             timeout: Duration::from_secs(180),
+            audit_dir: crate::audit::dir_from_env(),
         }
     }
 }
@@ -102,14 +106,18 @@ impl ControlPlane {
         };
         let mut attempt = 1;
         loop {
-            match Self::start_once(&bin_dir, options.timeout).await {
+            match Self::start_once(&bin_dir, options.timeout, options.audit_dir.as_deref()).await {
                 Err(e) if e.is_port_clash() && attempt < PORT_ATTEMPTS => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    async fn start_once(bin_dir: &Path, timeout: Duration) -> Result<Self> {
+    async fn start_once(
+        bin_dir: &Path,
+        timeout: Duration,
+        audit_dir: Option<&Path>,
+    ) -> Result<Self> {
         let deadline = Instant::now() + timeout;
         let dir = TempDir::create()?;
         let pki = Pki::generate()?;
@@ -183,6 +191,30 @@ impl ControlPlane {
         })
         .await?;
 
+        let mut audit_args = Vec::new();
+        if let Some(audit_dir) = audit_dir {
+            std::fs::create_dir_all(audit_dir)
+                .map_err(Error::io("create the audit log directory", audit_dir))?;
+            let policy = cp
+                .dir
+                .write_private("audit-policy.yaml", crate::audit::POLICY)?;
+            let name = cp
+                .dir
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            audit_args = vec![
+                format!("--audit-policy-file={}", path(&policy)),
+                format!(
+                    "--audit-log-path={}",
+                    path(&audit_dir.join(format!("{name}.jsonl")))
+                ),
+                "--audit-log-format=json".into(),
+                // Written before each answer: nothing is lost when the apiserver is killed.
+                "--audit-log-mode=blocking".into(),
+            ];
+        }
         cp.spawn(
             APISERVER,
             &[
@@ -209,7 +241,10 @@ impl ControlPlane {
                 // exits in about a second instead of waiting for them until it is killed.
                 "--shutdown-watch-termination-grace-period=1s".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args)
+            .collect::<Vec<_>>(),
         )?;
         cp.wait_for_apiserver("kube-apiserver /readyz", deadline)
             .await?;

@@ -37,6 +37,7 @@
 //! Temp dirs (`$TMPDIR/token-rotator-cp/<pid>-<n>`, with the components' logs) are removed on
 //! drop, at exit for the [`shared`] instance, and, for runs killed by a signal, by the next run.
 
+pub mod audit;
 mod binaries;
 mod certs;
 mod control_plane;

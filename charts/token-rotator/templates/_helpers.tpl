@@ -108,8 +108,8 @@ The watched namespaces, de-duplicated, in the given order.
 {{/*
 RBAC rules for the namespaced resources the operator reconciles. Used by the ClusterRole
 (cluster-wide) or by one Role per watched namespace.
-  - providercredentials: read and watch; patch (the refresh-annotation bookkeeping).
-  - providercredentials/status: report status.
+  - providercredentials: list and watch (the controller reads from its cache).
+  - providercredentials/status: report status (patch).
   - providercredentials/finalizers: update, required by the OwnerReferencesPermissionEnforcement
     admission plugin because owned Secrets carry ownerReferences with blockOwnerDeletion.
   - secrets: read credentials (label-filtered) and write target/state Secrets. No delete:
