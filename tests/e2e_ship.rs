@@ -337,9 +337,11 @@ async fn the_standby_takes_over_the_lease_and_the_refresh_chain() -> Result<()> 
         "the standby to take the Lease",
         Duration::from_secs(LEASE_SECONDS + 10),
         || async {
+            // The lease manager takes a Lease in two patches (holder, then transitions):
+            // wait for both.
             Ok(lease(&env, &lease_name)
                 .await?
-                .filter(|(h, _)| h != &holder))
+                .filter(|(h, t)| h != &holder && *t > transitions))
         },
     )
     .await?;
@@ -1101,6 +1103,157 @@ async fn helm_upgrade_changes_the_chart_crd_in_place() -> Result<()> {
     .await?;
     eprintln!(
         "chart CRD: installed {crd_name}, upgraded in place with a new field and column, resource kept, uninstalled"
+    );
+    Ok(())
+}
+
+/// Asks the apiserver whether `user` may `verb` `resource` in `namespace` (`None`: in every
+/// namespace at once).
+async fn may(
+    client: &kube::Client,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> Result<bool> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.into()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                verb: Some(verb.into()),
+                namespace: namespace.map(str::to_string),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// `watchNamespaces` installs a Role per listed namespace and nothing cluster-wide: the
+/// operator's ServiceAccount, asked on the real apiserver, may read Secrets in the watched
+/// namespaces only — not across the cluster, not in its own namespace, not elsewhere.
+#[tokio::test]
+async fn a_namespaced_install_grants_no_cluster_wide_access() -> Result<()> {
+    token_rotator::install_crypto_provider();
+    let cp = testkit::shared().await?;
+    let client = cp.client();
+    let release_ns = cp.new_namespace("ns-release").await?;
+    let (team_a, team_b, elsewhere) = (
+        cp.new_namespace("team-a").await?,
+        cp.new_namespace("team-b").await?,
+        cp.new_namespace("elsewhere").await?,
+    );
+    let release = "scoped-token-rotator";
+    let chart = repo_path("charts/token-rotator");
+    let watched = format!("watchNamespaces={{{},{}}}", team_a.name(), team_b.name());
+    helm(
+        cp,
+        &[
+            "install",
+            release,
+            path_str(&chart)?,
+            "--namespace",
+            release_ns.name(),
+            "--set",
+            &watched,
+            "--set",
+            "crds.install=false",
+            "--set",
+            "leaderElection.enabled=true",
+        ],
+    )
+    .await?;
+    let manifest = helm(
+        cp,
+        &["get", "manifest", release, "--namespace", release_ns.name()],
+    )
+    .await?;
+    let docs = yaml_docs(&manifest)?;
+    let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    ensure!(
+        !kinds.contains("ClusterRole") && !kinds.contains("ClusterRoleBinding"),
+        "a namespaced install renders {kinds:?}"
+    );
+    let role_namespaces: BTreeSet<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role")
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    ensure!(
+        role_namespaces == BTreeSet::from([team_a.name(), team_b.name(), release_ns.name()]),
+        "Roles in {role_namespaces:?} (the release namespace's is the Lease's)"
+    );
+    let deployment = only_kind(&docs, "Deployment")?;
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    for ns in [team_a.name(), team_b.name()] {
+        ensure!(
+            args.contains(&format!("\"--namespace={ns}\"")),
+            "the operator is told to watch {ns}: {args}"
+        );
+    }
+
+    let user = format!("system:serviceaccount:{}:{release}", release_ns.name());
+    for ns in [team_a.name(), team_b.name()] {
+        for verb in ["get", "list", "watch", "create", "update"] {
+            ensure!(
+                may(&client, &user, verb, "secrets", Some(ns)).await?,
+                "{verb} secrets in watched {ns} is refused"
+            );
+        }
+        ensure!(
+            may(
+                &client,
+                &user,
+                "list",
+                "tokenrotator.dev/providercredentials",
+                Some(ns)
+            )
+            .await?
+        );
+    }
+    for (verb, resource, ns) in [
+        ("list", "secrets", None),
+        ("watch", "secrets", None),
+        ("get", "secrets", None),
+        ("list", "secrets", Some(release_ns.name())),
+        ("get", "secrets", Some(elsewhere.name())),
+        ("create", "secrets", Some(elsewhere.name())),
+        ("list", "tokenrotator.dev/providercredentials", None),
+        (
+            "list",
+            "tokenrotator.dev/providercredentials",
+            Some(elsewhere.name()),
+        ),
+        ("create", "events.k8s.io/events", Some(elsewhere.name())),
+    ] {
+        ensure!(
+            !may(&client, &user, verb, resource, ns).await?,
+            "{verb} {resource} in {} is granted to a namespaced install",
+            ns.unwrap_or("every namespace")
+        );
+    }
+    helm(
+        cp,
+        &["uninstall", release, "--namespace", release_ns.name()],
+    )
+    .await?;
+    eprintln!(
+        "namespaced install: Roles in {role_namespaces:?}, no ClusterRole; Secrets readable only in the two watched namespaces"
     );
     Ok(())
 }
