@@ -3,7 +3,10 @@
 //! - cold start: N ProviderCredentials created → all Ready (seconds),
 //! - the operator's RSS with N resources, before and after adding M unrelated 100 KiB Secrets,
 //! - token requests and HTTP 429s for N Reltio credentials due at once (10 req/s limit, a
-//!   strict sliding window).
+//!   strict sliding window),
+//! - API calls per credential during the cold start, by verb and resource, from the
+//!   apiserver's own `apiserver_request_total` (the benchmark's own polling, a LIST of
+//!   ProviderCredentials, is left out; the control plane's controllers add a few).
 //!
 //! Run: `cargo bench --features e2e --bench scale` (after `hack/provision.sh`).
 //! Sizes: BENCH_CREDENTIALS (default 1000), BENCH_UNRELATED (default 10000), BENCH_RELTIO (default 100).
@@ -81,6 +84,72 @@ async fn ready_count(api: &Api<ProviderCredential>) -> Result<usize> {
         .count())
 }
 
+/// `apiserver_request_total` summed by (verb, resource/subresource).
+async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, String), f64>> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split(",")
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        // Non-resource URLs (discovery, /openapi) are not per-credential work.
+        if resource.is_empty() || resource.starts_with('/') {
+            continue;
+        }
+        *out.entry((label("verb"), resource)).or_default() += value.trim().parse::<f64>()?;
+    }
+    Ok(out)
+}
+
+fn print_api_calls(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    credentials: usize,
+) {
+    println!("API calls during the cold start (apiserver_request_total), per credential:");
+    let mut total = 0.0;
+    for ((verb, resource), n) in after {
+        let delta = n - before
+            .get(&(verb.clone(), resource.clone()))
+            .unwrap_or(&0.0);
+        // The benchmark polls with LIST; leases and tokens are the control plane's own.
+        if delta < 1.0
+            || (verb == "LIST" && resource == "providercredentials")
+            || resource == "leases"
+        {
+            continue;
+        }
+        total += delta;
+        println!(
+            "  {verb:>6} {resource:<28} {delta:>8}  {:>6.2}",
+            delta / credentials as f64
+        );
+    }
+    println!(
+        "  {:>6} {:<28} {total:>8}  {:>6.2}",
+        "all",
+        "",
+        total / credentials as f64
+    );
+}
+
 async fn wait_all_ready(
     api: &Api<ProviderCredential>,
     n: usize,
@@ -147,6 +216,7 @@ async fn main() -> Result<()> {
     })
     .await?;
 
+    let calls_before = apiserver_requests(&client).await?;
     let bin = env!("CARGO_BIN_EXE_token-rotator");
     let mut op = tokio::process::Command::new(bin)
         .args([
@@ -168,6 +238,7 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let cold = wait_all_ready(&pcs, credentials, started).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls_after = apiserver_requests(&client).await?;
     let rss_before = rss_kib(pid);
     let issued = emu.control().counters(Provider::Rently).issued;
     println!(
@@ -178,6 +249,7 @@ async fn main() -> Result<()> {
         "operator RSS with {credentials} resources: {:.1} MiB",
         rss_before as f64 / 1024.0
     );
+    print_api_calls(&calls_before, &calls_after, credentials);
 
     eprintln!("creating {unrelated} unrelated 100 KiB Secrets");
     let blob = vec![b'x'; 100 * 1024];

@@ -218,13 +218,14 @@ pub async fn write_state(
 }
 
 /// Creates the target Secret, or replaces the one this resource owns under the resourceVersion
-/// it was read at (ownership and type were checked by the plan).
+/// it was read at (ownership and type were checked by the plan). Returns its new
+/// resourceVersion.
 pub async fn write_target(
     api: &Api<Secret>,
     owner: &ProviderCredential,
     at: &SecretWrite,
     desired: DesiredTarget,
-) -> Result<(), SecretsError> {
+) -> Result<Option<String>, SecretsError> {
     let name = at.name.as_str();
     let mut meta = owned_meta(owner, name, desired.labels);
     meta.annotations = Some(desired.annotations);
@@ -240,7 +241,7 @@ pub async fn write_target(
         Some(_) => api.replace(name, &PostParams::default(), &secret).await,
     };
     match result {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(written.metadata.resource_version),
         // Someone created it between our read and our create: it is theirs.
         Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
             Err(SecretsError::NotOwned(name.to_string()))

@@ -92,6 +92,7 @@ pub struct Metrics {
     next_refresh: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     refresh_tokens_discarded: Counter,
     requests_withheld: Family<ReasonLabels, Counter>,
+    managed: Gauge,
     ready: AtomicBool,
 }
 
@@ -150,8 +151,15 @@ impl Metrics {
             "Token requests not sent because this replica could not confirm its lease or is shutting down",
             requests_withheld.clone(),
         );
+        let managed = Gauge::default();
+        registry.register(
+            "managed_credentials",
+            "ProviderCredentials this replica watches (its namespaces and selector), valid or not",
+            managed.clone(),
+        );
         Metrics {
             registry,
+            managed,
             refresh_tokens_discarded,
             requests_withheld,
             token_requests,
@@ -241,6 +249,12 @@ impl Metrics {
         };
         self.expiry.remove(&labels);
         self.next_refresh.remove(&labels);
+    }
+
+    /// One watch's count of ProviderCredentials changed by `delta` (several watches, one per
+    /// namespace, add up).
+    pub fn managed_changed(&self, delta: i64) {
+        self.managed.inc_by(delta);
     }
 
     pub fn set_ready(&self, ready: bool) {

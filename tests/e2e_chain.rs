@@ -528,15 +528,6 @@ async fn a_frozen_leader_thaws_without_sending_a_token_request() -> Result<()> {
     Ok(())
 }
 
-/// The value of an unlabelled metric (0 when absent).
-async fn metric(op: &Operator, name: &str) -> Result<f64> {
-    let text = op.metrics().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0))
-}
-
 /// A refresh token held in memory for a long time (its write refused) must not overwrite the
 /// newer chain another writer stored meanwhile: it is set aside, counted and reported.
 #[tokio::test]
@@ -596,7 +587,7 @@ async fn a_stale_held_refresh_token_never_overwrites_a_newer_chain() -> Result<(
     )
     .await?;
     // Any change makes A reconcile at once (instead of after its backoff).
-    let reconciled = metric(&a, "token_rotator_reconciles_total").await?;
+    let reconciled = a.metric("token_rotator_reconciles_total").await?;
     env.pcreds()
         .patch(
             NAME,
@@ -605,14 +596,16 @@ async fn a_stale_held_refresh_token_never_overwrites_a_newer_chain() -> Result<(
         )
         .await?;
     eventually("A to reconcile with writes allowed", CONVERGE, || async {
-        Ok((metric(&a, "token_rotator_reconciles_total").await? > reconciled).then_some(()))
+        Ok((a.metric("token_rotator_reconciles_total").await? > reconciled).then_some(()))
     })
     .await?;
     ensure!(
         stored_refresh_token(&env).await? == newest,
         "a held (older) refresh token overwrote the newer chain"
     );
-    let discarded = metric(&a, "token_rotator_refresh_tokens_discarded_total").await?;
+    let discarded = a
+        .metric("token_rotator_refresh_tokens_discarded_total")
+        .await?;
     ensure!(discarded >= 1.0, "nothing set aside was counted");
     ensure!(env.events_with_reason("ChainSuperseded").await? >= 1);
     chain_continues(&env, &c, "after-a-stored").await?;

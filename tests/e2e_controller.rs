@@ -1218,3 +1218,75 @@ async fn hostile_endpoints_are_contained() -> Result<()> {
     }
     Ok(())
 }
+
+/// Two instances with `--selector` share a namespace on disjoint sets: each reconciles only
+/// the resources its selector matches and counts them; a selector the apiserver refuses stops
+/// the operator at start with a message naming the flag.
+#[tokio::test]
+async fn shards_split_the_resources_by_label_selector() -> Result<()> {
+    let env = Env::new("shards").await?;
+    let emu = emulator().await?;
+    env.create_credentials("creds", &credentials(Provider::Rently, &emu), true)
+        .await?;
+    let shards = [("a", 2), ("b", 1)];
+    for (shard, count) in shards {
+        for i in 0..count {
+            let name = format!("{shard}-{i}");
+            let mut pc: token_rotator::api::ProviderCredential = serde_json::from_value(json!({
+                "apiVersion": "tokenrotator.dev/v1alpha1",
+                "kind": "ProviderCredential",
+                "metadata": {"name": name, "labels": {"shard": shard}},
+                "spec": serde_saphyr::from_str::<serde_json::Value>(&spec(Provider::Rently, &emu, "creds", &format!("{name}-token")))?,
+            }))?;
+            pc.metadata.namespace = Some(env.name().to_string());
+            env.pcreds().create(&Default::default(), &pc).await?;
+        }
+    }
+    let a = Operator::start_with(&env, &["--selector", "shard=a"]).await?;
+    for i in 0..2 {
+        env.wait_condition(&format!("a-{i}"), "Ready", "True", None)
+            .await?;
+    }
+    ensure!(a.metric("token_rotator_managed_credentials").await? == 2.0);
+    let b_pc = env.pcred("b-0").await?;
+    ensure!(
+        b_pc.status.is_none(),
+        "shard a reconciled shard b's resource: {:?}",
+        b_pc.status
+    );
+    let b = Operator::start_with(&env, &["--selector", "shard in (b)"]).await?;
+    env.wait_condition("b-0", "Ready", "True", None).await?;
+    ensure!(b.metric("token_rotator_managed_credentials").await? == 1.0);
+    ensure!(a.metric("token_rotator_managed_credentials").await? == 2.0);
+    let log_a = a.stop().await?;
+    ensure!(!log_a.contains("name=b-0"), "shard a touched b-0:\n{log_a}");
+
+    // A selector the apiserver cannot parse: exit at start, naming the flag.
+    let kubeconfig = env
+        .cp
+        .service_account_kubeconfig(env.name(), OPERATOR_SA)
+        .await?;
+    let refused = tokio::time::timeout(
+        CONVERGE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_token-rotator"))
+            .args([
+                "run",
+                "--namespace",
+                env.name(),
+                "--selector",
+                "shard in (a",
+            ])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("KUBECONFIG", &kubeconfig)
+            .output(),
+    )
+    .await
+    .context("the operator did not stop on a bad selector")??;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "{stderr}");
+    ensure!(
+        stderr.contains("--selector") && stderr.contains("not a valid label selector"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -9,6 +9,11 @@ pub struct RunArgs {
     /// Watch only this namespace (repeatable). Default: all namespaces.
     #[arg(long = "namespace")]
     pub namespaces: Vec<String>,
+    /// Reconcile only ProviderCredentials whose labels match this selector (`shard=a`,
+    /// `team in (x,y)`), so that several instances share a cluster on disjoint sets. Give each
+    /// instance its own `--leader-election-lease-name`.
+    #[arg(long, value_name = "LABEL_SELECTOR")]
+    pub selector: Option<String>,
     /// Permit plain http:// token endpoints (local testing only).
     #[arg(long)]
     pub allow_http: bool,

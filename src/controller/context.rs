@@ -9,6 +9,7 @@ use kube::runtime::events::Recorder;
 use kube::{Client, ResourceExt};
 
 use super::endpoints::EndpointQueues;
+use super::views::SecretViews;
 use crate::api::ProviderCredential;
 use crate::leader::{Gate, Withheld};
 use crate::provider::{ProviderConfig, TokenClient};
@@ -25,6 +26,8 @@ pub struct Context {
     /// Token requests one resource may send in any rolling minute.
     requests_per_minute: u32,
     endpoints: EndpointQueues,
+    /// The target and state Secrets as last seen, while the watch shows that version.
+    pub views: SecretViews,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
     held: Mutex<HeldByUid>,
 }
@@ -85,6 +88,7 @@ impl Context {
             gate,
             requests_per_minute,
             endpoints: EndpointQueues::default(),
+            views: SecretViews::default(),
             held: Mutex::default(),
         }
     }
@@ -230,6 +234,7 @@ impl Context {
 
     /// A deleted resource: nothing it held can be used any more.
     pub fn forget(&self, uid: &str) {
+        self.views.forget(uid);
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())

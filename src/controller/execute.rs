@@ -15,12 +15,12 @@ use crate::api::ProviderCredential;
 use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{
-    self, ChainEnd, ChainWrite, HeldToken, Plan, SecretWrite, StoreFailure, TEMPLATE_FAILED,
-    TokenSource,
+    self, ChainEnd, ChainWrite, HeldToken, Plan, SecretWrite, StateView, StoreFailure,
+    TEMPLATE_FAILED, TargetView, TokenSource,
 };
 use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
-use crate::target;
+use crate::target::{self, ObservedTarget};
 
 /// Reason of a status whose token could not be written to the Kubernetes API.
 pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
@@ -173,7 +173,10 @@ async fn run(
                 };
                 ctx.hold_state(pc, remembered.clone());
                 match secrets::write_state(api, pc, &at, &remembered).await {
-                    Ok(_) => ctx.stored_state(&uid, &remembered),
+                    Ok(stored) => {
+                        ctx.stored_state(&uid, &remembered);
+                        remember_state(ctx, pc, &at.name, &stored, &remembered.state);
+                    }
                     Err(e) => warn!(error = %e, "could not remember the template failure"),
                 }
             }
@@ -194,8 +197,31 @@ async fn run(
             }));
         }
     };
-    if let Err(e) = secrets::write_target(api, pc, &plan.target_secret, desired).await {
-        return Ok(Executed::NotStored(write_failure(&e)));
+    let written = TargetView {
+        resource_version: None,
+        secret_type: Some(desired.secret_type.clone()),
+        token: ObservedTarget::from_annotations(&desired.annotations),
+    };
+    match secrets::write_target(api, pc, &plan.target_secret, desired).await {
+        Ok(resource_version) => ctx.views.remember_target(
+            &uid,
+            &pc.namespace().unwrap_or_default(),
+            &plan.target_secret.name,
+            Some(TargetView {
+                resource_version,
+                ..written
+            }),
+        ),
+        Err(e) => {
+            // Read it again next time: it may be gone, or changed under us.
+            ctx.views.remember_target(
+                &uid,
+                &pc.namespace().unwrap_or_default(),
+                &plan.target_secret.name,
+                None,
+            );
+            return Ok(Executed::NotStored(write_failure(&e)));
+        }
     }
     ctx.drop_token(&uid);
     debug!("target Secret written");
@@ -220,10 +246,44 @@ async fn hold_and_store(
     let uid = pc.uid().unwrap_or_default();
     let write = ChainWrite::after(plan, state);
     ctx.hold_state(pc, write.clone());
-    let stored = secrets::write_state(api, pc, &plan.state_secret, &write).await?;
+    let stored = match secrets::write_state(api, pc, &plan.state_secret, &write).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            // Read it again next time: it may be gone, or changed under us.
+            let ns = pc.namespace().unwrap_or_default();
+            ctx.views
+                .remember_state(&uid, &ns, &plan.state_secret.name, None);
+            return Err(e);
+        }
+    };
     ctx.stored_state(&uid, &write);
+    remember_state(ctx, pc, &plan.state_secret.name, &stored, &write.state);
     debug!("state Secret written");
     Ok(stored)
+}
+
+/// What was stored is what the next reconcile sees, without reading it back.
+fn remember_state(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    name: &str,
+    stored: &StateStored,
+    state: &StateData,
+) {
+    let view = match stored {
+        StateStored::Written(resource_version) => Some(StateView {
+            resource_version: resource_version.clone(),
+            data: state.clone(),
+        }),
+        // A newer chain is stored: read it.
+        StateStored::Superseded { .. } => None,
+    };
+    ctx.views.remember_state(
+        &pc.uid().unwrap_or_default(),
+        &pc.namespace().unwrap_or_default(),
+        name,
+        view,
+    );
 }
 
 /// Another writer stored a newer chain while this rotation ran: its result is set aside —

@@ -8,6 +8,7 @@ mod observe;
 pub mod reconcile;
 mod report;
 mod shutdown;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub enum RunError {
         "leadership lost ({0}); rotations in flight finished and held state was stored where the API allowed"
     )]
     LeadershipLost(String),
+    #[error("--selector {selector:?} is not a valid label selector: {message}")]
+    BadSelector { selector: String, message: String },
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -77,10 +80,22 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let selector = args.selector.clone().filter(|s| !s.trim().is_empty());
+    let mut probe_params = kube::api::ListParams::default().limit(1);
+    if let Some(selector) = &selector {
+        probe_params = probe_params.labels(selector);
+    }
+    // The apiserver is the judge of a selector's syntax: asked once, up front.
     probe
-        .list(&kube::api::ListParams::default().limit(1))
+        .list(&probe_params)
         .await
-        .map_err(RunError::CrdMissing)?;
+        .map_err(|e| match (e, &selector) {
+            (kube::Error::Api(e), Some(selector)) if e.code == 400 => RunError::BadSelector {
+                selector: selector.clone(),
+                message: e.message,
+            },
+            (e, _) => RunError::CrdMissing(e),
+        })?;
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
     // A standby waits here; SIGTERM then ends it at once (it holds nothing).
@@ -107,11 +122,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         args.token_requests_per_minute,
     ));
 
-    let controllers = futures::future::join_all(
-        scopes
-            .into_iter()
-            .map(|ns| controller_for(client.clone(), ns, ctx.clone(), args.concurrency)),
-    );
+    let controllers = futures::future::join_all(scopes.into_iter().map(|ns| {
+        let watched = Watched {
+            namespace: ns,
+            selector: selector.clone(),
+        };
+        controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
+    }));
     info!(namespaces = ?args.namespaces, "controller started");
     let mut controllers = std::pin::pin!(controllers);
     // Biased: the controllers end on their own only after the gate closed, and a closed gate
@@ -173,12 +190,17 @@ async fn kube_client() -> Result<Client, kube::Error> {
 /// What the operator calls itself towards the apiserver.
 pub const USER_AGENT: &str = concat!("token-rotator/", env!("CARGO_PKG_VERSION"));
 
-async fn controller_for(
-    client: Client,
+/// What one controller watches: a namespace (or all) and, for a shard, a label selector.
+struct Watched {
     namespace: Option<String>,
-    ctx: Arc<Context>,
-    concurrency: u16,
-) {
+    selector: Option<String>,
+}
+
+async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, concurrency: u16) {
+    let Watched {
+        namespace,
+        selector,
+    } = watched;
     // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
     // the watch for the others.
     let (pcs, secrets): (Api<Guarded>, Api<PartialObjectMeta<Secret>>) = match &namespace {
@@ -195,7 +217,11 @@ async fn controller_for(
     // stays proportional to the resources managed. Secrets are watched as metadata only.
     let (store, writer) = reflector::store::<Guarded>();
     let forget = ctx.clone();
-    let resources = watcher(pcs, watcher::Config::default())
+    let mut shard = watcher::Config::default();
+    if let Some(selector) = &selector {
+        shard = shard.labels(selector);
+    }
+    let resources = watcher(pcs, shard)
         .default_backoff()
         // Deleted resources are never reconciled again: drop their per-resource series and
         // anything held for them here.
@@ -212,9 +238,22 @@ async fn controller_for(
             pc.annotations_mut().remove(LAST_APPLIED);
         })
         .reflect(writer)
+        .inspect_ok({
+            let (store, metrics, mut counted) = (store.clone(), ctx.metrics.clone(), 0i64);
+            move |_| {
+                let now = i64::try_from(store.len()).unwrap_or(i64::MAX);
+                metrics.managed_changed(now - counted);
+                counted = now;
+            }
+        })
         .applied_objects();
+    // Followed (their resourceVersions only) so that a reconcile can tell whether the target
+    // and state Secrets it read or wrote last are still that version (see views.rs).
+    let watch = ctx.views.new_watch();
+    let follow = ctx.clone();
     let owned = watcher(secrets.clone(), managed)
         .default_backoff()
+        .inspect_ok(move |event| follow.views.watched(watch, event))
         .touched_objects();
     let credential_secrets = watcher(secrets, credentials)
         .default_backoff()

@@ -24,15 +24,9 @@ pub async fn observe<'a>(
     let uid = pc.uid().unwrap_or_default();
     let state = match ctx.unstored_state(&uid) {
         Some((_, unstored)) => store_held_state(ctx, pc, api, unstored).await?,
-        None => read_state(api, pc).await?,
+        None => read_state(ctx, api, pc).await?,
     };
-    let target = secrets::read_owned(api, &pc.spec.target.secret_name, &uid)
-        .await?
-        .map(|s| TargetView {
-            resource_version: s.metadata.resource_version.clone(),
-            secret_type: s.type_.clone(),
-            token: ObservedTarget::from_annotations(s.annotations()),
-        });
+    let target = read_target(ctx, api, pc).await?;
     let credentials = secrets::read_credentials(api, &pc.spec.credentials.secret_ref.name).await?;
     Ok(Observed {
         pc,
@@ -44,19 +38,62 @@ pub async fn observe<'a>(
     })
 }
 
+/// The target Secret: as last seen if the watch shows that version still, else read.
+async fn read_target(
+    ctx: &Context,
+    api: &Api<Secret>,
+    pc: &ProviderCredential,
+) -> Result<Slot<TargetView>, SecretsError> {
+    let (uid, namespace) = (
+        pc.uid().unwrap_or_default(),
+        pc.namespace().unwrap_or_default(),
+    );
+    let name = &pc.spec.target.secret_name;
+    if let Some(view) = ctx.views.target(&uid, &namespace, name) {
+        return Ok(Slot::Owned(view));
+    }
+    let target = secrets::read_owned(api, name, &uid)
+        .await?
+        .map(|s| TargetView {
+            resource_version: s.metadata.resource_version.clone(),
+            secret_type: s.type_.clone(),
+            token: ObservedTarget::from_annotations(s.annotations()),
+        });
+    ctx.views
+        .remember_target(&uid, &namespace, name, owned(&target));
+    Ok(target)
+}
+
+/// The state Secret: as last seen if the watch shows that version still, else read.
 async fn read_state(
+    ctx: &Context,
     api: &Api<Secret>,
     pc: &ProviderCredential,
 ) -> Result<Slot<StateView>, SecretsError> {
+    let (uid, namespace) = (
+        pc.uid().unwrap_or_default(),
+        pc.namespace().unwrap_or_default(),
+    );
     let name = state_secret_name(&pc.name_any());
-    Ok(
-        secrets::read_owned(api, &name, &pc.uid().unwrap_or_default())
-            .await?
-            .map(|s| StateView {
-                resource_version: s.metadata.resource_version.clone(),
-                data: StateData::from_data(&secrets::secret_data(&s)),
-            }),
-    )
+    if let Some(view) = ctx.views.state(&uid, &namespace, &name) {
+        return Ok(Slot::Owned(view));
+    }
+    let state = secrets::read_owned(api, &name, &uid)
+        .await?
+        .map(|s| StateView {
+            resource_version: s.metadata.resource_version.clone(),
+            data: StateData::from_data(&secrets::secret_data(&s)),
+        });
+    ctx.views
+        .remember_state(&uid, &namespace, &name, owned(&state));
+    Ok(state)
+}
+
+fn owned<T: Clone>(slot: &Slot<T>) -> Option<T> {
+    match slot {
+        Slot::Owned(view) => Some(view.clone()),
+        Slot::Absent | Slot::Foreign => None,
+    }
 }
 
 /// Stores a state held in memory (compare-and-swap on the chain it came from) and returns
@@ -68,7 +105,7 @@ pub async fn store_held_state(
     unstored: ChainWrite,
 ) -> Result<Slot<StateView>, SecretsError> {
     let uid = pc.uid().unwrap_or_default();
-    let state = read_state(api, pc).await?;
+    let state = read_state(ctx, api, pc).await?;
     let stored = match &state {
         // Never written over a Secret someone else owns; the plan reports the conflict.
         Slot::Foreign => return Ok(state),
@@ -93,10 +130,17 @@ pub async fn store_held_state(
         StateStored::Written(resource_version) => {
             ctx.stored_state(&uid, &unstored);
             debug!("held state stored");
-            Ok(Slot::Owned(StateView {
+            let view = StateView {
                 resource_version,
                 data: unstored.state,
-            }))
+            };
+            ctx.views.remember_state(
+                &uid,
+                &pc.namespace().unwrap_or_default(),
+                &at.name,
+                Some(view.clone()),
+            );
+            Ok(Slot::Owned(view))
         }
         StateStored::Superseded { discarded } => {
             // The newer chain stays; what is stored now is what the plan must see, and a token
@@ -105,7 +149,7 @@ pub async fn store_held_state(
             ctx.drop_token(&uid);
             let failure = super::execute::superseded(ctx, discarded);
             super::report::warn_event(ctx, pc, failure.reason, failure.message).await;
-            read_state(api, pc).await
+            read_state(ctx, api, pc).await
         }
     }
 }

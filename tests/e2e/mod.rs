@@ -335,6 +335,15 @@ impl Operator {
         self.get("/metrics").await
     }
 
+    /// The value of an unlabelled metric (0 when absent).
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     pub async fn stop(mut self) -> Result<String> {
         self.child.kill().await?;
         Ok(std::fs::read_to_string(&self.log).unwrap_or_default())

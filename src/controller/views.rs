@@ -1,0 +1,242 @@
+//! The target and state Secrets as last read or written, reused while the metadata watch of
+//! managed Secrets (already running, to trigger reconciles) shows the same resourceVersion
+//! (only that string is kept per Secret, not its metadata):
+//! a reconcile with nothing new costs no read. A resourceVersion names one version of one
+//! object, so an equal one means the view is what a read would return; anything else (another
+//! version, not in the watch yet, absent) is read from the API as before.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::Event;
+
+use crate::rotation::{StateView, TargetView};
+
+/// Which of a resource's two Secrets.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Role {
+    Target,
+    State,
+}
+
+#[derive(Clone)]
+enum View {
+    Target(TargetView),
+    State(StateView),
+}
+
+impl View {
+    fn resource_version(&self) -> Option<&str> {
+        match self {
+            View::Target(t) => t.resource_version.as_deref(),
+            View::State(s) => s.resource_version.as_deref(),
+        }
+    }
+}
+
+/// Where a view came from (namespace, name) and the view.
+struct Seen {
+    namespace: String,
+    name: String,
+    view: View,
+}
+
+/// The resourceVersion of every managed Secret, by namespace and name, as the watch shows it.
+#[derive(Default)]
+struct Versions {
+    current: HashMap<(String, String), String>,
+    /// Filled during a (re)list, then swapped in: a Secret deleted meanwhile disappears.
+    relisting: HashMap<(String, String), String>,
+}
+
+fn key(secret: &PartialObjectMeta<Secret>) -> (String, String) {
+    (secret.namespace().unwrap_or_default(), secret.name_any())
+}
+
+#[derive(Default)]
+pub struct SecretViews {
+    /// One per watch (a namespace, or all).
+    watched: RwLock<Vec<Versions>>,
+    /// By resource UID and role: the Secret's namespace and name, and the view.
+    views: Mutex<HashMap<(String, Role), Seen>>,
+}
+
+impl SecretViews {
+    /// Registers a watch of managed Secrets; its events go to [`SecretViews::watched`].
+    pub fn new_watch(&self) -> usize {
+        let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
+        watches.push(Versions::default());
+        watches.len() - 1
+    }
+
+    /// Follows one event of a watch of managed Secrets.
+    pub fn watched(&self, watch: usize, event: &Event<PartialObjectMeta<Secret>>) {
+        let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
+        let Some(versions) = watches.get_mut(watch) else {
+            return;
+        };
+        let rv = |s: &PartialObjectMeta<Secret>| s.resource_version().unwrap_or_default();
+        match event {
+            Event::Apply(s) => {
+                versions.current.insert(key(s), rv(s));
+            }
+            Event::Delete(s) => {
+                versions.current.remove(&key(s));
+            }
+            Event::Init => versions.relisting.clear(),
+            Event::InitApply(s) => {
+                versions.relisting.insert(key(s), rv(s));
+            }
+            Event::InitDone => versions.current = std::mem::take(&mut versions.relisting),
+        }
+    }
+
+    pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
+        match self.current(uid, Role::Target, namespace, name)? {
+            View::Target(t) => Some(t),
+            View::State(_) => None,
+        }
+    }
+
+    pub fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
+        match self.current(uid, Role::State, namespace, name)? {
+            View::State(s) => Some(s),
+            View::Target(_) => None,
+        }
+    }
+
+    /// Remembers what was read or written (an owned Secret; `None` forgets it).
+    pub fn remember_target(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        view: Option<TargetView>,
+    ) {
+        self.remember(uid, Role::Target, namespace, name, view.map(View::Target));
+    }
+
+    pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
+        self.remember(uid, Role::State, namespace, name, view.map(View::State));
+    }
+
+    pub fn forget(&self, uid: &str) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.remove(&(uid.to_string(), Role::Target));
+        views.remove(&(uid.to_string(), Role::State));
+    }
+
+    fn remember(&self, uid: &str, role: Role, namespace: &str, name: &str, view: Option<View>) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (uid.to_string(), role);
+        match view.filter(|v| v.resource_version().is_some()) {
+            Some(view) => {
+                let seen = Seen {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    view,
+                };
+                views.insert(key, seen);
+            }
+            None => {
+                views.remove(&key);
+            }
+        }
+    }
+
+    /// The remembered view, if the watch shows that very version now.
+    fn current(&self, uid: &str, role: Role, namespace: &str, name: &str) -> Option<View> {
+        let view = {
+            let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = views.get(&(uid.to_string(), role))?;
+            (seen.namespace == namespace && seen.name == name).then(|| seen.view.clone())?
+        };
+        let watched = self.watched_version(namespace, name)?;
+        (view.resource_version() == Some(watched.as_str())).then_some(view)
+    }
+
+    fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let key = (namespace.to_string(), name.to_string());
+        let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
+        watches.iter().find_map(|v| v.current.get(&key).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateData;
+
+    fn meta(namespace: &str, name: &str, rv: &str) -> PartialObjectMeta<Secret> {
+        let mut m = PartialObjectMeta::<Secret>::default();
+        m.metadata.namespace = Some(namespace.into());
+        m.metadata.name = Some(name.into());
+        m.metadata.resource_version = Some(rv.into());
+        m
+    }
+
+    fn state(rv: &str) -> StateView {
+        StateView {
+            resource_version: Some(rv.into()),
+            data: StateData::default(),
+        }
+    }
+
+    #[test]
+    fn a_view_is_reused_only_while_the_watch_shows_its_version() {
+        let views = SecretViews::default();
+        let watch = views.new_watch();
+        views.remember_state("uid", "ns", "pc-rotator-state", Some(state("5")));
+        // Not in the watch yet (just written, or the watch is starting): read it.
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "5")));
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
+        // Another name, another namespace or another resource: not this view.
+        assert!(views.state("uid", "ns", "other").is_none());
+        assert!(views.state("uid", "other", "pc-rotator-state").is_none());
+        assert!(views.state("uid2", "ns", "pc-rotator-state").is_none());
+        assert!(views.target("uid", "ns", "pc-rotator-state").is_none());
+        // Someone else wrote it: read it again.
+        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "9")));
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+        views.remember_state("uid", "ns", "pc-rotator-state", Some(state("9")));
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
+        // Deleted: read (and find it absent).
+        views.watched(watch, &Event::Delete(meta("ns", "pc-rotator-state", "9")));
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+        views.forget("uid");
+        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "9")));
+        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+    }
+
+    #[test]
+    fn a_relist_drops_what_was_deleted_meanwhile() {
+        let views = SecretViews::default();
+        let watch = views.new_watch();
+        views.watched(watch, &Event::Apply(meta("ns", "gone", "3")));
+        views.remember_state("uid", "ns", "gone", Some(state("3")));
+        assert!(views.state("uid", "ns", "gone").is_some());
+        views.watched(watch, &Event::Init);
+        views.watched(watch, &Event::InitApply(meta("ns", "kept", "4")));
+        // Until the relist is done, what was known stays.
+        assert!(views.state("uid", "ns", "gone").is_some());
+        views.watched(watch, &Event::InitDone);
+        assert!(views.state("uid", "ns", "gone").is_none());
+        views.remember_state("uid", "ns", "kept", Some(state("4")));
+        assert!(views.state("uid", "ns", "kept").is_some());
+    }
+
+    #[test]
+    fn a_view_without_a_version_is_never_kept() {
+        let views = SecretViews::default();
+        let watch = views.new_watch();
+        views.watched(watch, &Event::Apply(meta("ns", "s", "1")));
+        let mut unversioned = state("1");
+        unversioned.resource_version = None;
+        views.remember_state("uid", "ns", "s", Some(unversioned));
+        assert!(views.state("uid", "ns", "s").is_none());
+    }
+}
