@@ -507,6 +507,37 @@ fn redirects_are_not_followed_and_name_the_target_host() {
     }
 }
 
+/// Found by the `answer` fuzz target: a successful non-JSON answer whose Content-Type header
+/// echoes a secret sent (here between newlines) must not carry it into the error.
+#[test]
+fn a_content_type_echoing_a_secret_is_not_quoted() {
+    for content_type in [
+        format!("\n{SENT}\n\n"),
+        format!("text/{SENT}"),
+        "x".repeat(5000),
+    ] {
+        let err = fails_with(&RawResponse {
+            content_type: Some(&content_type),
+            ..raw(246, "\u{ff}z")
+        });
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(SENT), "{text}");
+        assert!(text.len() < 1000, "{text}");
+        assert!(
+            text.contains("an unusual content-type") || text.contains("[REDACTED]"),
+            "{text}"
+        );
+    }
+    let plain = fails_with(&RawResponse {
+        content_type: Some("text/plain; charset=utf-8"),
+        ..raw(200, "token=abc")
+    });
+    assert!(
+        plain.to_string().contains("content-type text/plain"),
+        "{plain}"
+    );
+}
+
 #[test]
 fn html_pages_are_described_by_their_title() {
     let page = "<!DOCTYPE html><html><head><TITLE> Sign in </TITLE></head><body>form</body></html>";

@@ -124,7 +124,7 @@ pub fn interpret(
     };
     let Some(Value::Object(_)) = json.as_ref() else {
         // A successful answer may carry a token in any shape: describe it, never quote it.
-        let kind = describe_non_json(raw.content_type, &text);
+        let kind = describe_non_json(raw.content_type, &text, scrubber);
         return Err(invalid(
             format!(
                 "the answer is not a JSON object ({kind}, {} bytes; a successful answer is never quoted because it may hold a token)",
@@ -308,14 +308,27 @@ fn visible_text(text: &str) -> String {
     text.to_string()
 }
 
-fn describe_non_json(content_type: Option<&str>, text: &str) -> String {
+fn describe_non_json(content_type: Option<&str>, text: &str, scrubber: &Scrubber) -> String {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return "empty body".into();
     }
-    match content_type {
-        Some(ct) => format!("content-type {}", ct.split(';').next().unwrap_or(ct).trim()),
-        None => "no content-type".into(),
+    let Some(ct) = content_type else {
+        return "no content-type".into();
+    };
+    // The header is the endpoint's to fill: quoted only when it looks like a media type, and
+    // scrubbed even then (a hostile endpoint can echo a secret there too).
+    let media_type = ct.split(';').next().unwrap_or(ct).trim();
+    let plausible = !media_type.is_empty()
+        && media_type.len() <= 100
+        && media_type.contains('/')
+        && media_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$&^_.+-/".contains(c));
+    if plausible {
+        format!("content-type {}", scrubber.scrub(media_type))
+    } else {
+        "an unusual content-type".into()
     }
 }
 
