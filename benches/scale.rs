@@ -9,7 +9,11 @@
 //!   ProviderCredentials, is left out; the control plane's controllers add a few).
 //!
 //! Run: `cargo bench --features e2e --bench scale` (after `hack/provision.sh`).
-//! Sizes: BENCH_CREDENTIALS (default 1000), BENCH_UNRELATED (default 10000), BENCH_RELTIO (default 100).
+//! Sizes: BENCH_CREDENTIALS (default 1000), BENCH_UNRELATED (default 10000), BENCH_RELTIO
+//! (default 100). Each ProviderCredential has its own credentials Secret unless
+//! BENCH_SHARED_CREDENTIALS=1. BENCH_COMPARE_BIN=<another token-rotator binary> first runs the
+//! same cold start through that build and prints this build's figures as ratios to it, from one
+//! run; `hack/bench-compare.sh <git ref>` builds a ref and does this.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -118,38 +122,6 @@ async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, S
     Ok(out)
 }
 
-fn print_api_calls(
-    before: &BTreeMap<(String, String), f64>,
-    after: &BTreeMap<(String, String), f64>,
-    credentials: usize,
-) {
-    println!("API calls during the cold start (apiserver_request_total), per credential:");
-    let mut total = 0.0;
-    for ((verb, resource), n) in after {
-        let delta = n - before
-            .get(&(verb.clone(), resource.clone()))
-            .unwrap_or(&0.0);
-        // The benchmark polls with LIST; leases and tokens are the control plane's own.
-        if delta < 1.0
-            || (verb == "LIST" && resource == "providercredentials")
-            || resource == "leases"
-        {
-            continue;
-        }
-        total += delta;
-        println!(
-            "  {verb:>6} {resource:<28} {delta:>8}  {:>6.2}",
-            delta / credentials as f64
-        );
-    }
-    println!(
-        "  {:>6} {:<28} {total:>8}  {:>6.2}",
-        "all",
-        "",
-        total / credentials as f64
-    );
-}
-
 async fn wait_all_ready(
     api: &Api<ProviderCredential>,
     n: usize,
@@ -166,21 +138,40 @@ async fn wait_all_ready(
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    token_rotator::install_crypto_provider();
-    let credentials = env_usize("BENCH_CREDENTIALS", 1000);
-    let unrelated = env_usize("BENCH_UNRELATED", 10_000);
-    let reltio = env_usize("BENCH_RELTIO", 100);
-    let cp = testkit::shared().await?;
-    cp.apply_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
-        .await?;
-    let ns = cp.new_namespace("bench").await?.keep();
+/// What one cold start measured.
+struct ColdStart {
+    ready: Duration,
+    rss_kib: u64,
+    calls: BTreeMap<(String, String), f64>,
+}
+
+impl ColdStart {
+    fn calls_total(&self) -> f64 {
+        self.calls.values().sum()
+    }
+}
+
+/// A fresh namespace with `n` Rently ProviderCredentials (each with its own credentials
+/// Secret unless `shared_credentials`), then `bin` started on it: seconds until all are Ready,
+/// RSS, and API calls by verb and resource. The operator is left running (returned).
+async fn cold_start(
+    cp: &testkit::ControlPlane,
+    emu: &Emulator,
+    bin: &str,
+    n: usize,
+    shared_credentials: bool,
+) -> Result<(ColdStart, String, tokio::process::Child)> {
     let client = cp.client();
+    let ns = cp.new_namespace("bench").await?.keep();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), &ns);
-    let emu = Emulator::start(Options::default()).await?;
-    emu.control().set_multi_token(true);
+    let creds_name = |i: usize| {
+        if shared_credentials {
+            "rently-creds".to_string()
+        } else {
+            format!("rently-creds-{i}")
+        }
+    };
     let label = BTreeMap::from([(
         "tokenrotator.dev/credentials".to_string(),
         "true".to_string(),
@@ -195,20 +186,25 @@ async fn main() -> Result<()> {
             fixtures::RENTLY_CLIENT_SECRET.as_bytes().to_vec(),
         ),
     ]);
-    secrets
-        .create(
-            &PostParams::default(),
-            &secret("rently-creds", label.clone(), creds),
-        )
-        .await?;
+    let distinct = if shared_credentials { 1 } else { n };
+    create_all(distinct, |i| {
+        let secrets = secrets.clone();
+        let s = secret(&creds_name(i), label.clone(), creds.clone());
+        Box::pin(async move {
+            secrets.create(&PostParams::default(), &s).await?;
+            Ok(())
+        })
+    })
+    .await?;
     let url = emu.token_url(Provider::Rently);
-    eprintln!("creating {credentials} ProviderCredentials");
-    create_all(credentials, |i| {
+    eprintln!("creating {n} ProviderCredentials ({distinct} credentials Secrets)");
+    create_all(n, |i| {
         let pcs = pcs.clone();
         let url = url.clone();
+        let creds = creds_name(i);
         Box::pin(async move {
             let spec = serde_saphyr::from_str(&format!(
-                "preset: rently\ntokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: rently-creds}}}}\ntarget: {{secretName: token-{i}}}\n"
+                "preset: rently\ntokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: {creds}}}}}\ntarget: {{secretName: token-{i}}}\n"
             ))?;
             pcs.create(&PostParams::default(), &ProviderCredential::new(&format!("pc-{i}"), spec)).await?;
             Ok(())
@@ -217,8 +213,7 @@ async fn main() -> Result<()> {
     .await?;
 
     let calls_before = apiserver_requests(&client).await?;
-    let bin = env!("CARGO_BIN_EXE_token-rotator");
-    let mut op = tokio::process::Command::new(bin)
+    let op = tokio::process::Command::new(bin)
         .args([
             "run",
             "--namespace",
@@ -236,20 +231,94 @@ async fn main() -> Result<()> {
         .context("start the operator")?;
     let pid = op.id().context("operator pid")?;
     let started = Instant::now();
-    let cold = wait_all_ready(&pcs, credentials, started).await?;
+    let ready = wait_all_ready(&pcs, n, started).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let calls_after = apiserver_requests(&client).await?;
-    let rss_before = rss_kib(pid);
-    let issued = emu.control().counters(Provider::Rently).issued;
+    let calls = calls_after
+        .iter()
+        .filter_map(|((verb, resource), after)| {
+            let delta = after
+                - calls_before
+                    .get(&(verb.clone(), resource.clone()))
+                    .unwrap_or(&0.0);
+            // The benchmark polls with LIST; Leases are the control plane's own.
+            let ours =
+                (verb == "LIST" && resource == "providercredentials") || resource == "leases";
+            (delta >= 1.0 && !ours).then(|| ((verb.clone(), resource.clone()), delta))
+        })
+        .collect();
+    let figures = ColdStart {
+        ready,
+        rss_kib: rss_kib(pid),
+        calls,
+    };
+    Ok((figures, ns, op))
+}
+
+fn print_cold_start(label: &str, n: usize, f: &ColdStart) {
     println!(
-        "cold start: {credentials} ProviderCredentials Ready in {:.1} s ({issued} tokens issued)",
-        cold.as_secs_f64()
+        "{label}: {n} ProviderCredentials Ready in {:.1} s; RSS {:.1} MiB; API calls per credential {:.2}:",
+        f.ready.as_secs_f64(),
+        f.rss_kib as f64 / 1024.0,
+        f.calls_total() / n as f64
     );
-    println!(
-        "operator RSS with {credentials} resources: {:.1} MiB",
-        rss_before as f64 / 1024.0
-    );
-    print_api_calls(&calls_before, &calls_after, credentials);
+    for ((verb, resource), delta) in &f.calls {
+        println!(
+            "  {verb:>6} {resource:<28} {delta:>8}  {:>6.2}",
+            delta / n as f64
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    token_rotator::install_crypto_provider();
+    let credentials = env_usize("BENCH_CREDENTIALS", 1000);
+    let unrelated = env_usize("BENCH_UNRELATED", 10_000);
+    let reltio = env_usize("BENCH_RELTIO", 100);
+    let shared = std::env::var("BENCH_SHARED_CREDENTIALS").is_ok_and(|v| v == "1");
+    let compare = std::env::var("BENCH_COMPARE_BIN")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let cp = testkit::shared().await?;
+    cp.apply_crds(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+        .await?;
+    let client = cp.client();
+    let emu = Emulator::start(Options::default()).await?;
+    emu.control().set_multi_token(true);
+    let bin = env!("CARGO_BIN_EXE_token-rotator");
+
+    // Side by side: the other build first, then this one, on the same control plane and
+    // emulator in the same run, each on a fresh namespace; the other is stopped before.
+    if let Some(other) = &compare {
+        let (theirs, _, mut their_op) = cold_start(cp, &emu, other, credentials, shared).await?;
+        their_op.kill().await?;
+        print_cold_start(&format!("compared build ({other})"), credentials, &theirs);
+        let (ours, _, mut our_op) = cold_start(cp, &emu, bin, credentials, shared).await?;
+        our_op.kill().await?;
+        print_cold_start("this build", credentials, &ours);
+        println!(
+            "this build / compared: Ready time {:.2}, RSS {:.2}, API calls {:.2}",
+            ours.ready.as_secs_f64() / theirs.ready.as_secs_f64(),
+            ours.rss_kib as f64 / theirs.rss_kib.max(1) as f64,
+            ours.calls_total() / theirs.calls_total().max(1.0)
+        );
+    }
+
+    let issued_before = emu.control().counters(Provider::Rently).issued;
+    let (cold, ns, mut op) = cold_start(cp, &emu, bin, credentials, shared).await?;
+    let pid = op.id().context("operator pid")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), &ns);
+    let issued = emu.control().counters(Provider::Rently).issued - issued_before;
+    let requests_after_start = emu.control().counters(Provider::Rently).requests;
+    print_cold_start("cold start", credentials, &cold);
+    println!("tokens issued for them: {issued}");
+    let rss_before = cold.rss_kib;
+    let label = BTreeMap::from([(
+        "tokenrotator.dev/credentials".to_string(),
+        "true".to_string(),
+    )]);
 
     eprintln!("creating {unrelated} unrelated 100 KiB Secrets");
     let blob = vec![b'x'; 100 * 1024];
@@ -275,10 +344,10 @@ async fn main() -> Result<()> {
         rss_after as f64 / 1024.0,
         (rss_after as f64 - rss_before as f64) / 1024.0
     );
-    let between = emu.control().counters(Provider::Rently).requests;
+    let between = emu.control().counters(Provider::Rently).requests - requests_after_start;
     println!(
         "token requests between rotations (while adding Secrets): {}",
-        between - issued
+        between
     );
 
     // Reltio: many credentials due at once against a 10 req/s limit, counted strictly: every

@@ -57,17 +57,24 @@ pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
-/// Reads the credentials Secret on demand; its data is never cached.
+/// Reads the credentials Secret; returns what it holds for this operator and its
+/// resourceVersion.
 pub async fn read_credentials(
     api: &Api<Secret>,
     name: &str,
-) -> Result<CredentialsView, SecretsError> {
-    match api.get_opt(name).await.map_err(api_error("read", name))? {
-        None => Ok(CredentialsView::NotFound),
+) -> Result<(CredentialsView, Option<String>), SecretsError> {
+    let secret = api.get_opt(name).await.map_err(api_error("read", name))?;
+    let resource_version = secret.as_ref().and_then(|s| s.resource_version());
+    Ok((credentials_view(secret), resource_version))
+}
+
+fn credentials_view(secret: Option<Secret>) -> CredentialsView {
+    match secret {
+        None => CredentialsView::NotFound,
         Some(s) if s.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") => {
-            Ok(CredentialsView::NotLabelled)
+            CredentialsView::NotLabelled
         }
-        Some(s) => Ok(match s.annotations().get(ALLOWED_TOKEN_HOSTS_ANNOTATION) {
+        Some(s) => match s.annotations().get(ALLOWED_TOKEN_HOSTS_ANNOTATION) {
             Some(hosts) => CredentialsView::Pinned {
                 data: secret_data(&s),
                 allowed_hosts: hosts
@@ -78,7 +85,7 @@ pub async fn read_credentials(
                     .collect(),
             },
             None => CredentialsView::Found(secret_data(&s)),
-        }),
+        },
     }
 }
 

@@ -249,14 +249,17 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         .applied_objects();
     // Followed (their resourceVersions only) so that a reconcile can tell whether the target
     // and state Secrets it read or wrote last are still that version (see views.rs).
-    let watch = ctx.views.new_watch();
+    let watch = ctx.views.new_watch(namespace.clone());
     let follow = ctx.clone();
     let owned = watcher(secrets.clone(), managed)
         .default_backoff()
         .inspect_ok(move |event| follow.views.watched(watch, event))
         .touched_objects();
+    let credentials_watch = ctx.views.new_watch(namespace.clone());
+    let follow_credentials = ctx.clone();
     let credential_secrets = watcher(secrets, credentials)
         .default_backoff()
+        .inspect_ok(move |event| follow_credentials.views.watched(credentials_watch, event))
         .touched_objects();
     let mapper_store = store.clone();
     Controller::for_stream(resources, store)

@@ -8,9 +8,10 @@ use kube::api::Api;
 use tracing::debug;
 
 use super::context::Context;
+use super::views::Known;
 use crate::api::{ProviderCredential, state_secret_name};
 use crate::rotation::{
-    self, ChainWrite, Observed, Rebase, SecretWrite, Slot, StateView, TargetView,
+    self, ChainWrite, CredentialsView, Observed, Rebase, SecretWrite, Slot, StateView, TargetView,
 };
 use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
@@ -27,7 +28,7 @@ pub async fn observe<'a>(
         None => read_state(ctx, api, pc).await?,
     };
     let target = read_target(ctx, api, pc).await?;
-    let credentials = secrets::read_credentials(api, &pc.spec.credentials.secret_ref.name).await?;
+    let credentials = read_credentials(ctx, api, pc).await?;
     Ok(Observed {
         pc,
         now: Timestamp::now(),
@@ -64,7 +65,26 @@ async fn read_target(
     Ok(target)
 }
 
-/// The state Secret: as last seen if the watch shows that version still, else read.
+/// The credentials Secret: as last read if the watch of opted-in Secrets shows that version
+/// still, else read.
+async fn read_credentials(
+    ctx: &Context,
+    api: &Api<Secret>,
+    pc: &ProviderCredential,
+) -> Result<CredentialsView, SecretsError> {
+    let namespace = pc.namespace().unwrap_or_default();
+    let name = &pc.spec.credentials.secret_ref.name;
+    if let Some(view) = ctx.views.credentials(&namespace, name) {
+        return Ok(view);
+    }
+    let (view, resource_version) = secrets::read_credentials(api, name).await?;
+    ctx.views
+        .remember_credentials(&namespace, name, resource_version, &view);
+    Ok(view)
+}
+
+/// The state Secret: as last seen if the watch shows that version still, absent if the watch
+/// has never shown it, else read.
 async fn read_state(
     ctx: &Context,
     api: &Api<Secret>,
@@ -75,8 +95,10 @@ async fn read_state(
         pc.namespace().unwrap_or_default(),
     );
     let name = state_secret_name(&pc.name_any());
-    if let Some(view) = ctx.views.state(&uid, &namespace, &name) {
-        return Ok(Slot::Owned(view));
+    match ctx.views.state_known(&uid, &namespace, &name) {
+        Known::Current(view) => return Ok(Slot::Owned(view)),
+        Known::Absent => return Ok(Slot::Absent),
+        Known::Unknown => {}
     }
     let state = secrets::read_owned(api, &name, &uid)
         .await?

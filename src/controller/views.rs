@@ -1,9 +1,13 @@
-//! The target and state Secrets as last read or written, reused while the metadata watch of
-//! managed Secrets (already running, to trigger reconciles) shows the same resourceVersion
-//! (only that string is kept per Secret, not its metadata):
-//! a reconcile with nothing new costs no read. A resourceVersion names one version of one
-//! object, so an equal one means the view is what a read would return; anything else (another
-//! version, not in the watch yet, absent) is read from the API as before.
+//! Secrets as last read or written, reused while a metadata watch that was already running (to
+//! trigger reconciles) shows the same resourceVersion; only that string is kept per watched
+//! Secret, not its metadata. A resourceVersion names one version of one object, so an equal
+//! one means the view is what a read would return; anything else (another version, not in the
+//! watch yet) is read from the API as before.
+//! - The target and state Secrets of each resource (the watch of managed Secrets).
+//! - Credentials Secrets (the watch of opted-in ones), shared by the resources that use them.
+//! - A state Secret the watch of managed Secrets has never shown, once that watch has listed
+//!   everything, is absent without a read — unless this process remembers writing it (the
+//!   watch may not have caught up) — so a new resource reads nothing to learn it has no state.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -13,7 +17,7 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
-use crate::rotation::{StateView, TargetView};
+use crate::rotation::{CredentialsView, StateView, TargetView};
 
 /// Which of a resource's two Secrets.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -44,9 +48,14 @@ struct Seen {
     view: View,
 }
 
-/// The resourceVersion of every managed Secret, by namespace and name, as the watch shows it.
+/// The resourceVersion of every Secret one watch shows, by namespace and name.
 #[derive(Default)]
 struct Versions {
+    /// The namespace watched (`None`: all).
+    scope: Option<String>,
+    /// Listed completely at least once: what it does not show does not exist (as of its
+    /// latest event).
+    listed: bool,
     current: HashMap<(String, String), String>,
     /// Filled during a (re)list, then swapped in: a Secret deleted meanwhile disappears.
     relisting: HashMap<(String, String), String>,
@@ -62,13 +71,28 @@ pub struct SecretViews {
     watched: RwLock<Vec<Versions>>,
     /// By resource UID and role: the Secret's namespace and name, and the view.
     views: Mutex<HashMap<(String, Role), Seen>>,
+    /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
+    credentials: Mutex<HashMap<(String, String), (String, CredentialsView)>>,
+}
+
+/// What is known about a Secret without reading it.
+pub enum Known<T> {
+    Current(T),
+    /// The watch, complete, has never shown it, and this process did not write it.
+    Absent,
+    /// Read it.
+    Unknown,
 }
 
 impl SecretViews {
-    /// Registers a watch of managed Secrets; its events go to [`SecretViews::watched`].
-    pub fn new_watch(&self) -> usize {
+    /// Registers a watch of Secrets in `scope` (`None`: all namespaces); its events go to
+    /// [`SecretViews::watched`].
+    pub fn new_watch(&self, scope: Option<String>) -> usize {
         let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
-        watches.push(Versions::default());
+        watches.push(Versions {
+            scope,
+            ..Versions::default()
+        });
         watches.len() - 1
     }
 
@@ -85,13 +109,86 @@ impl SecretViews {
             }
             Event::Delete(s) => {
                 versions.current.remove(&key(s));
+                self.lock_credentials().remove(&key(s));
             }
             Event::Init => versions.relisting.clear(),
             Event::InitApply(s) => {
                 versions.relisting.insert(key(s), rv(s));
             }
-            Event::InitDone => versions.current = std::mem::take(&mut versions.relisting),
+            Event::InitDone => {
+                versions.current = std::mem::take(&mut versions.relisting);
+                versions.listed = true;
+                // Credentials deleted while the watch was down are dropped.
+                let watches = &*watches;
+                self.lock_credentials()
+                    .retain(|key, _| watches.iter().any(|v| v.current.contains_key(key)));
+            }
         }
+    }
+
+    fn lock_credentials(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, CredentialsView)>> {
+        self.credentials.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The credentials Secret as last read, if the watch shows that version still.
+    pub fn credentials(&self, namespace: &str, name: &str) -> Option<CredentialsView> {
+        let watched = self.watched_version(namespace, name)?;
+        let key = (namespace.to_string(), name.to_string());
+        let cached = self.lock_credentials();
+        let (rv, view) = cached.get(&key)?;
+        (*rv == watched).then(|| view.clone())
+    }
+
+    /// Remembers an opted-in credentials Secret as read (only those the watch follows).
+    pub fn remember_credentials(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<String>,
+        view: &CredentialsView,
+    ) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut cached = self.lock_credentials();
+        match (resource_version, view) {
+            (Some(rv), CredentialsView::Found(_) | CredentialsView::Pinned { .. }) => {
+                cached.insert(key, (rv, view.clone()));
+            }
+            _ => {
+                cached.remove(&key);
+            }
+        }
+    }
+
+    /// The state Secret: as last seen if the watch shows that version, absent if the watch
+    /// never showed it (and this process did not write it), otherwise unknown.
+    pub fn state_known(&self, uid: &str, namespace: &str, name: &str) -> Known<StateView> {
+        if let Some(View::State(s)) = self.current(uid, Role::State, namespace, name) {
+            return Known::Current(s);
+        }
+        let remembered = self
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&(uid.to_string(), Role::State));
+        if !remembered && self.known_absent(namespace, name) {
+            return Known::Absent;
+        }
+        Known::Unknown
+    }
+
+    fn known_absent(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_string(), name.to_string());
+        let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
+        let covering: Vec<&Versions> = watches
+            .iter()
+            .filter(|v| v.scope.as_deref().is_none_or(|ns| ns == namespace))
+            .collect();
+        !covering.is_empty()
+            && covering
+                .iter()
+                .all(|v| v.listed && !v.current.contains_key(&key))
     }
 
     pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
@@ -101,7 +198,8 @@ impl SecretViews {
         }
     }
 
-    pub fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
+    #[cfg(test)]
+    fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
         match self.current(uid, Role::State, namespace, name)? {
             View::State(s) => Some(s),
             View::Target(_) => None,
@@ -188,7 +286,7 @@ mod tests {
     #[test]
     fn a_view_is_reused_only_while_the_watch_shows_its_version() {
         let views = SecretViews::default();
-        let watch = views.new_watch();
+        let watch = views.new_watch(None);
         views.remember_state("uid", "ns", "pc-rotator-state", Some(state("5")));
         // Not in the watch yet (just written, or the watch is starting): read it.
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
@@ -215,7 +313,7 @@ mod tests {
     #[test]
     fn a_relist_drops_what_was_deleted_meanwhile() {
         let views = SecretViews::default();
-        let watch = views.new_watch();
+        let watch = views.new_watch(None);
         views.watched(watch, &Event::Apply(meta("ns", "gone", "3")));
         views.remember_state("uid", "ns", "gone", Some(state("3")));
         assert!(views.state("uid", "ns", "gone").is_some());
@@ -230,9 +328,69 @@ mod tests {
     }
 
     #[test]
+    fn a_state_is_absent_without_a_read_only_when_the_listed_watch_never_showed_it() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(Some("ns".into()));
+        let known = |views: &SecretViews, uid: &str, ns: &str| match views.state_known(uid, ns, "s")
+        {
+            Known::Current(_) => "current",
+            Known::Absent => "absent",
+            Known::Unknown => "unknown",
+        };
+        // Before the first complete list nothing is known.
+        assert_eq!(known(&views, "uid", "ns"), "unknown");
+        views.watched(watch, &Event::Init);
+        views.watched(watch, &Event::InitDone);
+        assert_eq!(known(&views, "uid", "ns"), "absent");
+        // Another namespace is not this watch's to say.
+        assert_eq!(known(&views, "uid", "other"), "unknown");
+        // Written by this process, not shown by the watch yet: read it.
+        views.remember_state("uid", "ns", "s", Some(state("7")));
+        assert_eq!(known(&views, "uid", "ns"), "unknown");
+        views.watched(watch, &Event::Apply(meta("ns", "s", "7")));
+        assert_eq!(known(&views, "uid", "ns"), "current");
+        // Shown by the watch, never read here: read it.
+        assert_eq!(known(&views, "uid2", "ns"), "unknown");
+    }
+
+    #[test]
+    fn credentials_are_reused_while_the_watch_shows_their_version() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(None);
+        let found = CredentialsView::Found([("k".to_string(), b"v".to_vec())].into());
+        views.remember_credentials("ns", "creds", Some("3".into()), &found);
+        assert!(
+            views.credentials("ns", "creds").is_none(),
+            "not watched yet"
+        );
+        views.watched(watch, &Event::Apply(meta("ns", "creds", "3")));
+        assert!(views.credentials("ns", "creds").is_some());
+        views.watched(watch, &Event::Apply(meta("ns", "creds", "4")));
+        assert!(views.credentials("ns", "creds").is_none(), "changed");
+        views.remember_credentials("ns", "creds", Some("4".into()), &found);
+        assert!(views.credentials("ns", "creds").is_some());
+        // Unlabelled or deleted: leaves the watch, and the contents are dropped.
+        views.watched(watch, &Event::Delete(meta("ns", "creds", "4")));
+        assert!(views.credentials("ns", "creds").is_none());
+        views.watched(watch, &Event::Apply(meta("ns", "creds", "4")));
+        assert!(
+            views.credentials("ns", "creds").is_none(),
+            "dropped, not revived"
+        );
+        // Only what this operator may use is kept.
+        views.remember_credentials(
+            "ns",
+            "creds",
+            Some("4".into()),
+            &CredentialsView::NotLabelled,
+        );
+        assert!(views.credentials("ns", "creds").is_none());
+    }
+
+    #[test]
     fn a_view_without_a_version_is_never_kept() {
         let views = SecretViews::default();
-        let watch = views.new_watch();
+        let watch = views.new_watch(None);
         views.watched(watch, &Event::Apply(meta("ns", "s", "1")));
         let mut unversioned = state("1");
         unversioned.resource_version = None;

@@ -47,7 +47,8 @@ pub struct StateView {
     pub data: StateData,
 }
 
-/// The credentials Secret, read on demand.
+/// The credentials Secret (its data is never formatted: no `Debug`).
+#[derive(Clone)]
 pub enum CredentialsView {
     Found(BTreeMap<String, Vec<u8>>),
     /// Found, and its owner limited the token hosts it may be sent to (the
