@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::runtime::events::Recorder;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, ResourceExt};
 
 use super::endpoints::EndpointQueues;
@@ -19,7 +20,12 @@ use crate::telemetry::Metrics;
 pub struct Context {
     pub client: Client,
     pub tokens: TokenClient,
-    pub recorder: Recorder,
+    /// Warnings: kube's recorder folds repeats into one Event series, keeping each Event it
+    /// sent for 6 minutes to do so.
+    warnings: Recorder,
+    /// Normal Events (a token issued) are sent uncached: a burst of new resources would
+    /// otherwise keep one Event object per resource in memory for those 6 minutes.
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Closed by shutdown, and by an unconfirmed lease: no token request passes it then.
     pub gate: Gate,
@@ -49,9 +55,11 @@ struct Held {
     /// State settled from an answer but not yet stored: it may carry a refresh token that
     /// replaced the stored one, so it is never dropped and never superseded by the older value.
     /// With its resource, so that shutdown can store it.
-    state: Option<(Arc<ProviderCredential>, ChainWrite)>,
+    /// Boxed, like `token`: rarely set, and an entry lives in a table slot sized for the
+    /// largest field, for every resource with a request budget running.
+    state: Option<Box<(Arc<ProviderCredential>, ChainWrite)>>,
     /// A token obtained but not yet written to the target Secret.
-    token: Option<HeldToken>,
+    token: Option<Box<HeldToken>>,
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
     attempts: u32,
     budget: RequestBudget,
@@ -75,21 +83,38 @@ impl Context {
     pub fn new(
         client: Client,
         tokens: TokenClient,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         gate: Gate,
         requests_per_minute: u32,
     ) -> Self {
         Context {
+            warnings: Recorder::new(client.clone(), reporter.clone()),
             client,
             tokens,
-            recorder,
+            reporter,
             metrics,
             gate,
             requests_per_minute,
             endpoints: EndpointQueues::default(),
             views: SecretViews::default(),
             held: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `reference`.
+    pub async fn publish(
+        &self,
+        event: &Event,
+        reference: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        match event.type_ {
+            EventType::Warning => self.warnings.publish(event, reference).await,
+            EventType::Normal => {
+                Recorder::new(self.client.clone(), self.reporter.clone())
+                    .publish(event, reference)
+                    .await
+            }
         }
     }
 
@@ -137,6 +162,8 @@ impl Context {
                     || h.touched
                         .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
             });
+            // The table keeps the size of the largest burst otherwise.
+            held.entries.shrink_to_fit();
         }
         // Every reconcile passes here: a resource with nothing held costs no allocation.
         let Some(entry) = held.entries.get_mut(uid) else {
@@ -159,19 +186,21 @@ impl Context {
     /// A held state, with the resource as it was when the state was settled (what a resource
     /// that can no longer be read, or shutdown, stores it with).
     pub fn unstored_state(&self, uid: &str) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
-        self.with_held(uid, |h| h.state.clone())
+        self.with_held(uid, |h| h.state.as_deref().cloned())
     }
 
     pub fn hold_state(&self, pc: &ProviderCredential, write: ChainWrite) {
         let uid = pc.uid().unwrap_or_default();
-        self.with_held(&uid, |h| h.state = Some((Arc::new(pc.clone()), write)));
+        self.with_held(&uid, |h| {
+            h.state = Some(Box::new((Arc::new(pc.clone()), write)));
+        });
     }
 
     /// Forgets a held state once stored (or superseded by a newer chain), unless a newer one
     /// was held meanwhile.
     pub fn stored_state(&self, uid: &str, write: &ChainWrite) {
         self.with_held(uid, |h| {
-            if h.state.as_ref().is_some_and(|(_, w)| w == write) {
+            if h.state.as_deref().is_some_and(|(_, w)| w == write) {
                 h.state = None;
             }
         });
@@ -182,16 +211,16 @@ impl Context {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.entries
             .values()
-            .filter_map(|h| h.state.clone())
+            .filter_map(|h| h.state.as_deref().cloned())
             .collect()
     }
 
     pub fn unwritten_token(&self, uid: &str) -> Option<HeldToken> {
-        self.with_held(uid, |h| h.token.clone())
+        self.with_held(uid, |h| h.token.as_deref().cloned())
     }
 
     pub fn hold_token(&self, uid: &str, token: HeldToken) {
-        self.with_held(uid, |h| h.token = Some(token));
+        self.with_held(uid, |h| h.token = Some(Box::new(token)));
     }
 
     pub fn drop_token(&self, uid: &str) {

@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -116,7 +116,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 .then(|| args.allowed_token_hosts.clone()),
             allow_link_local: args.allow_link_local_token_endpoints,
         }),
-        Recorder::new(client.clone(), reporter),
+        reporter,
         metrics.clone(),
         gate.clone(),
         args.token_requests_per_minute,

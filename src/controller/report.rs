@@ -76,7 +76,7 @@ pub async fn report(
             action: note.action.into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
+        if let Err(e) = ctx.publish(&event, &pc.object_ref(&())).await {
             warn!(error = %e, "cannot publish an Event");
         }
     }
@@ -92,7 +92,7 @@ pub async fn warn_event(ctx: &Context, pc: &ProviderCredential, reason: &str, no
         action: "Store".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &pc.object_ref(&())).await {
+    if let Err(e) = ctx.publish(&event, &pc.object_ref(&())).await {
         warn!(error = %e, "cannot publish an Event");
     }
 }

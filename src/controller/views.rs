@@ -41,11 +41,12 @@ impl View {
     }
 }
 
-/// Where a view came from (namespace, name) and the view.
+/// Where a view came from (namespace, name) and the view (boxed: the table holds one slot per
+/// resource and role, sized for its largest field).
 struct Seen {
     namespace: String,
     name: String,
-    view: View,
+    view: Box<View>,
 }
 
 /// The resourceVersion of every Secret one watch shows, by namespace and name.
@@ -235,7 +236,7 @@ impl SecretViews {
                 let seen = Seen {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
-                    view,
+                    view: Box::new(view),
                 };
                 views.insert(key, seen);
             }
@@ -250,7 +251,7 @@ impl SecretViews {
         let view = {
             let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
             let seen = views.get(&(uid.to_string(), role))?;
-            (seen.namespace == namespace && seen.name == name).then(|| seen.view.clone())?
+            (seen.namespace == namespace && seen.name == name).then(|| (*seen.view).clone())?
         };
         let watched = self.watched_version(namespace, name)?;
         (view.resource_version() == Some(watched.as_str())).then_some(view)
