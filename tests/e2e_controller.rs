@@ -551,6 +551,52 @@ async fn rate_limits_and_outages_degrade_then_recover() -> Result<()> {
         );
         ensure!(recovered.status.unwrap().consecutive_failures.is_none());
     }
+
+    // The same outage again within minutes: its Warning is folded into the first Event (an
+    // Event series, the count patched) rather than a second Event.
+    let name = preset(Provider::Rently);
+    c.inject(
+        Provider::Rently,
+        Fault::Status {
+            code: 503,
+            body: "maintenance window".into(),
+        },
+        2,
+    );
+    env.pcreds()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "outage-again"}}}),
+            ),
+        )
+        .await?;
+    env.wait_condition(name, "Degraded", "True", Some("ProviderUnavailable"))
+        .await?;
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), env.name());
+    eventually(
+        "the repeated Warning as an Event series",
+        CONVERGE,
+        || async {
+            let folded = events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("ProviderUnavailable")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                });
+            Ok(folded
+                .and_then(|e| e.series)
+                .filter(|series| series.count >= 2)
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    env.wait_condition(name, "Degraded", "False", None).await?;
     Ok(())
 }
 
