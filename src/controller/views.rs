@@ -21,7 +21,7 @@ use crate::rotation::{CredentialsView, StateView, TargetView};
 
 /// Which of a resource's two Secrets.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Role {
+enum Role {
     Target,
     State,
 }
