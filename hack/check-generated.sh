@@ -3,8 +3,8 @@
 #   crds/providercredentials.yaml          <- `token-rotator crd` (the Rust CRD types)
 #   charts/token-rotator/files/crd.yaml    <- crds/providercredentials.yaml (hack/sync-chart-crd.sh)
 #   deploy/*.yaml                          <- the Helm chart (hack/render-deploy.sh)
-# and checks the chart: helm lint --strict (default values and a namespaced, multi-replica
-# configuration), the CRD the chart renders equals crds/providercredentials.yaml apart from
+# and checks the chart: helm lint --strict (default values, a namespaced, multi-replica
+# configuration and a sharded one), the CRD the chart renders equals crds/providercredentials.yaml apart from
 # labels and annotations, and the chart's appVersion equals the crate version.
 #
 #   hack/check-generated.sh            # check; exit 1 and say how to regenerate
@@ -71,11 +71,17 @@ else
   failed+=("deploy")
 fi
 
-# 4. helm lint, default values and a namespaced HA configuration.
+# 4. helm lint, default values, a namespaced HA configuration and two shards (one with two
+#    replicas and its own resources).
 if "${HELM}" lint --strict "${chart}" >/dev/null &&
   "${HELM}" lint --strict "${chart}" --namespace ops \
     --set 'watchNamespaces={team-a,team-b}' --set replicaCount=2 \
-    --set 'allowedTokenHosts={auth.example.com}' --set serviceMonitor.enabled=true >/dev/null; then
+    --set 'allowedTokenHosts={auth.example.com}' --set serviceMonitor.enabled=true >/dev/null &&
+  "${HELM}" lint --strict "${chart}" --namespace ops \
+    --set 'shards[0].name=a' --set 'shards[0].selector=shard=a' \
+    --set 'shards[1].name=b' --set 'shards[1].selector=shard in (b\,c)' \
+    --set 'shards[1].replicaCount=2' --set 'shards[1].resources.limits.memory=320Mi' \
+    --set serviceMonitor.enabled=true >/dev/null; then
   log "ok: helm lint --strict"
 else
   "${HELM}" lint --strict "${chart}" >&2 || true

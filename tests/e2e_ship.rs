@@ -1,7 +1,7 @@
 //! "Ship it": the operator as it ships, on the real control plane. Two replicas elect a
 //! leader through a Lease and hand over without breaking a rotating refresh chain; the Helm
 //! chart installs, adopts and upgrades its CRD, and its ServiceAccount is all the operator
-//! needs; /metrics carries the documented families with secret-free labels; debug logs carry
+//! needs, also for one Deployment per shard; /metrics carries the documented families with secret-free labels; debug logs carry
 //! no secret.
 
 mod e2e;
@@ -635,6 +635,74 @@ fn label_keys(s: &Sample) -> Vec<&str> {
     s.labels.keys().map(String::as_str).collect()
 }
 
+/// How a rendered Deployment's pod runs the operator: its ServiceAccount, its container's
+/// args (less `--metrics-addr`: [`Operator::launch`] puts the metrics server on loopback) and
+/// environment, with the downward-API fields of pod `pod_name` in `namespace` filled in.
+struct PodCommand {
+    namespace: String,
+    sa: String,
+    args: Vec<String>,
+    vars: Vec<(String, String)>,
+}
+
+impl PodCommand {
+    fn of(deployment: &Value, pod_name: &str, namespace: &str) -> Result<PodCommand> {
+        let pod = &deployment["spec"]["template"]["spec"];
+        let sa = pod["serviceAccountName"]
+            .as_str()
+            .context("serviceAccountName")?;
+        let container = &pod["containers"][0];
+        let mut args = Vec::new();
+        let mut chart_args = container["args"]
+            .as_array()
+            .context("container args")?
+            .iter()
+            .map(|a| a.as_str().map(str::to_string).context("string arg"));
+        while let Some(arg) = chart_args.next() {
+            let arg = arg?;
+            if arg == "--metrics-addr" {
+                chart_args.next();
+            } else if !arg.starts_with("--metrics-addr=") {
+                args.push(arg);
+            }
+        }
+        let mut vars = Vec::new();
+        for var in container["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().context("env name")?.to_string();
+            let value = match (
+                var["value"].as_str(),
+                var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
+                (Some(v), _) => v.to_string(),
+                (None, Some("metadata.name")) => pod_name.to_string(),
+                (None, Some("metadata.namespace")) => namespace.to_string(),
+                other => bail!("env {name}: cannot emulate {other:?}"),
+            };
+            vars.push((name, value));
+        }
+        Ok(PodCommand {
+            namespace: namespace.to_string(),
+            sa: sa.to_string(),
+            args,
+            vars,
+        })
+    }
+
+    /// The operator binary run as the pod would: as its ServiceAccount, with its args and
+    /// environment.
+    async fn launch(&self, cp: &testkit::ControlPlane) -> Result<Operator> {
+        let vars: Vec<(&str, &str)> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let kubeconfig = cp
+            .service_account_kubeconfig(&self.namespace, &self.sa)
+            .await?;
+        Operator::launch(&kubeconfig, &self.namespace, &self.args, &vars).await
+    }
+}
+
 #[tokio::test]
 async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Result<()> {
     let _alone = CLUSTER_WIDE.write().await;
@@ -712,47 +780,15 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Resul
     // and environment as installed (only the metrics address moves to loopback).
     let manifest = helm(cp, &["get", "manifest", RELEASE, "--namespace", rns]).await?;
     let deployment = only_kind(&yaml_docs(&manifest)?, "Deployment")?;
-    let pod = &deployment["spec"]["template"]["spec"];
-    let sa = pod["serviceAccountName"]
-        .as_str()
-        .context("serviceAccountName")?;
-    let container = &pod["containers"][0];
-    let mut args = Vec::new();
-    let mut chart_args = container["args"]
-        .as_array()
-        .context("container args")?
-        .iter()
-        .map(|a| a.as_str().map(str::to_string).context("string arg"));
-    while let Some(arg) = chart_args.next() {
-        let arg = arg?;
-        if arg == "--metrics-addr" {
-            chart_args.next();
-        } else if !arg.starts_with("--metrics-addr=") {
-            args.push(arg);
-        }
-    }
-    ensure!(
-        args.contains(&"--leader-election".to_string()),
-        "chart args: {args:?}"
-    );
     let pod_name = format!("{RELEASE}-e2e-0");
-    let mut vars: Vec<(String, String)> = Vec::new();
-    for var in container["env"].as_array().into_iter().flatten() {
-        let name = var["name"].as_str().context("env name")?.to_string();
-        let value = match (
-            var["value"].as_str(),
-            var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
-        ) {
-            (Some(v), _) => v.to_string(),
-            (None, Some("metadata.name")) => pod_name.clone(),
-            (None, Some("metadata.namespace")) => rns.to_string(),
-            other => bail!("env {name}: cannot emulate {other:?}"),
-        };
-        vars.push((name, value));
-    }
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let kubeconfig = cp.service_account_kubeconfig(rns, sa).await?;
-    let op = Operator::launch(&kubeconfig, rns, &args, &vars).await?;
+    let run = PodCommand::of(&deployment, &pod_name, rns)?;
+    ensure!(
+        run.args.contains(&"--leader-election".to_string()),
+        "chart args: {:?}",
+        run.args
+    );
+    let op = run.launch(cp).await?;
+    let PodCommand { sa, args, .. } = run;
 
     // A ProviderCredential in another namespace, reconciled through the chart's ClusterRole.
     let emu = emulator().await?;
@@ -1254,6 +1290,339 @@ async fn a_namespaced_install_grants_no_cluster_wide_access() -> Result<()> {
     .await?;
     eprintln!(
         "namespaced install: Roles in {role_namespaces:?}, no ClusterRole; Secrets readable only in the two watched namespaces"
+    );
+    Ok(())
+}
+
+/// Whether `selector` (a Deployment's matchLabels or a Service's selector) selects a pod
+/// labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| &labels[k] == v))
+}
+
+fn pod_labels(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["metadata"]["labels"]
+}
+
+/// The values `args` give `flag` (as `flag=value`).
+fn flag_values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    let prefix = format!("{flag}=");
+    args.iter()
+        .filter_map(|a| a.strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+/// The rendered Deployments of a manifest, by name.
+fn deployments(docs: &[Value]) -> Result<BTreeMap<&str, &Value>> {
+    docs.iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .map(|d| Ok((d["metadata"]["name"].as_str().context("name")?, d)))
+        .collect()
+}
+
+/// The Lease names the (one) leader-election Role grants.
+fn granted_leases(docs: &[Value]) -> Result<BTreeSet<&str>> {
+    let role = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Role"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("-leader-election"))
+        })
+        .context("no leader-election Role rendered")?;
+    Ok(role["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["resourceNames"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect())
+}
+
+/// `--set` values for shards named `names`, each selecting `shard=<name>`.
+fn shard_values(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            [
+                "--set".to_string(),
+                format!("shards[{i}].name={s},shards[{i}].selector=shard={s}"),
+            ]
+        })
+        .collect()
+}
+
+/// `shards` in one release: one Deployment per shard, each with its own selector, Lease and
+/// pod selector, all under the release's one ServiceAccount and RBAC. Each shard's operator,
+/// run as that ServiceAccount with its Deployment's args, reconciles only the
+/// ProviderCredentials its selector matches (not the other shard's, not one no shard
+/// selects) and leads through its own Lease.
+#[tokio::test]
+async fn a_sharded_install_runs_one_operator_per_shard() -> Result<()> {
+    // The chart test's unsharded, cluster-wide operator would reconcile these resources too.
+    let _alone = CLUSTER_WIDE.write().await;
+    let env = Env::new("chart-shards").await?;
+    let cp = env.cp;
+    let chart = repo_path("charts/token-rotator");
+    let release_ns = cp.new_namespace("shards-release").await?;
+    let rns = release_ns.name();
+    let release = "sharded-token-rotator";
+    let shards = ["a", "b"];
+    let values = shard_values(&shards);
+    let install = [
+        "install",
+        release,
+        path_str(&chart)?,
+        "--namespace",
+        rns,
+        "--set",
+        "crds.install=false",
+        "--set",
+        "allowHttp=true",
+        "--set",
+        "leaderElection.enabled=true",
+    ]
+    .into_iter()
+    .chain(values.iter().map(String::as_str))
+    .collect::<Vec<_>>();
+    helm(cp, &install).await?;
+
+    // Rendered: a Deployment per shard with its selector and Lease, pod selectors that never
+    // select the other shard's pods, one ServiceAccount, and a Lease Role naming both Leases.
+    let manifest = helm(cp, &["get", "manifest", release, "--namespace", rns]).await?;
+    let docs = yaml_docs(&manifest)?;
+    let deployments = deployments(&docs)?;
+    let names: Vec<String> = shards.iter().map(|s| format!("{release}-{s}")).collect();
+    ensure!(
+        deployments
+            .keys()
+            .copied()
+            .eq(names.iter().map(String::as_str)),
+        "Deployments {:?}, want {names:?}",
+        deployments.keys()
+    );
+    let sa = only_kind(&docs, "ServiceAccount")?;
+    let service = only_kind(&docs, "Service")?;
+    let mut runs = Vec::new();
+    for (shard, name) in shards.iter().zip(&names) {
+        let deployment = deployments[name.as_str()];
+        let pod_name = format!("{name}-e2e-0");
+        let run = PodCommand::of(deployment, &pod_name, rns)?;
+        ensure!(
+            flag_values(&run.args, "--selector") == [format!("shard={shard}")],
+            "{name}: {:?}",
+            run.args
+        );
+        ensure!(
+            flag_values(&run.args, "--leader-election-lease-name") == [name.as_str()],
+            "{name}: {:?}",
+            run.args
+        );
+        ensure!(
+            run.sa == sa["metadata"]["name"],
+            "{name} runs as {}",
+            run.sa
+        );
+        for (other, d) in &deployments {
+            ensure!(
+                selects(
+                    &deployment["spec"]["selector"]["matchLabels"],
+                    pod_labels(d)
+                ) == (other == name),
+                "{name}'s pod selector and {other}'s pods"
+            );
+        }
+        ensure!(
+            selects(&service["spec"]["selector"], pod_labels(deployment)),
+            "the metrics Service misses {name}'s pods"
+        );
+        runs.push((shard, name, pod_name, run));
+    }
+    let leases = granted_leases(&docs)?;
+    ensure!(
+        leases.iter().copied().eq(names.iter().map(String::as_str)),
+        "the Lease Role names {leases:?}"
+    );
+
+    // A ProviderCredential per shard (each with a provider of its own) and one no shard selects.
+    let emu = emulator().await?;
+    for (shard, provider) in [
+        ("a", Some(Provider::Rently)),
+        ("b", Some(Provider::Carrental)),
+        ("c", None),
+    ] {
+        let creds = format!("creds-{shard}");
+        if let Some(p) = provider {
+            env.create_credentials(&creds, &credentials(p, &emu), true)
+                .await?;
+        }
+        let target = format!("token-{shard}");
+        let spec = spec(provider.unwrap_or(Provider::Rently), &emu, &creds, &target);
+        let mut pc = ProviderCredential::new(
+            &format!("pc-{shard}"),
+            serde_saphyr::from_str(&spec).context("spec")?,
+        );
+        pc.metadata.labels = Some(BTreeMap::from([("shard".into(), shard.into())]));
+        env.pcreds().create(&Default::default(), &pc).await?;
+    }
+    let all: Api<ProviderCredential> = Api::all(env.client.clone());
+    for shard in shards {
+        let selected = all
+            .list(&kube::api::ListParams::default().labels(&format!("shard={shard}")))
+            .await?;
+        ensure!(
+            selected.items.len() == 1,
+            "shard={shard} selects {} ProviderCredentials in the cluster, not just this test's",
+            selected.items.len()
+        );
+    }
+
+    let mut ops = Vec::new();
+    for (.., run) in &runs {
+        ops.push(run.launch(cp).await?);
+    }
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), rns);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), env.name());
+    for ((shard, name, pod_name, _), op) in runs.iter().zip(&ops) {
+        let pc = format!("pc-{shard}");
+        env.wait_condition(&pc, "Ready", "True", Some("TokenIssued"))
+            .await?;
+        eventually(
+            &format!("{name} managing 1 ProviderCredential"),
+            CONVERGE,
+            || async {
+                Ok((op.metric("token_rotator_managed_credentials").await? == 1.0).then_some(()))
+            },
+        )
+        .await?;
+        let reporters: BTreeSet<String> = events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pc.as_str()))
+            .map(|e| e.reporting_instance.unwrap_or_default())
+            .collect();
+        ensure!(
+            reporters == BTreeSet::from([pod_name.clone()]),
+            "Events on {pc} reported by {reporters:?}, want {pod_name}"
+        );
+        let holder = leases.get(name).await?.spec.and_then(|s| s.holder_identity);
+        ensure!(
+            holder.as_deref() == Some(pod_name.as_str()),
+            "Lease {name} held by {holder:?}"
+        );
+    }
+    let unsharded = env.pcred("pc-c").await?;
+    ensure!(
+        unsharded.status.is_none(),
+        "a ProviderCredential no shard selects was reconciled: {:?}",
+        unsharded.status
+    );
+    for op in ops {
+        op.stop().await?;
+    }
+    helm(cp, &["uninstall", release, "--namespace", rns]).await?;
+    eprintln!(
+        "shards: {names:?} rendered with selectors shard=a/shard=b, their own Leases and disjoint pod selectors under one ServiceAccount; each operator made its own ProviderCredential Ready, manages 1 on /metrics, reported its Events and holds its Lease; pc-c (shard=c) untouched"
+    );
+    Ok(())
+}
+
+/// The chart checks `shards` before anything is applied: a top-level `selector` beside them,
+/// a duplicated name, a name that is not a DNS label, an empty or repeated selector each fail
+/// with a message naming the value and the fix. A shard's own replicaCount decides its leader
+/// election and PodDisruptionBudget, and the Lease Role names only the Leases in use.
+#[tokio::test]
+async fn the_chart_refuses_bad_shards_and_renders_each_on_its_own() -> Result<()> {
+    let cp = testkit::shared().await?;
+    let chart = repo_path("charts/token-rotator");
+    let chart = path_str(&chart)?;
+    let render = |values: Vec<String>| async move {
+        let args: Vec<&str> = ["template", "r", chart]
+            .into_iter()
+            .chain(values.iter().map(String::as_str))
+            .collect();
+        helm(cp, &args).await
+    };
+    let set = |values: &[&str]| -> Vec<String> {
+        values
+            .iter()
+            .flat_map(|v| ["--set".to_string(), v.to_string()])
+            .collect()
+    };
+    let a = "shards[0].name=a,shards[0].selector=shard=a";
+    for (values, message) in [
+        (
+            set(&["selector=shard=a", a]),
+            r#"selector ("shard=a") and shards cannot be used together: every shard has its own selector. Set selector to """#,
+        ),
+        (
+            set(&[a, "shards[1].name=a,shards[1].selector=shard=b"]),
+            r#"shards[1].name "a" is also the name of shards[0]: give every shard a unique name"#,
+        ),
+        (
+            set(&["shards[0].name=Shard_A,shards[0].selector=shard=a"]),
+            r#"shards[0].name "Shard_A" is not a DNS label: use 1 to 63 lower-case letters"#,
+        ),
+        (
+            set(&["shards[0].name=a"]),
+            r#"shards[0].selector is empty (shard "a"): set a label selector such as shard=a"#,
+        ),
+        (
+            set(&[a, "shards[1].name=b,shards[1].selector=shard=a"]),
+            r#"shards[1].selector "shard=a" is also the selector of shards[0]: shards must select disjoint sets"#,
+        ),
+    ] {
+        let refused = render(values.clone())
+            .await
+            .err()
+            .with_context(|| format!("{values:?} rendered"))?;
+        ensure!(
+            refused.to_string().contains(message),
+            "{values:?}: {refused:#}"
+        );
+    }
+
+    // Election off: only shard b (two replicas) elects a leader and gets a PDB.
+    let mut values = shard_values(&["a", "b"]);
+    values.extend(set(&["shards[1].replicaCount=2"]));
+    let docs = yaml_docs(&render(values).await?)?;
+    let deployments = deployments(&docs)?;
+    let args_of = |name: &str| -> Result<Vec<String>> {
+        let deployment = deployments.get(name).context("no such Deployment")?;
+        Ok(PodCommand::of(deployment, "pod", "ns")?.args)
+    };
+    ensure!(!args_of("r-token-rotator-a")?.contains(&"--leader-election".to_string()));
+    ensure!(deployments["r-token-rotator-a"]["spec"]["strategy"]["type"] == "Recreate");
+    ensure!(
+        flag_values(
+            &args_of("r-token-rotator-b")?,
+            "--leader-election-lease-name"
+        ) == ["r-token-rotator-b"]
+    );
+    ensure!(deployments["r-token-rotator-b"]["spec"]["replicas"] == 2);
+    let leases = granted_leases(&docs)?;
+    ensure!(
+        leases == BTreeSet::from(["r-token-rotator-b"]),
+        "{leases:?}"
+    );
+    let pdb = only_kind(&docs, "PodDisruptionBudget")?;
+    ensure!(pdb["metadata"]["name"] == "r-token-rotator-b");
+    for (name, d) in &deployments {
+        ensure!(
+            selects(&pdb["spec"]["selector"]["matchLabels"], pod_labels(d))
+                == (*name == "r-token-rotator-b"),
+            "the PodDisruptionBudget and {name}'s pods"
+        );
+    }
+    eprintln!(
+        "shard values: 5 mistakes refused with their messages; per-shard replicaCount renders election, Lease Role and PodDisruptionBudget for shard b only"
     );
     Ok(())
 }

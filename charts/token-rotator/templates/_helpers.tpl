@@ -71,14 +71,6 @@ Image reference: repository:tag (tag defaults to appVersion), or repository@dige
 {{- end }}
 
 {{/*
-"true" when the operator runs with --leader-election: explicitly enabled, or more than one
-replica (several pods must never reconcile at once).
-*/}}
-{{- define "token-rotator.leaderElection" -}}
-{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
-{{- end }}
-
-{{/*
 Name of the leader-election Lease (in the release namespace).
 */}}
 {{- define "token-rotator.leaseName" -}}
@@ -86,14 +78,93 @@ Name of the leader-election Lease (in the release namespace).
 {{- end }}
 
 {{/*
-"true" when the PodDisruptionBudget is rendered: podDisruptionBudget.enabled true, or unset
-(null) with more than one replica.
+The operator Deployments to render, as YAML `{instances: [...]}` (read it with fromYaml):
+one for the release when `shards` is empty, else one per shard. Each instance has
+  name            the Deployment's (and PodDisruptionBudget's) name
+  shard           the shard's name, "" without shards
+  selector        the --selector value
+  replicaCount    the shard's replicaCount, else replicaCount
+  resources       the shard's resources, else resources
+  extraArgs       extraArgs, then the shard's extraArgs
+  leaderElection  leaderElection.enabled, or more than one replica (several pods must never
+                  reconcile at once)
+  leaseName       leaderElection.leaseName (default: the full name), plus "-<shard>"
+  pdb             podDisruptionBudget.enabled, or when null more than one replica
+Fails, naming the value and the fix, on a shard without a valid unique name or without a
+selector of its own, and on `selector` set together with `shards`.
 */}}
-{{- define "token-rotator.pdbEnabled" -}}
-{{- $enabled := .Values.podDisruptionBudget.enabled }}
-{{- if kindIs "bool" $enabled }}
-{{- if $enabled }}true{{ end }}
-{{- else if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- define "token-rotator.instances" -}}
+{{- $fullname := include "token-rotator.fullname" . }}
+{{- $leaseName := include "token-rotator.leaseName" . }}
+{{- $shards := .Values.shards | default list }}
+{{- if and $shards .Values.selector }}
+{{- fail (printf "selector (%q) and shards cannot be used together: every shard has its own selector. Set selector to \"\" and put the label selector in each shards[].selector (or remove shards for one unsharded Deployment)" .Values.selector) }}
+{{- end }}
+{{- $entries := list }}
+{{- if $shards }}
+{{- $entries = $shards }}
+{{- else }}
+{{- $entries = list (dict "name" "" "selector" .Values.selector) }}
+{{- end }}
+{{- $names := dict }}
+{{- $selectors := dict }}
+{{- $instances := list }}
+{{- range $i, $shard := $entries }}
+{{- $name := $shard.name | default "" | toString }}
+{{- $selector := $shard.selector | default "" | toString }}
+{{- if $shards }}
+{{- if not (and (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) (le (len $name) 63)) }}
+{{- fail (printf "shards[%d].name %q is not a DNS label: use 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit (it names the Deployment <fullname>-<name> and the Lease <leaseName>-<name>)" $i $name) }}
+{{- end }}
+{{- if hasKey $names $name }}
+{{- fail (printf "shards[%d].name %q is also the name of shards[%d]: give every shard a unique name (it names the shard's Deployment and Lease)" $i $name (get $names $name)) }}
+{{- end }}
+{{- $_ := set $names $name $i }}
+{{- if not (trim $selector) }}
+{{- fail (printf "shards[%d].selector is empty (shard %q): set a label selector such as shard=%s; a shard without one would reconcile every ProviderCredential, overlapping the other shards" $i $name $name) }}
+{{- end }}
+{{- if hasKey $selectors $selector }}
+{{- fail (printf "shards[%d].selector %q is also the selector of shards[%d]: shards must select disjoint sets of ProviderCredentials (two shards reconciling one would both rotate its tokens)" $i $selector (get $selectors $selector)) }}
+{{- end }}
+{{- $_ := set $selectors $selector $i }}
+{{- end }}
+{{- $replicas := int (hasKey $shard "replicaCount" | ternary $shard.replicaCount $.Values.replicaCount) }}
+{{- $pdb := $.Values.podDisruptionBudget.enabled }}
+{{- $instances = append $instances (dict
+  "name" (ternary (printf "%s-%s" $fullname $name) $fullname (ne $name ""))
+  "shard" $name
+  "selector" $selector
+  "replicaCount" $replicas
+  "resources" (hasKey $shard "resources" | ternary $shard.resources $.Values.resources)
+  "extraArgs" (concat ($.Values.extraArgs | default list) ($shard.extraArgs | default list))
+  "leaderElection" (or $.Values.leaderElection.enabled (gt $replicas 1))
+  "leaseName" (ternary (printf "%s-%s" $leaseName $name) $leaseName (ne $name ""))
+  "pdb" (ternary $pdb (gt $replicas 1) (kindIs "bool" $pdb))
+) }}
+{{- end }}
+{{- toYaml (dict "instances" $instances) }}
+{{- end }}
+
+{{/*
+Labels of one instance's objects (given as dict "root" $ "instance" $instance): the release's
+labels plus, for a shard, tokenrotator.dev/shard.
+*/}}
+{{- define "token-rotator.instanceLabels" -}}
+{{ include "token-rotator.labels" .root }}
+{{- with .instance.shard }}
+tokenrotator.dev/shard: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels that select one instance's pods: the release's selector labels plus, for a shard,
+tokenrotator.dev/shard, so that the Deployments of two shards never select each other's pods.
+*/}}
+{{- define "token-rotator.instanceSelectorLabels" -}}
+{{ include "token-rotator.selectorLabels" .root }}
+{{- with .instance.shard }}
+tokenrotator.dev/shard: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
