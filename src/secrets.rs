@@ -65,10 +65,11 @@ pub async fn read_credentials(
 ) -> Result<(CredentialsView, Option<String>), SecretsError> {
     let secret = api.get_opt(name).await.map_err(api_error("read", name))?;
     let resource_version = secret.as_ref().and_then(|s| s.resource_version());
-    Ok((credentials_view(secret), resource_version))
+    Ok((credentials_view(secret.as_ref()), resource_version))
 }
 
-fn credentials_view(secret: Option<Secret>) -> CredentialsView {
+/// What a reconcile may use of a credentials Secret (only one carrying the opt-in label).
+pub fn credentials_view(secret: Option<&Secret>) -> CredentialsView {
     match secret {
         None => CredentialsView::NotFound,
         Some(s) if s.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") => {
@@ -76,7 +77,7 @@ fn credentials_view(secret: Option<Secret>) -> CredentialsView {
         }
         Some(s) => match s.annotations().get(ALLOWED_TOKEN_HOSTS_ANNOTATION) {
             Some(hosts) => CredentialsView::Pinned {
-                data: secret_data(&s),
+                data: secret_data(s),
                 allowed_hosts: hosts
                     .split(',')
                     .map(str::trim)
@@ -84,7 +85,7 @@ fn credentials_view(secret: Option<Secret>) -> CredentialsView {
                     .map(str::to_string)
                     .collect(),
             },
-            None => CredentialsView::Found(secret_data(&s)),
+            None => CredentialsView::Found(secret_data(s)),
         },
     }
 }

@@ -24,6 +24,8 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Credentials Secrets per list page (the default is 500).
+const CREDENTIALS_PAGE_SIZE: u32 = 50;
 
 pub use context::Context;
 use reconcile::{ReconcileError, reconcile_guarded};
@@ -203,18 +205,31 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     } = watched;
     // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
     // the watch for the others.
-    let (pcs, secrets): (Api<Guarded>, Api<PartialObjectMeta<Secret>>) = match &namespace {
+    let (pcs, secrets, credentials_secrets): (
+        Api<Guarded>,
+        Api<PartialObjectMeta<Secret>>,
+        Api<Secret>,
+    ) = match &namespace {
         Some(ns) => (
+            Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
     let managed =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let credentials = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    // Whole objects: a new resource then reads no credentials (views.rs). Small pages: anyone
+    // may label a Secret as credentials, and a page of the largest is 1 MiB per Secret.
+    let credentials = watcher::Config::default()
+        .labels(&format!("{CREDENTIALS_LABEL}=true"))
+        .page_size(CREDENTIALS_PAGE_SIZE);
     // The cache holds ProviderCredentials only, without the bulky fields never read: memory
-    // stays proportional to the resources managed. Secrets are watched as metadata only.
+    // stays proportional to the resources managed. Managed Secrets are watched as metadata only.
     let (store, writer) = reflector::store::<Guarded>();
     let forget = ctx.clone();
     let mut shard = watcher::Config::default();
@@ -257,35 +272,36 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         .touched_objects();
     let credentials_watch = ctx.views.new_watch(namespace.clone());
     let follow_credentials = ctx.clone();
-    let credential_secrets = watcher(secrets, credentials)
+    let credential_secrets = watcher(credentials_secrets, credentials)
         .default_backoff()
-        .inspect_ok(move |event| follow_credentials.views.watched(credentials_watch, event))
+        .inspect_ok(move |event| {
+            follow_credentials
+                .views
+                .credentials_watched(credentials_watch, event)
+        })
         .touched_objects();
     let mapper_store = store.clone();
     Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .trigger_backoff(ShortPause)
         .owns_stream(owned)
-        .watches_stream(
-            credential_secrets,
-            move |secret: PartialObjectMeta<Secret>| {
-                // Every resource in the Secret's namespace that reads it.
-                let ns = secret.namespace();
-                let name = secret.name_any();
-                mapper_store
-                    .state()
-                    .into_iter()
-                    .filter(|guard| {
-                        guard.namespace() == ns
-                            && guard
-                                .0
-                                .as_ref()
-                                .is_ok_and(|pc| pc.spec.credentials.secret_ref.name == name)
-                    })
-                    .map(|guard| ObjectRef::from(guard.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(credential_secrets, move |secret: Secret| {
+            // Every resource in the Secret's namespace that reads it.
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            mapper_store
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    guard.namespace() == ns
+                        && guard
+                            .0
+                            .as_ref()
+                            .is_ok_and(|pc| pc.spec.credentials.secret_ref.name == name)
+                })
+                .map(|guard| ObjectRef::from(guard.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on({
             let ctx = ctx.clone();
             async move { ctx.gate.stopped().await }
@@ -295,6 +311,11 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             match result {
                 // Benign: the next version of the object is already queued.
                 Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) if e.is_stale() => {}
+                // A managed Secret of a resource this instance does not hold: another shard's
+                // (the Secret watch cannot select by the owner's labels), or one just deleted.
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    debug!(object = %obj, "a Secret's owner is not ours; nothing to do")
+                }
                 Err(e) => warn!(error = %e, "reconcile failed"),
                 Ok(_) => {}
             }

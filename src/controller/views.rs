@@ -13,11 +13,17 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
 
 use crate::rotation::{CredentialsView, StateView, TargetView};
+use crate::secrets::credentials_view;
+
+/// Credentials Secrets with more data than this are not kept from the watch (read when used):
+/// anyone may label a Secret as credentials, and a few of the largest (1 MiB each) must not
+/// fill the operator's memory. Real credentials (ids, secrets, a PEM key, a service-account
+/// JSON key) are a few KiB.
+const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
 
 /// Which of a resource's two Secrets.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -62,7 +68,7 @@ struct Versions {
     relisting: HashMap<(String, String), String>,
 }
 
-fn key(secret: &PartialObjectMeta<Secret>) -> (String, String) {
+fn key(secret: &impl Resource) -> (String, String) {
     (secret.namespace().unwrap_or_default(), secret.name_any())
 }
 
@@ -73,7 +79,58 @@ pub struct SecretViews {
     /// By resource UID and role: the Secret's namespace and name, and the view.
     views: Mutex<HashMap<(String, Role), Seen>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
-    credentials: Mutex<HashMap<(String, String), (String, CredentialsView)>>,
+    credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
+}
+
+/// One key of a credentials Secret and its value.
+type KeptEntry = (Box<str>, Box<[u8]>);
+
+/// A usable credentials Secret's contents, packed: one per credentials Secret for as long as
+/// it exists, where a map would take a 500-byte node even for two keys.
+struct KeptCredentials {
+    data: Box<[KeptEntry]>,
+    /// The owner's `tokenrotator.dev/allowed-token-hosts`, if set.
+    allowed_hosts: Option<Box<[Box<str>]>>,
+}
+
+impl KeptCredentials {
+    /// Only what a reconcile may use is kept.
+    fn of(view: &CredentialsView) -> Option<Self> {
+        let pack = |data: &std::collections::BTreeMap<String, Vec<u8>>| {
+            data.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_slice().into()))
+                .collect()
+        };
+        match view {
+            CredentialsView::Found(data) => Some(Self {
+                data: pack(data),
+                allowed_hosts: None,
+            }),
+            CredentialsView::Pinned {
+                data,
+                allowed_hosts,
+            } => Some(Self {
+                data: pack(data),
+                allowed_hosts: Some(allowed_hosts.iter().map(|h| h.as_str().into()).collect()),
+            }),
+            CredentialsView::NotFound | CredentialsView::NotLabelled => None,
+        }
+    }
+
+    fn view(&self) -> CredentialsView {
+        let data = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        match &self.allowed_hosts {
+            None => CredentialsView::Found(data),
+            Some(hosts) => CredentialsView::Pinned {
+                data,
+                allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            },
+        }
+    }
 }
 
 /// What is known about a Secret without reading it.
@@ -97,13 +154,35 @@ impl SecretViews {
         watches.len() - 1
     }
 
-    /// Follows one event of a watch of managed Secrets.
-    pub fn watched(&self, watch: usize, event: &Event<PartialObjectMeta<Secret>>) {
+    /// Follows one event of the watch of opted-in credentials Secrets. Their contents come
+    /// with it, so a reconcile reads none of them (unless larger than
+    /// [`KEPT_CREDENTIALS_MAX_BYTES`], or changed and not seen yet).
+    pub fn credentials_watched(&self, watch: usize, event: &Event<Secret>) {
+        self.watched(watch, event);
+        if let Event::Apply(secret) | Event::InitApply(secret) = event {
+            let (namespace, name) = key(secret);
+            let size: usize = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| k.len() + v.0.len())
+                .sum();
+            if size <= KEPT_CREDENTIALS_MAX_BYTES {
+                let view = credentials_view(Some(secret));
+                self.remember_credentials(&namespace, &name, secret.resource_version(), &view);
+            } else {
+                self.lock_credentials().remove(&(namespace, name));
+            }
+        }
+    }
+
+    /// Follows one event of a watch of Secrets (only their resourceVersions are kept).
+    pub fn watched<K: Resource>(&self, watch: usize, event: &Event<K>) {
         let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
         let Some(versions) = watches.get_mut(watch) else {
             return;
         };
-        let rv = |s: &PartialObjectMeta<Secret>| s.resource_version().unwrap_or_default();
+        let rv = |s: &K| s.resource_version().unwrap_or_default();
         match event {
             Event::Apply(s) => {
                 versions.current.insert(key(s), rv(s));
@@ -129,7 +208,7 @@ impl SecretViews {
 
     fn lock_credentials(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, CredentialsView)>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, KeptCredentials)>> {
         self.credentials.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -138,8 +217,8 @@ impl SecretViews {
         let watched = self.watched_version(namespace, name)?;
         let key = (namespace.to_string(), name.to_string());
         let cached = self.lock_credentials();
-        let (rv, view) = cached.get(&key)?;
-        (*rv == watched).then(|| view.clone())
+        let (rv, kept) = cached.get(&key)?;
+        (*rv == watched).then(|| kept.view())
     }
 
     /// Remembers an opted-in credentials Secret as read (only those the watch follows).
@@ -152,9 +231,9 @@ impl SecretViews {
     ) {
         let key = (namespace.to_string(), name.to_string());
         let mut cached = self.lock_credentials();
-        match (resource_version, view) {
-            (Some(rv), CredentialsView::Found(_) | CredentialsView::Pinned { .. }) => {
-                cached.insert(key, (rv, view.clone()));
+        match (resource_version, KeptCredentials::of(view)) {
+            (Some(rv), Some(kept)) => {
+                cached.insert(key, (rv, kept));
             }
             _ => {
                 cached.remove(&key);
@@ -257,10 +336,17 @@ impl SecretViews {
         (view.resource_version() == Some(watched.as_str())).then_some(view)
     }
 
+    /// The latest version a watch showed: a (re)list in progress is newer than what it will
+    /// replace, so the first list serves reconciles before it is complete.
     fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
         let key = (namespace.to_string(), name.to_string());
         let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
-        watches.iter().find_map(|v| v.current.get(&key).cloned())
+        watches.iter().find_map(|v| {
+            v.relisting
+                .get(&key)
+                .or_else(|| v.current.get(&key))
+                .cloned()
+        })
     }
 }
 
@@ -268,6 +354,7 @@ impl SecretViews {
 mod tests {
     use super::*;
     use crate::state::StateData;
+    use kube::core::PartialObjectMeta;
 
     fn meta(namespace: &str, name: &str, rv: &str) -> PartialObjectMeta<Secret> {
         let mut m = PartialObjectMeta::<Secret>::default();
@@ -318,11 +405,11 @@ mod tests {
         views.watched(watch, &Event::Apply(meta("ns", "gone", "3")));
         views.remember_state("uid", "ns", "gone", Some(state("3")));
         assert!(views.state("uid", "ns", "gone").is_some());
-        views.watched(watch, &Event::Init);
+        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
         views.watched(watch, &Event::InitApply(meta("ns", "kept", "4")));
         // Until the relist is done, what was known stays.
         assert!(views.state("uid", "ns", "gone").is_some());
-        views.watched(watch, &Event::InitDone);
+        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::InitDone);
         assert!(views.state("uid", "ns", "gone").is_none());
         views.remember_state("uid", "ns", "kept", Some(state("4")));
         assert!(views.state("uid", "ns", "kept").is_some());
@@ -340,8 +427,8 @@ mod tests {
         };
         // Before the first complete list nothing is known.
         assert_eq!(known(&views, "uid", "ns"), "unknown");
-        views.watched(watch, &Event::Init);
-        views.watched(watch, &Event::InitDone);
+        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
+        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::InitDone);
         assert_eq!(known(&views, "uid", "ns"), "absent");
         // Another namespace is not this watch's to say.
         assert_eq!(known(&views, "uid", "other"), "unknown");
@@ -386,6 +473,93 @@ mod tests {
             &CredentialsView::NotLabelled,
         );
         assert!(views.credentials("ns", "creds").is_none());
+    }
+
+    fn credentials_secret(name: &str, rv: &str, value_len: usize) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.namespace = Some("ns".into());
+        s.metadata.name = Some(name.into());
+        s.metadata.resource_version = Some(rv.into());
+        s.metadata.labels = Some(
+            [(
+                crate::api::CREDENTIALS_LABEL.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        s.data = Some(
+            [(
+                "client_secret".to_string(),
+                k8s_openapi::ByteString(vec![b'x'; value_len]),
+            )]
+            .into(),
+        );
+        s
+    }
+
+    #[test]
+    fn credentials_come_with_the_watch_even_before_its_first_list_is_complete() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(Some("ns".into()));
+        views.credentials_watched(watch, &Event::Init);
+        views.credentials_watched(
+            watch,
+            &Event::InitApply(credentials_secret("creds", "3", 40)),
+        );
+        match views.credentials("ns", "creds") {
+            Some(CredentialsView::Found(data)) => assert_eq!(data["client_secret"].len(), 40),
+            _ => panic!("the listed credentials are known without a read"),
+        }
+        views.credentials_watched(watch, &Event::InitDone);
+        assert!(views.credentials("ns", "creds").is_some());
+        // A change replaces them; the label's removal (a Delete to this watch) drops them.
+        views.credentials_watched(watch, &Event::Apply(credentials_secret("creds", "4", 7)));
+        match views.credentials("ns", "creds") {
+            Some(CredentialsView::Found(data)) => assert_eq!(data["client_secret"].len(), 7),
+            _ => panic!("the changed credentials are known without a read"),
+        }
+        views.credentials_watched(watch, &Event::Delete(credentials_secret("creds", "4", 7)));
+        assert!(views.credentials("ns", "creds").is_none());
+    }
+
+    #[test]
+    fn kept_credentials_come_back_as_they_were_given() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(None);
+        views.watched(watch, &Event::Apply(meta("ns", "creds", "3")));
+        let data: std::collections::BTreeMap<String, Vec<u8>> = [
+            ("client_id".to_string(), b"id".to_vec()),
+            ("client_secret".to_string(), vec![0, 255, b'"', b'\\']),
+        ]
+        .into();
+        let pinned = CredentialsView::Pinned {
+            data: data.clone(),
+            allowed_hosts: vec!["a.example".into(), "b.example".into()],
+        };
+        views.remember_credentials("ns", "creds", Some("3".into()), &pinned);
+        match views.credentials("ns", "creds") {
+            Some(CredentialsView::Pinned {
+                data: kept,
+                allowed_hosts,
+            }) => {
+                assert_eq!(kept, data);
+                assert_eq!(allowed_hosts, ["a.example", "b.example"]);
+            }
+            _ => panic!("pinned credentials stay pinned"),
+        }
+    }
+
+    #[test]
+    fn large_labelled_secrets_are_not_kept_from_the_watch() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(None);
+        let big = credentials_secret("big", "1", KEPT_CREDENTIALS_MAX_BYTES + 1);
+        views.credentials_watched(watch, &Event::Apply(big));
+        assert!(views.credentials("ns", "big").is_none(), "read when used");
+        assert!(views.lock_credentials().is_empty());
+        // Shrunk below the bound: kept again.
+        views.credentials_watched(watch, &Event::Apply(credentials_secret("big", "2", 100)));
+        assert!(views.credentials("ns", "big").is_some());
     }
 
     #[test]
