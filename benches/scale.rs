@@ -6,7 +6,9 @@
 //!   strict sliding window),
 //! - API calls per credential during the cold start, by verb and resource, from the
 //!   apiserver's own `apiserver_request_total` (the benchmark's own polling, a LIST of
-//!   ProviderCredentials, is left out; the control plane's controllers add a few).
+//!   ProviderCredentials, is left out; the control plane's controllers add a few),
+//! - CPU seconds of etcd, the apiserver, the controller manager, the operator and the
+//!   benchmark itself (with the emulator) during the cold start: which one is the bottleneck.
 //!
 //! Run: `cargo bench --features e2e --bench scale` (after `hack/provision.sh`).
 //! Sizes: BENCH_CREDENTIALS (default 1000), BENCH_UNRELATED (default 10000), BENCH_RELTIO
@@ -58,6 +60,38 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name (in parentheses, may hold spaces): fields 3.. of proc(5).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
+/// CPU seconds of each control-plane component, the operator and this process (its polling
+/// and the provider emulator), to show where a cold start spends its time.
+fn cpu_snapshot(cp: &testkit::ControlPlane, operator: u32) -> Vec<(String, f64)> {
+    let mut cpu: Vec<(String, f64)> = cp
+        .pids()
+        .into_iter()
+        .map(|(name, pid)| (name.to_string(), cpu_seconds(&pid.to_string())))
+        .collect();
+    cpu.push(("token-rotator".into(), cpu_seconds(&operator.to_string())));
+    cpu.push(("benchmark + emulator".into(), cpu_seconds("self")));
+    cpu
 }
 
 async fn create_all<T, F>(count: usize, make: F) -> Result<()>
@@ -146,6 +180,8 @@ struct ColdStart {
     ready: Duration,
     rss_kib: u64,
     calls: BTreeMap<(String, String), f64>,
+    /// CPU seconds by process until all were Ready.
+    cpu: Vec<(String, f64)>,
 }
 
 impl ColdStart {
@@ -233,8 +269,14 @@ async fn cold_start(
         .spawn()
         .context("start the operator")?;
     let pid = op.id().context("operator pid")?;
+    let cpu_before = cpu_snapshot(cp, pid);
     let started = Instant::now();
     let ready = wait_all_ready(&pcs, n, started).await?;
+    let cpu = cpu_snapshot(cp, pid)
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((name, after), (_, before))| (name, after - before))
+        .collect();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let calls_after = apiserver_requests(&client).await?;
     let calls = calls_after
@@ -254,6 +296,7 @@ async fn cold_start(
         ready,
         rss_kib: rss_kib(pid),
         calls,
+        cpu,
     };
     Ok((figures, ns, op))
 }
@@ -269,6 +312,18 @@ fn print_cold_start(label: &str, n: usize, f: &ColdStart) {
         println!(
             "  {verb:>6} {resource:<28} {delta:>8}  {:>6.2}",
             delta / n as f64
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let wall = f.ready.as_secs_f64();
+    println!(
+        "  CPU until all Ready ({cores} cores, {:.1} CPU-seconds available):",
+        wall * cores as f64
+    );
+    for (process, seconds) in &f.cpu {
+        println!(
+            "    {process:<24} {seconds:>7.1} s  {:>5.0}% of one core",
+            100.0 * seconds / wall.max(0.001)
         );
     }
 }

@@ -130,7 +130,7 @@ async fn two_writers_never_lose_the_newer_chain() -> Result<()> {
     // Two operators without leader election both act on every refresh request, and a slow
     // endpoint makes their requests overlap: the provider rotates the token for one and
     // refuses the other, whose write must never erase the chain the first one stored.
-    let b = env.start_operator().await?;
+    let mut b = env.start_operator().await?;
     c.set_latency(Provider::Retently, Duration::from_millis(800));
     for round in 1..=ROUNDS {
         let value = format!("race-{round}");
@@ -152,7 +152,12 @@ async fn two_writers_never_lose_the_newer_chain() -> Result<()> {
         raced.stale_refresh_presented > 0,
         "the two operators never raced ({raced:?}); the test proves nothing"
     );
-    drop(b);
+    // Stopped as Kubernetes stops a pod (SIGTERM): a rotation it has in flight is finished and
+    // stored. (Killed between the provider's answer and the write, a winner's new refresh
+    // token would be lost with it: no writer can prevent that, and it is not this test's
+    // subject; the status may already show the round handled by the loser.)
+    let stopped = b.terminate(Duration::from_secs(65)).await?;
+    ensure!(stopped.success(), "the second operator exited {stopped}");
     c.set_latency(Provider::Retently, Duration::ZERO);
 
     // Whichever writer lost each race, the stored refresh token is the provider's live one.

@@ -132,6 +132,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
     }));
     info!(namespaces = ?args.namespaces, "controller started");
+    tokio::spawn(crate::memory::trim_after_work(metrics.clone()));
     let mut controllers = std::pin::pin!(controllers);
     // Biased: the controllers end on their own only after the gate closed, and a closed gate
     // means the lease was lost; checked first, so a lost lease always exits non-zero.

@@ -65,8 +65,11 @@ async fn read_target(
     Ok(target)
 }
 
+/// How long a reconcile at start-up waits for the watches' first list before reading.
+const FIRST_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The credentials Secret: as last read if the watch of opted-in Secrets shows that version
-/// still, else read.
+/// still (after the watch's first list, at start-up), else read.
 async fn read_credentials(
     ctx: &Context,
     api: &Api<Secret>,
@@ -74,6 +77,10 @@ async fn read_credentials(
 ) -> Result<CredentialsView, SecretsError> {
     let namespace = pc.namespace().unwrap_or_default();
     let name = &pc.spec.credentials.secret_ref.name;
+    if let Some(view) = ctx.views.credentials(&namespace, name) {
+        return Ok(view);
+    }
+    ctx.views.listed(&namespace, FIRST_LIST_WAIT).await;
     if let Some(view) = ctx.views.credentials(&namespace, name) {
         return Ok(view);
     }

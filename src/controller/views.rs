@@ -80,6 +80,8 @@ pub struct SecretViews {
     views: Mutex<HashMap<(String, Role), Seen>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
     credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
+    /// Counts completed lists, so a reconcile can wait for the first one.
+    lists_done: tokio::sync::watch::Sender<u64>,
 }
 
 /// One key of a credentials Secret and its value.
@@ -198,6 +200,7 @@ impl SecretViews {
             Event::InitDone => {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
+                self.lists_done.send_modify(|n| *n += 1);
                 // Credentials deleted while the watch was down are dropped.
                 let watches = &*watches;
                 self.lock_credentials()
@@ -256,6 +259,28 @@ impl SecretViews {
             return Known::Absent;
         }
         Known::Unknown
+    }
+
+    /// Waits (at most `bound`) until every watch covering `namespace` has listed everything
+    /// once. At start-up the resources are reconciled while their credentials Secrets are still
+    /// being listed: waiting for that list beats reading each of them.
+    pub async fn listed(&self, namespace: &str, bound: std::time::Duration) {
+        let mut done = self.lists_done.subscribe();
+        let all_listed = || {
+            let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
+            watches
+                .iter()
+                .filter(|v| v.scope.as_deref().is_none_or(|ns| ns == namespace))
+                .all(|v| v.listed)
+        };
+        let _ = tokio::time::timeout(bound, async {
+            while !all_listed() {
+                if done.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     fn known_absent(&self, namespace: &str, name: &str) -> bool {
@@ -547,6 +572,38 @@ mod tests {
             }
             _ => panic!("pinned credentials stay pinned"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_can_wait_for_the_first_list() {
+        let views = std::sync::Arc::new(SecretViews::default());
+        let watch = views.new_watch(Some("ns".into()));
+        // Another namespace's watch is not waited for (none covers it: nothing to wait for).
+        views
+            .listed("other", std::time::Duration::from_secs(3600))
+            .await;
+        let waiting = tokio::spawn({
+            let views = views.clone();
+            async move {
+                views
+                    .listed("ns", std::time::Duration::from_secs(3600))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the list has not completed");
+        views.credentials_watched(watch, &Event::Init);
+        views.credentials_watched(watch, &Event::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("released by the completed list")
+            .expect("no panic");
+        // A watch that never lists delays a reconcile by the bound only.
+        let stuck = SecretViews::default();
+        stuck.new_watch(None);
+        stuck
+            .listed("ns", std::time::Duration::from_millis(1))
+            .await;
     }
 
     #[test]

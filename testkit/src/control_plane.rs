@@ -438,6 +438,11 @@ impl ControlPlane {
     }
 
     /// The admin kubeconfig file, for subprocesses (`kubectl`, the operator binary).
+    /// Each running component (etcd, kube-apiserver, kube-controller-manager) and its pid.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.processes().iter().map(|p| (p.name, p.pid())).collect()
+    }
+
     pub fn kubeconfig_path(&self) -> &Path {
         &self.admin_kubeconfig
     }

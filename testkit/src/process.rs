@@ -85,6 +85,11 @@ impl Process {
         )
     }
 
+    /// The process id (e.g. to read its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts the same program again, with the same arguments, environment and log file (which
     /// it appends to). Stop this one first if they must not run at the same time.
     pub fn respawn(&self) -> Result<Self> {
