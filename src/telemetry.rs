@@ -1,9 +1,11 @@
 //! Logs, metrics and health endpoints. Metric labels are hosts, outcomes, reasons and
 //! namespace/name only: never a value that could carry a secret.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -12,10 +14,12 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use jiff::Timestamp;
-use kube::ResourceExt;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -76,10 +80,72 @@ struct ReasonLabels {
     reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabels {
-    namespace: String,
-    name: String,
+/// When a resource's token expires and when its next request is planned (Unix seconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct Schedule {
+    expiry: Option<f64>,
+    next_refresh: Option<f64>,
+}
+
+/// Which of a [`Schedule`]'s times a series shows.
+type ScheduleField = fn(&Schedule) -> Option<f64>;
+
+/// The two per-resource series, from one table (by namespace, then name) rendered at scrape
+/// time: a pair of gauge families kept two label sets and two gauges per resource.
+#[derive(Debug, Default)]
+struct Schedules(RwLock<HashMap<String, HashMap<Box<str>, Schedule>>>);
+
+impl Schedules {
+    fn set(&self, namespace: &str, name: &str, schedule: Schedule) {
+        let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if schedule.expiry.is_none() && schedule.next_refresh.is_none() {
+            if let Some(names) = table.get_mut(namespace) {
+                names.remove(name);
+                if names.is_empty() {
+                    table.remove(namespace);
+                }
+            }
+            return;
+        }
+        match table.get_mut(namespace) {
+            Some(names) => names.insert(name.into(), schedule),
+            None => table
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(name.into(), schedule),
+        };
+    }
+}
+
+impl Collector for Schedules {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let table = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let series: [(&str, &str, ScheduleField); 2] = [
+            (
+                "token_expiry_timestamp_seconds",
+                // `register` ends help texts with a period; a collector gives them whole.
+                "When the current access token of a ProviderCredential expires (Unix time).",
+                |s| s.expiry,
+            ),
+            (
+                "token_next_refresh_timestamp_seconds",
+                "When the next token request of a ProviderCredential is planned (Unix time).",
+                |s| s.next_refresh,
+            ),
+        ];
+        for (name, help, value) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (namespace, names) in table.iter() {
+                for (resource, schedule) in names {
+                    if let Some(v) = value(schedule) {
+                        let labels = [("namespace", namespace.as_str()), ("name", &**resource)];
+                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct Metrics {
@@ -88,8 +154,7 @@ pub struct Metrics {
     request_seconds: Family<HostLabels, Histogram>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
-    expiry: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
-    next_refresh: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    schedules: Arc<Schedules>,
     refresh_tokens_discarded: Counter,
     requests_withheld: Family<ReasonLabels, Counter>,
     managed: Gauge,
@@ -112,8 +177,7 @@ impl Metrics {
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         let reconciles = Counter::default();
         registry.register("reconciles", "Completed reconciles", reconciles.clone());
-        let expiry = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
-        let next_refresh = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        let schedules = Arc::new(Schedules::default());
         registry.register(
             "token_requests",
             "Token requests by endpoint host and outcome (ok or the error class)",
@@ -129,16 +193,7 @@ impl Metrics {
             "Failed reconciles and token requests by reason",
             reconcile_errors.clone(),
         );
-        registry.register(
-            "token_expiry_timestamp_seconds",
-            "When the current access token of a ProviderCredential expires (Unix time)",
-            expiry.clone(),
-        );
-        registry.register(
-            "token_next_refresh_timestamp_seconds",
-            "When the next token request of a ProviderCredential is planned (Unix time)",
-            next_refresh.clone(),
-        );
+        registry.register_collector(Box::new(schedules.clone()));
         let refresh_tokens_discarded = Counter::default();
         registry.register(
             "refresh_tokens_discarded",
@@ -166,8 +221,7 @@ impl Metrics {
             request_seconds,
             reconcile_errors,
             reconciles,
-            expiry,
-            next_refresh,
+            schedules,
             ready: AtomicBool::new(false),
         }
     }
@@ -229,31 +283,19 @@ impl Metrics {
         expires_at: Option<Timestamp>,
         next: Option<Timestamp>,
     ) {
-        let labels = ResourceLabels {
-            namespace: pc.namespace().unwrap_or_default(),
-            name: pc.name_any(),
-        };
-        for (family, value) in [(&self.expiry, expires_at), (&self.next_refresh, next)] {
-            match value {
-                Some(t) => {
-                    family
-                        .get_or_create(&labels)
-                        .set(t.as_millisecond() as f64 / 1000.0);
-                }
-                None => {
-                    family.remove(&labels);
-                }
-            }
-        }
+        let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
+        self.schedules.set(
+            pc.metadata.namespace.as_deref().unwrap_or_default(),
+            pc.metadata.name.as_deref().unwrap_or_default(),
+            Schedule {
+                expiry: expires_at.map(seconds),
+                next_refresh: next.map(seconds),
+            },
+        );
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
-        let labels = ResourceLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
-        self.expiry.remove(&labels);
-        self.next_refresh.remove(&labels);
+        self.schedules.set(namespace, name, Schedule::default());
     }
 
     /// One watch's count of ProviderCredentials changed by `delta` (several watches, one per
@@ -301,5 +343,59 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pc(namespace: &str, name: &str) -> ProviderCredential {
+        let mut pc: ProviderCredential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "ProviderCredential",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "tokenEndpoint": {"url": "https://example.test/token"},
+                "credentials": {"secretRef": {"name": "c"}},
+                "target": {"secretName": "t"}
+            }
+        }))
+        .expect("a valid ProviderCredential");
+        pc.metadata.uid = Some("u".into());
+        pc
+    }
+
+    fn series(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.contains("timestamp_seconds"))
+            .collect()
+    }
+
+    #[test]
+    fn per_resource_series_follow_the_schedule_and_go_with_the_resource() {
+        let metrics = Metrics::new();
+        let at = |s: i64| Some(Timestamp::from_second(s).unwrap());
+        metrics.token_scheduled(&pc("ns", "a"), at(2_000), at(1_500));
+        metrics.token_scheduled(&pc("ns", "b"), at(3_000), None);
+        let text = metrics.render();
+        let mut lines = series(&text);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "# HELP token_rotator_token_expiry_timestamp_seconds When the current access token of a ProviderCredential expires (Unix time).",
+                "# HELP token_rotator_token_next_refresh_timestamp_seconds When the next token request of a ProviderCredential is planned (Unix time).",
+                "# TYPE token_rotator_token_expiry_timestamp_seconds gauge",
+                "# TYPE token_rotator_token_next_refresh_timestamp_seconds gauge",
+                "token_rotator_token_expiry_timestamp_seconds{namespace=\"ns\",name=\"a\"} 2000.0",
+                "token_rotator_token_expiry_timestamp_seconds{namespace=\"ns\",name=\"b\"} 3000.0",
+                "token_rotator_token_next_refresh_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1500.0",
+            ]
+        );
+        metrics.forget("ns", "a");
+        metrics.token_scheduled(&pc("ns", "b"), None, None);
+        let text = metrics.render();
+        assert!(!series(&text).iter().any(|l| l.contains("name=")), "{text}");
     }
 }

@@ -716,7 +716,7 @@ fn every_example_parses_resolves_and_has_its_credentials() {
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
         let config = api::provider_config(&pc.spec)
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
-        api::resolve::renewal_policy(pc.spec.refresh.as_ref())
+        api::resolve::renewal_policy(pc.spec.refresh.as_deref())
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));
         token_rotator::target::validate(&pc.spec.target)
             .unwrap_or_else(|e| panic!("{label}/providercredential.yaml: {e}"));

@@ -192,7 +192,7 @@ async fn pc_status_refresh(
     name: &str,
 ) -> Result<token_rotator::api::RefreshTokenStatus> {
     let pc = env.pcred(name).await?;
-    Ok(pc
+    Ok(*pc
         .status
         .and_then(|s| s.refresh_token)
         .expect("refresh token tracked"))

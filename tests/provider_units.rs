@@ -297,10 +297,10 @@ fn scope_and_extra_parameters_are_sent_and_extras_win() {
 #[test]
 fn missing_credentials_name_the_secret_key_to_add() {
     let mut spec = spec(RELTIO);
-    spec.credentials.keys = Some(CredentialKeys {
+    spec.credentials.keys = Some(Box::new(CredentialKeys {
         password: Some("api-password".into()),
         ..CredentialKeys::default()
-    });
+    }));
     let reltio = api::provider_config(&spec).unwrap();
     let data = BTreeMap::from([
         ("client_id".to_string(), b"id".to_vec()),

@@ -159,7 +159,7 @@ pub fn credentials_from_data(
     data: &BTreeMap<String, Vec<u8>>,
 ) -> Credentials {
     let mut credentials = Credentials::new();
-    for (param, key) in credential_key_names(spec.credentials.keys.as_ref()) {
+    for (param, key) in credential_key_names(spec.credentials.keys.as_deref()) {
         let value = data
             .get(&key)
             .map(|bytes| {

@@ -44,19 +44,21 @@ pub struct ProviderCredentialSpec {
 
     pub token_endpoint: TokenEndpoint,
 
+    // The optional parts are boxed: every resource is cached for as long as it exists, and
+    // inline they made each cached copy about 400 bytes larger whether set or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grant: Option<GrantSpec>,
+    pub grant: Option<Box<GrantSpec>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RequestSpec>,
+    pub request: Option<Box<RequestSpec>>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<ResponseSpec>,
+    pub response: Option<Box<ResponseSpec>>,
 
     pub credentials: CredentialsSpec,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<RefreshSpec>,
+    pub refresh: Option<Box<RefreshSpec>>,
 
     pub target: TargetSpec,
 }
@@ -175,7 +177,7 @@ pub struct CredentialsSpec {
     /// Secret keys to read, when they differ from the defaults client_id, client_secret,
     /// username, password, code and refresh_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<CredentialKeys>,
+    pub keys: Option<Box<CredentialKeys>>,
 }
 
 /// A Secret in the resource's own namespace.

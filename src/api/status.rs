@@ -22,10 +22,11 @@ pub struct ProviderCredentialStatus {
     pub next_refresh_at: Option<Time>,
     /// The refresh token held in the state Secret, if the provider issues one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<RefreshTokenStatus>,
+    // Boxed, as the rarely set parts of the spec are: every resource stays cached.
+    pub refresh_token: Option<Box<RefreshTokenStatus>>,
     /// The most recent failed token request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<FailureStatus>,
+    pub last_failure: Option<Box<FailureStatus>>,
     /// Failed token requests since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 4294967295u32))]

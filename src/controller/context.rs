@@ -47,7 +47,9 @@ struct HeldByUid {
 /// Every live resource is reconciled at least this often (the longest requeue), so an entry
 /// untouched for longer belongs to a resource deleted while the watch was not looking.
 const STALE_AFTER: Duration = Duration::from_secs(2 * 24 * 3600);
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Entries whose request budget ran out are dropped at the next sweep rather than at their
+/// resource's next reconcile (hours later): after a start-up every resource has one.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What a resource has outstanding in memory.
 #[derive(Default)]
@@ -70,6 +72,16 @@ struct Held {
 }
 
 impl Held {
+    /// A held state is never swept: it may carry the only valid refresh token. Anything else
+    /// goes once nothing is outstanding, or when untouched for longer than any live resource.
+    fn kept_by_sweep(&mut self, now: Instant) -> bool {
+        self.state.is_some()
+            || (!self.is_empty()
+                && self
+                    .touched
+                    .is_some_and(|t| now.duration_since(t) < STALE_AFTER))
+    }
+
     fn is_empty(&mut self) -> bool {
         self.state.is_none()
             && self.token.is_none()
@@ -156,12 +168,7 @@ impl Context {
             .is_none_or(|t| now.duration_since(t) > SWEEP_EVERY)
         {
             held.last_sweep = Some(now);
-            // A held state is never swept: it may carry the only valid refresh token.
-            held.entries.retain(|_, h| {
-                h.state.is_some()
-                    || h.touched
-                        .is_some_and(|t| now.duration_since(t) < STALE_AFTER)
-            });
+            held.entries.retain(|_, h| h.kept_by_sweep(now));
             // The table keeps the size of the largest burst otherwise.
             held.entries.shrink_to_fit();
         }
@@ -269,5 +276,39 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .entries
             .remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_drops_entries_with_nothing_outstanding() {
+        let now = Instant::now();
+        let touched = |h: Held| Held {
+            touched: Some(now),
+            ..h
+        };
+        // A request budget that has run its minute holds nothing.
+        assert!(!touched(Held::default()).kept_by_sweep(now));
+        let mut spending = touched(Held::default());
+        spending
+            .budget
+            .spend(Timestamp::now(), 6)
+            .expect("a fresh budget allows a request");
+        assert!(spending.kept_by_sweep(now), "its minute is still running");
+        let mut backing_off = touched(Held {
+            attempts: 3,
+            ..Held::default()
+        });
+        assert!(
+            backing_off.kept_by_sweep(now),
+            "its backoff counts attempts"
+        );
+        assert!(
+            !backing_off.kept_by_sweep(now + STALE_AFTER),
+            "untouched for longer than any live resource"
+        );
     }
 }

@@ -25,34 +25,52 @@ use crate::secrets::credentials_view;
 /// JSON key) are a few KiB.
 const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
 
-/// Which of a resource's two Secrets.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Role {
-    Target,
-    State,
+/// A view as last read or written, and which Secret it shows (a hash of its namespace and
+/// name, which can change with the spec; the resourceVersion compared on use already names one
+/// version of one object, so this only guards the obvious). Boxed: the table keeps a slot per
+/// resource for as long as it exists.
+struct Seen<T> {
+    secret: u64,
+    view: Box<T>,
 }
 
-#[derive(Clone)]
-enum View {
-    Target(TargetView),
-    State(StateView),
+/// One resource's two Secrets as last seen.
+#[derive(Default)]
+struct Remembered {
+    target: Option<Seen<TargetView>>,
+    state: Option<Seen<StateView>>,
 }
 
-impl View {
+fn secret_id(namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (namespace, name).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Only a view with a resourceVersion can be matched to the watch.
+fn seen<T: Versioned>(namespace: &str, name: &str, view: Option<T>) -> Option<Seen<T>> {
+    view.filter(|v| v.resource_version().is_some())
+        .map(|view| Seen {
+            secret: secret_id(namespace, name),
+            view: Box::new(view),
+        })
+}
+
+trait Versioned: Clone {
+    fn resource_version(&self) -> Option<&str>;
+}
+
+impl Versioned for TargetView {
     fn resource_version(&self) -> Option<&str> {
-        match self {
-            View::Target(t) => t.resource_version.as_deref(),
-            View::State(s) => s.resource_version.as_deref(),
-        }
+        self.resource_version.as_deref()
     }
 }
 
-/// Where a view came from (namespace, name) and the view (boxed: the table holds one slot per
-/// resource and role, sized for its largest field).
-struct Seen {
-    namespace: String,
-    name: String,
-    view: Box<View>,
+impl Versioned for StateView {
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
 }
 
 /// The resourceVersion of every Secret one watch shows, by namespace and name.
@@ -63,9 +81,51 @@ struct Versions {
     /// Listed completely at least once: what it does not show does not exist (as of its
     /// latest event).
     listed: bool,
-    current: HashMap<(String, String), String>,
+    current: ByNamespace,
     /// Filled during a (re)list, then swapped in: a Secret deleted meanwhile disappears.
-    relisting: HashMap<(String, String), String>,
+    relisting: ByNamespace,
+}
+
+/// resourceVersions by namespace, then name: each namespace's name is held once, and a lookup
+/// allocates nothing.
+#[derive(Default)]
+struct ByNamespace(HashMap<String, HashMap<Box<str>, Box<str>>>);
+
+impl ByNamespace {
+    fn insert(&mut self, secret: &impl Resource) {
+        let namespace = secret.meta().namespace.as_deref().unwrap_or_default();
+        let name = secret.meta().name.as_deref().unwrap_or_default();
+        let rv = secret
+            .meta()
+            .resource_version
+            .as_deref()
+            .unwrap_or_default();
+        match self.0.get_mut(namespace) {
+            Some(names) => names.insert(name.into(), rv.into()),
+            None => self
+                .0
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(name.into(), rv.into()),
+        };
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        if let Some(names) = self.0.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.0.remove(namespace);
+            }
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.0.get(namespace)?.get(name).map(|rv| &**rv)
+    }
+
+    fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.get(namespace, name).is_some()
+    }
 }
 
 fn key(secret: &impl Resource) -> (String, String) {
@@ -76,8 +136,8 @@ fn key(secret: &impl Resource) -> (String, String) {
 pub struct SecretViews {
     /// One per watch (a namespace, or all).
     watched: RwLock<Vec<Versions>>,
-    /// By resource UID and role: the Secret's namespace and name, and the view.
-    views: Mutex<HashMap<(String, Role), Seen>>,
+    /// By resource UID: its target and state Secrets as last seen.
+    views: Mutex<HashMap<Box<str>, Remembered>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
     credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
     /// Counts completed lists, so a reconcile can wait for the first one.
@@ -184,19 +244,15 @@ impl SecretViews {
         let Some(versions) = watches.get_mut(watch) else {
             return;
         };
-        let rv = |s: &K| s.resource_version().unwrap_or_default();
         match event {
-            Event::Apply(s) => {
-                versions.current.insert(key(s), rv(s));
-            }
+            Event::Apply(s) => versions.current.insert(s),
             Event::Delete(s) => {
-                versions.current.remove(&key(s));
-                self.lock_credentials().remove(&key(s));
+                let (namespace, name) = key(s);
+                versions.current.remove(&namespace, &name);
+                self.lock_credentials().remove(&(namespace, name));
             }
-            Event::Init => versions.relisting.clear(),
-            Event::InitApply(s) => {
-                versions.relisting.insert(key(s), rv(s));
-            }
+            Event::Init => versions.relisting = ByNamespace::default(),
+            Event::InitApply(s) => versions.relisting.insert(s),
             Event::InitDone => {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
@@ -204,7 +260,7 @@ impl SecretViews {
                 // Credentials deleted while the watch was down are dropped.
                 let watches = &*watches;
                 self.lock_credentials()
-                    .retain(|key, _| watches.iter().any(|v| v.current.contains_key(key)));
+                    .retain(|(ns, name), _| watches.iter().any(|v| v.current.contains(ns, name)));
             }
         }
     }
@@ -247,14 +303,13 @@ impl SecretViews {
     /// The state Secret: as last seen if the watch shows that version, absent if the watch
     /// never showed it (and this process did not write it), otherwise unknown.
     pub fn state_known(&self, uid: &str, namespace: &str, name: &str) -> Known<StateView> {
-        if let Some(View::State(s)) = self.current(uid, Role::State, namespace, name) {
+        if let Some(s) = self.current(uid, namespace, name, |r| r.state.as_ref()) {
             return Known::Current(s);
         }
         let remembered = self
-            .views
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&(uid.to_string(), Role::State));
+            .lock_views()
+            .get(uid)
+            .is_some_and(|r| r.state.is_some());
         if !remembered && self.known_absent(namespace, name) {
             return Known::Absent;
         }
@@ -284,7 +339,6 @@ impl SecretViews {
     }
 
     fn known_absent(&self, namespace: &str, name: &str) -> bool {
-        let key = (namespace.to_string(), name.to_string());
         let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
         let covering: Vec<&Versions> = watches
             .iter()
@@ -293,22 +347,16 @@ impl SecretViews {
         !covering.is_empty()
             && covering
                 .iter()
-                .all(|v| v.listed && !v.current.contains_key(&key))
+                .all(|v| v.listed && !v.current.contains(namespace, name))
     }
 
     pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
-        match self.current(uid, Role::Target, namespace, name)? {
-            View::Target(t) => Some(t),
-            View::State(_) => None,
-        }
+        self.current(uid, namespace, name, |r| r.target.as_ref())
     }
 
     #[cfg(test)]
     fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
-        match self.current(uid, Role::State, namespace, name)? {
-            View::State(s) => Some(s),
-            View::Target(_) => None,
-        }
+        self.current(uid, namespace, name, |r| r.state.as_ref())
     }
 
     /// Remembers what was read or written (an owned Secret; `None` forgets it).
@@ -319,43 +367,45 @@ impl SecretViews {
         name: &str,
         view: Option<TargetView>,
     ) {
-        self.remember(uid, Role::Target, namespace, name, view.map(View::Target));
+        let target = seen(namespace, name, view);
+        self.update(uid, |r| r.target = target);
     }
 
     pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
-        self.remember(uid, Role::State, namespace, name, view.map(View::State));
+        let state = seen(namespace, name, view);
+        self.update(uid, |r| r.state = state);
     }
 
     pub fn forget(&self, uid: &str) {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        views.remove(&(uid.to_string(), Role::Target));
-        views.remove(&(uid.to_string(), Role::State));
+        self.lock_views().remove(uid);
     }
 
-    fn remember(&self, uid: &str, role: Role, namespace: &str, name: &str, view: Option<View>) {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (uid.to_string(), role);
-        match view.filter(|v| v.resource_version().is_some()) {
-            Some(view) => {
-                let seen = Seen {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                    view: Box::new(view),
-                };
-                views.insert(key, seen);
-            }
-            None => {
-                views.remove(&key);
-            }
+    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Remembered>> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes what is remembered of one resource; nothing left, no entry.
+    fn update(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
+        let mut views = self.lock_views();
+        let remembered = views.entry(uid.into()).or_default();
+        change(remembered);
+        if remembered.target.is_none() && remembered.state.is_none() {
+            views.remove(uid);
         }
     }
 
-    /// The remembered view, if the watch shows that very version now.
-    fn current(&self, uid: &str, role: Role, namespace: &str, name: &str) -> Option<View> {
+    /// The remembered view, if it is of this Secret and the watch shows that very version now.
+    fn current<T: Versioned>(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        pick: impl FnOnce(&Remembered) -> Option<&Seen<T>>,
+    ) -> Option<T> {
         let view = {
-            let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-            let seen = views.get(&(uid.to_string(), role))?;
-            (seen.namespace == namespace && seen.name == name).then(|| (*seen.view).clone())?
+            let views = self.lock_views();
+            let seen = pick(views.get(uid)?)?;
+            (seen.secret == secret_id(namespace, name)).then(|| (*seen.view).clone())?
         };
         let watched = self.watched_version(namespace, name)?;
         (view.resource_version() == Some(watched.as_str())).then_some(view)
@@ -364,13 +414,12 @@ impl SecretViews {
     /// The latest version a watch showed: a (re)list in progress is newer than what it will
     /// replace, so the first list serves reconciles before it is complete.
     fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
-        let key = (namespace.to_string(), name.to_string());
         let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
         watches.iter().find_map(|v| {
             v.relisting
-                .get(&key)
-                .or_else(|| v.current.get(&key))
-                .cloned()
+                .get(namespace, name)
+                .or_else(|| v.current.get(namespace, name))
+                .map(str::to_string)
         })
     }
 }
@@ -617,6 +666,20 @@ mod tests {
         // Shrunk below the bound: kept again.
         views.credentials_watched(watch, &Event::Apply(credentials_secret("big", "2", 100)));
         assert!(views.credentials("ns", "big").is_some());
+    }
+
+    #[test]
+    fn a_namespace_is_held_while_it_has_names() {
+        let mut versions = ByNamespace::default();
+        versions.insert(&meta("ns", "a", "1"));
+        versions.insert(&meta("ns", "b", "2"));
+        versions.insert(&meta("ns", "a", "3"));
+        assert_eq!(versions.get("ns", "a"), Some("3"));
+        assert_eq!(versions.get("other", "a"), None);
+        versions.remove("ns", "a");
+        assert!(!versions.contains("ns", "a") && versions.contains("ns", "b"));
+        versions.remove("ns", "b");
+        assert!(versions.0.is_empty(), "no empty namespace is kept");
     }
 
     #[test]

@@ -518,7 +518,7 @@ fn resolve(
 ) -> Result<(ProviderConfig, RenewalPolicy), String> {
     let spec = &pc.spec;
     let config = provider_config(spec).map_err(|e| e.to_string())?;
-    let policy = renewal_policy(spec.refresh.as_ref()).map_err(|e| e.to_string())?;
+    let policy = renewal_policy(spec.refresh.as_deref()).map_err(|e| e.to_string())?;
     target::validate(&spec.target).map_err(|e| e.to_string())?;
     if !target::is_dns_subdomain(&spec.target.secret_name) {
         return Err(format!(

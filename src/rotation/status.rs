@@ -316,10 +316,10 @@ impl Reporter {
         self.status.next_refresh_at = Some(Time(next));
         self.status.consecutive_failures = None;
         self.status.refresh_token = match (&token.refresh, self.status.refresh_token.take()) {
-            (RefreshOutcome::NewlyIssued(t), _) => Some(self.refresh_status(t, 0)),
+            (RefreshOutcome::NewlyIssued(t), _) => Some(Box::new(self.refresh_status(t, 0))),
             (RefreshOutcome::Rotated(t), old) => {
                 let rotations = old.map(|o| o.rotations.saturating_add(1)).unwrap_or(1);
-                Some(self.refresh_status(t, rotations))
+                Some(Box::new(self.refresh_status(t, rotations)))
             }
             (RefreshOutcome::Kept, old) => old,
             (RefreshOutcome::None, _) => None,
@@ -394,12 +394,12 @@ impl Reporter {
                 .unwrap_or(0)
                 .saturating_add(1),
         );
-        self.status.last_failure = Some(FailureStatus {
+        self.status.last_failure = Some(Box::new(FailureStatus {
             time: Time(self.now),
             reason: reason.into(),
             http_status,
             message,
-        });
+        }));
         self.failure = Some(reason);
     }
 
