@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use token_rotator::cli;
 
 /// Keeps short-lived API tokens fresh inside Kubernetes Secrets.
@@ -19,12 +19,16 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Perform one token exchange from manifests on disk and print a redacted summary.
     Fetch(cli::fetch::FetchArgs),
+    /// One line per ProviderCredential in the cluster: what needs attention first.
+    Status(cli::status::StatusArgs),
+    /// Ask the operator for new tokens now; with --wait, report what came of it.
+    Refresh(cli::refresh::RefreshArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     token_rotator::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = parse();
     match cli.command {
         Command::Crd => {
             print!("{}", cli::crd::render());
@@ -41,6 +45,23 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status(args) => match cli::status::run(&args).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Refresh(args) => match cli::refresh::run(&args).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Fetch(args) => match cli::fetch::run(&args).await {
             Ok(summary) => {
                 println!(
@@ -55,4 +76,22 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The arguments; installed as `kubectl-token_rotator` (a kubectl plugin), the help says
+/// `kubectl token-rotator`, as the user typed it.
+fn parse() -> Cli {
+    let as_plugin = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with("kubectl-"))
+        })
+        .unwrap_or(false);
+    let mut command = Cli::command();
+    if as_plugin {
+        command = command.bin_name("kubectl token-rotator");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
