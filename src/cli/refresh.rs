@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 
@@ -163,7 +162,7 @@ pub async fn run(args: &RefreshArgs) -> Result<u8, ClusterError> {
     let cluster = args.scope.connect().await?;
     let chosen = choose(args, &cluster).await?;
     // One value for this invocation: unique per request, and readable in the status.
-    let value = Time(Timestamp::now()).0.to_string();
+    let value = Timestamp::now().to_string();
     let mut handles = Vec::new();
     for pc in chosen {
         let api = cluster.api_for(&pc);
