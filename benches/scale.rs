@@ -15,7 +15,8 @@
 //! (default 100). Each ProviderCredential has its own credentials Secret unless
 //! BENCH_SHARED_CREDENTIALS=1. BENCH_COMPARE_BIN=<another token-rotator binary> first runs the
 //! same cold start through that build and prints this build's figures as ratios to it, from one
-//! run; `hack/bench-compare.sh <git ref>` builds a ref and does this.
+//! run; `hack/bench-compare.sh <git ref>` builds a ref and does this. BENCH_OPERATOR_ARGS adds
+//! flags to the operator's command line (e.g. `--concurrency 64`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -263,6 +264,12 @@ async fn cold_start(
             "--log-format",
             "json",
         ])
+        // E.g. BENCH_OPERATOR_ARGS="--concurrency 64": how a setting moves the figures.
+        .args(
+            std::env::var("BENCH_OPERATOR_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KUBECONFIG", cp.kubeconfig_path())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
