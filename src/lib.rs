@@ -1,6 +1,7 @@
 //! token-rotator: keeps short-lived API tokens fresh inside Kubernetes Secrets.
 
 pub mod api;
+pub mod by_namespace;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

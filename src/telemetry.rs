@@ -1,7 +1,6 @@
 //! Logs, metrics and health endpoints. Metric labels are hosts, outcomes, reasons and
 //! namespace/name only: never a value that could carry a secret.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -25,6 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::ProviderCredential;
+use crate::by_namespace::ByNamespace;
 use crate::provider::{FetchError, IssuedToken, ProviderConfig};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,27 +93,16 @@ type ScheduleField = fn(&Schedule) -> Option<f64>;
 /// The two per-resource series, from one table (by namespace, then name) rendered at scrape
 /// time: a pair of gauge families kept two label sets and two gauges per resource.
 #[derive(Debug, Default)]
-struct Schedules(RwLock<HashMap<String, HashMap<Box<str>, Schedule>>>);
+struct Schedules(RwLock<ByNamespace<Schedule>>);
 
 impl Schedules {
     fn set(&self, namespace: &str, name: &str, schedule: Schedule) {
         let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
         if schedule.expiry.is_none() && schedule.next_refresh.is_none() {
-            if let Some(names) = table.get_mut(namespace) {
-                names.remove(name);
-                if names.is_empty() {
-                    table.remove(namespace);
-                }
-            }
-            return;
+            table.remove(namespace, name);
+        } else {
+            table.insert(namespace, name, schedule);
         }
-        match table.get_mut(namespace) {
-            Some(names) => names.insert(name.into(), schedule),
-            None => table
-                .entry(namespace.to_string())
-                .or_default()
-                .insert(name.into(), schedule),
-        };
     }
 }
 
@@ -135,12 +124,10 @@ impl Collector for Schedules {
         ];
         for (name, help, value) in series {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (namespace, names) in table.iter() {
-                for (resource, schedule) in names {
-                    if let Some(v) = value(schedule) {
-                        let labels = [("namespace", namespace.as_str()), ("name", &**resource)];
-                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-                    }
+            for (namespace, resource, schedule) in table.iter() {
+                if let Some(v) = value(schedule) {
+                    let labels = [("namespace", namespace), ("name", resource)];
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
                 }
             }
         }

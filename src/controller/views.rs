@@ -86,46 +86,16 @@ struct Versions {
     relisting: ByNamespace,
 }
 
-/// resourceVersions by namespace, then name: each namespace's name is held once, and a lookup
-/// allocates nothing.
-#[derive(Default)]
-struct ByNamespace(HashMap<String, HashMap<Box<str>, Box<str>>>);
+/// resourceVersions by namespace, then name.
+type ByNamespace = crate::by_namespace::ByNamespace<Box<str>>;
 
-impl ByNamespace {
-    fn insert(&mut self, secret: &impl Resource) {
-        let namespace = secret.meta().namespace.as_deref().unwrap_or_default();
-        let name = secret.meta().name.as_deref().unwrap_or_default();
-        let rv = secret
-            .meta()
-            .resource_version
-            .as_deref()
-            .unwrap_or_default();
-        match self.0.get_mut(namespace) {
-            Some(names) => names.insert(name.into(), rv.into()),
-            None => self
-                .0
-                .entry(namespace.to_string())
-                .or_default()
-                .insert(name.into(), rv.into()),
-        };
-    }
-
-    fn remove(&mut self, namespace: &str, name: &str) {
-        if let Some(names) = self.0.get_mut(namespace) {
-            names.remove(name);
-            if names.is_empty() {
-                self.0.remove(namespace);
-            }
-        }
-    }
-
-    fn get(&self, namespace: &str, name: &str) -> Option<&str> {
-        self.0.get(namespace)?.get(name).map(|rv| &**rv)
-    }
-
-    fn contains(&self, namespace: &str, name: &str) -> bool {
-        self.get(namespace, name).is_some()
-    }
+fn insert_version(versions: &mut ByNamespace, secret: &impl Resource) {
+    let meta = secret.meta();
+    versions.insert(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.resource_version.as_deref().unwrap_or_default().into(),
+    );
 }
 
 fn key(secret: &impl Resource) -> (String, String) {
@@ -245,14 +215,14 @@ impl SecretViews {
             return;
         };
         match event {
-            Event::Apply(s) => versions.current.insert(s),
+            Event::Apply(s) => insert_version(&mut versions.current, s),
             Event::Delete(s) => {
                 let (namespace, name) = key(s);
                 versions.current.remove(&namespace, &name);
                 self.lock_credentials().remove(&(namespace, name));
             }
             Event::Init => versions.relisting = ByNamespace::default(),
-            Event::InitApply(s) => versions.relisting.insert(s),
+            Event::InitApply(s) => insert_version(&mut versions.relisting, s),
             Event::InitDone => {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
@@ -419,7 +389,7 @@ impl SecretViews {
             v.relisting
                 .get(namespace, name)
                 .or_else(|| v.current.get(namespace, name))
-                .map(str::to_string)
+                .map(|rv| rv.to_string())
         })
     }
 }
@@ -666,20 +636,6 @@ mod tests {
         // Shrunk below the bound: kept again.
         views.credentials_watched(watch, &Event::Apply(credentials_secret("big", "2", 100)));
         assert!(views.credentials("ns", "big").is_some());
-    }
-
-    #[test]
-    fn a_namespace_is_held_while_it_has_names() {
-        let mut versions = ByNamespace::default();
-        versions.insert(&meta("ns", "a", "1"));
-        versions.insert(&meta("ns", "b", "2"));
-        versions.insert(&meta("ns", "a", "3"));
-        assert_eq!(versions.get("ns", "a"), Some("3"));
-        assert_eq!(versions.get("other", "a"), None);
-        versions.remove("ns", "a");
-        assert!(!versions.contains("ns", "a") && versions.contains("ns", "b"));
-        versions.remove("ns", "b");
-        assert!(versions.0.is_empty(), "no empty namespace is kept");
     }
 
     #[test]
