@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -71,20 +72,46 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HostLabels {
-    host: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
 
-/// When a resource's token expires and when its next request is planned (Unix seconds).
-#[derive(Clone, Copy, Debug, Default)]
+/// When a resource's token expires and when its next request is planned (Unix seconds), and
+/// since when it has been Degraded and why.
+#[derive(Clone, Debug, Default)]
 struct Schedule {
     expiry: Option<f64>,
     next_refresh: Option<f64>,
+    degraded: Option<Degraded>,
+}
+
+/// A Degraded=True condition: its last transition (Unix seconds) and its reason, one of the
+/// operator's own reason words (never text from a provider or a spec).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Degraded {
+    pub since: f64,
+    pub reason: Box<str>,
+}
+
+impl Degraded {
+    /// The Degraded condition among `conditions`, when it is True.
+    pub fn of(conditions: &[Condition]) -> Option<Degraded> {
+        let c = crate::conditions::get(conditions, crate::conditions::DEGRADED)?;
+        (c.status == "True").then(|| Degraded {
+            since: unix_seconds(c.last_transition_time.0),
+            reason: c.reason.as_str().into(),
+        })
+    }
+}
+
+fn unix_seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+impl Schedule {
+    fn is_empty(&self) -> bool {
+        self.expiry.is_none() && self.next_refresh.is_none() && self.degraded.is_none()
+    }
 }
 
 /// Which of a [`Schedule`]'s times a series shows.
@@ -98,7 +125,7 @@ struct Schedules(RwLock<ByNamespace<Schedule>>);
 impl Schedules {
     fn set(&self, namespace: &str, name: &str, schedule: Schedule) {
         let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if schedule.expiry.is_none() && schedule.next_refresh.is_none() {
+        if schedule.is_empty() {
             table.remove(namespace, name);
         } else {
             table.insert(namespace, name, schedule);
@@ -131,6 +158,22 @@ impl Collector for Schedules {
                 }
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "credential_degraded_since_timestamp_seconds",
+            "Since when a ProviderCredential has been Degraded, by the condition's reason (Unix time); absent while it is not.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, resource, schedule) in table.iter() {
+            if let Some(d) = &schedule.degraded {
+                let labels = [
+                    ("namespace", namespace),
+                    ("name", resource),
+                    ("reason", &d.reason),
+                ];
+                ConstGauge::new(d.since).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -138,7 +181,7 @@ impl Collector for Schedules {
 pub struct Metrics {
     registry: Registry,
     token_requests: Family<RequestLabels, Counter>,
-    request_seconds: Family<HostLabels, Histogram>,
+    request_seconds: Family<RequestLabels, Histogram>,
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     schedules: Arc<Schedules>,
@@ -158,7 +201,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("token_rotator");
         let token_requests = Family::<RequestLabels, Counter>::default();
-        let request_seconds = Family::<HostLabels, Histogram>::new_with_constructor(|| {
+        let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))
         });
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
@@ -172,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "token_request_duration_seconds",
-            "Token request latency by endpoint host",
+            "Token request latency by endpoint host and outcome",
             request_seconds.clone(),
         );
         registry.register(
@@ -224,14 +267,10 @@ impl Metrics {
             Ok(_) => "ok".to_string(),
             Err(e) => e.class().reason().to_string(),
         };
-        self.token_requests
-            .get_or_create(&RequestLabels {
-                host: host.clone(),
-                outcome,
-            })
-            .inc();
+        let labels = RequestLabels { host, outcome };
+        self.token_requests.get_or_create(&labels).inc();
         self.request_seconds
-            .get_or_create(&HostLabels { host })
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
     }
 
@@ -269,14 +308,15 @@ impl Metrics {
         pc: &ProviderCredential,
         expires_at: Option<Timestamp>,
         next: Option<Timestamp>,
+        degraded: Option<Degraded>,
     ) {
-        let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
         self.schedules.set(
             pc.metadata.namespace.as_deref().unwrap_or_default(),
             pc.metadata.name.as_deref().unwrap_or_default(),
             Schedule {
-                expiry: expires_at.map(seconds),
-                next_refresh: next.map(seconds),
+                expiry: expires_at.map(unix_seconds),
+                next_refresh: next.map(unix_seconds),
+                degraded,
             },
         );
     }
@@ -363,26 +403,70 @@ mod tests {
     fn per_resource_series_follow_the_schedule_and_go_with_the_resource() {
         let metrics = Metrics::new();
         let at = |s: i64| Some(Timestamp::from_second(s).unwrap());
-        metrics.token_scheduled(&pc("ns", "a"), at(2_000), at(1_500));
-        metrics.token_scheduled(&pc("ns", "b"), at(3_000), None);
+        metrics.token_scheduled(&pc("ns", "a"), at(2_000), at(1_500), None);
+        let degraded = Degraded {
+            since: 1_200.5,
+            reason: "ReauthorizationRequired".into(),
+        };
+        metrics.token_scheduled(&pc("ns", "b"), at(3_000), None, Some(degraded));
         let text = metrics.render();
         let mut lines = series(&text);
         lines.sort();
         assert_eq!(
             lines,
             [
+                "# HELP token_rotator_credential_degraded_since_timestamp_seconds Since when a ProviderCredential has been Degraded, by the condition's reason (Unix time); absent while it is not.",
                 "# HELP token_rotator_token_expiry_timestamp_seconds When the current access token of a ProviderCredential expires (Unix time).",
                 "# HELP token_rotator_token_next_refresh_timestamp_seconds When the next token request of a ProviderCredential is planned (Unix time).",
+                "# TYPE token_rotator_credential_degraded_since_timestamp_seconds gauge",
                 "# TYPE token_rotator_token_expiry_timestamp_seconds gauge",
                 "# TYPE token_rotator_token_next_refresh_timestamp_seconds gauge",
+                "token_rotator_credential_degraded_since_timestamp_seconds{namespace=\"ns\",name=\"b\",reason=\"ReauthorizationRequired\"} 1200.5",
                 "token_rotator_token_expiry_timestamp_seconds{namespace=\"ns\",name=\"a\"} 2000.0",
                 "token_rotator_token_expiry_timestamp_seconds{namespace=\"ns\",name=\"b\"} 3000.0",
                 "token_rotator_token_next_refresh_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1500.0",
             ]
         );
         metrics.forget("ns", "a");
-        metrics.token_scheduled(&pc("ns", "b"), None, None);
+        metrics.token_scheduled(&pc("ns", "b"), None, None, None);
         let text = metrics.render();
         assert!(!series(&text).iter().any(|l| l.contains("name=")), "{text}");
+    }
+
+    #[test]
+    fn only_a_true_degraded_condition_is_shown() {
+        let at = Timestamp::from_second(1_000).unwrap();
+        let mut conditions = Vec::new();
+        crate::conditions::set(
+            &mut conditions,
+            "Ready",
+            true,
+            "TokenIssued",
+            "ok".into(),
+            None,
+            at,
+        );
+        assert_eq!(Degraded::of(&conditions), None);
+        crate::conditions::set(
+            &mut conditions,
+            "Degraded",
+            false,
+            "TokenIssued",
+            "ok".into(),
+            None,
+            at,
+        );
+        assert_eq!(Degraded::of(&conditions), None);
+        crate::conditions::set(
+            &mut conditions,
+            "Degraded",
+            true,
+            "RateLimited",
+            "429".into(),
+            None,
+            at,
+        );
+        let d = Degraded::of(&conditions).expect("degraded");
+        assert_eq!((d.since, &*d.reason), (1_000.0, "RateLimited"));
     }
 }

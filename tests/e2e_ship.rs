@@ -883,9 +883,9 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Resul
         &samples,
         "token_rotator_token_request_duration_seconds_count",
     ) {
-        ensure!(label_keys(s) == ["host"], "{s:?}");
+        ensure!(label_keys(s) == ["host", "outcome"], "{s:?}");
         if ours(&s) {
-            observations = Some(s.value);
+            *observations.get_or_insert(0.0) += s.value;
         }
     }
     ensure!(
@@ -898,13 +898,17 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Resul
     )
     .filter(ours)
     .collect();
-    ensure!(buckets.iter().all(|s| label_keys(s) == ["host", "le"]));
     ensure!(
         buckets
             .iter()
-            .any(|s| s.labels["le"] == "+Inf" && s.value == requests_all),
-        "{buckets:?}"
+            .all(|s| label_keys(s) == ["host", "le", "outcome"])
     );
+    let infinite: f64 = buckets
+        .iter()
+        .filter(|s| s.labels["le"] == "+Inf")
+        .map(|s| s.value)
+        .sum();
+    ensure!(infinite == requests_all, "{buckets:?}");
     ensure!(
         named(&samples, "token_rotator_token_request_duration_seconds_sum")
             .any(|s| ours(&s) && s.value > 0.0)

@@ -11,6 +11,7 @@ use super::context::Context;
 use crate::api::{Guarded, ProviderCredential};
 use crate::conditions::{DEGRADED, READY, reason};
 use crate::rotation::Report;
+use crate::telemetry::Degraded;
 
 const FIELD_MANAGER: &str = "token-rotator";
 
@@ -31,6 +32,7 @@ pub async fn report(
         pc,
         report.expires_at,
         report.status.next_refresh_at.as_ref().map(|t| t.0),
+        Degraded::of(&report.status.conditions),
     );
     if let Some(reason) = report.failure {
         ctx.metrics.reconcile_failure(reason);
