@@ -23,6 +23,9 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// Ask the operator for new tokens now; with --wait, report what came of it.
     Refresh(cli::refresh::RefreshArgs),
+    /// Consent once in a browser (authorizationCode grant) and hand the operator the
+    /// resulting refresh token.
+    Authorize(cli::authorize::AuthorizeArgs),
 }
 
 #[tokio::main]
@@ -60,6 +63,20 @@ async fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Authorize(args) => match cli::authorize::run(&args).await {
+            Ok(summary) => {
+                eprintln!("Stored the refresh token in {}.", summary.stored_in);
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).expect("summary serialises")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Fetch(args) => match cli::fetch::run(&args).await {

@@ -16,7 +16,7 @@ use token_rotator::provider::lifetime::{self, LifetimeSource};
 use token_rotator::provider::response::{RawResponse, interpret, parse_retry_after};
 use token_rotator::provider::scrub::Scrubber;
 use token_rotator::provider::{
-    Credentials, ErrorClass, FetchError, GrantRequest, IssuedToken, PreparedRequest,
+    Credentials, ErrorClass, FetchError, GrantRequest, IssuedToken, Param, PreparedRequest,
     ProviderConfig, RefreshOutcome, build_request,
 };
 
@@ -148,6 +148,84 @@ fn basic_authentication_form_encodes_both_parts_first() {
     );
     let want = format!("Basic {}", STANDARD.encode("public:"));
     assert_eq!(authorization(&req), Some(want.as_str()));
+}
+
+#[test]
+fn a_pkce_verifier_travels_with_the_code_and_is_scrubbed_like_a_secret() {
+    let mut credentials = creds(
+        RETENTLY,
+        &[
+            ("client_id", "id-1"),
+            ("client_secret", "sec-1"),
+            ("code", "code-1"),
+        ],
+    );
+    // A code_verifier key in the Secret is not read: only `authorize` has a verifier.
+    assert!(credentials.get(Param::CodeVerifier).is_none());
+    credentials.insert(Param::CodeVerifier, "code_verifier", "verifier-1");
+    let req = build_request(&config(RETENTLY), &credentials, &GrantRequest::Primary)
+        .expect("request builds");
+    assert!(form(&req).contains(&("code_verifier".into(), "verifier-1".into())));
+    assert!(
+        req.sent_secrets
+            .iter()
+            .any(|s| s.expose_secret() == "verifier-1")
+    );
+    // Never on a refresh.
+    let req = build_request(
+        &config(RETENTLY),
+        &credentials,
+        &GrantRequest::Refresh("rt-1".to_string().into()),
+    )
+    .expect("request builds");
+    assert!(!form(&req).iter().any(|(k, _)| k == "code_verifier"));
+}
+
+#[test]
+fn authorization_settings_come_from_the_preset_or_the_spec() {
+    let retently = api::authorization_settings(&spec(RETENTLY)).expect("retently resolves");
+    assert_eq!(
+        retently.authorization_url.as_str(),
+        "https://app.retently.com/api/oauth/authorize"
+    );
+    assert_eq!(retently.redirect_uri.as_str(), "https://www.example.com/");
+    assert!(!retently.pkce);
+    let own = api::authorization_settings(&spec(
+        "grant: {type: authorizationCode, redirectUri: \"http://127.0.0.1:8400/cb\", authorizationUrl: \"https://idp.example.com/authorize\", scope: \"a b\"}\n",
+    ))
+    .expect("resolves");
+    assert_eq!(
+        own.authorization_url.as_str(),
+        "https://idp.example.com/authorize"
+    );
+    assert_eq!(own.scope.as_deref(), Some("a b"));
+    assert!(own.pkce, "PKCE is on without a preset that says otherwise");
+    let retently_pkce =
+        "preset: retently\ngrant: {redirectUri: \"https://www.example.com/\", pkce: true}\n";
+    assert!(
+        api::authorization_settings(&spec(retently_pkce))
+            .unwrap()
+            .pkce
+    );
+    assert_eq!(
+        api::authorization_settings(&spec(
+            "grant: {type: authorizationCode, redirectUri: \"http://127.0.0.1:8400/cb\"}\n"
+        )),
+        Err(SpecError::MissingAuthorizationUrl)
+    );
+    assert_eq!(
+        api::authorization_settings(&spec(RENTLY)),
+        Err(SpecError::NotAuthorizationCode("client_credentials"))
+    );
+    assert!(matches!(
+        api::authorization_settings(&spec(
+            "grant: {type: authorizationCode, redirectUri: \"http://127.0.0.1:8400/cb\", authorizationUrl: \"not a url\"}\n"
+        )),
+        Err(SpecError::InvalidUrl {
+            field: "spec.grant.authorizationUrl",
+            ..
+        })
+    ));
 }
 
 #[test]

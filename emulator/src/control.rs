@@ -123,7 +123,7 @@ impl Control {
         self.shared
             .lock()
             .retently
-            .mint_code(redirect_uri, Timestamp::now())
+            .mint_code(redirect_uri, None, Timestamp::now())
     }
 
     /// Invalidates every refresh token of `p` (the next refresh gets `invalid_grant`).

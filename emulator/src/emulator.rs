@@ -95,6 +95,12 @@ impl Emulator {
         format!("{}{}", self.base_url(), p.token_path())
     }
 
+    /// The authorization endpoint, for a provider that has one.
+    pub fn authorize_url(&self, p: Provider) -> Option<String> {
+        p.authorize_path()
+            .map(|path| format!("{}{path}", self.base_url()))
+    }
+
     pub fn whoami_url(&self, p: Provider) -> String {
         format!("{}{}", self.base_url(), p.whoami_path())
     }

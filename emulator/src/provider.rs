@@ -43,6 +43,15 @@ impl Provider {
         }
     }
 
+    /// Path of the authorization endpoint a person consents at, for providers with the
+    /// authorization-code grant.
+    pub fn authorize_path(self) -> Option<&'static str> {
+        match self {
+            Provider::Retently => Some("/retently/api/oauth/authorize"),
+            _ => None,
+        }
+    }
+
     /// Path of the protected demo resource that checks a bearer token.
     pub fn whoami_path(self) -> String {
         format!("/{}/api/whoami", self.as_str())

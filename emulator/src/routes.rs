@@ -28,5 +28,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 get(move |headers: HeaderMap, uri: Uri| whoami(p, s2.clone(), headers, uri)),
             );
     }
+    let s3 = shared.clone();
+    app = app.route(
+        Provider::Retently
+            .authorize_path()
+            .expect("Retently has an authorization endpoint"),
+        get(move |uri: Uri| async move {
+            let now = jiff::Timestamp::now();
+            crate::providers::retently::authorize(
+                &mut s3.lock(),
+                uri.query().unwrap_or_default(),
+                now,
+            )
+        }),
+    );
     app.nest("/_emulator", admin::router(Control::new(shared)))
 }

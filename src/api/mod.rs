@@ -4,7 +4,10 @@ pub mod resolve;
 pub mod spec;
 pub mod status;
 
-pub use resolve::{SpecError, credentials_from_data, provider_config};
+pub use resolve::{
+    AuthorizationSettings, SpecError, authorization_settings, credentials_from_data,
+    provider_config,
+};
 pub use spec::*;
 pub use status::*;
 

@@ -26,6 +26,58 @@ pub enum SpecError {
     PercentageOutOfRange(u8),
     #[error("spec.grant.redirectUri is required for the authorizationCode grant")]
     MissingRedirectUri,
+    #[error(
+        "this resource uses the {0} grant; only the authorizationCode grant needs a person's consent"
+    )]
+    NotAuthorizationCode(&'static str),
+    #[error(
+        "spec.grant.authorizationUrl is not set and the preset has none: set it to the provider's authorization endpoint"
+    )]
+    MissingAuthorizationUrl,
+}
+
+/// What `token-rotator authorize` needs beyond the token dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationSettings {
+    pub authorization_url: url::Url,
+    pub redirect_uri: url::Url,
+    pub scope: Option<String>,
+    pub pkce: bool,
+}
+
+/// The authorization request this spec describes (authorizationCode grant only).
+pub fn authorization_settings(
+    spec: &ProviderCredentialSpec,
+) -> Result<AuthorizationSettings, SpecError> {
+    let config = provider_config(spec)?;
+    if config.grant != crate::provider::GrantType::AuthorizationCode {
+        return Err(SpecError::NotAuthorizationCode(config.grant.wire_value()));
+    }
+    let defaults = spec
+        .preset
+        .map(|p| p.defaults())
+        .unwrap_or_else(crate::provider::DialectDefaults::oauth);
+    let grant = spec.grant.as_deref();
+    let parse = |field: &'static str, text: &str| {
+        url::Url::parse(text.trim()).map_err(|e| SpecError::InvalidUrl {
+            field,
+            reason: e.to_string(),
+        })
+    };
+    let authorization_url = grant
+        .and_then(|g| g.authorization_url.as_deref())
+        .or(defaults.authorization_url)
+        .ok_or(SpecError::MissingAuthorizationUrl)?;
+    let redirect_uri = config
+        .redirect_uri
+        .as_deref()
+        .ok_or(SpecError::MissingRedirectUri)?;
+    Ok(AuthorizationSettings {
+        authorization_url: parse("spec.grant.authorizationUrl", authorization_url)?,
+        redirect_uri: parse("spec.grant.redirectUri", redirect_uri)?,
+        scope: config.scope,
+        pkce: grant.and_then(|g| g.pkce).unwrap_or(defaults.pkce),
+    })
 }
 
 /// The dialect this spec describes.

@@ -109,6 +109,18 @@ pub struct GrantSpec {
     #[schemars(length(max = 2048))]
     pub redirect_uri: Option<String>,
 
+    /// The provider's authorization endpoint, where `token-rotator authorize` sends a person
+    /// to consent (authorizationCode only; the retently preset sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub authorization_url: Option<String>,
+
+    /// Send a PKCE challenge (RFC 7636, S256) with the authorization request and its verifier
+    /// with the code (`token-rotator authorize`; default true, false for the retently preset,
+    /// whose provider does not document PKCE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkce: Option<bool>,
+
     /// Space-separated scopes to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]

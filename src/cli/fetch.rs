@@ -135,7 +135,7 @@ pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
 
 /// The credentials Secret again, with the spent code removed and the refresh token set, so
 /// `kubectl apply -f` hands the chain to the operator as a seed.
-fn state_manifest(
+pub(super) fn state_manifest(
     original: &Secret,
     mut data: BTreeMap<String, Vec<u8>>,
     refresh_key: &str,
@@ -166,7 +166,7 @@ fn state_manifest(
     serde_saphyr::to_string(&secret).expect("a Secret always serialises")
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(super) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

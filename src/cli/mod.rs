@@ -1,5 +1,6 @@
 //! Command-line entry points.
 
+pub mod authorize;
 pub mod cluster;
 pub mod crd;
 pub mod fetch;

@@ -63,6 +63,10 @@ pub enum Param {
     RedirectUri,
     RefreshToken,
     Scope,
+    /// PKCE (RFC 7636): sent with an authorization code that was requested with a challenge.
+    /// Only `token-rotator authorize` has one, so it is not a credentials key and not in
+    /// [`Param::ALL`].
+    CodeVerifier,
 }
 
 impl Param {
@@ -90,6 +94,7 @@ impl Param {
             Param::RedirectUri => "redirect_uri",
             Param::RefreshToken => "refresh_token",
             Param::Scope => "scope",
+            Param::CodeVerifier => "code_verifier",
         }
     }
 

@@ -34,6 +34,10 @@ pub struct DialectDefaults {
     pub limits: Limits,
     pub supports_refresh: bool,
     pub requests_per_second: Option<u32>,
+    /// Where a person consents for the authorizationCode grant (`token-rotator authorize`).
+    pub authorization_url: Option<&'static str>,
+    /// Whether the authorization request carries a PKCE challenge (RFC 7636, S256).
+    pub pkce: bool,
 }
 
 impl DialectDefaults {
@@ -49,6 +53,10 @@ impl DialectDefaults {
             limits: Limits::default(),
             supports_refresh: true,
             requests_per_second: None,
+            authorization_url: None,
+            // OAuth 2.0 Security BCP (RFC 9700 §2.1.1): clients use PKCE; servers that do not
+            // know it ignore the extra parameters.
+            pkce: true,
         }
     }
 }
@@ -91,6 +99,10 @@ impl Preset {
                     default_lifetime: Duration::from_secs(21600),
                     ..ResponseMapping::default()
                 },
+                // "Method details: URL: https://app.retently.com/api/oauth/authorize"; its
+                // document names no PKCE parameters.
+                authorization_url: Some("https://app.retently.com/api/oauth/authorize"),
+                pkce: false,
                 ..oauth
             },
             Preset::Reltio => DialectDefaults {

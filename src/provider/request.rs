@@ -108,6 +108,10 @@ pub fn build_request(
                 }
                 push(Param::Code, code.expose_secret(), &mut fields);
                 sent_secrets.push(code.clone());
+                if let Some(verifier) = credentials.get(Param::CodeVerifier) {
+                    push(Param::CodeVerifier, verifier.expose_secret(), &mut fields);
+                    sent_secrets.push(verifier.clone());
+                }
             }
         },
         GrantRequest::Refresh(token) => {

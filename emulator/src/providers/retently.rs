@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
+use axum::http::header::{self, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -20,6 +22,8 @@ use crate::wire::{self, TokenRequest};
 struct CodeGrant {
     redirect_uri: String,
     expires_at: Timestamp,
+    /// The PKCE S256 challenge the authorization request carried (RFC 7636), if any.
+    code_challenge: Option<String>,
 }
 
 /// Outstanding authorization codes and refresh tokens (subject: the client id).
@@ -31,7 +35,12 @@ pub(crate) struct Store {
 
 impl Store {
     /// What the authorize page would have appended to `redirect_uri` after consent.
-    pub fn mint_code(&mut self, redirect_uri: &str, now: Timestamp) -> String {
+    pub fn mint_code(
+        &mut self,
+        redirect_uri: &str,
+        code_challenge: Option<&str>,
+        now: Timestamp,
+    ) -> String {
         self.codes.retain(|_, c| now < c.expires_at);
         let code = opaque();
         self.codes.insert(
@@ -39,6 +48,7 @@ impl Store {
             CodeGrant {
                 redirect_uri: redirect_uri.to_owned(),
                 expires_at: expiry(now, RETENTLY_CODE_TTL_SECS),
+                code_challenge: code_challenge.map(str::to_owned),
             },
         );
         code
@@ -75,7 +85,16 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
             let redirect_uri = form.require("redirect_uri")?;
             let code = form.require("code")?;
             match store.codes.get(code) {
-                Some(c) if now < c.expires_at && c.redirect_uri == redirect_uri => {}
+                Some(c) if now < c.expires_at && c.redirect_uri == redirect_uri => {
+                    if let Some(challenge) = &c.code_challenge {
+                        let verifier = form.require("code_verifier")?;
+                        if s256(verifier) != *challenge {
+                            return Err(wire::invalid_grant(
+                                "The code_verifier does not match the code_challenge",
+                            ));
+                        }
+                    }
+                }
                 Some(c) if now < c.expires_at => {
                     return Err(wire::invalid_grant(
                         "The redirect_uri does not match the one the code was issued for",
@@ -128,6 +147,59 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
         StatusCode::OK,
         body(&access, &refresh, lifetime),
     ))
+}
+
+/// RFC 7636 §4.2: `BASE64URL(SHA256(code_verifier))`.
+fn s256(verifier: &str) -> String {
+    use base64::Engine;
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// `GET /retently/api/oauth/authorize`: consent is given at once (no login page), and the
+/// browser is redirected to `redirect_uri` with a code and the request's `state`, or with an
+/// `error` as RFC 6749 §4.1.2.1 describes. An unknown client or a missing `redirect_uri` gets
+/// a plain 400 page: nothing may be redirected to an unverified address.
+pub(crate) fn authorize(inner: &mut Inner, query: &str, now: Timestamp) -> Response {
+    let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let Some(redirect_uri) = get("redirect_uri").filter(|r| !r.is_empty()) else {
+        return wire::text(StatusCode::BAD_REQUEST, "redirect_uri is required");
+    };
+    let known = get("client_id")
+        .is_some_and(|id| inner.provider(Provider::Retently).accounts.contains_key(id));
+    if !known {
+        return wire::text(StatusCode::BAD_REQUEST, "unknown client_id");
+    }
+    let mut answer = match url::Url::parse(redirect_uri) {
+        Ok(u) => u,
+        Err(_) => return wire::text(StatusCode::BAD_REQUEST, "redirect_uri is not a URL"),
+    };
+    let challenge = get("code_challenge");
+    let result = if get("response_type") != Some("code") {
+        Err("unsupported_response_type")
+    } else if challenge.is_some() && get("code_challenge_method") != Some("S256") {
+        Err("invalid_request")
+    } else {
+        Ok(inner.retently.mint_code(redirect_uri, challenge, now))
+    };
+    {
+        let mut q = answer.query_pairs_mut();
+        match &result {
+            Ok(code) => q.append_pair("code", code),
+            Err(error) => q.append_pair("error", error),
+        };
+        if let Some(state) = get("state") {
+            q.append_pair("state", state);
+        }
+    }
+    let mut response = StatusCode::FOUND.into_response();
+    if let Ok(location) = HeaderValue::from_str(answer.as_str()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 pub(crate) fn body(access: &str, refresh: &str, lifetime_secs: u64) -> Value {

@@ -137,3 +137,107 @@ async fn strict_validation() {
         StatusCode::OK
     );
 }
+
+async fn get_with(c: &Client, url: &str, query: &[(&str, &str)]) -> reqwest::Response {
+    let url = reqwest::Url::parse_with_params(url, query).expect("a URL");
+    c.get(url).send().await.expect("request")
+}
+
+/// Follows the authorization endpoint's redirect by hand: the query it sent the browser to.
+async fn consent(c: &Client, url: &str, query: &[(&str, &str)]) -> Vec<(String, String)> {
+    let resp = get_with(c, url, query).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(REDIRECT), "{location}");
+    let location = reqwest::Url::parse(&location).unwrap();
+    location.query_pairs().into_owned().collect()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn the_authorization_endpoint_redirects_with_a_code_bound_to_its_pkce_challenge() {
+    let emu = start().await;
+    let c = client();
+    let (auth, url) = (
+        emu.authorize_url(Retently).unwrap(),
+        emu.token_url(Retently),
+    );
+    // RFC 7636 Appendix B.
+    let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let base = [
+        ("response_type", "code"),
+        ("client_id", ID),
+        ("redirect_uri", REDIRECT),
+        ("state", "s-1"),
+    ];
+    let with_pkce = [
+        &base[..],
+        &[
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    ]
+    .concat();
+
+    let answer = consent(&c, &auth, &with_pkce).await;
+    assert_eq!(param(&answer, "state"), Some("s-1"));
+    let code = param(&answer, "code").expect("a code").to_owned();
+    // Without the verifier, or with another, the code is refused and stays unspent.
+    assert_eq!(
+        oauth_error(exchange(&c, &url, &code, REDIRECT).await).await,
+        "invalid_request"
+    );
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", ID),
+        ("client_secret", SECRET),
+        ("redirect_uri", REDIRECT),
+        ("code", &code),
+        (
+            "code_verifier",
+            "not-the-verifier-not-the-verifier-not-the-v",
+        ),
+    ];
+    assert_eq!(
+        oauth_error(post_form(&c, &url, &form).await).await,
+        "invalid_grant"
+    );
+    form[5].1 = verifier;
+    let ok = post_form(&c, &url, &form).await;
+    assert_eq!(ok.status(), StatusCode::OK, "{:?}", ok.text().await);
+    assert!(json(ok).await["refresh_token"].is_string());
+
+    // Without PKCE the code needs no verifier.
+    let plain = consent(&c, &auth, &base).await;
+    let code = param(&plain, "code").unwrap();
+    assert_eq!(
+        exchange(&c, &url, code, REDIRECT).await.status(),
+        StatusCode::OK
+    );
+
+    // Errors go back to the client's redirect URI, with the state.
+    let mut wrong_type = base;
+    wrong_type[0].1 = "token";
+    let refused = consent(&c, &auth, &wrong_type).await;
+    assert_eq!(param(&refused, "error"), Some("unsupported_response_type"));
+    assert_eq!(param(&refused, "state"), Some("s-1"));
+    assert_eq!(param(&refused, "code"), None);
+    let plain_method = [&base[..], &[("code_challenge", challenge)]].concat();
+    let refused = consent(&c, &auth, &plain_method).await;
+    assert_eq!(param(&refused, "error"), Some("invalid_request"));
+
+    // Nothing is redirected for an unknown client or without a redirect URI.
+    let mut unknown = base;
+    unknown[1].1 = "someone-else";
+    let resp = get_with(&c, &auth, &unknown).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = get_with(&c, &auth, &base[..2]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,356 @@
+//! `token-rotator authorize`: a person's consent for the authorizationCode grant, once. The
+//! code is spent through the same client as `fetch` and the controller; the refresh token it
+//! yields goes where the operator reads its seed (the credentials Secret) and is never
+//! printed.
+
+mod callback;
+mod consent;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use secrecy::ExposeSecret;
+
+use self::callback::{Arrival, CallbackError, Listener};
+use self::consent::Consent;
+use super::fetch::{FetchSummary, state_manifest, write_private};
+use super::manifest::{self, ManifestError, secret_data};
+use crate::api::{self, CREDENTIALS_LABEL, ProviderCredential, SpecError};
+use crate::provider::{FetchError, GrantRequest, HttpPolicy, Param, TokenClient};
+
+const FIELD_MANAGER: &str = "token-rotator-authorize";
+
+#[derive(Debug, clap::Args)]
+pub struct AuthorizeArgs {
+    /// The ProviderCredential in the cluster (through the kubeconfig); or use -f.
+    #[arg(required_unless_present = "manifest", conflicts_with = "manifest")]
+    pub name: Option<String>,
+    /// A ProviderCredential manifest file instead of a resource in the cluster.
+    #[arg(short = 'f', long = "filename")]
+    pub manifest: Option<PathBuf>,
+    /// The namespace (default: the manifest's, else the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// The credentials Secret manifest (default: the Secret spec.credentials.secretRef names,
+    /// read from the cluster).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Write the credentials Secret with the refresh token to this file (mode 0600) instead
+    /// of applying it to the cluster.
+    #[arg(long)]
+    pub state_out: Option<PathBuf>,
+    /// Open the authorization URL in the default browser too.
+    #[arg(long)]
+    pub open: bool,
+    /// How long to wait for the consent (e.g. 90s, 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: Duration,
+    /// Permit plain http:// authorization and token endpoints (local testing only).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Permit a token endpoint at a link-local address (169.254.0.0/16, fe80::/10).
+    #[arg(long)]
+    pub allow_link_local_token_endpoints: bool,
+}
+
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    crate::api::resolve::parse_duration("--timeout", value).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("InvalidSpec: {0}")]
+    Spec(#[from] SpecError),
+    #[error(
+        "spec.grant.authorizationUrl must be https:// (http:// only with --allow-http, for local testing)"
+    )]
+    InsecureAuthorizationUrl,
+    #[error(
+        "the credentials have no {0}: the authorization request names the client (add it to the credentials Secret)"
+    )]
+    MissingClientId(String),
+    #[error(
+        "cannot reach Kubernetes ({0}); check KUBECONFIG or ~/.kube/config, or use -f, --credentials and --state-out"
+    )]
+    Connect(#[source] kube::Error),
+    #[error("{what} {namespace}/{name}: {source}")]
+    Cluster {
+        what: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Callback(#[from] CallbackError),
+    #[error("{}: spending the authorization code failed: {source}", .source.class().reason())]
+    Fetch {
+        #[from]
+        source: FetchError,
+    },
+    #[error(
+        "the provider issued an access token but no refresh token: the operator could not renew it, so nothing was stored"
+    )]
+    NoRefreshToken,
+    #[error("cannot write {path}: {source}")]
+    WriteState {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the refresh token went.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizeSummary {
+    #[serde(flatten)]
+    pub token: FetchSummary,
+    pub stored_in: String,
+}
+
+/// The resource and the credentials Secret, from files or from the cluster.
+struct Inputs {
+    resource: ProviderCredential,
+    namespace: String,
+    credentials: Secret,
+    client: Option<Client>,
+}
+
+async fn inputs(args: &AuthorizeArgs) -> Result<Inputs, AuthorizeError> {
+    let file_resource = match &args.manifest {
+        Some(path) => Some(manifest::read::<ProviderCredential>(path)?),
+        None => None,
+    };
+    let file_credentials = match &args.credentials {
+        Some(path) => Some(manifest::read::<Secret>(path)?),
+        None => None,
+    };
+    // Files only (-f, --credentials, --state-out): no cluster is needed at all.
+    let needs_cluster =
+        file_resource.is_none() || file_credentials.is_none() || args.state_out.is_none();
+    let client = if needs_cluster {
+        Some(
+            Client::try_default()
+                .await
+                .map_err(AuthorizeError::Connect)?,
+        )
+    } else {
+        None
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| file_resource.as_ref().and_then(|r| r.namespace()))
+        .or_else(|| client.as_ref().map(|c| c.default_namespace().to_string()))
+        .unwrap_or_else(|| "default".into());
+    let resource = match (file_resource, &args.name, &client) {
+        (Some(r), _, _) => r,
+        (None, Some(name), Some(client)) => {
+            let api: Api<ProviderCredential> = Api::namespaced(client.clone(), &namespace);
+            api.get(name)
+                .await
+                .map_err(|source| AuthorizeError::Cluster {
+                    what: "ProviderCredential",
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    source,
+                })?
+        }
+        _ => unreachable!("clap requires NAME or -f, and a cluster is connected without -f"),
+    };
+    let credentials = match (file_credentials, &client) {
+        (Some(s), _) => s,
+        (None, Some(client)) => {
+            let name = resource.spec.credentials.secret_ref.name.clone();
+            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            api.get(&name)
+                .await
+                .map_err(|source| AuthorizeError::Cluster {
+                    what: "credentials Secret",
+                    namespace: namespace.clone(),
+                    name,
+                    source,
+                })?
+        }
+        (None, None) => unreachable!("a cluster is connected without --credentials"),
+    };
+    Ok(Inputs {
+        resource,
+        namespace,
+        credentials,
+        client,
+    })
+}
+
+pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeError> {
+    let Inputs {
+        resource,
+        namespace,
+        credentials: credentials_secret,
+        client,
+    } = inputs(args).await?;
+    let settings = api::authorization_settings(&resource.spec)?;
+    let config = api::provider_config(&resource.spec)?;
+    if settings.authorization_url.scheme() != "https"
+        && !(args.allow_http && settings.authorization_url.scheme() == "http")
+    {
+        return Err(AuthorizeError::InsecureAuthorizationUrl);
+    }
+    let data = secret_data(&credentials_secret);
+    let mut credentials = api::credentials_from_data(&resource.spec, &data);
+    let client_id = credentials
+        .get(Param::ClientId)
+        .ok_or_else(|| {
+            AuthorizeError::MissingClientId(credentials.key_name(Param::ClientId).into())
+        })?
+        .expose_secret()
+        .to_string();
+
+    let consent = Arc::new(Consent::new(&settings, &client_id));
+    // Listen before showing the URL: the browser may come back at once.
+    let listener = match Arrival::of(&settings.redirect_uri) {
+        Arrival::Loopback { addr, path } => Some(Listener::bind(addr, path).await?),
+        Arrival::Pasted => None,
+    };
+    eprintln!(
+        "Open this address in a browser and consent for {}/{}:\n\n  {}\n",
+        namespace,
+        resource.name_any(),
+        consent.url
+    );
+    if args.open {
+        open_browser(consent.url.as_str());
+    }
+    let code = match listener {
+        Some(listener) => {
+            eprintln!(
+                "Waiting for the browser to return to {} …",
+                settings.redirect_uri
+            );
+            listener.code(consent.clone(), args.timeout).await?
+        }
+        None => callback::pasted(consent.clone(), args.timeout).await?,
+    };
+
+    // The same exchange the controller makes: the code (and PKCE verifier) as the primary
+    // grant. A refresh token in the credentials would not be spent: this is a new chain.
+    credentials.remove(Param::RefreshToken);
+    let code_key = credentials.key_name(Param::Code).to_string();
+    credentials.insert(Param::Code, code_key.clone(), code.expose_secret());
+    if let Some(verifier) = &consent.verifier {
+        credentials.insert(
+            Param::CodeVerifier,
+            Param::CodeVerifier.oauth_name(),
+            verifier.expose_secret(),
+        );
+    }
+    let token_client = TokenClient::new(HttpPolicy {
+        allow_http: args.allow_http,
+        allowed_hosts: None,
+        allow_link_local: args.allow_link_local_token_endpoints,
+    });
+    let token = token_client
+        .fetch(&config, &credentials, &GrantRequest::Primary)
+        .await?;
+    let refresh = token
+        .refresh
+        .new_token()
+        .ok_or(AuthorizeError::NoRefreshToken)?;
+    let refresh_key = credentials.key_name(Param::RefreshToken).to_string();
+
+    let secret_name = credentials_secret.name_any();
+    let stored_in = match (&args.state_out, client) {
+        (Some(path), _) => {
+            let text = state_manifest(
+                &credentials_secret,
+                data,
+                &refresh_key,
+                &code_key,
+                refresh.expose_secret(),
+            );
+            write_private(path, &text).map_err(|source| AuthorizeError::WriteState {
+                path: path.display().to_string(),
+                source,
+            })?;
+            format!("file {} (key {refresh_key})", path.display())
+        }
+        (None, Some(client)) => {
+            apply_seed(
+                &client,
+                &namespace,
+                &secret_name,
+                &refresh_key,
+                refresh.expose_secret(),
+            )
+            .await?;
+            format!("Secret {namespace}/{secret_name} (key {refresh_key})")
+        }
+        (None, None) => unreachable!("a cluster is connected without --state-out"),
+    };
+    Ok(AuthorizeSummary {
+        token: FetchSummary::of(&token),
+        stored_in,
+    })
+}
+
+/// Server-side apply of the refresh token and the opt-in label only: every other key of the
+/// credentials Secret stays as its owners wrote it.
+async fn apply_seed(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    refresh_token: &str,
+) -> Result<(), AuthorizeError> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(refresh_token);
+    let patch = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {CREDENTIALS_LABEL: "true"},
+        },
+        "data": BTreeMap::from([(key, encoded)]),
+    });
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| AuthorizeError::Cluster {
+        what: "credentials Secret",
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Best effort: the URL is printed either way.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = started {
+        eprintln!("could not start {opener} ({e}); open the address by hand");
+    }
+}
