@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Provisions the pinned kube-apiserver, kube-controller-manager, kubectl, etcd and helm
-# binaries, built from source through the Go module proxy, into a cache outside the repo.
+# Provisions the pinned kube-apiserver, kube-controller-manager, kubectl, etcd, helm and
+# promtool binaries, built from source through the Go module proxy, into a cache outside the repo.
 #
 #   hack/provision.sh            # prints progress to stderr, the bin dir as last stdout line
 #   export TOKEN_ROTATOR_K8S_BIN="$(hack/provision.sh | tail -n1)"
 #
 # Cache: ${TOKEN_ROTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-rotator}/<version key>/bin
+# The key names the Kubernetes, etcd and helm versions; promtool (PROMETHEUS_VERSION) is not in
+# it, so a new promtool is built into the same directory without rebuilding the control plane.
 # A run whose binaries all exist and report the pinned versions returns in seconds.
 set -euo pipefail
 
@@ -23,6 +25,11 @@ k8s_staging_version="v0.${K8S_VERSION#v1.}"
 k8s_major="${K8S_VERSION#v}"; k8s_major="${k8s_major%%.*}"
 k8s_minor="${K8S_VERSION#v*.}"; k8s_minor="${k8s_minor%%.*}"
 
+# github.com/prometheus/prometheus v0.3XX.Y is Prometheus 3.XX.Y, the version promtool reports.
+[[ "${PROMETHEUS_VERSION}" =~ ^v0\.3([0-9][0-9])\.([0-9]+)$ ]] ||
+  die "PROMETHEUS_VERSION ${PROMETHEUS_VERSION} is not a Prometheus 3 module version (v0.3XX.Y)"
+prometheus_release="3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]}"
+
 cache_root="${TOKEN_ROTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-rotator}"
 dest="${cache_root}/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}"
 bin="${dest}/bin"
@@ -36,6 +43,7 @@ reported_version() {
     kubectl) out="$("${bin}/${name}" version --client 2>/dev/null || true)" ;;
     etcd) out="$("${bin}/${name}" --version 2>/dev/null || true)" ;;
     helm) out="$("${bin}/${name}" version --template '{{.Version}}' 2>/dev/null || true)" ;;
+    promtool) out="$("${bin}/${name}" --version 2>/dev/null || true)" ;;
   esac
   printf '%s' "${out}"
 }
@@ -52,8 +60,9 @@ k8s_ok() {
 }
 etcd_ok() { has_version etcd "etcd Version: ${ETCD_VERSION#v}"; }
 helm_ok() { has_version helm "${HELM_VERSION}"; }
+promtool_ok() { has_version promtool "promtool, version ${prometheus_release} "; }
 
-if k8s_ok && etcd_ok && helm_ok; then
+if k8s_ok && etcd_ok && helm_ok && promtool_ok; then
   log "up to date: ${bin}"
   printf '%s\n' "${bin}"
   exit 0
@@ -174,13 +183,27 @@ build_helm() {
   rmdir "${dest}/out-helm"
 }
 
+build_promtool() {
+  log "building promtool ${prometheus_release} (github.com/prometheus/prometheus ${PROMETHEUS_VERSION})"
+  # Like helm: go install pkg@version, no wrapper module (prometheus' go.mod has no replaces).
+  # The version is set explicitly: a module build has no VERSION file or release metadata.
+  rm -rf "${dest}/out-promtool" && mkdir -p "${dest}/out-promtool"
+  GOBIN="${dest}/out-promtool" go install "${build_flags[@]}" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${prometheus_release}" \
+    "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}" >&2
+  mv -f "${dest}/out-promtool/promtool" "${bin}/promtool"
+  rmdir "${dest}/out-promtool"
+}
+
 # Another run may have finished the work while this one waited for the lock.
 etcd_ok || build_etcd
 k8s_ok || build_k8s
 helm_ok || build_helm
+promtool_ok || build_promtool
 
 k8s_ok || die "kube binaries in ${bin} do not report ${K8S_VERSION}: $(reported_version kube-apiserver)"
 etcd_ok || die "etcd in ${bin} does not report ${ETCD_VERSION}: $(reported_version etcd)"
 helm_ok || die "helm in ${bin} does not report ${HELM_VERSION}: $(reported_version helm)"
+promtool_ok || die "promtool in ${bin} does not report ${prometheus_release}: $(reported_version promtool)"
 log "done: ${bin}"
 printf '%s\n' "${bin}"
