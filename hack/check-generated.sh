@@ -4,7 +4,7 @@
 #   charts/token-rotator/files/crd.yaml    <- crds/providercredentials.yaml (hack/sync-chart-crd.sh)
 #   deploy/*.yaml                          <- the Helm chart (hack/render-deploy.sh)
 # and checks the chart: helm lint --strict (default values, a namespaced, multi-replica
-# configuration and a sharded one), the CRD the chart renders equals crds/providercredentials.yaml apart from
+# configuration with the ServiceMonitor, alerts and dashboard, and a sharded one), the CRD the chart renders equals crds/providercredentials.yaml apart from
 # labels and annotations, and the chart's appVersion equals the crate version.
 #
 #   hack/check-generated.sh            # check; exit 1 and say how to regenerate
@@ -71,12 +71,14 @@ else
   failed+=("deploy")
 fi
 
-# 4. helm lint, default values, a namespaced HA configuration and two shards (one with two
+# 4. helm lint, default values, a namespaced HA configuration with every monitoring object
+#    (ServiceMonitor, PrometheusRule, dashboard ConfigMap) and two shards (one with two
 #    replicas and its own resources).
 if "${HELM}" lint --strict "${chart}" >/dev/null &&
   "${HELM}" lint --strict "${chart}" --namespace ops \
     --set 'watchNamespaces={team-a,team-b}' --set replicaCount=2 \
-    --set 'allowedTokenHosts={auth.example.com}' --set serviceMonitor.enabled=true >/dev/null &&
+    --set 'allowedTokenHosts={auth.example.com}' --set serviceMonitor.enabled=true \
+    --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true >/dev/null &&
   "${HELM}" lint --strict "${chart}" --namespace ops \
     --set 'shards[0].name=a' --set 'shards[0].selector=shard=a' \
     --set 'shards[1].name=b' --set 'shards[1].selector=shard in (b\,c)' \

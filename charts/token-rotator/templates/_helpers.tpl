@@ -204,3 +204,34 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+Seconds in a Prometheus duration of whole units (90s, 15m, 1h30m, 1d; values.schema.json
+checks the form), for comparisons with time() in the alert rules.
+*/}}
+{{- define "token-rotator.durationSeconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 }}
+{{- if not (regexMatch "^([0-9]+[smhdw])+$" (toString .)) }}
+{{- fail (printf "%q is not a duration such as 90s, 15m or 1h30m" (toString .)) }}
+{{- end }}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+[smhdw]" (toString .) -1 }}
+{{- $total = add $total (mul (regexFind "^[0-9]+" . | atoi) (get $units (regexFind "[smhdw]$" .))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+A PromQL label-matcher list from the given matchers (empty ones dropped) and
+prometheusRule.selector: `{a="1",b!="2"}`, or nothing when there are none. Called with
+dict "root" $ "matchers" (list ...).
+*/}}
+{{- define "token-rotator.ruleMatchers" -}}
+{{- $matchers := list }}
+{{- range append .matchers .root.Values.prometheusRule.selector }}
+{{- if trim . }}
+{{- $matchers = append $matchers (trim .) }}
+{{- end }}
+{{- end }}
+{{- with $matchers }}{{ printf "{%s}" (join "," .) }}{{ end }}
+{{- end }}
