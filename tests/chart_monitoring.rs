@@ -655,7 +655,8 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported() -> Result<()> {
     if !unknown.is_empty() {
         bail!(
             "names the operator does not export (token_rotator::telemetry::Metrics):\n  {}\n\
-             it exports: {}",
+             it exports: {}\n(a family without samples is not rendered: if the name is a new \
+             family, record a sample of it in exported())",
             unknown.join("\n  "),
             exported.describe()
         );
