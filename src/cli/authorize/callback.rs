@@ -136,29 +136,35 @@ pub async fn pasted(
     consent: Arc<Consent>,
     timeout: Duration,
 ) -> Result<SecretString, CallbackError> {
-    let read = tokio::task::spawn_blocking(move || {
-        use std::io::{BufRead, Read};
-        let stdin = std::io::stdin();
-        loop {
-            eprint!("Paste the address your browser was sent to after consent: ");
-            let mut line = String::new();
-            // A redirect address is short; a longer line is cut rather than held whole.
-            let read = stdin.lock().take(16 * 1024).read_line(&mut line);
-            match read {
-                Ok(0) | Err(_) => return Err(CallbackError::NoInput),
-                Ok(_) => {}
-            }
-            match consent.code_from(&line) {
-                Ok(code) => return Ok(code),
-                Err(e @ AnswerError::Refused { .. }) => return Err(e.into()),
-                Err(e) => eprintln!("{e}"),
-            }
-        }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A plain thread, not spawn_blocking: the runtime waits for blocking tasks when it shuts
+    // down, and a read of a terminal that nobody types into never returns.
+    std::thread::spawn(move || {
+        let _ = tx.send(read_pasted(&consent));
     });
-    match tokio::time::timeout(timeout, read).await {
+    match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(CallbackError::NoInput),
         Err(_) => Err(CallbackError::TimedOut(timeout)),
+    }
+}
+
+fn read_pasted(consent: &Consent) -> Result<SecretString, CallbackError> {
+    use std::io::{BufRead, Read};
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("Paste the address your browser was sent to after consent: ");
+        let mut line = String::new();
+        // A redirect address is short; a longer line is cut rather than held whole.
+        match stdin.lock().take(16 * 1024).read_line(&mut line) {
+            Ok(0) | Err(_) => return Err(CallbackError::NoInput),
+            Ok(_) => {}
+        }
+        match consent.code_from(&line) {
+            Ok(code) => return Ok(code),
+            Err(e @ AnswerError::Refused { .. }) => return Err(e.into()),
+            Err(e) => eprintln!("{e}"),
+        }
     }
 }
 
