@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::*;
+use kube::ResourceExt;
 use provider_emulator::{Emulator, Options, Provider};
 
 /// Runs the binary as a user would (the admin kubeconfig); exit code, stdout, stderr.
@@ -167,6 +168,127 @@ async fn status_and_refresh_from_the_command_line() -> Result<()> {
         lines.len() - 1
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn authorize_hands_the_operator_a_refresh_token_through_the_credentials_secret() -> Result<()>
+{
+    use tokio::io::AsyncBufReadExt;
+
+    let env = Env::new("authorize").await?;
+    token_rotator::install_crypto_provider();
+    let emu = Emulator::start(Options::default()).await?;
+    let c = emu.control();
+    let p = Provider::Retently;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let spec = format!(
+        "preset: retently\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token}}\ngrant: {{redirectUri: \"{redirect}\", authorizationUrl: \"{}\"}}\n",
+        emu.token_url(p),
+        emu.authorize_url(p).context("retently authorizes")?,
+    );
+    // Only the client: no code, no refresh token, and not yet opted in.
+    let mut data = support::secret_data(p, &emu);
+    data.remove("code");
+    env.create_credentials("creds", &data, false).await?;
+    env.create_pcred("retently", &spec).await?;
+    let _op = env.start_operator().await?;
+    env.wait_condition("retently", "Ready", "False", None)
+        .await?;
+    ensure!(c.counters(p).requests == 0);
+
+    let mut child = tokio::process::Command::new(binary())
+        .args(["authorize", "retently", "-n", env.name(), "--allow-http"])
+        .env("KUBECONFIG", env.cp.kubeconfig_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let mut seen = String::new();
+    let url = loop {
+        let line = stderr
+            .next_line()
+            .await?
+            .with_context(|| format!("no URL printed: {seen}"))?;
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.trim().starts_with("http") {
+            break line.trim().to_string();
+        }
+    };
+    // The browser: consent at the emulator, which redirects to the command's listener.
+    let page = reqwest::Client::new().get(&url).send().await?;
+    ensure!(page.status() == reqwest::StatusCode::OK, "{page:?}");
+    while let Some(line) = stderr.next_line().await? {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "authorize failed: {seen}");
+    let ns = env.name();
+    ensure!(
+        seen.contains(&format!(
+            "Stored the refresh token in Secret {ns}/creds (key refresh_token)."
+        )),
+        "{seen}"
+    );
+
+    // The Secret gained the seed and the opt-in label; the client keys are untouched.
+    let (secret, stored) = env.secret_data("creds").await?.context("creds")?;
+    let seed = stored
+        .get("refresh_token")
+        .context("a refresh token")?
+        .clone();
+    ensure!(stored["client_id"] == data_text(&data, "client_id"));
+    ensure!(
+        secret
+            .labels()
+            .get("tokenrotator.dev/credentials")
+            .map(String::as_str)
+            == Some("true")
+    );
+    ensure!(
+        secret
+            .managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("token-rotator-authorize")),
+        "applied by its own field manager"
+    );
+    ensure!(c.counters(p).chains_started == 1, "one code spent");
+
+    // The operator takes the seed from there: it spends it and becomes Ready.
+    env.wait_condition("retently", "Ready", "True", None)
+        .await?;
+    let form = c.last_request(p).context("the operator's request")?.form();
+    ensure!(
+        form.contains(&("grant_type".into(), "refresh_token".into()))
+            && form.contains(&("refresh_token".into(), seed.clone())),
+        "{form:?}"
+    );
+    let (_, token) = env.secret_data("token").await?.context("target")?;
+    ensure!(
+        c.is_valid_access_token(p, token.get("access_token").context("access_token")?),
+        "the target holds a valid token"
+    );
+    let visible = env.visible_text().await?;
+    for (name, text) in [
+        ("stdout", &stdout),
+        ("stderr", &seen),
+        ("status and Events", &visible),
+    ] {
+        ensure!(!text.contains(&seed), "the refresh token in {name}");
+    }
+    eprintln!("authorize: consent on loopback, seed applied to {ns}/creds, operator Ready from it");
+    Ok(())
+}
+
+fn data_text(data: &std::collections::BTreeMap<String, Vec<u8>>, key: &str) -> String {
+    String::from_utf8_lossy(&data[key]).into_owned()
 }
 
 /// A fresh directory for the plugin link (removed at the end).
