@@ -37,22 +37,7 @@ pub(crate) async fn token_endpoint(p: Provider, shared: Arc<Shared>, req: Reques
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
         return wire::text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     };
-    let recorded = RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
+    let recorded = RecordedRequest::capture(&parts, &body);
     // Marked under the admission lock, before the latency, so a refresh counts as in flight
     // for as long as its client waits; the guard unmarks it however this future ends
     // (answered, failed, or dropped with the connection).

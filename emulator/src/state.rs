@@ -65,6 +65,26 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The request as it arrived: method, path, query, headers and the (read) body.
+    pub(crate) fn capture(parts: &axum::http::request::Parts, body: &[u8]) -> Self {
+        RecordedRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
+
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
