@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::control::Control;
 use crate::faults::Fault;
+use crate::oauth2::ClientMethod;
 use crate::provider::Provider;
 use crate::state::AccountState;
 
@@ -24,6 +25,19 @@ pub(crate) fn router(control: Control) -> Router {
         .route("/reltio/refresh-echo", put(refresh_echo))
         .route("/reltio/rotating-refresh", put(rotating_refresh))
         .route("/retently/codes", post(mint_code))
+        .route("/oauth2/clients", post(oauth2_client))
+        .route("/oauth2/jwt-bearer-issuers", post(oauth2_issuer))
+        .route("/oauth2/counters", get(oauth2_counters))
+        .route("/oauth2/last-request", get(oauth2_last_request))
+        .route("/oauth2/lifetime", put(oauth2_lifetime))
+        .route("/oauth2/assertion-max-lifetime", put(oauth2_assertion_max))
+        .route("/oauth2/latency", put(oauth2_latency))
+        .route(
+            "/oauth2/faults",
+            post(oauth2_inject).merge(delete(oauth2_clear_faults)),
+        )
+        .route("/oauth2/validate", post(oauth2_validate))
+        .route("/oauth2/token-info", post(oauth2_token_info))
         .route("/{provider}/counters", get(counters))
         .route("/{provider}/last-request", get(last_request))
         .route("/{provider}/lifetime", put(lifetime))
@@ -132,13 +146,8 @@ fn one() -> u32 {
     1
 }
 
-async fn inject(
-    State(c): State<Control>,
-    Path(p): Path<String>,
-    Json(b): Json<Inject>,
-) -> AdminResult {
-    let p = provider(&p)?;
-    if let Fault::Status { code, .. } = &b.fault
+fn check_fault(fault: &Fault) -> AdminResult<()> {
+    if let Fault::Status { code, .. } = fault
         && StatusCode::from_u16(*code).is_err()
     {
         return Err(AdminError(
@@ -146,6 +155,16 @@ async fn inject(
             format!("invalid HTTP status {code}"),
         ));
     }
+    Ok(())
+}
+
+async fn inject(
+    State(c): State<Control>,
+    Path(p): Path<String>,
+    Json(b): Json<Inject>,
+) -> AdminResult {
+    let p = provider(&p)?;
+    check_fault(&b.fault)?;
     c.inject(p, b.fault, b.times);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -250,4 +269,73 @@ async fn validate(
 ) -> AdminResult<Response> {
     let valid = c.is_valid_access_token(provider(&p)?, &b.token);
     Ok(Json(json!({"valid": valid})).into_response())
+}
+
+#[derive(Deserialize)]
+struct OAuth2Client {
+    client_id: String,
+    #[serde(flatten)]
+    method: ClientMethod,
+}
+
+fn registration(result: Result<(), crate::EmulatorError>) -> AdminResult {
+    result
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn oauth2_client(State(c): State<Control>, Json(b): Json<OAuth2Client>) -> AdminResult {
+    registration(c.register_oauth_client(&b.client_id, b.method))
+}
+
+#[derive(Deserialize)]
+struct OAuth2Issuer {
+    issuer: String,
+    public_key_pem: String,
+}
+
+async fn oauth2_issuer(State(c): State<Control>, Json(b): Json<OAuth2Issuer>) -> AdminResult {
+    registration(c.register_jwt_bearer_issuer(&b.issuer, b.public_key_pem))
+}
+
+async fn oauth2_counters(State(c): State<Control>) -> Response {
+    Json(c.oauth2_counters()).into_response()
+}
+
+async fn oauth2_last_request(State(c): State<Control>) -> Response {
+    Json(c.oauth2_last_request()).into_response()
+}
+
+async fn oauth2_lifetime(State(c): State<Control>, Json(b): Json<Lifetime>) -> StatusCode {
+    c.set_oauth2_lifetime(b.secs);
+    StatusCode::NO_CONTENT
+}
+
+async fn oauth2_assertion_max(State(c): State<Control>, Json(b): Json<Lifetime>) -> StatusCode {
+    c.set_oauth2_assertion_max_lifetime(b.secs);
+    StatusCode::NO_CONTENT
+}
+
+async fn oauth2_latency(State(c): State<Control>, Json(b): Json<Latency>) -> StatusCode {
+    c.set_oauth2_latency(Duration::from_millis(b.millis));
+    StatusCode::NO_CONTENT
+}
+
+async fn oauth2_inject(State(c): State<Control>, Json(b): Json<Inject>) -> AdminResult {
+    check_fault(&b.fault)?;
+    c.oauth2_inject(b.fault, b.times);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn oauth2_clear_faults(State(c): State<Control>) -> StatusCode {
+    c.oauth2_clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn oauth2_validate(State(c): State<Control>, Json(b): Json<Validate>) -> Response {
+    Json(json!({"valid": c.is_valid_oauth2_access_token(&b.token)})).into_response()
+}
+
+async fn oauth2_token_info(State(c): State<Control>, Json(b): Json<Validate>) -> Response {
+    Json(c.oauth2_access_token(&b.token)).into_response()
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::EmulatorError;
 use crate::faults::Fault;
+use crate::oauth2::clients::{self, RegisteredClient};
+use crate::oauth2::{ClientMethod, OAuth2AccessToken, OAuth2Counters};
 use crate::provider::Provider;
 use crate::providers;
 use crate::state::{Account, AccountState, Counters, Inner, RecordedRequest, Shared};
@@ -156,9 +159,87 @@ impl Control {
         providers::validate(p, &self.shared.lock(), token, None, Timestamp::now()).is_some()
     }
 
+    /// Registers (or replaces) a client of the `/oauth2` server and how it authenticates.
+    /// Fails when the key or certificate PEM cannot be read or does not fit the algorithm.
+    pub fn register_oauth_client(
+        &self,
+        client_id: &str,
+        method: ClientMethod,
+    ) -> Result<(), EmulatorError> {
+        let client = RegisteredClient::from_method(&method)?;
+        self.shared.lock().oauth2.register_client(client_id, client);
+        Ok(())
+    }
+
+    /// Registers (or replaces) an issuer for the JWT-bearer grant (e.g. a service account's
+    /// email) with its RSA public key as SPKI PEM (`-----BEGIN PUBLIC KEY-----`); its
+    /// assertions must be RS256.
+    pub fn register_jwt_bearer_issuer(
+        &self,
+        issuer: &str,
+        public_key_pem: String,
+    ) -> Result<(), EmulatorError> {
+        let key = clients::parse_rsa_public_key_pem(&public_key_pem)?;
+        self.shared.lock().oauth2.register_issuer(issuer, key);
+        Ok(())
+    }
+
+    pub fn oauth2_counters(&self) -> OAuth2Counters {
+        self.shared.lock().oauth2.counters
+    }
+
+    /// The last request that reached `POST /oauth2/token` (see [`RecordedRequest::form`]).
+    pub fn oauth2_last_request(&self) -> Option<RecordedRequest> {
+        self.shared.lock().oauth2.last_request.clone()
+    }
+
+    /// Whether `token` is a currently valid `/oauth2` access token (certificate binding is
+    /// not checked here; `GET /oauth2/whoami` checks it).
+    pub fn is_valid_oauth2_access_token(&self, token: &str) -> bool {
+        self.oauth2_access_token(token).is_some()
+    }
+
+    /// What the server recorded for a currently valid `/oauth2` access token: client, grant,
+    /// scope, `sub`, certificate thumbprint (`cnf.x5t#S256`) and expiry.
+    pub fn oauth2_access_token(&self, token: &str) -> Option<OAuth2AccessToken> {
+        self.shared
+            .lock()
+            .oauth2
+            .valid_token(token, Timestamp::now())
+            .cloned()
+    }
+
+    /// `expires_in` of `/oauth2` tokens issued from now on, for both grants (defaults:
+    /// 3600 for client credentials, 3599 for the JWT-bearer grant, as Google answers).
+    pub fn set_oauth2_lifetime(&self, secs: u64) {
+        self.shared.lock().oauth2.set_lifetime(secs);
+    }
+
+    /// How far in the future a client assertion's `exp` may be (default 600 seconds).
+    pub fn set_oauth2_assertion_max_lifetime(&self, secs: u64) {
+        self.shared.lock().oauth2.max_assertion_secs = secs;
+    }
+
+    /// Delay added before every `/oauth2/token` answer.
+    pub fn set_oauth2_latency(&self, d: Duration) {
+        self.shared.lock().oauth2.latency = d;
+    }
+
+    /// Replays `fault` for the next `times` requests to `/oauth2/token`.
+    pub fn oauth2_inject(&self, fault: Fault, times: u32) {
+        if times > 0 {
+            self.shared.lock().oauth2.faults.push_back((fault, times));
+        }
+    }
+
+    pub fn oauth2_clear_faults(&self) {
+        self.shared.lock().oauth2.faults.clear();
+    }
+
     /// Everything back to defaults: knobs (rotation and grace included), accounts, faults,
     /// counters, codes and tokens (a new JWT key too, so tokens issued before no longer
-    /// validate). Requests in flight are forgotten; their marks go when they end.
+    /// validate); for `/oauth2` also the registered clients and issuers and the `jti`s seen.
+    /// Requests in flight are forgotten; their marks go when they end.
     pub fn reset(&self) {
         *self.shared.lock() = Inner::new();
     }

@@ -105,6 +105,22 @@ impl Emulator {
         format!("{}{}", self.base_url(), p.whoami_path())
     }
 
+    /// `POST` here for the standards OAuth 2.0 server (`<base_url>/oauth2/token`).
+    pub fn oauth2_token_url(&self) -> String {
+        format!("{}{}", self.base_url(), crate::oauth2::TOKEN_PATH)
+    }
+
+    /// The `/oauth2` server's protected resource (`<base_url>/oauth2/whoami`).
+    pub fn oauth2_whoami_url(&self) -> String {
+        format!("{}{}", self.base_url(), crate::oauth2::WHOAMI_PATH)
+    }
+
+    /// The `/oauth2` server's issuer identifier (`<base_url>/oauth2`), which client assertions
+    /// may name as `aud` instead of the token endpoint URL.
+    pub fn oauth2_issuer(&self) -> String {
+        format!("{}{}", self.base_url(), crate::oauth2::ISSUER_PATH)
+    }
+
     /// Base URL of the JSON admin API.
     pub fn admin_url(&self) -> String {
         format!("{}/_emulator", self.base_url())

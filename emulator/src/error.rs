@@ -15,6 +15,8 @@ pub enum EmulatorError {
     Tls(#[from] rustls::Error),
     #[error("unknown provider {0:?} (expected rently, carrental, retently or reltio)")]
     UnknownProvider(String),
+    #[error("invalid OAuth 2.0 registration: {0}")]
+    Registration(String),
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }

@@ -1,4 +1,5 @@
-//! One router for everything: each provider under its own path prefix, admin under `/_emulator`.
+//! One router for everything: each provider under its own path prefix, the standards OAuth 2.0
+//! server under `/oauth2`, admin under `/_emulator`.
 
 use std::sync::Arc;
 
@@ -7,12 +8,12 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, Uri};
 use axum::routing::{get, post};
 
-use crate::admin;
 use crate::control::Control;
 use crate::pipeline::token_endpoint;
 use crate::provider::Provider;
 use crate::state::Shared;
 use crate::whoami::whoami;
+use crate::{admin, oauth2};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut app = Router::new();
@@ -42,5 +43,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             )
         }),
     );
+    let (s4, s5) = (shared.clone(), shared.clone());
+    app = app
+        .route(
+            oauth2::TOKEN_PATH,
+            post(move |req: Request| oauth2::token_endpoint(s4.clone(), req)),
+        )
+        .route(
+            oauth2::WHOAMI_PATH,
+            get(move |req: Request| oauth2::whoami(s5.clone(), req)),
+        );
     app.nest("/_emulator", admin::router(Control::new(shared)))
 }

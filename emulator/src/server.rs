@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::faults::wants_drop;
+use crate::tls::PeerCertificate;
 
 /// Runs until the task is aborted; aborting it drops the `JoinSet`, which aborts every
 /// open connection too (hung requests included).
@@ -39,9 +40,18 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcc
 
 async fn connection(stream: tokio::net::TcpStream, app: Router, tls: Option<TlsAcceptor>) {
     match tls {
-        None => http1(stream, app).await,
+        None => http1(stream, app, None).await,
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(stream) => http1(stream, app).await,
+            Ok(stream) => {
+                // The client certificate, if any, for handlers that authenticate by it.
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| PeerCertificate::new(leaf.clone().into_owned()));
+                http1(stream, app, peer).await
+            }
             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
         },
     }
@@ -59,12 +69,15 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-async fn http1<S>(io: S, app: Router)
+async fn http1<S>(io: S, app: Router, peer: Option<PeerCertificate>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let app = app.clone();
+        if let Some(peer) = &peer {
+            req.extensions_mut().insert(peer.clone());
+        }
         async move {
             let resp = match app.oneshot(req).await {
                 Ok(resp) => resp,

@@ -206,6 +206,8 @@ pub(crate) struct Inner {
     pub jwt_key: [u8; 32],
     pub retently: retently::Store,
     pub reltio: reltio::Store,
+    /// The standards OAuth 2.0 server under `/oauth2`.
+    pub oauth2: crate::oauth2::Store,
 }
 
 impl Inner {
@@ -215,6 +217,7 @@ impl Inner {
             jwt_key: rand::random(),
             retently: retently::Store::default(),
             reltio: reltio::Store::default(),
+            oauth2: crate::oauth2::Store::default(),
         }
     }
 
