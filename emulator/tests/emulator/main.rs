@@ -6,6 +6,7 @@ mod carrental;
 mod chains;
 mod common;
 mod faults;
+mod oauth2;
 mod reltio;
 mod rently;
 mod retently;
