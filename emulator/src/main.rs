@@ -9,7 +9,7 @@ use provider_emulator::{Emulator, Options, Provider};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Emulates the Rently, Carrental, Retently and Reltio token endpoints"
+    about = "Emulates the Rently, Carrental, Retently and Reltio token endpoints, plus a standards OAuth 2.0 server under /oauth2"
 )]
 struct Args {
     /// Address to listen on; port 0 picks a free port (printed at start).
@@ -61,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in Provider::ALL {
         println!("{:<10} {}", p.as_str(), emulator.token_url(p));
     }
+    println!("{:<10} {}", "oauth2", emulator.oauth2_token_url());
     println!("{:<10} {}", "admin", emulator.admin_url());
     wait_for_signal().await?;
     emulator.shutdown().await;
