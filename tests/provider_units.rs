@@ -228,6 +228,167 @@ fn authorization_settings_come_from_the_preset_or_the_spec() {
     ));
 }
 
+/// The header and claims of a compact JWS (unverified: the emulator tests verify).
+fn jws_parts(jwt: &str) -> (Value, Value) {
+    let mut it = jwt.split('.');
+    let mut part = || -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(it.next().expect("a part")).unwrap())
+            .unwrap()
+    };
+    (part(), part())
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn private_key_jwt_sends_a_fresh_assertion_and_never_the_key() {
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let pem = ec.serialize_pem();
+    let extra = "grant: {clientAuthentication: privateKeyJwt, scope: \"a b\"}\n";
+    let pairs = [
+        ("client_id", "svc-1"),
+        ("private_key", pem.as_str()),
+        ("key_id", "k-7"),
+    ];
+    let req = build(extra, &pairs, &GrantRequest::Primary);
+    let sent = form(&req);
+    assert_eq!(authorization(&req), None);
+    assert_eq!(field(&sent, "grant_type"), Some("client_credentials"));
+    assert_eq!(field(&sent, "client_id"), Some("svc-1"));
+    assert_eq!(field(&sent, "scope"), Some("a b"));
+    assert_eq!(
+        field(&sent, "client_assertion_type"),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    );
+    assert!(field(&sent, "client_secret").is_none());
+    let jwt = field(&sent, "client_assertion").expect("an assertion");
+    let (header, claims) = jws_parts(jwt);
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("ES256"), Some("k-7"))
+    );
+    assert_eq!(claims["iss"], "svc-1");
+    assert_eq!(claims["sub"], "svc-1");
+    assert_eq!(claims["aud"], "https://auth.example.com/token");
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 60);
+    assert!(!req.body.expose_secret().contains("PRIVATE KEY"));
+    assert!(req.sent_secrets.iter().any(|s| s.expose_secret() == jwt));
+    // Every request signs anew.
+    let again = build(extra, &pairs, &GrantRequest::Primary);
+    assert_ne!(
+        field(&sent, "client_assertion"),
+        field(&form(&again), "client_assertion")
+    );
+
+    // Audience and lifetime from the spec; the refresh grant authenticates the same way.
+    let extra = "grant: {clientAuthentication: privateKeyJwt, assertion: {audience: \"https://issuer.example.com\", lifetimeSeconds: 120, algorithm: ES256}}\n";
+    let req = build(
+        extra,
+        &pairs,
+        &GrantRequest::Refresh(SecretString::from("rt-1")),
+    );
+    let sent = form(&req);
+    assert_eq!(field(&sent, "grant_type"), Some("refresh_token"));
+    let (_, claims) = jws_parts(field(&sent, "client_assertion").unwrap());
+    assert_eq!(claims["aud"], "https://issuer.example.com");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+
+    // Without the key, the error names the key to add.
+    let err = build_request(
+        &config(extra),
+        &creds(extra, &[("client_id", "svc-1")]),
+        &GrantRequest::Primary,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("private_key"), "{err}");
+}
+
+#[test]
+fn client_secret_jwt_signs_with_the_secret_and_does_not_send_it() {
+    let extra = "grant: {clientAuthentication: clientSecretJwt}\n";
+    let req = build(
+        extra,
+        &[("client_id", "c"), ("client_secret", "s3cret-value")],
+        &GrantRequest::Primary,
+    );
+    let form = form(&req);
+    assert!(!req.body.expose_secret().contains("s3cret-value"));
+    let (header, claims) = jws_parts(field(&form, "client_assertion").unwrap());
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(claims["iss"], "c");
+    let err = build_request(
+        &config(extra),
+        &creds(extra, &[("client_id", "c")]),
+        &GrantRequest::Primary,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("client_secret"), "{err}");
+}
+
+#[test]
+fn tls_client_authentication_sends_the_client_id_only() {
+    let extra = "grant: {clientAuthentication: tls}\n";
+    let req = build(
+        extra,
+        &[("client_id", "c"), ("client_secret", "unused")],
+        &GrantRequest::Primary,
+    );
+    assert_eq!(authorization(&req), None);
+    assert_eq!(
+        form(&req),
+        pairs(&[("grant_type", "client_credentials"), ("client_id", "c")])
+    );
+}
+
+#[test]
+fn the_jwt_bearer_grant_is_an_assertion_with_scope_and_extra_claims() {
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    let extra = "grant: {type: jwtBearer, clientAuthentication: none, scope: \"https://www.googleapis.com/auth/cloud-platform\", assertion: {subject: \"user@example.com\", claims: {target_audience: \"https://api.example.com\"}}}\n";
+    let req = build(
+        extra,
+        &[
+            ("client_id", "sa@project.iam.gserviceaccount.com"),
+            ("private_key", ed.as_str()),
+        ],
+        &GrantRequest::Primary,
+    );
+    let form = form(&req);
+    assert_eq!(
+        field(&form, "grant_type"),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    let (header, claims) = jws_parts(field(&form, "assertion").unwrap());
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(claims["iss"], "sa@project.iam.gserviceaccount.com");
+    assert_eq!(claims["sub"], "user@example.com");
+    assert_eq!(claims["aud"], "https://auth.example.com/token");
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+    assert_eq!(claims["target_audience"], "https://api.example.com");
+    assert!(claims["jti"].is_string());
+    // `none` sends the client id as a public client would; no client_assertion.
+    assert!(field(&form, "client_assertion").is_none());
+
+    assert_eq!(
+        api::provider_config(&spec(
+            "grant: {type: jwtBearer, assertion: {claims: {exp: \"1\"}}}\n"
+        )),
+        Err(SpecError::ReservedClaim("exp".into()))
+    );
+}
+
 #[test]
 fn authorization_code_sends_the_code_and_its_redirect_uri() {
     let req = build(

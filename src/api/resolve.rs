@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::provider::{Credentials, Limits, Param, ProviderConfig};
 
-use super::spec::{CredentialKeys, ProviderCredentialSpec, RefreshSpec};
+use super::spec::{AssertionSpec, CredentialKeys, ProviderCredentialSpec, RefreshSpec};
+use crate::provider::assertion::{AssertionSettings, REGISTERED_CLAIMS};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -26,6 +27,10 @@ pub enum SpecError {
     PercentageOutOfRange(u8),
     #[error("spec.grant.redirectUri is required for the authorizationCode grant")]
     MissingRedirectUri,
+    #[error(
+        "spec.grant.assertion.claims cannot set `{0}`: the operator sets iss, sub, aud, exp, iat, nbf and jti, and scope from spec.grant.scope"
+    )]
+    ReservedClaim(String),
     #[error(
         "this resource uses the {0} grant; only the authorizationCode grant needs a person's consent"
     )]
@@ -140,6 +145,7 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
     }
 
     let grant_type = grant.grant_type.unwrap_or(defaults.grant);
+    let assertion = assertion_settings(grant.assertion.clone().map(|a| *a))?;
     if grant_type == crate::provider::GrantType::AuthorizationCode && grant.redirect_uri.is_none() {
         return Err(SpecError::MissingRedirectUri);
     }
@@ -171,6 +177,31 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
             .token_endpoint
             .requests_per_second
             .or(defaults.requests_per_second),
+        assertion,
+    })
+}
+
+/// `spec.grant.assertion`, resolved; the claims the operator sets itself are refused.
+fn assertion_settings(spec: Option<AssertionSpec>) -> Result<AssertionSettings, SpecError> {
+    let spec = spec.unwrap_or_default();
+    if let Some(claim) = spec
+        .claims
+        .keys()
+        .find(|k| REGISTERED_CLAIMS.contains(&k.as_str()) || *k == "scope")
+    {
+        return Err(SpecError::ReservedClaim(claim.clone()));
+    }
+    let defaults = AssertionSettings::default();
+    Ok(AssertionSettings {
+        algorithm: spec.algorithm,
+        audience: spec.audience,
+        lifetime: spec
+            .lifetime_seconds
+            .map(|s| Duration::from_secs(s.clamp(10, 3600).into()))
+            .unwrap_or(defaults.lifetime),
+        issuer: spec.issuer,
+        subject: spec.subject,
+        claims: spec.claims,
     })
 }
 
@@ -201,6 +232,10 @@ pub fn credential_key_names(keys: Option<&CredentialKeys>) -> BTreeMap<Param, St
         pick(keys.password, Param::Password),
         pick(keys.code, Param::Code),
         pick(keys.refresh_token, Param::RefreshToken),
+        pick(keys.private_key, Param::PrivateKey),
+        pick(keys.key_id, Param::KeyId),
+        pick(keys.tls_certificate, Param::TlsCertificate),
+        pick(keys.tls_key, Param::TlsKey),
     ])
 }
 

@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::status::ProviderCredentialStatus;
+use crate::provider::assertion::SigningAlgorithm;
 use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
 
 /// Keeps a short-lived API token fresh in a Secret.
@@ -131,11 +132,50 @@ pub struct GrantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_grant_type: Option<bool>,
 
+    /// How signed JWT assertions are made, for clientAuthentication privateKeyJwt or
+    /// clientSecretJwt and for the jwtBearer grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<Box<AssertionSpec>>,
+
     /// Constant parameters added to every request body (e.g. audience). Never secrets: put
     /// those in the credentials Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub extra_parameters: BTreeMap<String, String>,
+}
+
+/// A signed JWT assertion (RFC 7523). The private key (or, for clientSecretJwt, the client
+/// secret) comes from the credentials Secret; a fresh assertion is signed for every request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AssertionSpec {
+    /// RS256, PS256, ES256, EdDSA or HS256 (default: from the private key's type; HS256 for
+    /// clientSecretJwt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<SigningAlgorithm>,
+    /// The `aud` claim (default: the token endpoint URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub audience: Option<String>,
+    /// From `iat` to `exp` in seconds, 10–3600 (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub lifetime_seconds: Option<u32>,
+    /// jwtBearer: the `iss` claim (default: the client id credential, e.g. a service
+    /// account's email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub issuer: Option<String>,
+    /// jwtBearer: the `sub` claim (default none), e.g. the user a service account acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub subject: Option<String>,
+    /// jwtBearer: further string claims. iss, sub, aud, exp, iat, nbf and jti are the
+    /// operator's; spec.grant.scope goes in `scope`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k in ['iss','sub','aud','exp','iat','nbf','jti','scope']))").message("spec.grant.assertion.claims cannot set iss, sub, aud, exp, iat, nbf, jti or scope: the operator sets them (scope from spec.grant.scope)"))]
+    pub claims: BTreeMap<String, String>,
 }
 
 /// How the request body is written.
@@ -223,6 +263,19 @@ pub struct CredentialKeys {
     /// Key holding a seed refresh token (default refresh_token); used when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Key holding the PEM private key that signs assertions (default private_key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Key holding the key id sent as the assertion's `kid` (default key_id; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Key holding the PEM client certificate for clientAuthentication tls (default tls.crt,
+    /// as in a kubernetes.io/tls Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<String>,
+    /// Key holding the client certificate's PEM private key (default tls.key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 /// When to renew. Default: when a third of the lifetime is left (renewBeforePercentage 33).

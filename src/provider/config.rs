@@ -17,6 +17,8 @@ pub enum GrantType {
     Password,
     /// `grant_type=authorization_code` with a one-time `code` and `redirect_uri`.
     AuthorizationCode,
+    /// The JWT bearer grant (RFC 7523 §2.1): a JWT signed with the private key is the grant.
+    JwtBearer,
 }
 
 impl GrantType {
@@ -25,6 +27,7 @@ impl GrantType {
             GrantType::ClientCredentials => "client_credentials",
             GrantType::Password => "password",
             GrantType::AuthorizationCode => "authorization_code",
+            GrantType::JwtBearer => super::assertion::JWT_BEARER_GRANT,
         }
     }
 }
@@ -39,6 +42,12 @@ pub enum ClientAuthentication {
     Body,
     /// No client authentication is sent.
     None,
+    /// A JWT signed with the client's private key (`private_key_jwt`, RFC 7523 §2.2).
+    PrivateKeyJwt,
+    /// A JWT signed with the client secret, HS256 (`client_secret_jwt`).
+    ClientSecretJwt,
+    /// The client certificate on the TLS connection (RFC 8705); `client_id` in the body.
+    Tls,
 }
 
 /// How the request body is encoded.
@@ -67,6 +76,16 @@ pub enum Param {
     /// Only `token-rotator authorize` has one, so it is not a credentials key and not in
     /// [`Param::ALL`].
     CodeVerifier,
+    // Credentials that never go on the wire as parameters (so not in [`Param::ALL`]): they sign
+    // assertions or authenticate the TLS connection.
+    /// A PEM private key that signs assertions.
+    PrivateKey,
+    /// The `kid` of that key, for the assertion header.
+    KeyId,
+    /// The client certificate (PEM) for mutual TLS.
+    TlsCertificate,
+    /// Its private key (PEM).
+    TlsKey,
 }
 
 impl Param {
@@ -95,6 +114,10 @@ impl Param {
             Param::RefreshToken => "refresh_token",
             Param::Scope => "scope",
             Param::CodeVerifier => "code_verifier",
+            Param::PrivateKey => "private_key",
+            Param::KeyId => "key_id",
+            Param::TlsCertificate => "tls.crt",
+            Param::TlsKey => "tls.key",
         }
     }
 
@@ -170,6 +193,8 @@ pub struct ProviderConfig {
     pub supports_refresh: bool,
     /// The provider's documented request rate limit for this endpoint, if any.
     pub requests_per_second: Option<u32>,
+    /// How JWT assertions are made (privateKeyJwt, clientSecretJwt, the jwtBearer grant).
+    pub assertion: super::assertion::AssertionSettings,
 }
 
 impl ProviderConfig {

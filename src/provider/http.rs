@@ -7,9 +7,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use secrecy::ExposeSecret;
+use sha2::Digest;
 
 use super::address;
-use super::config::{Limits, ProviderConfig};
+use super::config::{ClientAuthentication, Limits, Param, ProviderConfig};
 use super::credentials::Credentials;
 use super::error::FetchError;
 use super::request::{GrantRequest, PreparedRequest, build_request};
@@ -27,10 +28,21 @@ pub struct HttpPolicy {
     pub allow_link_local: bool,
 }
 
-/// Sends token requests. Keeps one connection pool per distinct CA bundle and limits.
+/// A client certificate and key (PEM), by the SHA-256 of both.
+type IdentityKey = Option<[u8; 32]>;
+
+/// What a connection pool is for: CA bundle, limits and client certificate.
+type PoolKey = (Option<String>, Limits, IdentityKey);
+
+/// Client pools kept for distinct client certificates, at most: certificates rotate, and a
+/// replaced one's pool is never used again.
+const MAX_IDENTITY_POOLS: usize = 256;
+
+/// Sends token requests. Keeps one connection pool per distinct CA bundle, limits and client
+/// certificate.
 pub struct TokenClient {
     policy: HttpPolicy,
-    clients: Mutex<HashMap<(Option<String>, Limits), reqwest::Client>>,
+    clients: Mutex<HashMap<PoolKey, reqwest::Client>>,
 }
 
 impl TokenClient {
@@ -50,7 +62,7 @@ impl TokenClient {
     ) -> Result<IssuedToken, FetchError> {
         self.check_endpoint(&config.token_url)?;
         let request = build_request(config, credentials, grant)?;
-        let client = self.client_for(config)?;
+        let client = self.client_for(config, credentials)?;
         let scrub_values: Vec<&str> = request
             .sent_secrets
             .iter()
@@ -126,22 +138,73 @@ impl TokenClient {
         Ok(())
     }
 
-    fn client_for(&self, config: &ProviderConfig) -> Result<reqwest::Client, FetchError> {
-        let key = (config.ca_bundle.clone(), config.limits.clone());
-        let mut clients = self.clients.lock().expect("client cache lock poisoned");
+    fn client_for(
+        &self,
+        config: &ProviderConfig,
+        credentials: &Credentials,
+    ) -> Result<reqwest::Client, FetchError> {
+        let identity = client_identity(config, credentials)?;
+        let identity_key = identity.as_ref().map(|(_, digest)| *digest);
+        let key = (
+            config.ca_bundle.clone(),
+            config.limits.clone(),
+            identity_key,
+        );
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = build_client(config.ca_bundle.as_deref(), &config.limits, &self.policy)?;
+        let client = build_client(
+            config.ca_bundle.as_deref(),
+            &config.limits,
+            &self.policy,
+            identity.map(|(identity, _)| identity),
+        )?;
+        if identity_key.is_some()
+            && clients.keys().filter(|k| k.2.is_some()).count() >= MAX_IDENTITY_POOLS
+        {
+            clients.retain(|k, _| k.2.is_none());
+        }
         clients.insert(key, client.clone());
         Ok(client)
     }
+}
+
+/// The client certificate for clientAuthentication tls (RFC 8705), from the credentials.
+fn client_identity(
+    config: &ProviderConfig,
+    credentials: &Credentials,
+) -> Result<Option<(reqwest::Identity, [u8; 32])>, FetchError> {
+    if config.client_authentication != ClientAuthentication::Tls {
+        return Ok(None);
+    }
+    let part = |param| {
+        credentials
+            .get(param)
+            .ok_or_else(|| FetchError::MissingCredential {
+                key: credentials.key_name(param).to_string(),
+                grant: "tls client authentication",
+            })
+    };
+    let certificate = part(Param::TlsCertificate)?.expose_secret();
+    let key = part(Param::TlsKey)?.expose_secret();
+    let pem = format!("{certificate}\n{key}\n");
+    let digest: [u8; 32] = sha2::Sha256::digest(pem.as_bytes()).into();
+    let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|_| {
+        FetchError::Configuration(format!(
+            "the credentials keys `{}` and `{}` are not a PEM client certificate and its private key",
+            credentials.key_name(Param::TlsCertificate),
+            credentials.key_name(Param::TlsKey)
+        ))
+    })?;
+    Ok(Some((identity, digest)))
 }
 
 fn build_client(
     ca_bundle: Option<&str>,
     limits: &Limits,
     policy: &HttpPolicy,
+    identity: Option<reqwest::Identity>,
 ) -> Result<reqwest::Client, FetchError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -166,6 +229,9 @@ fn build_client(
             ));
         }
         builder = builder.tls_certs_only(certs);
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
     }
     builder.build().map_err(|e| {
         FetchError::Configuration(format!("cannot build the HTTP client: {}", root_cause(&e)))

@@ -1,10 +1,12 @@
 //! The token dialect: build one request, send it, understand the answer. No Kubernetes here.
 
 pub mod address;
+pub mod assertion;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod http;
+mod jose;
 pub mod lifetime;
 pub mod presets;
 pub mod request;

@@ -5,6 +5,9 @@ use std::fmt;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
+use jiff::Timestamp;
+
+use super::assertion;
 use super::config::{BodyEncoding, ClientAuthentication, GrantType, Param, ProviderConfig};
 use super::credentials::Credentials;
 use super::error::FetchError;
@@ -113,6 +116,26 @@ pub fn build_request(
                     sent_secrets.push(verifier.clone());
                 }
             }
+            GrantType::JwtBearer => {
+                let issuer = match &config.assertion.issuer {
+                    Some(issuer) => issuer.clone(),
+                    None => required(Param::ClientId)?.expose_secret().to_string(),
+                };
+                let assertion = assertion::sign(
+                    &config.assertion,
+                    &private_key(credentials, grant_label)?,
+                    &assertion::Subject {
+                        issuer: &issuer,
+                        subject: config.assertion.subject.as_deref(),
+                        audience: &audience(config),
+                        scope: config.scope.as_deref(),
+                        extra: &config.assertion.claims,
+                    },
+                    Timestamp::now(),
+                )?;
+                fields.push(("assertion".into(), assertion.expose_secret().to_string()));
+                sent_secrets.push(assertion);
+            }
         },
         GrantRequest::Refresh(token) => {
             push(Param::RefreshToken, token.expose_secret(), &mut fields);
@@ -161,6 +184,46 @@ pub fn build_request(
                 sent_secrets.push(id.clone());
             }
         }
+        ClientAuthentication::PrivateKeyJwt | ClientAuthentication::ClientSecretJwt => {
+            let id = required(Param::ClientId)?;
+            let key = match config.client_authentication {
+                ClientAuthentication::ClientSecretJwt => {
+                    let secret = required(Param::ClientSecret)?;
+                    sent_secrets.push(secret.clone());
+                    assertion::SigningKey::ClientSecret(secret.expose_secret())
+                }
+                _ => private_key(credentials, grant_label)?,
+            };
+            // iss = sub = the client id (RFC 7523 §3); aud = the token endpoint by default.
+            let client_assertion = assertion::sign(
+                &config.assertion,
+                &key,
+                &assertion::Subject {
+                    issuer: id.expose_secret(),
+                    subject: Some(id.expose_secret()),
+                    audience: &audience(config),
+                    scope: None,
+                    extra: &Default::default(),
+                },
+                Timestamp::now(),
+            )?;
+            push(Param::ClientId, id.expose_secret(), &mut fields);
+            fields.push((
+                "client_assertion_type".into(),
+                assertion::CLIENT_ASSERTION_TYPE.into(),
+            ));
+            fields.push((
+                "client_assertion".into(),
+                client_assertion.expose_secret().to_string(),
+            ));
+            sent_secrets.extend([id.clone(), client_assertion]);
+        }
+        ClientAuthentication::Tls => {
+            // RFC 8705 §2: the certificate authenticates (see http.rs); client_id is required.
+            let id = required(Param::ClientId)?;
+            push(Param::ClientId, id.expose_secret(), &mut fields);
+            sent_secrets.push(id.clone());
+        }
     }
 
     for (name, value) in &config.extra_parameters {
@@ -194,6 +257,33 @@ pub fn build_request(
         authorization,
         body: SecretString::from(body),
         sent_secrets,
+    })
+}
+
+/// The assertion's `aud`: the configured audience, else the token endpoint URL.
+fn audience(config: &ProviderConfig) -> String {
+    config
+        .assertion
+        .audience
+        .clone()
+        .unwrap_or_else(|| config.token_url.to_string())
+}
+
+/// The private key that signs, named by its credentials key in errors.
+fn private_key<'a>(
+    credentials: &'a Credentials,
+    grant: &'static str,
+) -> Result<assertion::SigningKey<'a>, FetchError> {
+    let pem = credentials
+        .get(Param::PrivateKey)
+        .ok_or_else(|| FetchError::MissingCredential {
+            key: credentials.key_name(Param::PrivateKey).to_string(),
+            grant,
+        })?;
+    Ok(assertion::SigningKey::Private {
+        pem: pem.expose_secret(),
+        key_id: credentials.get(Param::KeyId).map(|k| k.expose_secret()),
+        key_name: credentials.key_name(Param::PrivateKey),
     })
 }
 

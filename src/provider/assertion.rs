@@ -1,0 +1,383 @@
+//! Signed JWT assertions (RFC 7523): a client proving itself with a short-lived signed JWT
+//! instead of sending its secret (`private_key_jwt`, `client_secret_jwt`: RFC 7523 §2.2,
+//! OpenID Connect Core §9), and the JWT bearer grant, where the assertion is the grant
+//! (§2.1, as Google service accounts use it). A fresh assertion per request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use schemars::JsonSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::error::FetchError;
+
+/// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Claims the operator sets itself; `spec.grant.assertion.claims` cannot replace them.
+pub const REGISTERED_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+
+/// The JWS algorithms assertions are signed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (an RSA private key).
+    RS256,
+    /// RSASSA-PSS with SHA-256 (an RSA private key).
+    PS256,
+    /// ECDSA P-256 with SHA-256 (an EC private key in PKCS#8).
+    ES256,
+    /// Ed25519 (an Ed25519 private key in PKCS#8).
+    EdDSA,
+    /// HMAC SHA-256 with the client secret (`clientSecretJwt` only).
+    HS256,
+}
+
+impl SigningAlgorithm {
+    fn jose(self) -> Algorithm {
+        match self {
+            SigningAlgorithm::RS256 => Algorithm::RS256,
+            SigningAlgorithm::PS256 => Algorithm::PS256,
+            SigningAlgorithm::ES256 => Algorithm::ES256,
+            SigningAlgorithm::EdDSA => Algorithm::EdDSA,
+            SigningAlgorithm::HS256 => Algorithm::HS256,
+        }
+    }
+}
+
+/// How assertions are made: `spec.grant.assertion`, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertionSettings {
+    /// `None`: from the private key's type (RSA: RS256, EC: ES256, Ed25519: EdDSA).
+    pub algorithm: Option<SigningAlgorithm>,
+    /// `aud`; `None`: the token endpoint URL.
+    pub audience: Option<String>,
+    /// From `iat` to `exp`.
+    pub lifetime: Duration,
+    /// JWT bearer grant: `iss` (default: the client id credential) and `sub` (default none).
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    /// JWT bearer grant: further string claims.
+    pub claims: BTreeMap<String, String>,
+}
+
+impl Default for AssertionSettings {
+    fn default() -> Self {
+        AssertionSettings {
+            algorithm: None,
+            audience: None,
+            lifetime: Duration::from_secs(60),
+            issuer: None,
+            subject: None,
+            claims: BTreeMap::new(),
+        }
+    }
+}
+
+/// What signs: a private key (PEM) with an optional key id, or the client secret.
+pub enum SigningKey<'a> {
+    Private {
+        pem: &'a str,
+        key_id: Option<&'a str>,
+        key_name: &'a str,
+    },
+    ClientSecret(&'a str),
+}
+
+/// The claims of one assertion.
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a BTreeMap<String, String>,
+}
+
+/// Who the assertion is about, and for whom.
+pub struct Subject<'a> {
+    pub issuer: &'a str,
+    pub subject: Option<&'a str>,
+    pub audience: &'a str,
+    pub scope: Option<&'a str>,
+    pub extra: &'a BTreeMap<String, String>,
+}
+
+/// 16 random bytes: a `jti` the server can refuse to see twice.
+fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The key and algorithm, with errors that name the credentials key and never its content.
+fn encoding_key(
+    key: &SigningKey<'_>,
+    wanted: Option<SigningAlgorithm>,
+) -> Result<(Algorithm, EncodingKey), FetchError> {
+    match key {
+        SigningKey::ClientSecret(secret) => {
+            if wanted.is_some_and(|a| a != SigningAlgorithm::HS256) {
+                return Err(FetchError::Configuration(
+                    "clientSecretJwt signs with the client secret: spec.grant.assertion.algorithm must be HS256 (or unset)".into(),
+                ));
+            }
+            let key = EncodingKey::from_secret(secret.as_bytes()).map_err(|_| {
+                FetchError::Configuration("the client secret cannot be an HMAC key".into())
+            })?;
+            Ok((Algorithm::HS256, key))
+        }
+        SigningKey::Private { pem, key_name, .. } => {
+            let bytes = pem.as_bytes();
+            let not_a_key = |what: &str| {
+                FetchError::Configuration(format!(
+                    "the credentials key `{key_name}` is not {what} in PEM; convert an EC key with `openssl pkcs8 -topk8 -nocrypt`"
+                ))
+            };
+            let rsa = || EncodingKey::from_rsa_pem(bytes).ok();
+            let ec = || EncodingKey::from_ec_pem(bytes).ok();
+            let ed = || EncodingKey::from_ed_pem(bytes).ok();
+            let (algorithm, key) = match wanted {
+                Some(SigningAlgorithm::HS256) => {
+                    return Err(FetchError::Configuration(
+                        "HS256 signs with the client secret: use clientAuthentication clientSecretJwt, or an asymmetric algorithm with a private key".into(),
+                    ));
+                }
+                Some(a @ (SigningAlgorithm::RS256 | SigningAlgorithm::PS256)) => {
+                    (a, rsa().ok_or_else(|| not_a_key("an RSA private key"))?)
+                }
+                Some(SigningAlgorithm::ES256) => (
+                    SigningAlgorithm::ES256,
+                    ec().ok_or_else(|| not_a_key("a PKCS#8 EC P-256 private key"))?,
+                ),
+                Some(SigningAlgorithm::EdDSA) => (
+                    SigningAlgorithm::EdDSA,
+                    ed().ok_or_else(|| not_a_key("a PKCS#8 Ed25519 private key"))?,
+                ),
+                None => rsa()
+                    .map(|k| (SigningAlgorithm::RS256, k))
+                    .or_else(|| ec().map(|k| (SigningAlgorithm::ES256, k)))
+                    .or_else(|| ed().map(|k| (SigningAlgorithm::EdDSA, k)))
+                    .ok_or_else(|| {
+                        not_a_key("an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key")
+                    })?,
+            };
+            Ok((algorithm.jose(), key))
+        }
+    }
+}
+
+/// One signed assertion, valid from `now` for `settings.lifetime`.
+pub fn sign(
+    settings: &AssertionSettings,
+    key: &SigningKey<'_>,
+    who: &Subject<'_>,
+    now: Timestamp,
+) -> Result<SecretString, FetchError> {
+    super::jose::install();
+    let (algorithm, encoding_key) = encoding_key(key, settings.algorithm)?;
+    let mut header = Header::new(algorithm);
+    if let SigningKey::Private {
+        key_id: Some(kid), ..
+    } = key
+    {
+        header.kid = Some((*kid).to_string());
+    }
+    let iat = now.as_second();
+    let lifetime = i64::try_from(settings.lifetime.as_secs()).unwrap_or(i64::MAX);
+    let claims = Claims {
+        iss: who.issuer,
+        sub: who.subject,
+        aud: who.audience,
+        iat,
+        exp: iat.saturating_add(lifetime),
+        jti: new_jti(),
+        scope: who.scope,
+        extra: who.extra,
+    };
+    jsonwebtoken::encode(&header, &claims, &encoding_key)
+        .map(SecretString::from)
+        .map_err(|e| {
+            // The error kinds name the key type or algorithm, never key material.
+            FetchError::Configuration(format!(
+                "cannot sign the assertion with {algorithm:?}: {}",
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey =>
+                        "the EC key is not a P-256 key".to_string(),
+                    jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_) =>
+                        "the RSA key is not usable (at least 2048 bits)".to_string(),
+                    other => format!("{other:?}"),
+                }
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn parts(jwt: &str) -> (serde_json::Value, serde_json::Value, Vec<u8>, String) {
+        let mut it = jwt.split('.');
+        let (h, p, s) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        assert!(it.next().is_none());
+        let json =
+            |part: &str| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap();
+        (
+            json(h),
+            json(p),
+            URL_SAFE_NO_PAD.decode(s).unwrap(),
+            format!("{h}.{p}"),
+        )
+    }
+
+    fn who<'a>(extra: &'a BTreeMap<String, String>) -> Subject<'a> {
+        Subject {
+            issuer: "client-1",
+            subject: Some("client-1"),
+            audience: "https://idp.example.test/token",
+            scope: None,
+            extra,
+        }
+    }
+
+    #[test]
+    fn a_client_secret_jwt_is_an_hs256_over_the_standard_claims() {
+        let extra = BTreeMap::new();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let jwt = sign(
+            &AssertionSettings::default(),
+            &SigningKey::ClientSecret("s3cret"),
+            &who(&extra),
+            now,
+        )
+        .unwrap();
+        let (header, claims, signature, signed) = parts(jwt.expose_secret());
+        assert_eq!(header["alg"], "HS256");
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(claims["iss"], "client-1");
+        assert_eq!(claims["sub"], "client-1");
+        assert_eq!(claims["aud"], "https://idp.example.test/token");
+        assert_eq!(claims["iat"], 1_700_000_000);
+        assert_eq!(claims["exp"], 1_700_000_060);
+        assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+        ring::hmac::verify(&key, signed.as_bytes(), &signature).expect("valid HMAC");
+        // A fresh jti every time.
+        let again = sign(
+            &AssertionSettings::default(),
+            &SigningKey::ClientSecret("s3cret"),
+            &who(&extra),
+            now,
+        )
+        .unwrap();
+        assert_ne!(parts(again.expose_secret()).1["jti"], claims["jti"]);
+    }
+
+    #[test]
+    fn private_keys_sign_with_the_algorithm_of_their_type_and_verify() {
+        use ring::signature::{self, UnparsedPublicKey};
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        for (pair, alg, verify_alg) in [
+            (
+                &ec,
+                "ES256",
+                &signature::ECDSA_P256_SHA256_FIXED as &dyn signature::VerificationAlgorithm,
+            ),
+            (&ed, "EdDSA", &signature::ED25519),
+        ] {
+            let pem = pair.serialize_pem();
+            let key = SigningKey::Private {
+                pem: &pem,
+                key_id: Some("k1"),
+                key_name: "private_key",
+            };
+            let jwt = sign(
+                &AssertionSettings::default(),
+                &key,
+                &who(&BTreeMap::new()),
+                Timestamp::now(),
+            )
+            .unwrap();
+            let (header, _, sig, signed) = parts(jwt.expose_secret());
+            assert_eq!(
+                (header["alg"].as_str(), header["kid"].as_str()),
+                (Some(alg), Some("k1"))
+            );
+            UnparsedPublicKey::new(verify_alg, pair.public_key_raw())
+                .verify(signed.as_bytes(), &sig)
+                .unwrap_or_else(|_| panic!("{alg} verifies"));
+        }
+    }
+
+    #[test]
+    fn wrong_keys_are_named_without_their_content() {
+        let extra = BTreeMap::new();
+        let pem = "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5\n-----END PRIVATE KEY-----\n";
+        let key = SigningKey::Private {
+            pem,
+            key_id: None,
+            key_name: "signing.pem",
+        };
+        let err = sign(
+            &AssertionSettings::default(),
+            &key,
+            &who(&extra),
+            Timestamp::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "`signing.pem` is not an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("bm90LWEta2V5"), "{err}");
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem();
+        let settings = AssertionSettings {
+            algorithm: Some(SigningAlgorithm::RS256),
+            ..AssertionSettings::default()
+        };
+        let key = SigningKey::Private {
+            pem: &ec,
+            key_id: None,
+            key_name: "private_key",
+        };
+        let err = sign(&settings, &key, &who(&extra), Timestamp::now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`private_key` is not an RSA private key"),
+            "{err}"
+        );
+        let settings = AssertionSettings {
+            algorithm: Some(SigningAlgorithm::ES256),
+            ..AssertionSettings::default()
+        };
+        let err = sign(
+            &settings,
+            &SigningKey::ClientSecret("s"),
+            &who(&extra),
+            Timestamp::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be HS256"), "{err}");
+    }
+}
