@@ -390,6 +390,60 @@ fn the_jwt_bearer_grant_is_an_assertion_with_scope_and_extra_claims() {
 }
 
 #[test]
+fn the_google_preset_reads_a_service_account_json_key() {
+    let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key = json!({
+        "type": "service_account",
+        "project_id": "demo",
+        "private_key_id": "0123abcd",
+        "private_key": ec.serialize_pem(),
+        "client_email": "rotator@demo.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": "https://oauth2.googleapis.com/token"
+    })
+    .to_string();
+    let extra =
+        "preset: google\ngrant: {scope: \"https://www.googleapis.com/auth/cloud-platform\"}\n";
+    let req = build(
+        extra,
+        &[("service-account.json", key.as_str())],
+        &GrantRequest::Primary,
+    );
+    let sent = form(&req);
+    assert_eq!(authorization(&req), None);
+    assert_eq!(
+        sent.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["grant_type", "assertion", "scope"],
+        "no client_id, no secret"
+    );
+    let (header, claims) = jws_parts(field(&sent, "assertion").unwrap());
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("ES256"), Some("0123abcd"))
+    );
+    assert_eq!(claims["iss"], "rotator@demo.iam.gserviceaccount.com");
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/cloud-platform"
+    );
+    assert!(claims.get("sub").is_none());
+    // Plain keys win over the JSON; a file that is not a service account key gives nothing.
+    let creds_of = |pairs: &[(&str, &str)]| creds(extra, pairs);
+    let both = creds_of(&[
+        ("service-account.json", key.as_str()),
+        ("client_id", "explicit@x"),
+    ]);
+    assert_eq!(
+        both.get(Param::ClientId).unwrap().expose_secret(),
+        "explicit@x"
+    );
+    let other = creds_of(&[("service-account.json", "{\"type\":\"authorized_user\"}")]);
+    assert!(other.get(Param::PrivateKey).is_none());
+    let err = build_request(&config(extra), &other, &GrantRequest::Primary).unwrap_err();
+    assert!(err.to_string().contains("`client_id`"), "{err}");
+}
+
+#[test]
 fn authorization_code_sends_the_code_and_its_redirect_uri() {
     let req = build(
         RETENTLY,

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use crate::provider::{Credentials, Limits, Param, ProviderConfig};
 
 use super::spec::{AssertionSpec, CredentialKeys, ProviderCredentialSpec, RefreshSpec};
@@ -236,6 +238,7 @@ pub fn credential_key_names(keys: Option<&CredentialKeys>) -> BTreeMap<Param, St
         pick(keys.key_id, Param::KeyId),
         pick(keys.tls_certificate, Param::TlsCertificate),
         pick(keys.tls_key, Param::TlsKey),
+        pick(keys.service_account_json, Param::ServiceAccountJson),
     ])
 }
 
@@ -257,7 +260,40 @@ pub fn credentials_from_data(
             .unwrap_or_default();
         credentials.insert(param, key, value);
     }
+    service_account_fields(&mut credentials);
     credentials
+}
+
+/// The fields of a Google service account JSON key, where the plain keys are absent.
+fn service_account_fields(credentials: &mut Credentials) {
+    #[derive(serde::Deserialize)]
+    struct ServiceAccountKey {
+        #[serde(rename = "type")]
+        kind: String,
+        client_email: String,
+        private_key: String,
+        #[serde(default)]
+        private_key_id: Option<String>,
+    }
+    let Some(json) = credentials.get(Param::ServiceAccountJson) else {
+        return;
+    };
+    let Ok(key) = serde_json::from_str::<ServiceAccountKey>(json.expose_secret()) else {
+        return;
+    };
+    if key.kind != "service_account" {
+        return;
+    }
+    let source = credentials.key_name(Param::ServiceAccountJson).to_string();
+    for (param, field, value) in [
+        (Param::ClientId, "client_email", Some(key.client_email)),
+        (Param::PrivateKey, "private_key", Some(key.private_key)),
+        (Param::KeyId, "private_key_id", key.private_key_id),
+    ] {
+        if let (None, Some(value)) = (credentials.get(param), value) {
+            credentials.insert(param, format!("{source} ({field})"), value);
+        }
+    }
 }
 
 /// Renewal policy, resolved.

@@ -276,6 +276,11 @@ pub struct CredentialKeys {
     /// Key holding the client certificate's PEM private key (default tls.key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<String>,
+    /// Key holding a Google service account JSON key (default service-account.json): its
+    /// client_email, private_key and private_key_id stand for client_id, private_key and
+    /// key_id when those keys are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_json: Option<String>,
 }
 
 /// When to renew. Default: when a third of the lifetime is left (renewBeforePercentage 33).

@@ -86,6 +86,8 @@ pub enum Param {
     TlsCertificate,
     /// Its private key (PEM).
     TlsKey,
+    /// A Google service account JSON key: client_email, private_key and private_key_id.
+    ServiceAccountJson,
 }
 
 impl Param {
@@ -118,6 +120,7 @@ impl Param {
             Param::KeyId => "key_id",
             Param::TlsCertificate => "tls.crt",
             Param::TlsKey => "tls.key",
+            Param::ServiceAccountJson => "service-account.json",
         }
     }
 

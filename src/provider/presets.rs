@@ -20,6 +20,9 @@ pub enum Preset {
     Retently,
     /// Reltio: password grant with HTTP Basic client authentication, `expires_in` as a string.
     Reltio,
+    /// A Google service account: the JWT bearer grant signed with the key of its JSON key file
+    /// (`iss` its client_email, `scope` from spec.grant.scope), no client authentication.
+    Google,
 }
 
 /// The dialect fields a preset (or the plain OAuth default) provides, before spec overrides.
@@ -103,6 +106,15 @@ impl Preset {
                 // document names no PKCE parameters.
                 authorization_url: Some("https://app.retently.com/api/oauth/authorize"),
                 pkce: false,
+                ..oauth
+            },
+            // https://developers.google.com/identity/protocols/oauth2/service-account#httprest
+            Preset::Google => DialectDefaults {
+                grant: GrantType::JwtBearer,
+                client_authentication: ClientAuthentication::None,
+                // The client id is the assertion's issuer, not a request parameter.
+                field_names: BTreeMap::from([("client_id".to_string(), String::new())]),
+                supports_refresh: false,
                 ..oauth
             },
             Preset::Reltio => DialectDefaults {
