@@ -332,3 +332,110 @@ async fn the_google_preset_gets_a_token_with_a_service_account_key() {
     assert!(text.contains("invalid_grant"), "{text}");
     assert!(!text.contains("PRIVATE KEY"), "{text}");
 }
+
+#[tokio::test]
+async fn token_rotator_fetch_authenticates_with_a_key_and_with_a_certificate() {
+    let emu = emulator(true).await;
+    let dir = TempDir::new("fetch-client-auth");
+    let ec = keys::ec_p256();
+    let cert = keys::client_certificate("fetch");
+    let c = emu.control();
+    c.register_oauth_client(
+        "fetch-pkj",
+        ClientMethod::PrivateKeyJwt {
+            algorithm: JwsAlgorithm::ES256,
+            public_key_pem: ec.public_key_pem.clone(),
+        },
+    )
+    .unwrap();
+    c.register_oauth_client(
+        "fetch-csj",
+        ClientMethod::ClientSecretJwt {
+            secret: "fetch-secret-0123456789".into(),
+        },
+    )
+    .unwrap();
+    let rsa = keys::rsa();
+    c.register_jwt_bearer_issuer(
+        "fetch@demo.iam.gserviceaccount.com",
+        rsa.public_key_pem.clone(),
+    )
+    .unwrap();
+    let sa_key = serde_json::json!({
+        "type": "service_account",
+        "private_key": rsa.private_key_pem,
+        "client_email": "fetch@demo.iam.gserviceaccount.com",
+    })
+    .to_string();
+    c.register_oauth_client(
+        "fetch-tls",
+        ClientMethod::Tls {
+            certificate_pem: cert.certificate_pem.clone(),
+        },
+    )
+    .unwrap();
+    let cases = [
+        (
+            "pkj",
+            "{clientAuthentication: privateKeyJwt}",
+            vec![
+                ("client_id", "fetch-pkj"),
+                ("private_key", ec.private_key_pem.as_str()),
+            ],
+        ),
+        (
+            "csj",
+            "{clientAuthentication: clientSecretJwt}",
+            vec![
+                ("client_id", "fetch-csj"),
+                ("client_secret", "fetch-secret-0123456789"),
+            ],
+        ),
+        (
+            "google",
+            "{type: jwtBearer, clientAuthentication: none, scope: \"email\"}",
+            vec![("service-account.json", sa_key.as_str())],
+        ),
+        (
+            "tls",
+            "{clientAuthentication: tls}",
+            vec![
+                ("client_id", "fetch-tls"),
+                ("tls.crt", cert.certificate_pem.as_str()),
+                ("tls.key", cert.private_key_pem.as_str()),
+            ],
+        ),
+    ];
+    for (name, grant, pairs) in cases {
+        let pc = token_rotator::api::ProviderCredential::new(name, spec(&emu, grant));
+        let pc_path = dir.write(
+            &format!("{name}.yaml"),
+            &serde_saphyr::to_string(&pc).expect("serialises"),
+        );
+        let data: BTreeMap<String, Vec<u8>> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let creds_path = dir.write(
+            &format!("{name}-creds.yaml"),
+            &secret_manifest("creds", &data, DataStyle::Base64),
+        );
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-rotator"))
+            .arg("fetch")
+            .arg("-f")
+            .arg(&pc_path)
+            .arg("--credentials")
+            .arg(&creds_path)
+            .output()
+            .await
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(summary["tokenType"], "Bearer", "{name}: {stdout}");
+        assert!(!stdout.contains("PRIVATE KEY") && !stderr.contains("PRIVATE KEY"));
+    }
+    assert_eq!(c.oauth2_counters().issued, 4);
+}
