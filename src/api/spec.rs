@@ -62,6 +62,71 @@ pub struct ProviderCredentialSpec {
     pub refresh: Option<Box<RefreshSpec>>,
 
     pub target: TargetSpec,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Box<RolloutSpec>>,
+}
+
+/// Workloads in this namespace to restart, as `kubectl rollout restart` does, after the token
+/// in the target Secret changes: for consumers that read it only when they start (environment
+/// variables, subPath mounts, caches). Needs the operator's --restart-workloads (chart value
+/// rolloutRestarts.enabled), and each workload's consent: the annotation
+/// tokenrotator.dev/restart-on listing this ProviderCredential's name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The workloads (at most 16).
+    #[schemars(length(min = 1, max = 16))]
+    pub workloads: Vec<WorkloadRef>,
+    /// At least this long between two restarts of one workload, whichever ProviderCredential
+    /// asks; a rotation within it is served by one restart at its end (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.rollout.minInterval must be a duration such as 5m"))]
+    #[schemars(length(max = 32))]
+    pub min_interval: Option<String>,
+    /// Wait this long after a rotation before restarting (default 0s): mounted Secrets reach
+    /// running pods first, and ProviderCredentials rotating together share one restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.rollout.delay must be a duration such as 30s"))]
+    #[schemars(length(max = 32))]
+    pub delay: Option<String>,
+}
+
+/// A Deployment, StatefulSet or DaemonSet in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The plural resource name (apps/v1).
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+        }
+    }
 }
 
 /// Where tokens are requested.

@@ -34,6 +34,19 @@ pub struct ProviderCredentialStatus {
     /// The last value of the tokenrotator.dev/refresh annotation that was acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,
+    /// spec.rollout: the last restart this resource made of each workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<WorkloadRestartStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRestartStatus {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: String,
+    pub name: String,
+    /// When it was restarted (its pod template's kubectl.kubernetes.io/restartedAt).
+    pub restarted_at: Time,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

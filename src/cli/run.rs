@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]
     pub token_requests_per_minute: u32,
+    /// Let spec.rollout restart the Deployments, StatefulSets and DaemonSets that consent
+    /// (annotation tokenrotator.dev/restart-on) after a rotation; needs get and patch on them.
+    #[arg(long)]
+    pub restart_workloads: bool,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
 }

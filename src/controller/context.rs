@@ -36,6 +36,8 @@ pub struct Context {
     pub views: SecretViews,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
     held: Mutex<HeldByUid>,
+    /// --restart-workloads: spec.rollout may restart the workloads that consent.
+    pub restart_workloads: bool,
 }
 
 #[derive(Default)]
@@ -99,6 +101,7 @@ impl Context {
         metrics: Arc<Metrics>,
         gate: Gate,
         requests_per_minute: u32,
+        restart_workloads: bool,
     ) -> Self {
         Context {
             warnings: Recorder::new(client.clone(), reporter.clone()),
@@ -111,6 +114,7 @@ impl Context {
             endpoints: EndpointQueues::default(),
             views: SecretViews::default(),
             held: Mutex::default(),
+            restart_workloads,
         }
     }
 

@@ -7,6 +7,7 @@ mod execute;
 mod observe;
 pub mod reconcile;
 mod report;
+mod rollout;
 mod shutdown;
 mod views;
 
@@ -122,6 +123,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics.clone(),
         gate.clone(),
         args.token_requests_per_minute,
+        args.restart_workloads,
     ));
 
     let controllers = futures::future::join_all(scopes.into_iter().map(|ns| {

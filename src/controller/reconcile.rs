@@ -155,8 +155,9 @@ pub async fn reconcile(
                 }
             }
         };
-        let after =
+        let mut after =
             rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
+        super::rollout::restart_workloads(ctx, pc, &mut after).await;
         report(ctx, pc, &after)
             .await
             .map_err(ReconcileError::Report)?;

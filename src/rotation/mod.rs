@@ -7,6 +7,7 @@
 mod budget;
 mod decide;
 mod plan;
+pub mod rollout;
 mod schedule;
 mod settle;
 mod status;

@@ -29,9 +29,11 @@ const SERVICE_CIDR: &str = "10.0.0.0/24";
 const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Controllers this project relies on: garbage collection and namespace deletion, and the
 /// ServiceAccount machinery (`default` SA per namespace, the controllers' own tokens, the
-/// `kube-root-ca.crt` ConfigMap that projected token volumes mount).
+/// `kube-root-ca.crt` ConfigMap that projected token volumes mount), and the Deployment and
+/// ReplicaSet controllers (a restart by spec.rollout shows as a new ReplicaSet).
 const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
-serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller";
+serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
+deployment-controller,replicaset-controller";
 
 /// Settings for [`ControlPlane::start_with`].
 #[derive(Debug, Clone)]

@@ -203,6 +203,12 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.rolloutRestarts.enabled }}
+# spec.rollout: read and restart the workloads that consent (annotation tokenrotator.dev/restart-on).
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*
