@@ -51,6 +51,28 @@ const HASHED_CREDENTIALS: [Param; 4] = [
     Param::Password,
 ];
 
+/// Credentials of the signed-assertion and TLS methods: hashed too, but appended only when
+/// present, so that digests of resources that use none of them stay what they were.
+const KEY_CREDENTIALS: [Param; 4] = [
+    Param::PrivateKey,
+    Param::KeyId,
+    Param::TlsCertificate,
+    Param::TlsKey,
+];
+
+/// How assertions are made, when not the defaults (appended like [`KEY_CREDENTIALS`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AssertionShapeV1<'a> {
+    algorithm: Option<crate::provider::assertion::SigningAlgorithm>,
+    audience: Option<&'a str>,
+    lifetime_seconds: u64,
+    issuer: Option<&'a str>,
+    subject: Option<&'a str>,
+    subject_is_issuer: bool,
+    claims: &'a BTreeMap<String, String>,
+}
+
 /// Digest of the request settings and credentials: a change means the current token may no
 /// longer be what the user asked for.
 pub fn request_inputs(salt: &str, config: &ProviderConfig, credentials: &Credentials) -> String {
@@ -68,6 +90,27 @@ pub fn request_inputs(salt: &str, config: &ProviderConfig, credentials: &Credent
     let shape = serde_json::to_string(&shape).expect("plain data serialises");
     let mut parts = vec![shape.as_str()];
     parts.extend(HASHED_CREDENTIALS.map(|p| credentials.get(p).map_or("", |v| v.expose_secret())));
+    let a = &config.assertion;
+    let assertion = (*a != Default::default()).then(|| {
+        serde_json::to_string(&AssertionShapeV1 {
+            algorithm: a.algorithm,
+            audience: a.audience.as_deref(),
+            lifetime_seconds: a.lifetime.as_secs(),
+            issuer: a.issuer.as_deref(),
+            subject: a.subject.as_deref(),
+            subject_is_issuer: a.subject_is_issuer,
+            claims: &a.claims,
+        })
+        .expect("plain data serialises")
+    });
+    if let Some(assertion) = &assertion {
+        parts.extend(["assertion", assertion.as_str()]);
+    }
+    for param in KEY_CREDENTIALS {
+        if let Some(value) = credentials.get(param) {
+            parts.extend([param.oauth_name(), value.expose_secret()]);
+        }
+    }
     format!("{VERSION}:{}", salted_hash(salt, &parts))
 }
 
@@ -249,6 +292,21 @@ mod tests {
         let mut creds = credentials.clone();
         creds.insert(Param::Password, "password", "pw2");
         assert_ne!(request_inputs("u", &config, &creds), base);
+        // The keys and settings of assertions and mutual TLS count too.
+        for param in KEY_CREDENTIALS {
+            let mut creds = credentials.clone();
+            creds.insert(param, param.oauth_name(), "pem-1");
+            let one = request_inputs("u", &config, &creds);
+            assert_ne!(one, base, "{param:?}");
+            creds.insert(param, param.oauth_name(), "pem-2");
+            assert_ne!(request_inputs("u", &config, &creds), one, "{param:?}");
+        }
+        let mut other = config.clone();
+        other.assertion.subject = Some("user@example.com".into());
+        assert_ne!(request_inputs("u", &other, &credentials), base);
+        let mut other = config.clone();
+        other.assertion.claims.insert("k".into(), "v".into());
+        assert_ne!(request_inputs("u", &other, &credentials), base);
         let mut t = target.clone();
         t.annotations.insert("a".into(), "b".into());
         assert_ne!(target_settings(&t), target_settings(&target));

@@ -362,12 +362,12 @@ fn the_jwt_bearer_grant_is_an_assertion_with_scope_and_extra_claims() {
         ],
         &GrantRequest::Primary,
     );
-    let form = form(&req);
+    let sent = form(&req);
     assert_eq!(
-        field(&form, "grant_type"),
+        field(&sent, "grant_type"),
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
     );
-    let (header, claims) = jws_parts(field(&form, "assertion").unwrap());
+    let (header, claims) = jws_parts(field(&sent, "assertion").unwrap());
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(claims["iss"], "sa@project.iam.gserviceaccount.com");
     assert_eq!(claims["sub"], "user@example.com");
@@ -379,7 +379,20 @@ fn the_jwt_bearer_grant_is_an_assertion_with_scope_and_extra_claims() {
     assert_eq!(claims["target_audience"], "https://api.example.com");
     assert!(claims["jti"].is_string());
     // `none` sends the client id as a public client would; no client_assertion.
-    assert!(field(&form, "client_assertion").is_none());
+    assert!(field(&sent, "client_assertion").is_none());
+
+    // Without assertion.subject, `sub` is the issuer (RFC 7523 §3 requires one).
+    let plain = "grant: {type: jwtBearer, clientAuthentication: none}\n";
+    let req = build(
+        plain,
+        &[("client_id", "svc"), ("private_key", ed.as_str())],
+        &GrantRequest::Primary,
+    );
+    let (_, claims) = jws_parts(field(&form(&req), "assertion").unwrap());
+    assert_eq!(
+        (claims["iss"].as_str(), claims["sub"].as_str()),
+        (Some("svc"), Some("svc"))
+    );
 
     assert_eq!(
         api::provider_config(&spec(

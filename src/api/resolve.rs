@@ -147,7 +147,8 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
     }
 
     let grant_type = grant.grant_type.unwrap_or(defaults.grant);
-    let assertion = assertion_settings(grant.assertion.clone().map(|a| *a))?;
+    let mut assertion = assertion_settings(grant.assertion.clone().map(|a| *a))?;
+    assertion.subject_is_issuer = defaults.assertion_subject_is_issuer;
     if grant_type == crate::provider::GrantType::AuthorizationCode && grant.redirect_uri.is_none() {
         return Err(SpecError::MissingRedirectUri);
     }
@@ -203,6 +204,7 @@ fn assertion_settings(spec: Option<AssertionSpec>) -> Result<AssertionSettings, 
             .unwrap_or(defaults.lifetime),
         issuer: spec.issuer,
         subject: spec.subject,
+        subject_is_issuer: defaults.subject_is_issuer,
         claims: spec.claims,
     })
 }

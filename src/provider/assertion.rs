@@ -60,9 +60,12 @@ pub struct AssertionSettings {
     pub audience: Option<String>,
     /// From `iat` to `exp`.
     pub lifetime: Duration,
-    /// JWT bearer grant: `iss` (default: the client id credential) and `sub` (default none).
+    /// JWT bearer grant: `iss` (default: the client id credential) and `sub`.
     pub issuer: Option<String>,
     pub subject: Option<String>,
+    /// Without `subject`: `sub` = `iss`, as RFC 7523 §3 requires a `sub`; Google's service
+    /// accounts take none (a `sub` there asks for domain-wide delegation).
+    pub subject_is_issuer: bool,
     /// JWT bearer grant: further string claims.
     pub claims: BTreeMap<String, String>,
 }
@@ -75,6 +78,7 @@ impl Default for AssertionSettings {
             lifetime: Duration::from_secs(60),
             issuer: None,
             subject: None,
+            subject_is_issuer: true,
             claims: BTreeMap::new(),
         }
     }
@@ -140,42 +144,91 @@ fn encoding_key(
             Ok((Algorithm::HS256, key))
         }
         SigningKey::Private { pem, key_name, .. } => {
-            let bytes = pem.as_bytes();
             let not_a_key = |what: &str| {
                 FetchError::Configuration(format!(
                     "the credentials key `{key_name}` is not {what} in PEM; convert an EC key with `openssl pkcs8 -topk8 -nocrypt`"
                 ))
             };
-            let rsa = || EncodingKey::from_rsa_pem(bytes).ok();
-            let ec = || EncodingKey::from_ec_pem(bytes).ok();
-            let ed = || EncodingKey::from_ed_pem(bytes).ok();
-            let (algorithm, key) = match wanted {
-                Some(SigningAlgorithm::HS256) => {
+            let (family, key) = private_key(pem).ok_or_else(|| {
+                not_a_key("an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key")
+            })?;
+            let algorithm = match (wanted, family) {
+                (Some(SigningAlgorithm::HS256), _) => {
                     return Err(FetchError::Configuration(
                         "HS256 signs with the client secret: use clientAuthentication clientSecretJwt, or an asymmetric algorithm with a private key".into(),
                     ));
                 }
-                Some(a @ (SigningAlgorithm::RS256 | SigningAlgorithm::PS256)) => {
-                    (a, rsa().ok_or_else(|| not_a_key("an RSA private key"))?)
+                (Some(a @ (SigningAlgorithm::RS256 | SigningAlgorithm::PS256)), KeyFamily::Rsa) => {
+                    a
                 }
-                Some(SigningAlgorithm::ES256) => (
-                    SigningAlgorithm::ES256,
-                    ec().ok_or_else(|| not_a_key("a PKCS#8 EC P-256 private key"))?,
-                ),
-                Some(SigningAlgorithm::EdDSA) => (
-                    SigningAlgorithm::EdDSA,
-                    ed().ok_or_else(|| not_a_key("a PKCS#8 Ed25519 private key"))?,
-                ),
-                None => rsa()
-                    .map(|k| (SigningAlgorithm::RS256, k))
-                    .or_else(|| ec().map(|k| (SigningAlgorithm::ES256, k)))
-                    .or_else(|| ed().map(|k| (SigningAlgorithm::EdDSA, k)))
-                    .ok_or_else(|| {
-                        not_a_key("an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key")
-                    })?,
+                (Some(SigningAlgorithm::ES256), KeyFamily::EcP256) => SigningAlgorithm::ES256,
+                (Some(SigningAlgorithm::EdDSA), KeyFamily::Ed25519) => SigningAlgorithm::EdDSA,
+                (Some(SigningAlgorithm::RS256 | SigningAlgorithm::PS256), _) => {
+                    return Err(not_a_key("an RSA private key"));
+                }
+                (Some(SigningAlgorithm::ES256), _) => {
+                    return Err(not_a_key("a PKCS#8 EC P-256 private key"));
+                }
+                (Some(SigningAlgorithm::EdDSA), _) => {
+                    return Err(not_a_key("a PKCS#8 Ed25519 private key"));
+                }
+                (None, KeyFamily::Rsa) => SigningAlgorithm::RS256,
+                (None, KeyFamily::EcP256) => SigningAlgorithm::ES256,
+                (None, KeyFamily::Ed25519) => SigningAlgorithm::EdDSA,
             };
             Ok((algorithm.jose(), key))
         }
+    }
+}
+
+/// A private key PEM is larger than this only if it is not one: an RSA 4096 key in PKCS#8 is
+/// about 3.3 KB. Checked before any parsing.
+const MAX_PRIVATE_KEY_PEM: usize = 16 * 1024;
+
+enum KeyFamily {
+    Rsa,
+    EcP256,
+    Ed25519,
+}
+
+/// The key in `pem`, parsed only by rustls' PEM reader (base64, no ASN.1) and ring (whose DER
+/// reader does not recurse): jsonwebtoken's own PEM parsing recurses without a depth limit
+/// and is quadratic on long identifiers, so a crafted key could crash or stall the process.
+fn private_key(pem: &str) -> Option<(KeyFamily, EncodingKey)> {
+    use ring::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+    };
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    if pem.len() > MAX_PRIVATE_KEY_PEM {
+        return None;
+    }
+    match PrivateKeyDer::from_pem_slice(pem.as_bytes()).ok()? {
+        PrivateKeyDer::Pkcs1(der) => {
+            let der = der.secret_pkcs1_der();
+            RsaKeyPair::from_der(der).ok()?;
+            Some((KeyFamily::Rsa, EncodingKey::from_rsa_der(der)))
+        }
+        PrivateKeyDer::Pkcs8(der) => {
+            let der = der.secret_pkcs8_der();
+            if RsaKeyPair::from_pkcs8(der).is_ok() {
+                Some((KeyFamily::Rsa, EncodingKey::from_rsa_der(der)))
+            } else if EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                der,
+                &ring::rand::SystemRandom::new(),
+            )
+            .is_ok()
+            {
+                Some((KeyFamily::EcP256, EncodingKey::from_ec_der(der)))
+            } else if Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
+                Some((KeyFamily::Ed25519, EncodingKey::from_ed_der(der)))
+            } else {
+                None
+            }
+        }
+        // SEC1 ("EC PRIVATE KEY") and anything else: convert to PKCS#8, as the error says.
+        _ => None,
     }
 }
 
@@ -379,5 +432,65 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("must be HS256"), "{err}");
+    }
+
+    /// DER of `depth` SEQUENCEs nested in one another.
+    fn nested_sequences(depth: usize) -> Vec<u8> {
+        let mut der = vec![0x30, 0x00];
+        for _ in 0..depth {
+            let len = der.len();
+            let mut outer = vec![0x30];
+            match len {
+                0..=0x7f => outer.push(len as u8),
+                0x80..=0xff => outer.extend([0x81, len as u8]),
+                _ => outer.extend([0x82, (len >> 8) as u8, len as u8]),
+            }
+            outer.extend(der);
+            der = outer;
+        }
+        der
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        use base64::engine::general_purpose::STANDARD;
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            STANDARD.encode(der)
+        )
+    }
+
+    #[test]
+    fn hostile_keys_are_refused_without_parsing_them_deeply() {
+        let extra = BTreeMap::new();
+        let sign_with = |text: &str| {
+            let key = SigningKey::Private {
+                pem: text,
+                key_id: None,
+                key_name: "private_key",
+            };
+            sign(
+                &AssertionSettings::default(),
+                &key,
+                &who(&extra),
+                Timestamp::now(),
+            )
+        };
+        // Deep enough to overflow a recursive parser's stack; within the size cap.
+        let deep = nested_sequences(3_000);
+        for label in ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"] {
+            let text = pem(label, &deep);
+            assert!(text.len() < MAX_PRIVATE_KEY_PEM, "{}", text.len());
+            let err = sign_with(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("is not an RSA, PKCS#8 EC P-256"),
+                "{label}: {err}"
+            );
+        }
+        // Enormous: refused by its size, before any parsing.
+        let huge = pem("PRIVATE KEY", &vec![0x06; 700_000]);
+        assert!(sign_with(&huge).is_err());
+        // Public keys and certificates are not private keys.
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        assert!(sign_with(&ec.public_key_pem()).is_err());
     }
 }

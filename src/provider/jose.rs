@@ -39,8 +39,10 @@ fn invalid(kind: ErrorKind) -> Error {
 
 fn signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
     let der = key.as_bytes();
+    // PKCS#1 or PKCS#8: assertion.rs hands over the DER as the PEM held it.
     let rsa = |encoding: &'static dyn signature::RsaEncoding| {
         RsaKeyPair::from_der(der)
+            .or_else(|_| RsaKeyPair::from_pkcs8(der))
             .map(|pair| Key::Rsa(pair, encoding))
             .map_err(|e| invalid(ErrorKind::InvalidRsaKey(e.to_string())))
     };

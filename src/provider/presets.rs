@@ -41,6 +41,8 @@ pub struct DialectDefaults {
     pub authorization_url: Option<&'static str>,
     /// Whether the authorization request carries a PKCE challenge (RFC 7636, S256).
     pub pkce: bool,
+    /// The JWT bearer grant's `sub` defaults to its `iss` (RFC 7523 §3), but not for Google.
+    pub assertion_subject_is_issuer: bool,
 }
 
 impl DialectDefaults {
@@ -60,6 +62,7 @@ impl DialectDefaults {
             // OAuth 2.0 Security BCP (RFC 9700 §2.1.1): clients use PKCE; servers that do not
             // know it ignore the extra parameters.
             pkce: true,
+            assertion_subject_is_issuer: true,
         }
     }
 }
@@ -115,6 +118,7 @@ impl Preset {
                 // The client id is the assertion's issuer, not a request parameter.
                 field_names: BTreeMap::from([("client_id".to_string(), String::new())]),
                 supports_refresh: false,
+                assertion_subject_is_issuer: false,
                 ..oauth
             },
             Preset::Reltio => DialectDefaults {

@@ -126,7 +126,10 @@ pub fn build_request(
                     &private_key(credentials, grant_label)?,
                     &assertion::Subject {
                         issuer: &issuer,
-                        subject: config.assertion.subject.as_deref(),
+                        subject: config.assertion.subject.as_deref().or(config
+                            .assertion
+                            .subject_is_issuer
+                            .then_some(issuer.as_str())),
                         audience: &audience(config),
                         scope: config.scope.as_deref(),
                         extra: &config.assertion.claims,
