@@ -702,11 +702,14 @@ fn every_example_parses_resolves_and_has_its_credentials() {
             })
             .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
             .collect();
-        assert_eq!(
-            files,
-            BTreeSet::from(["credentials.yaml".into(), "providercredential.yaml".into()]),
-            "{label}"
-        );
+        // An example may add the workload that consumes the token (rollout restarts).
+        let consumer = files.contains("deployment.yaml");
+        let mut expected =
+            BTreeSet::from(["credentials.yaml".into(), "providercredential.yaml".into()]);
+        if consumer {
+            expected.insert("deployment.yaml".to_string());
+        }
+        assert_eq!(files, expected, "{label}");
 
         let pc_text = read(&dir.join("providercredential.yaml"));
         let probe: Value = serde_saphyr::from_str(&pc_text).expect("YAML");
@@ -759,12 +762,38 @@ fn every_example_parses_resolves_and_has_its_credentials() {
                 );
             }
         }
+        if consumer {
+            let deployment: k8s_openapi::api::apps::v1::Deployment =
+                serde_saphyr::from_str(&read(&dir.join("deployment.yaml")))
+                    .unwrap_or_else(|e| panic!("{label}/deployment.yaml: {e}"));
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let listed = pc
+                .spec
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.workloads.iter().any(|w| w.name == name));
+            assert!(listed, "{label}: spec.rollout lists {name}");
+            let consent = deployment
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("tokenrotator.dev/restart-on"))
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                consent
+                    .split(',')
+                    .any(|n| n.trim() == pc.metadata.name.as_deref().unwrap_or_default()),
+                "{label}: {name} consents to restarts by the ProviderCredential"
+            );
+        }
         if pc.spec.preset.is_some() {
             let mut used = BTreeSet::new();
             leaf_paths(&serde_json::to_value(&pc.spec).unwrap(), "", &mut used);
+            // spec.rollout is about the consumers, not the provider.
             let extra: Vec<&String> = used
                 .iter()
-                .filter(|f| !minimal.contains(f.as_str()))
+                .filter(|f| !minimal.contains(f.as_str()) && !f.starts_with("rollout."))
                 .collect();
             assert!(extra.is_empty(), "{label}: a preset needs no {extra:?}");
         }

@@ -231,7 +231,8 @@ pub struct AssertionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub issuer: Option<String>,
-    /// jwtBearer: the `sub` claim (default none), e.g. the user a service account acts for.
+    /// jwtBearer: the `sub` claim (default: the issuer; none for the google preset), e.g. the
+    /// user a service account acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub subject: Option<String>,
