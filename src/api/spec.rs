@@ -81,13 +81,13 @@ pub struct RolloutSpec {
     /// At least this long between two restarts of one workload, whichever ProviderCredential
     /// asks; a rotation within it is served by one restart at its end (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.rollout.minInterval must be a duration such as 5m"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,9}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('0s')").message("spec.rollout.minInterval must be a duration such as 5m"))]
     #[schemars(length(max = 32))]
     pub min_interval: Option<String>,
     /// Wait this long after a rotation before restarting (default 0s): mounted Secrets reach
     /// running pods first, and ProviderCredentials rotating together share one restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.rollout.delay must be a duration such as 30s"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,9}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('0s')").message("spec.rollout.delay must be a duration such as 30s"))]
     #[schemars(length(max = 32))]
     pub delay: Option<String>,
 }
@@ -97,7 +97,10 @@ pub struct RolloutSpec {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRef {
     pub kind: WorkloadKind,
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 

@@ -46,14 +46,28 @@ fn policy(spec: &RolloutSpec) -> Policy {
     }
 }
 
+/// The object a decision was made on: a restart applies only to that version of it.
+struct Version {
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
 /// How a workload looks to this resource: missing, not consenting, or when it last restarted.
 async fn look(
     api: &Api<DynamicObject>,
     workload: &WorkloadRef,
     resource: &str,
-) -> Result<Seen, kube::Error> {
+) -> Result<(Seen, Version), kube::Error> {
+    let none = Version {
+        uid: None,
+        resource_version: None,
+    };
     let Some(object) = api.get_opt(&workload.name).await? else {
-        return Ok(Seen::Missing);
+        return Ok((Seen::Missing, none));
+    };
+    let version = Version {
+        uid: object.metadata.uid.clone(),
+        resource_version: object.metadata.resource_version.clone(),
     };
     if !rollout::consents(
         object
@@ -62,24 +76,40 @@ async fn look(
             .map(String::as_str),
         resource,
     ) {
-        return Ok(Seen::NotOptedIn);
+        return Ok((Seen::NotOptedIn, version));
     }
     let last_restart = object.data["spec"]["template"]["metadata"]["annotations"]
         [rollout::RESTARTED_AT]
         .as_str()
         .and_then(|t| t.parse::<Timestamp>().ok());
-    Ok(Seen::Found { last_restart })
+    Ok((Seen::Found { last_restart }, version))
 }
 
-async fn restart(api: &Api<DynamicObject>, name: &str, at: Timestamp) -> Result<(), kube::Error> {
+/// The restart, on the version that consented: if the workload changed since (its consent
+/// withdrawn, or deleted and created again), the API server refuses it with 409.
+async fn restart(
+    api: &Api<DynamicObject>,
+    name: &str,
+    version: &Version,
+    at: Timestamp,
+) -> Result<(), kube::Error> {
     let value = at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let patch = serde_json::json!({
+        "metadata": {"uid": version.uid, "resourceVersion": version.resource_version},
         "spec": {"template": {"metadata": {"annotations": {rollout::RESTARTED_AT: value}}}}
     });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
 }
+
+/// How soon a failed read or restart is tried again: soon enough for the pods' old token,
+/// rare enough to be no burden on the API server.
+const RETRY_FAILED: Duration = Duration::from_secs(60);
+/// Requeues are at most this far out (the resource's own renewal brings it back anyway).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// events.k8s.io refuses a note longer than 1 KiB.
+const MAX_NOTE_CHARS: usize = 1000;
 
 /// After `after` was decided: restart what is due, and say so in `after`.
 pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &mut Report) {
@@ -92,7 +122,13 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
             .retain(|c| c.type_ != WORKLOADS_RESTARTED);
         return;
     };
-    let Some(rotated_at) = after.status.access_token.as_ref().map(|t| t.issued_at.0) else {
+    // To the second, as the status holds it: the same decision before and after the write.
+    let Some(rotated_at) = after
+        .status
+        .access_token
+        .as_ref()
+        .and_then(|t| Timestamp::from_second(t.issued_at.0.as_second()).ok())
+    else {
         return;
     };
     let namespace = pc.namespace().unwrap_or_default();
@@ -106,6 +142,13 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
     let mut workloads = spec.workloads.clone();
     workloads.sort();
     workloads.dedup();
+    // Records of workloads no longer listed go.
+    after.status.restarts.retain(|r| {
+        workloads
+            .iter()
+            .any(|w| w.kind.as_str() == r.kind && w.name == r.name)
+    });
+    let mut retry = false;
     if !ctx.restart_workloads {
         first_refusal = Some(reason::RESTARTS_DISABLED);
         refused.push(
@@ -127,12 +170,13 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
             continue;
         }
         let api = api_for(ctx, &namespace, workload.kind);
-        let seen = match look(&api, workload, &name).await {
-            Ok(seen) => seen,
+        let (seen, version) = match look(&api, workload, &name).await {
+            Ok(found) => found,
             Err(e) => {
                 warn!(workload = %shown, error = %e, "cannot read a workload to restart");
                 first_refusal.get_or_insert(reason::RESTART_FAILED);
                 refused.push(format!("{shown} cannot be read ({})", short(&e)));
+                retry = true;
                 continue;
             }
         };
@@ -143,11 +187,12 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                     last_restart: Some(at),
                 } = seen
                 {
-                    record(&mut after.status.restarts, workload, at);
+                    // Never a time to come: a clock ahead must not hold future restarts back.
+                    record(&mut after.status.restarts, workload, at.min(now));
                 }
             }
             Decision::WaitUntil(at) => waiting = Some(waiting.map_or(at, |w| w.min(at))),
-            Decision::RestartNow => match restart(&api, &workload.name, now).await {
+            Decision::RestartNow => match restart(&api, &workload.name, &version, now).await {
                 Ok(()) => {
                     info!(workload = %shown, "restarted after the token rotated");
                     record(&mut after.status.restarts, workload, now);
@@ -157,6 +202,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                     warn!(workload = %shown, error = %e, "cannot restart a workload");
                     first_refusal.get_or_insert(reason::RESTART_FAILED);
                     refused.push(format!("{shown}: the restart failed ({})", short(&e)));
+                    retry = true;
                 }
             },
             Decision::Refused(why) => {
@@ -173,7 +219,14 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
     }
     let generation = pc.meta().generation;
     let (ok, why, message) = match first_refusal {
-        Some(why) => (false, why, format!("not restarted: {}", refused.join("; "))),
+        Some(why) => (
+            false,
+            why,
+            crate::provider::scrub::truncate_chars(
+                &format!("not restarted: {}", refused.join("; ")),
+                MAX_NOTE_CHARS,
+            ),
+        ),
         None => match waiting {
             Some(at) => (true, "RestartPlanned", format!("restart planned at {at}")),
             None => (
@@ -196,10 +249,13 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
         after.events.push(EventNote {
             warning: false,
             reason: "WorkloadsRestarted".into(),
-            note: format!(
-                "restarted {} after the token in Secret {} changed",
-                restarted.join(", "),
-                pc.spec.target.secret_name
+            note: crate::provider::scrub::truncate_chars(
+                &format!(
+                    "restarted {} after the token in Secret {} changed",
+                    restarted.join(", "),
+                    pc.spec.target.secret_name
+                ),
+                MAX_NOTE_CHARS,
             ),
             action: "Restart",
         });
@@ -212,11 +268,16 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
             action: "Restart",
         });
     }
-    if let Some(at) = waiting {
-        let delay = Duration::from_millis(
+    let mut again = waiting.map(|at| {
+        Duration::from_millis(
             u64::try_from(at.as_millisecond().saturating_sub(now.as_millisecond())).unwrap_or(0),
         )
-        .max(Duration::from_secs(1));
+        .clamp(Duration::from_secs(1), MAX_WAIT)
+    });
+    if retry {
+        again = Some(again.map_or(RETRY_FAILED, |a| a.min(RETRY_FAILED)));
+    }
+    if let Some(delay) = again {
         after.requeue = Some(after.requeue.map_or(delay, |r| r.min(delay)));
     }
 }

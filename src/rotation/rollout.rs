@@ -63,6 +63,9 @@ pub fn consents(annotation: Option<&str>, name: &str) -> bool {
     annotation.is_some_and(|list| list.split(',').any(|n| n.trim() == name))
 }
 
+/// Clocks of the people and tools that write restartedAt may run this far ahead.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
     // A delay too large to add is a time that never comes: the latest one that can be held.
     jiff::SignedDuration::try_from(d)
@@ -85,6 +88,9 @@ pub fn decide(rotated_at: Timestamp, seen: &Seen, policy: Policy, now: Timestamp
         Seen::NotOptedIn => return Decision::Refused(reason::NOT_OPTED_IN),
         Seen::Found { last_restart } => *last_restart,
     };
+    // A restart "in the future" (a clock ahead, a hand-written value) says nothing about
+    // when pods started: it covers no rotation and holds no restart back.
+    let last = last.filter(|l| *l <= plus(now, CLOCK_SKEW));
     if last.is_some_and(|l| covers(l, rotated_at)) {
         return Decision::UpToDate;
     }
@@ -185,6 +191,16 @@ mod tests {
         assert_eq!(
             decide(rotated, &found(Some(1_000)), no_delay, t(1_002)),
             Decision::WaitUntil(t(1_600))
+        );
+    }
+
+    #[test]
+    fn a_restart_dated_in_the_future_counts_for_nothing() {
+        // Written by a clock an hour ahead: neither covers the rotation nor delays the restart.
+        let ahead = found(Some(1_000 + 3_600));
+        assert_eq!(
+            decide(t(900), &ahead, POLICY, t(1_000)),
+            Decision::RestartNow
         );
     }
 
