@@ -453,7 +453,13 @@ fn the_google_preset_reads_a_service_account_json_key() {
     let other = creds_of(&[("service-account.json", "{\"type\":\"authorized_user\"}")]);
     assert!(other.get(Param::PrivateKey).is_none());
     let err = build_request(&config(extra), &other, &GrantRequest::Primary).unwrap_err();
-    assert!(err.to_string().contains("`client_id`"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "the credentials key `service-account.json` is not a Google service account JSON key"
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("authorized_user"), "{err}");
 }
 
 #[test]

@@ -119,7 +119,11 @@ pub fn build_request(
             GrantType::JwtBearer => {
                 let issuer = match &config.assertion.issuer {
                     Some(issuer) => issuer.clone(),
-                    None => required(Param::ClientId)?.expose_secret().to_string(),
+                    None => credentials
+                        .get(Param::ClientId)
+                        .ok_or_else(|| missing(credentials, Param::ClientId, grant_label))?
+                        .expose_secret()
+                        .to_string(),
                 };
                 let assertion = assertion::sign(
                     &config.assertion,
@@ -279,15 +283,28 @@ fn private_key<'a>(
 ) -> Result<assertion::SigningKey<'a>, FetchError> {
     let pem = credentials
         .get(Param::PrivateKey)
-        .ok_or_else(|| FetchError::MissingCredential {
-            key: credentials.key_name(Param::PrivateKey).to_string(),
-            grant,
-        })?;
+        .ok_or_else(|| missing(credentials, Param::PrivateKey, grant))?;
     Ok(assertion::SigningKey::Private {
         pem: pem.expose_secret(),
         key_id: credentials.get(Param::KeyId).map(|k| k.expose_secret()),
         key_name: credentials.key_name(Param::PrivateKey),
     })
+}
+
+/// A credential the request needs is absent. When a service account JSON key was given, it
+/// was meant to provide it: say that the file is not one (without quoting it).
+fn missing(credentials: &Credentials, param: Param, grant: &'static str) -> FetchError {
+    if credentials.get(Param::ServiceAccountJson).is_some() {
+        return FetchError::Configuration(format!(
+            "the credentials key `{}` is not a Google service account JSON key (\"type\": \"service_account\" with client_email and private_key), so there is no {}",
+            credentials.key_name(Param::ServiceAccountJson),
+            param.oauth_name()
+        ));
+    }
+    FetchError::MissingCredential {
+        key: credentials.key_name(param).to_string(),
+        grant,
+    }
 }
 
 fn form_encode(value: &str) -> String {
