@@ -294,6 +294,14 @@ async fn a_rotation_restarts_each_consenting_workload_once() -> Result<()> {
     .await?;
     ensure!(sets == 3, "one rotation, one restart: {sets} ReplicaSets");
     ensure!(now_at.as_deref() == recorded(&a2, "Deployment", "api").as_deref());
+    // "Exactly one" is an absence: no condition can announce it, so watch for longer than
+    // delay + minInterval (4 s + 15 s), when a repeated restart would have come.
+    tokio::time::sleep(std::time::Duration::from_secs(21)).await;
+    let (still_at, still_sets) = deployment_state(&env, "api").await?;
+    ensure!(
+        still_sets == 3 && still_at == now_at,
+        "no further restart: {still_sets} ReplicaSets, restartedAt {still_at:?} (was {now_at:?})"
+    );
     eprintln!(
         "rollout: two rotations together → 1 restart; one more rotation → 1 more, {}s after the first; non-consenting and missing workloads reported, untouched",
         second.duration_since(restarted_at).as_secs()
