@@ -30,7 +30,8 @@ pub struct RefreshArgs {
     pub timeout: Duration,
 }
 
-fn parse_timeout(value: &str) -> Result<Duration, String> {
+/// `--timeout` of the commands that wait (refresh, authorize).
+pub(super) fn parse_timeout(value: &str) -> Result<Duration, String> {
     crate::api::resolve::parse_duration("--timeout", value).map_err(|e| e.to_string())
 }
 

@@ -20,6 +20,7 @@ use self::callback::{Arrival, CallbackError, Listener};
 use self::consent::Consent;
 use super::fetch::{FetchSummary, state_manifest, write_private};
 use super::manifest::{self, ManifestError, secret_data};
+use super::refresh::parse_timeout;
 use crate::api::{self, CREDENTIALS_LABEL, ProviderCredential, SpecError};
 use crate::provider::{FetchError, GrantRequest, HttpPolicy, Param, TokenClient};
 
@@ -56,10 +57,6 @@ pub struct AuthorizeArgs {
     /// Permit a token endpoint at a link-local address (169.254.0.0/16, fe80::/10).
     #[arg(long)]
     pub allow_link_local_token_endpoints: bool,
-}
-
-fn parse_timeout(value: &str) -> Result<Duration, String> {
-    crate::api::resolve::parse_duration("--timeout", value).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
