@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Fails when a generated file is out of date with its source:
-#   crds/providercredentials.yaml          <- `token-rotator crd` (the Rust CRD types)
-#   charts/token-rotator/files/crd.yaml    <- crds/providercredentials.yaml (hack/sync-chart-crd.sh)
+#   crds/<plural>.yaml                     <- `token-rotator crd --only <plural>` (the Rust CRD types)
+#   charts/token-rotator/files/crd*.yaml   <- crds/*.yaml (hack/sync-chart-crd.sh)
 #   deploy/*.yaml                          <- the Helm chart (hack/render-deploy.sh)
 # and checks the chart: helm lint --strict (default values, a namespaced, multi-replica
-# configuration with the ServiceMonitor, alerts and dashboard, and a sharded one), the CRD the chart renders equals crds/providercredentials.yaml apart from
+# configuration with the ServiceMonitor, alerts and dashboard, and a sharded one), the CRDs the chart renders equal crds/*.yaml apart from
 # labels and annotations, and the chart's appVersion equals the crate version.
 #
 #   hack/check-generated.sh            # check; exit 1 and say how to regenerate
@@ -32,27 +32,37 @@ HELM="$(find_helm)"
 export HELM
 
 if "${update}"; then
-  log "regenerating crds/providercredentials.yaml"
-  tmp="$(mktemp)"
-  cargo run -q --bin token-rotator -- crd >"${tmp}"
-  mv "${tmp}" crds/providercredentials.yaml
+  for plural in providercredentials tokendeliverygrants; do
+    log "regenerating crds/${plural}.yaml"
+    tmp="$(mktemp)"
+    cargo run -q --bin token-rotator -- crd --only "${plural}" >"${tmp}"
+    mv "${tmp}" "crds/${plural}.yaml"
+  done
   hack/sync-chart-crd.sh
   hack/render-deploy.sh
 fi
 
 failed=()
 
-# 1. The committed CRD matches the Rust types.
+# 1. The committed CRDs match the Rust types, one file each, and together are `token-rotator crd`.
 crd_now="$(mktemp)"
 trap 'rm -f "${crd_now}"' EXIT
-if ! cargo run -q --bin token-rotator -- crd >"${crd_now}"; then
-  log "FAIL: cargo run --bin token-rotator -- crd did not run"
-  failed+=("crd")
-elif ! diff -u crds/providercredentials.yaml "${crd_now}" >&2; then
-  log "FAIL: crds/providercredentials.yaml is stale (the diff above is what the code generates)"
-  failed+=("crd")
+for plural in providercredentials tokendeliverygrants; do
+  if ! cargo run -q --bin token-rotator -- crd --only "${plural}" >"${crd_now}"; then
+    log "FAIL: cargo run --bin token-rotator -- crd --only ${plural} did not run"
+    failed+=("crd")
+  elif ! diff -u "crds/${plural}.yaml" "${crd_now}" >&2; then
+    log "FAIL: crds/${plural}.yaml is stale (the diff above is what the code generates)"
+    failed+=("crd")
+  else
+    log "ok: crds/${plural}.yaml matches token-rotator crd --only ${plural}"
+  fi
+done
+if cargo run -q --bin token-rotator -- crd >"${crd_now}" && cat crds/*.yaml | diff -q - "${crd_now}" >/dev/null; then
+  log "ok: crds/*.yaml together are token-rotator crd"
 else
-  log "ok: crds/providercredentials.yaml matches token-rotator crd"
+  log "FAIL: crds/ holds files token-rotator crd does not print"
+  failed+=("crd")
 fi
 
 # 2. The chart's copy of the CRD.
@@ -91,24 +101,27 @@ else
   failed+=("lint")
 fi
 
-# 5. The CRD the chart renders is the generated one, apart from labels and annotations.
+# 5. The CRDs the chart renders are the generated ones, apart from labels and annotations.
 if python3 -c 'import yaml' 2>/dev/null; then
-  if "${HELM}" template token-rotator "${chart}" --show-only templates/crd.yaml |
-    python3 -c '
-import sys, yaml
+  for pair in "crd.yaml providercredentials" "crd-tokendeliverygrants.yaml tokendeliverygrants"; do
+    read -r template plural <<<"${pair}"
+    if "${HELM}" template token-rotator "${chart}" --show-only "templates/${template}" |
+      PLURAL="${plural}" python3 -c '
+import os, sys, yaml
 rendered = yaml.safe_load(sys.stdin)
-with open("crds/providercredentials.yaml") as f:
+with open("crds/%s.yaml" % os.environ["PLURAL"]) as f:
     generated = yaml.safe_load(f)
 for meta in (rendered["metadata"], generated["metadata"]):
     meta.pop("labels", None)
     meta.pop("annotations", None)
 sys.exit(0 if rendered == generated else 1)
 '; then
-    log "ok: the chart renders crds/providercredentials.yaml"
-  else
-    log "FAIL: the CRD rendered by ${chart}/templates/crd.yaml differs from crds/providercredentials.yaml"
-    failed+=("chart-crd-render")
-  fi
+      log "ok: the chart renders crds/${plural}.yaml"
+    else
+      log "FAIL: the CRD rendered by ${chart}/templates/${template} differs from crds/${plural}.yaml"
+      failed+=("chart-crd-render")
+    fi
+  done
 else
   log "SKIPPED: rendered-CRD comparison (python3 with PyYAML is not available)"
 fi
@@ -126,7 +139,7 @@ fi
 if ((${#failed[@]})); then
   log "failed: ${failed[*]}"
   log "to regenerate: hack/check-generated.sh --update"
-  log "  (= cargo run -q --bin token-rotator -- crd > crds/providercredentials.yaml;"
+  log "  (= cargo run -q --bin token-rotator -- crd --only <plural> > crds/<plural>.yaml;"
   log "     hack/sync-chart-crd.sh; hack/render-deploy.sh), then commit the changes;"
   log "  an appVersion or lint failure needs an edit of ${chart}"
   exit 1

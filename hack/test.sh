@@ -27,7 +27,8 @@ TESTKIT_AUDIT_DIR="${PWD}/${audit_dir}" cargo test --workspace --features e2e
 step "the chart grants exactly the API access the operator used during the e2e suite (rbac-audit)"
 rules="${audit_dir}/chart-rbac.yaml"
 "${bin_dir}/helm" template token-rotator charts/token-rotator \
-  --set leaderElection.enabled=true --set rolloutRestarts.enabled=true --show-only templates/rbac.yaml >"${rules}"
+  --set leaderElection.enabled=true --set rolloutRestarts.enabled=true --set crossNamespaceDelivery.enabled=true \
+  --show-only templates/rbac.yaml >"${rules}"
 # OwnerReferencesPermissionEnforcement checks the finalizers grant itself when an owned Secret
 # is created (no request of the operator's shows it); e2e_controller's
 # without_the_finalizers_permission_no_owned_secret_can_be_created proves it is needed.

@@ -13,8 +13,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the ProviderCredential CRD as YAML.
-    Crd,
+    /// Print the CRDs (ProviderCredential, TokenDeliveryGrant) as YAML.
+    Crd {
+        /// Only the CRD with this plural name (providercredentials, tokendeliverygrants).
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Run the controller.
     Run(cli::run::RunArgs),
     /// Perform one token exchange from manifests on disk and print a redacted summary.
@@ -33,10 +37,19 @@ async fn main() -> ExitCode {
     token_rotator::install_crypto_provider();
     let cli = parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", cli::crd::render());
-            ExitCode::SUCCESS
-        }
+        Command::Crd { only } => match cli::crd::render_only(only.as_deref()) {
+            Some(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!(
+                    "error: --only must be one of {}",
+                    cli::crd::PLURALS.join(", ")
+                );
+                ExitCode::from(2)
+            }
+        },
         Command::Run(args) => {
             token_rotator::telemetry::init_logging(args.log_format);
             match token_rotator::controller::run(args).await {

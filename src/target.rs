@@ -284,6 +284,43 @@ pub fn desired(
     })
 }
 
+/// A copy of the target Secret for another namespace (spec.delivery): its type, data, labels
+/// and annotations, plus where it came from; no owner reference (they cannot cross
+/// namespaces). `source`: the resource's namespace, name and UID.
+pub fn copy_of(
+    target: &k8s_openapi::api::core::v1::Secret,
+    namespace: &str,
+    name: &str,
+    source: (&str, &str, &str),
+    resource_version: Option<String>,
+) -> k8s_openapi::api::core::v1::Secret {
+    use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL};
+    let (source_namespace, source_name, uid) = source;
+    let mut labels = target.metadata.labels.clone().unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    labels.insert(DELIVERED_FROM_UID_LABEL.into(), uid.into());
+    let mut annotations = target.metadata.annotations.clone().unwrap_or_default();
+    // Bookkeeping of the target's own refresh requests means nothing on a copy.
+    annotations.remove(REFRESH_HANDLED_ANNOTATION);
+    annotations.insert(
+        DELIVERED_FROM_ANNOTATION.into(),
+        format!("{source_namespace}/{source_name}"),
+    );
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            resource_version,
+            ..Default::default()
+        },
+        type_: target.type_.clone(),
+        data: target.data.clone(),
+        ..Default::default()
+    }
+}
+
 /// What the operator can tell about an existing target Secret from its annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedTarget {

@@ -248,7 +248,7 @@ async fn the_operators_identity_may_write_only_what_it_manages() -> Result<()> {
     )
     .await?;
     ensure!(
-        minted.contains("may write only Secrets of type"),
+        minted.contains("may write or delete only Secrets of type"),
         "{minted}"
     );
 
@@ -257,7 +257,7 @@ async fn the_operators_identity_may_write_only_what_it_manages() -> Result<()> {
         .expect_err("an unmanaged Secret is refused")
         .to_string();
     ensure!(
-        unlabelled.contains("may write only Secrets it manages"),
+        unlabelled.contains("may write or delete only Secrets it manages"),
         "{unlabelled}"
     );
     let forged = create(secret(

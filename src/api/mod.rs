@@ -1,9 +1,11 @@
 //! The CRD types and their translation into the provider model.
 
+pub mod delivery;
 pub mod resolve;
 pub mod spec;
 pub mod status;
 
+pub use delivery::*;
 pub use resolve::{
     AuthorizationSettings, SpecError, authorization_settings, credentials_from_data,
     provider_config,

@@ -65,6 +65,9 @@ pub struct ProviderCredentialSpec {
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Box<RolloutSpec>>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Box<super::delivery::DeliverySpec>>,
 }
 
 /// Workloads in this namespace to restart, as `kubectl rollout restart` does, after the token

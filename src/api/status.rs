@@ -37,6 +37,9 @@ pub struct ProviderCredentialStatus {
     /// spec.rollout: the last restart this resource made of each workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<WorkloadRestartStatus>,
+    /// spec.delivery: each destination namespace and whether it holds the current token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<super::delivery::DeliveryStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

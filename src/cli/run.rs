@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// (annotation tokenrotator.dev/restart-on) after a rotation; needs get and patch on them.
     #[arg(long)]
     pub restart_workloads: bool,
+    /// Let spec.delivery copy tokens into other namespaces that consent (a TokenDeliveryGrant
+    /// there); needs list and watch on namespaces and tokendeliverygrants, delete on Secrets
+    /// and patch on providercredentials (its finalizer). Cluster-wide only (no --namespaces).
+    #[arg(long)]
+    pub cross_namespace_delivery: bool,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
 }

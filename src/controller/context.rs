@@ -38,6 +38,15 @@ pub struct Context {
     held: Mutex<HeldByUid>,
     /// --restart-workloads: spec.rollout may restart the workloads that consent.
     pub restart_workloads: bool,
+    /// --cross-namespace-delivery: what spec.delivery decides from.
+    pub delivery: Option<super::delivery::Delivery>,
+}
+
+/// The optional features the operator runs with.
+#[derive(Default)]
+pub struct Features {
+    pub restart_workloads: bool,
+    pub delivery: Option<super::delivery::Delivery>,
 }
 
 #[derive(Default)]
@@ -101,7 +110,7 @@ impl Context {
         metrics: Arc<Metrics>,
         gate: Gate,
         requests_per_minute: u32,
-        restart_workloads: bool,
+        features: Features,
     ) -> Self {
         Context {
             warnings: Recorder::new(client.clone(), reporter.clone()),
@@ -114,7 +123,8 @@ impl Context {
             endpoints: EndpointQueues::default(),
             views: SecretViews::default(),
             held: Mutex::default(),
-            restart_workloads,
+            restart_workloads: features.restart_workloads,
+            delivery: features.delivery,
         }
     }
 

@@ -2,6 +2,8 @@
 //! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
 
 mod context;
+mod copies;
+mod delivery;
 mod endpoints;
 mod execute;
 mod observe;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
@@ -32,7 +34,9 @@ pub use context::Context;
 use reconcile::{ReconcileError, reconcile_guarded};
 
 use crate::api::Guarded;
-use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential};
+use crate::api::{
+    CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, TokenDeliveryGrant,
+};
 use crate::cli::run::RunArgs;
 use crate::provider::{HttpPolicy, TokenClient};
 use crate::rotation;
@@ -54,9 +58,20 @@ pub enum RunError {
     LeadershipLost(String),
     #[error("--selector {selector:?} is not a valid label selector: {message}")]
     BadSelector { selector: String, message: String },
+    #[error(
+        "--cross-namespace-delivery needs the operator to watch every namespace; drop --namespaces (chart: watchNamespaces) or the delivery"
+    )]
+    DeliveryNeedsClusterScope,
+    #[error(
+        "the TokenDeliveryGrant CRD is not installed or not readable ({0}); install it with `kubectl apply -f crds/` or the Helm chart"
+    )]
+    GrantCrdMissing(#[source] kube::Error),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    if args.cross_namespace_delivery && !args.namespaces.is_empty() {
+        return Err(RunError::DeliveryNeedsClusterScope);
+    }
     let client = kube_client().await?;
     let metrics = Arc::new(Metrics::new());
     tokio::spawn({
@@ -99,6 +114,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             },
             (e, _) => RunError::CrdMissing(e),
         })?;
+    if args.cross_namespace_delivery {
+        Api::<TokenDeliveryGrant>::all(client.clone())
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(RunError::GrantCrdMissing)?;
+    }
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
     // A standby waits here; SIGTERM then ends it at once (it holds nothing).
@@ -110,6 +131,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             info!(signal = name, "stopping before leading: nothing to finish");
             return Ok(());
         }
+    };
+    let (delivery, mut delivery_writers) = if args.cross_namespace_delivery {
+        let (delivery, writers) = delivery::Delivery::new();
+        (Some(delivery), Some(writers))
+    } else {
+        (None, None)
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -123,13 +150,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics.clone(),
         gate.clone(),
         args.token_requests_per_minute,
-        args.restart_workloads,
+        context::Features {
+            restart_workloads: args.restart_workloads,
+            delivery,
+        },
     ));
 
     let controllers = futures::future::join_all(scopes.into_iter().map(|ns| {
         let watched = Watched {
             namespace: ns,
             selector: selector.clone(),
+            // Cluster-wide only: one controller.
+            delivery: delivery_writers.take(),
         };
         controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
     }));
@@ -195,17 +227,21 @@ async fn kube_client() -> Result<Client, kube::Error> {
 /// What the operator calls itself towards the apiserver.
 pub const USER_AGENT: &str = concat!("token-rotator/", env!("CARGO_PKG_VERSION"));
 
-/// What one controller watches: a namespace (or all) and, for a shard, a label selector.
+/// What one controller watches: a namespace (or all) and, for a shard, a label selector;
+/// with --cross-namespace-delivery, namespaces and TokenDeliveryGrants too.
 struct Watched {
     namespace: Option<String>,
     selector: Option<String>,
+    delivery: Option<delivery::DeliveryWriters>,
 }
 
 async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, concurrency: u16) {
     let Watched {
         namespace,
         selector,
+        delivery: delivery_writers,
     } = watched;
+    let watch_client = client.clone();
     // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
     // the watch for the others.
     let (pcs, secrets, credentials_secrets): (
@@ -271,7 +307,12 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     let follow = ctx.clone();
     let owned = watcher(secrets.clone(), managed)
         .default_backoff()
-        .inspect_ok(move |event| follow.views.watched(watch, event))
+        .inspect_ok(move |event| {
+            follow.views.watched(watch, event);
+            if let Some(delivery) = &follow.delivery {
+                delivery.copies.watched(event);
+            }
+        })
         .touched_objects();
     let credentials_watch = ctx.views.new_watch(namespace.clone());
     let follow_credentials = ctx.clone();
@@ -284,10 +325,29 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         })
         .touched_objects();
     let mapper_store = store.clone();
-    Controller::for_stream(resources, store)
+    let namespace_readers = store.clone();
+    let mut controller = Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .trigger_backoff(ShortPause)
-        .owns_stream(owned)
+        // A managed Secret concerns its owner, and a copy in another namespace its source.
+        .watches_stream(owned, |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace();
+            let owners = secret
+                .owner_references()
+                .iter()
+                .filter(|r| {
+                    r.kind == "ProviderCredential" && r.api_version.starts_with("tokenrotator.dev/")
+                })
+                .map(|r| {
+                    let owner = ObjectRef::new(&r.name);
+                    match &namespace {
+                        Some(ns) => owner.within(ns),
+                        None => owner,
+                    }
+                })
+                .collect::<Vec<_>>();
+            owners.into_iter().chain(delivery::copy_source(&secret))
+        })
         .watches_stream(credential_secrets, move |secret: Secret| {
             // Every resource in the Secret's namespace that reads it.
             let ns = secret.namespace();
@@ -304,7 +364,35 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
                 })
                 .map(|guard| ObjectRef::from(guard.as_ref()))
                 .collect::<Vec<_>>()
+        });
+    if let Some(writers) = delivery_writers {
+        let grants = watcher(
+            Api::<TokenDeliveryGrant>::all(watch_client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|g| g.managed_fields_mut().clear())
+        .reflect(writers.grants)
+        .touched_objects();
+        // Metadata only: the labels are all that is read.
+        let namespaces = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(watch_client),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|n| {
+            n.managed_fields_mut().clear();
+            n.annotations_mut().clear();
         })
+        .reflect(writers.namespaces)
+        .touched_objects();
+        controller = controller
+            .watches_stream(grants, |grant| delivery::grant_sources(&grant))
+            .watches_stream(namespaces, move |ns| {
+                delivery::namespace_readers(&namespace_readers, &ns)
+            });
+    }
+    controller
         .graceful_shutdown_on({
             let ctx = ctx.clone();
             async move { ctx.gate.stopped().await }
@@ -324,6 +412,15 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             }
         })
         .await;
+}
+
+/// An API error in a few words (its status code and reason): never its message, which may
+/// quote what was sent.
+fn short_api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        other => crate::provider::scrub::truncate_chars(&other.to_string(), 120),
+    }
 }
 
 /// Each watch feeding the controller backs off on its own (`default_backoff`). The

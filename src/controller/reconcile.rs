@@ -28,6 +28,8 @@ pub enum ReconcileError {
     Execute(ExecuteError),
     #[error(transparent)]
     Report(ReportError),
+    #[error(transparent)]
+    Delivery(#[from] super::delivery::DeliveryError),
 }
 
 impl ReconcileError {
@@ -39,6 +41,7 @@ impl ReconcileError {
             ReconcileError::Execute(ExecuteError::Task(_)) => "Task",
             ReconcileError::Report(ReportError::StaleObject) => "StaleObject",
             ReconcileError::Report(ReportError::Status(_)) => "StatusApi",
+            ReconcileError::Delivery(_) => "DeliveryApi",
         }
     }
 
@@ -118,7 +121,13 @@ pub async fn reconcile(
     let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
     async move {
         if pc.meta().deletion_timestamp.is_some() {
-            // Owned Secrets are garbage-collected through their owner references.
+            // Owned Secrets are garbage-collected through their owner references; copies in
+            // other namespaces are removed here, before the finalizer goes.
+            super::delivery::finalize(ctx, pc).await?;
+            return Ok(Action::await_change());
+        }
+        if super::delivery::hold_finalizer(ctx, pc).await? {
+            // The watch brings the new version, which goes on from here.
             return Ok(Action::await_change());
         }
         #[cfg(feature = "e2e")]
@@ -158,6 +167,7 @@ pub async fn reconcile(
         let mut after =
             rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
         super::rollout::restart_workloads(ctx, pc, &mut after).await;
+        super::delivery::deliver(ctx, pc, &mut after).await?;
         report(ctx, pc, &after)
             .await
             .map_err(ReconcileError::Report)?;

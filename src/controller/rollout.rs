@@ -175,7 +175,10 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
             Err(e) => {
                 warn!(workload = %shown, error = %e, "cannot read a workload to restart");
                 first_refusal.get_or_insert(reason::RESTART_FAILED);
-                refused.push(format!("{shown} cannot be read ({})", short(&e)));
+                refused.push(format!(
+                    "{shown} cannot be read ({})",
+                    super::short_api_error(&e)
+                ));
                 retry = true;
                 continue;
             }
@@ -201,7 +204,10 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                 Err(e) => {
                     warn!(workload = %shown, error = %e, "cannot restart a workload");
                     first_refusal.get_or_insert(reason::RESTART_FAILED);
-                    refused.push(format!("{shown}: the restart failed ({})", short(&e)));
+                    refused.push(format!(
+                        "{shown}: the restart failed ({})",
+                        super::short_api_error(&e)
+                    ));
                     retry = true;
                 }
             },
@@ -290,12 +296,4 @@ fn record(restarts: &mut Vec<WorkloadRestartStatus>, workload: &WorkloadRef, at:
         restarted_at: Time(at),
     });
     restarts.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-}
-
-/// An API error in a few words: its status code and reason.
-fn short(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
-        other => crate::provider::scrub::truncate_chars(&other.to_string(), 120),
-    }
 }

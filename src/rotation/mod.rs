@@ -6,6 +6,7 @@
 
 mod budget;
 mod decide;
+pub mod delivery;
 mod plan;
 pub mod rollout;
 mod schedule;

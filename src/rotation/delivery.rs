@@ -1,0 +1,715 @@
+//! spec.delivery, decided: which namespaces receive a copy of the target Secret, whether each
+//! has consented, which copies are current, which to write and which to remove. Pure; the
+//! controller (controller/delivery.rs) gathers what its watches show and does the writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
+
+use crate::api::{DeliverySpec, DeliveryStatus, TokenDeliveryGrantSpec};
+
+/// At most this many destinations per resource: each costs a write per rotation. The rest are
+/// refused (TooManyDestinations), never written.
+pub const MAX_DESTINATIONS: usize = 256;
+/// At most this many destinations are listed in status (refused ones first); the condition
+/// counts them all.
+pub const MAX_LISTED: usize = 64;
+
+pub mod reason {
+    pub const DELIVERED: &str = "Delivered";
+    pub const NOT_GRANTED: &str = "NotGranted";
+    pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
+    pub const SAME_NAMESPACE: &str = "SameNamespace";
+    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    pub const TOO_MANY: &str = "TooManyDestinations";
+    pub const WRITE_FAILED: &str = "WriteFailed";
+    /// Condition reasons for the whole of spec.delivery.
+    pub const ALL_DELIVERED: &str = "AllDelivered";
+    pub const DISABLED: &str = "DeliveryDisabled";
+    pub const INVALID_SELECTOR: &str = "InvalidSelector";
+}
+
+/// The ProviderCredential that delivers.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// A namespace as the watch shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct NamespaceSeen<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// A TokenDeliveryGrant as the watch shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct GrantSeen<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a TokenDeliveryGrantSpec,
+}
+
+/// A Secret managed by the operator at a destination, as the watch of managed Secrets shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Occupant {
+    /// A copy this resource wrote: which token and settings it holds, and its version.
+    OwnCopy {
+        stamp: u64,
+        resource_version: String,
+    },
+    /// Anything else the operator manages there (another resource's copy or target).
+    Other,
+}
+
+/// What to do about one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It holds the current token.
+    Current,
+    /// Write it: create (`None`) or replace the copy at that resourceVersion.
+    Write { replace: Option<String> },
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub namespace: String,
+    pub secret_name: String,
+    pub verdict: Verdict,
+}
+
+/// A copy of this resource's that must go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Decisions {
+    pub destinations: Vec<Destination>,
+    pub removals: Vec<Removal>,
+}
+
+/// What the decision is made from.
+pub struct Inputs<'a> {
+    pub source: Source<'a>,
+    pub spec: &'a DeliverySpec,
+    /// The copies' name (spec.delivery.secretName or spec.target.secretName).
+    pub secret_name: &'a str,
+    /// Every namespace.
+    pub namespaces: &'a [NamespaceSeen<'a>],
+    /// Every TokenDeliveryGrant.
+    pub grants: &'a [GrantSeen<'a>],
+    /// Managed Secrets at (namespace, name): at least every destination and every copy of
+    /// this resource.
+    pub occupants: &'a BTreeMap<(String, String), Occupant>,
+    /// The stamp of the current target (token and settings).
+    pub stamp: u64,
+}
+
+/// The label selector as a matcher; an invalid one (an unknown operator) is named.
+pub fn selector(selector: &LabelSelector) -> Result<Selector, String> {
+    Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+}
+
+/// The namespaces spec.delivery selects, in order: by name, then by label; each once.
+/// `Err`: the selector is invalid (nothing is selected by label then).
+pub fn selected<'a>(
+    spec: &'a DeliverySpec,
+    own_namespace: &str,
+    namespaces: &[NamespaceSeen<'a>],
+) -> (BTreeMap<String, bool>, Result<(), String>) {
+    // namespace → named explicitly
+    let mut chosen: BTreeMap<String, bool> = spec
+        .namespaces
+        .iter()
+        .map(|n| (n.0.clone(), true))
+        .collect();
+    let matcher = spec.namespace_selector.as_ref().map(selector).transpose();
+    if let Ok(Some(matcher)) = &matcher {
+        for ns in namespaces {
+            if ns.name != own_namespace && matcher.matches(ns.labels) {
+                chosen.entry(ns.name.to_string()).or_insert(false);
+            }
+        }
+    }
+    (chosen, matcher.map(|_| ()))
+}
+
+/// Decides every destination and removal.
+pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
+    let Inputs {
+        source,
+        secret_name,
+        ..
+    } = *inputs;
+    let (chosen, selector_ok) = selected(inputs.spec, source.namespace, inputs.namespaces);
+    let existing: BTreeSet<&str> = inputs.namespaces.iter().map(|n| n.name).collect();
+    let mut destinations = Vec::with_capacity(chosen.len());
+    let mut within_bound = 0usize;
+    for (namespace, _) in chosen {
+        let verdict = if namespace == source.namespace {
+            refused(
+                reason::SAME_NAMESPACE,
+                format!(
+                    "{namespace} is this ProviderCredential's own namespace: its target Secret is already there"
+                ),
+            )
+        } else if !existing.contains(namespace.as_str()) {
+            refused(
+                reason::NAMESPACE_NOT_FOUND,
+                format!("namespace {namespace} does not exist"),
+            )
+        } else if within_bound >= MAX_DESTINATIONS {
+            refused(
+                reason::TOO_MANY,
+                format!(
+                    "more than {MAX_DESTINATIONS} namespaces are selected; narrow spec.delivery"
+                ),
+            )
+        } else {
+            within_bound += 1;
+            match consent(inputs.grants, &namespace, source, secret_name) {
+                Err(message) => refused(reason::NOT_GRANTED, message),
+                Ok(()) => occupied(inputs, &namespace),
+            }
+        };
+        destinations.push(Destination {
+            namespace,
+            secret_name: secret_name.to_string(),
+            verdict,
+        });
+    }
+    let kept: BTreeSet<(&str, &str)> = destinations
+        .iter()
+        .filter(|d| !matches!(d.verdict, Verdict::Refused { .. }))
+        .map(|d| (d.namespace.as_str(), d.secret_name.as_str()))
+        .collect();
+    let removals = inputs
+        .occupants
+        .iter()
+        .filter_map(|((namespace, name), occupant)| match occupant {
+            Occupant::OwnCopy {
+                resource_version, ..
+            } if !kept.contains(&(namespace.as_str(), name.as_str())) => Some(Removal {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                resource_version: resource_version.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    (
+        Decisions {
+            destinations,
+            removals,
+        },
+        selector_ok,
+    )
+}
+
+/// Every copy of this resource goes (spec.delivery removed, or the resource deleted).
+pub fn remove_all(occupants: &BTreeMap<(String, String), Occupant>) -> Vec<Removal> {
+    occupants
+        .iter()
+        .filter_map(|((namespace, name), occupant)| match occupant {
+            Occupant::OwnCopy {
+                resource_version, ..
+            } => Some(Removal {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                resource_version: resource_version.clone(),
+            }),
+            Occupant::Other => None,
+        })
+        .collect()
+}
+
+fn refused(reason: &'static str, message: String) -> Verdict {
+    Verdict::Refused { reason, message }
+}
+
+/// Whether a TokenDeliveryGrant in `namespace` lets `source` write `secret_name` there; if not,
+/// what is missing.
+fn consent(
+    grants: &[GrantSeen<'_>],
+    namespace: &str,
+    source: Source<'_>,
+    secret_name: &str,
+) -> Result<(), String> {
+    let naming: Vec<&GrantSeen<'_>> = grants
+        .iter()
+        .filter(|g| {
+            g.namespace == namespace
+                && g.spec
+                    .from
+                    .iter()
+                    .any(|f| f.namespace.0 == source.namespace && f.name == source.name)
+        })
+        .collect();
+    if naming.iter().any(|g| {
+        g.spec.secret_names.is_empty() || g.spec.secret_names.iter().any(|n| n.0 == secret_name)
+    }) {
+        return Ok(());
+    }
+    match naming.first() {
+        None => Err(format!(
+            "no TokenDeliveryGrant in {namespace} names {}/{}; someone who may create one in {namespace} must consent",
+            source.namespace, source.name
+        )),
+        Some(grant) => Err(format!(
+            "TokenDeliveryGrant {namespace}/{} does not list Secret {secret_name} in spec.secretNames",
+            grant.name
+        )),
+    }
+}
+
+/// A consenting destination: what sits at the copy's place decides.
+fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
+    let key = (namespace.to_string(), inputs.secret_name.to_string());
+    match inputs.occupants.get(&key) {
+        None => Verdict::Write { replace: None },
+        Some(Occupant::OwnCopy {
+            stamp,
+            resource_version,
+        }) => {
+            if *stamp == inputs.stamp {
+                Verdict::Current
+            } else {
+                Verdict::Write {
+                    replace: Some(resource_version.clone()),
+                }
+            }
+        }
+        Some(Occupant::Other) => refused(
+            reason::SECRET_NOT_OWNED,
+            not_owned(namespace, inputs.secret_name),
+        ),
+    }
+}
+
+/// The message for a Secret at the copy's place that is not this resource's copy.
+pub fn not_owned(namespace: &str, secret_name: &str) -> String {
+    format!(
+        "Secret {namespace}/{secret_name} exists and is not this ProviderCredential's copy; it is never overwritten (choose another spec.delivery.secretName)"
+    )
+}
+
+/// The stamp of a target or copy: which token (its fingerprint) and which target settings it
+/// holds. Equal stamps, equal contents.
+pub fn stamp(fingerprint: &str, settings: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (fingerprint, settings).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The Delivered condition from the destinations' status: (ok, reason, message).
+pub fn condition(statuses: &[DeliveryStatus]) -> (bool, &'static str, String) {
+    let refused: Vec<&DeliveryStatus> = statuses.iter().filter(|s| !s.delivered).collect();
+    match refused.first() {
+        None => (
+            true,
+            reason::ALL_DELIVERED,
+            format!(
+                "the current token is in {} namespace{}",
+                statuses.len(),
+                if statuses.len() == 1 { "" } else { "s" }
+            ),
+        ),
+        Some(first) => {
+            let shown: Vec<String> = refused
+                .iter()
+                .take(8)
+                .map(|s| format!("{}: {}", s.namespace, s.reason))
+                .collect();
+            (
+                false,
+                reason_of(&first.reason),
+                format!(
+                    "{} of {} destinations not delivered ({}{}); status.deliveries says why",
+                    refused.len(),
+                    statuses.len(),
+                    shown.join(", "),
+                    if refused.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        }
+    }
+}
+
+/// A reason string as one of the constants (conditions take `&'static str`).
+fn reason_of(reason: &str) -> &'static str {
+    [
+        reason::NOT_GRANTED,
+        reason::NAMESPACE_NOT_FOUND,
+        reason::SAME_NAMESPACE,
+        reason::SECRET_NOT_OWNED,
+        reason::TOO_MANY,
+        reason::WRITE_FAILED,
+    ]
+    .into_iter()
+    .find(|r| *r == reason)
+    .unwrap_or(reason::WRITE_FAILED)
+}
+
+/// The status list: refused destinations first (they need attention), then by namespace; at
+/// most [`MAX_LISTED`].
+pub fn listed(mut statuses: Vec<DeliveryStatus>) -> Vec<DeliveryStatus> {
+    statuses.sort_by(|a, b| (a.delivered, &a.namespace).cmp(&(b.delivered, &b.namespace)));
+    statuses.truncate(MAX_LISTED);
+    statuses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{DeliverySource, NamespaceName, SecretName};
+
+    const SRC: Source<'static> = Source {
+        namespace: "platform",
+        name: "reltio",
+    };
+
+    fn grant(from: &[(&str, &str)], names: &[&str]) -> TokenDeliveryGrantSpec {
+        TokenDeliveryGrantSpec {
+            from: from
+                .iter()
+                .map(|(ns, n)| DeliverySource {
+                    namespace: NamespaceName(ns.to_string()),
+                    name: n.to_string(),
+                })
+                .collect(),
+            secret_names: names.iter().map(|n| SecretName(n.to_string())).collect(),
+        }
+    }
+
+    fn spec(names: &[&str], selector: Option<serde_json::Value>) -> DeliverySpec {
+        DeliverySpec {
+            namespaces: names.iter().map(|n| NamespaceName(n.to_string())).collect(),
+            namespace_selector: selector.map(|s| serde_json::from_value(s).unwrap()),
+            secret_name: None,
+        }
+    }
+
+    struct World {
+        namespaces: Vec<(String, BTreeMap<String, String>)>,
+        grants: Vec<(String, String, TokenDeliveryGrantSpec)>,
+        occupants: BTreeMap<(String, String), Occupant>,
+    }
+
+    impl World {
+        fn new(namespaces: &[(&str, &[(&str, &str)])]) -> Self {
+            World {
+                namespaces: namespaces
+                    .iter()
+                    .map(|(n, labels)| {
+                        (
+                            n.to_string(),
+                            labels
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                grants: Vec::new(),
+                occupants: BTreeMap::new(),
+            }
+        }
+
+        fn grant(mut self, ns: &str, spec: TokenDeliveryGrantSpec) -> Self {
+            self.grants.push((ns.into(), format!("g-{ns}"), spec));
+            self
+        }
+
+        fn occupant(mut self, ns: &str, name: &str, o: Occupant) -> Self {
+            self.occupants.insert((ns.into(), name.into()), o);
+            self
+        }
+
+        fn decide(&self, spec: &DeliverySpec) -> (Decisions, Result<(), String>) {
+            let namespaces: Vec<NamespaceSeen<'_>> = self
+                .namespaces
+                .iter()
+                .map(|(name, labels)| NamespaceSeen { name, labels })
+                .collect();
+            let grants: Vec<GrantSeen<'_>> = self
+                .grants
+                .iter()
+                .map(|(namespace, name, spec)| GrantSeen {
+                    namespace,
+                    name,
+                    spec,
+                })
+                .collect();
+            decide(&Inputs {
+                source: SRC,
+                spec,
+                secret_name: "token",
+                namespaces: &namespaces,
+                grants: &grants,
+                occupants: &self.occupants,
+                stamp: 7,
+            })
+        }
+    }
+
+    fn verdicts(d: &Decisions) -> Vec<(&str, &Verdict)> {
+        d.destinations
+            .iter()
+            .map(|d| (d.namespace.as_str(), &d.verdict))
+            .collect()
+    }
+
+    fn reason_of_verdict(v: &Verdict) -> &str {
+        match v {
+            Verdict::Refused { reason, .. } => reason,
+            Verdict::Current => "Current",
+            Verdict::Write { .. } => "Write",
+        }
+    }
+
+    #[test]
+    fn without_consent_nothing_is_written() {
+        let world = World::new(&[("platform", &[]), ("team-a", &[]), ("team-b", &[])])
+            // A grant for someone else, and one in another namespace.
+            .grant("team-a", grant(&[("platform", "other")], &[]))
+            .grant("team-b", grant(&[("elsewhere", "reltio")], &[]));
+        let (d, ok) = world.decide(&spec(&["team-a", "team-b"], None));
+        assert!(ok.is_ok());
+        for (_, v) in verdicts(&d) {
+            let Verdict::Refused { reason, message } = v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(*reason, reason::NOT_GRANTED);
+            assert!(message.contains("platform/reltio"), "{message}");
+        }
+        assert!(d.removals.is_empty());
+    }
+
+    #[test]
+    fn a_grant_naming_the_source_lets_it_write_once_and_then_it_is_current() {
+        let world = World::new(&[("platform", &[]), ("team-a", &[])])
+            .grant("team-a", grant(&[("platform", "reltio")], &[]));
+        let (d, _) = world.decide(&spec(&["team-a"], None));
+        assert_eq!(
+            verdicts(&d),
+            vec![("team-a", &Verdict::Write { replace: None })]
+        );
+        let current = world.occupant(
+            "team-a",
+            "token",
+            Occupant::OwnCopy {
+                stamp: 7,
+                resource_version: "5".into(),
+            },
+        );
+        let (d, _) = current.decide(&spec(&["team-a"], None));
+        assert_eq!(verdicts(&d), vec![("team-a", &Verdict::Current)]);
+        let stale = World {
+            occupants: BTreeMap::from([(
+                ("team-a".to_string(), "token".to_string()),
+                Occupant::OwnCopy {
+                    stamp: 6,
+                    resource_version: "5".into(),
+                },
+            )]),
+            ..current
+        };
+        let (d, _) = stale.decide(&spec(&["team-a"], None));
+        assert_eq!(
+            verdicts(&d),
+            vec![(
+                "team-a",
+                &Verdict::Write {
+                    replace: Some("5".into())
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn secret_names_in_the_grant_limit_what_may_be_written() {
+        let world = World::new(&[("team-a", &[])])
+            .grant("team-a", grant(&[("platform", "reltio")], &["other"]));
+        let (d, _) = world.decide(&spec(&["team-a"], None));
+        let Verdict::Refused { reason, message } = &d.destinations[0].verdict else {
+            panic!()
+        };
+        assert_eq!(*reason, reason::NOT_GRANTED);
+        assert!(message.contains("spec.secretNames"), "{message}");
+        let allowed = World::new(&[("team-a", &[])]).grant(
+            "team-a",
+            grant(&[("platform", "reltio")], &["other", "token"]),
+        );
+        let (d, _) = allowed.decide(&spec(&["team-a"], None));
+        assert_eq!(d.destinations[0].verdict, Verdict::Write { replace: None });
+    }
+
+    #[test]
+    fn a_secret_that_is_not_our_copy_is_never_overwritten() {
+        let world = World::new(&[("team-a", &[])])
+            .grant("team-a", grant(&[("platform", "reltio")], &[]))
+            .occupant("team-a", "token", Occupant::Other);
+        let (d, _) = world.decide(&spec(&["team-a"], None));
+        assert_eq!(
+            reason_of_verdict(&d.destinations[0].verdict),
+            reason::SECRET_NOT_OWNED
+        );
+        assert!(d.removals.is_empty(), "not ours: never removed either");
+    }
+
+    #[test]
+    fn missing_own_and_too_many_namespaces_are_refused_with_their_reason() {
+        let world = World::new(&[("platform", &[])]);
+        let (d, _) = world.decide(&spec(&["platform", "gone"], None));
+        assert_eq!(
+            verdicts(&d)
+                .into_iter()
+                .map(|(n, v)| (n, reason_of_verdict(v)))
+                .collect::<Vec<_>>(),
+            vec![
+                ("gone", reason::NAMESPACE_NOT_FOUND),
+                ("platform", reason::SAME_NAMESPACE)
+            ]
+        );
+        let many: Vec<(String, BTreeMap<String, String>)> = (0..MAX_DESTINATIONS + 3)
+            .map(|i| {
+                (
+                    format!("ns-{i:04}"),
+                    BTreeMap::from([("team".into(), "yes".into())]),
+                )
+            })
+            .collect();
+        let mut world = World::new(&[]);
+        world.namespaces = many;
+        for i in 0..MAX_DESTINATIONS + 3 {
+            world = world.grant(&format!("ns-{i:04}"), grant(&[("platform", "reltio")], &[]));
+        }
+        let (d, _) = world.decide(&spec(
+            &[],
+            Some(serde_json::json!({"matchLabels": {"team": "yes"}})),
+        ));
+        let too_many = d
+            .destinations
+            .iter()
+            .filter(|d| reason_of_verdict(&d.verdict) == reason::TOO_MANY)
+            .count();
+        assert_eq!((d.destinations.len(), too_many), (MAX_DESTINATIONS + 3, 3));
+    }
+
+    #[test]
+    fn the_selector_picks_labelled_namespaces_but_never_the_own_one() {
+        let world = World::new(&[
+            ("platform", &[("tokens", "reltio")]),
+            ("team-a", &[("tokens", "reltio")]),
+            ("team-b", &[("tokens", "other")]),
+            ("team-c", &[]),
+        ]);
+        let (d, ok) = world.decide(&spec(
+            &["team-c"],
+            Some(serde_json::json!({"matchExpressions": [{"key": "tokens", "operator": "In", "values": ["reltio"]}]})),
+        ));
+        assert!(ok.is_ok());
+        let names: Vec<&str> = d
+            .destinations
+            .iter()
+            .map(|d| d.namespace.as_str())
+            .collect();
+        assert_eq!(names, vec!["team-a", "team-c"]);
+        let (d, bad) = world.decide(&spec(
+            &["team-c"],
+            Some(serde_json::json!({"matchExpressions": [{"key": "tokens", "operator": "Near", "values": ["x"]}]})),
+        ));
+        assert!(bad.is_err());
+        assert_eq!(d.destinations.len(), 1, "the names still count");
+    }
+
+    #[test]
+    fn copies_no_longer_chosen_or_granted_are_removed_and_others_kept() {
+        let own = |rv: &str| Occupant::OwnCopy {
+            stamp: 7,
+            resource_version: rv.into(),
+        };
+        let world = World::new(&[("team-a", &[]), ("team-b", &[]), ("team-c", &[])])
+            .grant("team-a", grant(&[("platform", "reltio")], &[]))
+            .occupant("team-a", "token", own("1"))
+            // Consent withdrawn.
+            .occupant("team-b", "token", own("2"))
+            // No longer chosen.
+            .occupant("team-c", "token", own("3"))
+            // Renamed copies: the old name goes.
+            .occupant("team-a", "old-name", own("4"))
+            .occupant("team-c", "someone-else", Occupant::Other);
+        let (d, _) = world.decide(&spec(&["team-a", "team-b"], None));
+        let removed: Vec<(&str, &str, &str)> = d
+            .removals
+            .iter()
+            .map(|r| {
+                (
+                    r.namespace.as_str(),
+                    r.name.as_str(),
+                    r.resource_version.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            removed,
+            vec![
+                ("team-a", "old-name", "4"),
+                ("team-b", "token", "2"),
+                ("team-c", "token", "3")
+            ]
+        );
+        assert_eq!(remove_all(&world.occupants).len(), 4);
+    }
+
+    #[test]
+    fn the_condition_names_refusals_and_the_list_shows_them_first() {
+        let entry = |ns: &str, delivered: bool, reason: &str| DeliveryStatus {
+            namespace: ns.into(),
+            secret_name: "token".into(),
+            delivered,
+            reason: reason.into(),
+            message: None,
+            delivered_at: None,
+        };
+        let all = vec![
+            entry("a", true, reason::DELIVERED),
+            entry("b", false, reason::NOT_GRANTED),
+            entry("c", true, reason::DELIVERED),
+        ];
+        let (ok, why, message) = condition(&all);
+        assert!(!ok);
+        assert_eq!(why, reason::NOT_GRANTED);
+        assert!(message.starts_with("1 of 3"), "{message}");
+        assert_eq!(listed(all.clone())[0].namespace, "b");
+        let (ok, why, _) = condition(&[entry("a", true, reason::DELIVERED)]);
+        assert!(ok && why == reason::ALL_DELIVERED);
+        let many: Vec<DeliveryStatus> = (0..MAX_LISTED + 5)
+            .map(|i| entry(&format!("n{i}"), true, reason::DELIVERED))
+            .collect();
+        assert_eq!(listed(many).len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn stamps_differ_with_token_or_settings() {
+        assert_eq!(stamp("f", "s"), stamp("f", "s"));
+        assert_ne!(stamp("f", "s"), stamp("g", "s"));
+        assert_ne!(stamp("f", "s"), stamp("f", "t"));
+        assert_ne!(stamp("fs", ""), stamp("f", "s"));
+    }
+}
