@@ -47,6 +47,14 @@ pub enum DeliveryError {
     },
 }
 
+impl DeliveryError {
+    /// A finalizer patch on a copy of the resource older than the one stored: the newer
+    /// version is already queued.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, DeliveryError::Api { source: kube::Error::Api(e), .. } if e.code == 409)
+    }
+}
+
 fn api_error(action: &'static str) -> impl FnOnce(kube::Error) -> DeliveryError {
     move |source| DeliveryError::Api { action, source }
 }

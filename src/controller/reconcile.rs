@@ -47,7 +47,11 @@ impl ReconcileError {
 
     /// Benign: the next version of the object is already queued.
     pub fn is_stale(&self) -> bool {
-        matches!(self, ReconcileError::Report(ReportError::StaleObject))
+        match self {
+            ReconcileError::Report(ReportError::StaleObject) => true,
+            ReconcileError::Delivery(e) => e.is_stale(),
+            _ => false,
+        }
     }
 }
 
