@@ -10,6 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use provider_emulator::{Emulator, Options, Provider};
 use serde_json::json;
@@ -289,6 +290,50 @@ async fn the_operators_identity_may_write_only_what_it_manages() -> Result<()> {
         takeover.contains("before and after the write"),
         "{takeover}"
     );
+
+    // Deleting (spec.delivery removes its copies): only what it manages. The chart grants
+    // delete with crossNamespaceDelivery.enabled; granted here in this namespace.
+    Api::<Role>::namespaced(admin.clone(), env.name())
+        .patch(
+            "delete-secrets",
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "delete-secrets"},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]}],
+            })),
+        )
+        .await?;
+    Api::<RoleBinding>::namespaced(admin.clone(), env.name())
+        .patch(
+            "delete-secrets",
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "delete-secrets"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "delete-secrets"},
+                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": env.name()}],
+            })),
+        )
+        .await?;
+    let deleted = eventually("the delete grant to reach the authorizer", CONVERGE, || {
+        let api = as_operator.clone();
+        async move {
+            let refused = api
+                .delete("theirs", &Default::default())
+                .await
+                .expect_err("deleting a Secret it does not manage is refused")
+                .to_string();
+            Ok((!refused.contains("forbidden: User")).then_some(refused))
+        }
+    })
+    .await?;
+    ensure!(
+        deleted.contains("may write or delete only Secrets it manages"),
+        "{deleted}"
+    );
+    create(secret("mine", "Opaque", &[managed])).await?;
+    as_operator.delete("mine", &Default::default()).await?;
 
     // The operator's own work goes through under the policy.
     let _emu = reltio_against_emulator(&env, None).await?;
