@@ -702,12 +702,16 @@ fn every_example_parses_resolves_and_has_its_credentials() {
             })
             .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
             .collect();
-        // An example may add the workload that consumes the token (rollout restarts).
+        // An example may add the workload that consumes the token (deployment.yaml) and, for
+        // spec.delivery, the destinations' consent (grants.yaml) and the namespaces involved
+        // (namespaces.yaml).
         let consumer = files.contains("deployment.yaml");
         let mut expected =
             BTreeSet::from(["credentials.yaml".into(), "providercredential.yaml".into()]);
-        if consumer {
-            expected.insert("deployment.yaml".to_string());
+        for optional in ["deployment.yaml", "grants.yaml", "namespaces.yaml"] {
+            if files.contains(optional) {
+                expected.insert(optional.to_string());
+            }
         }
         assert_eq!(files, expected, "{label}");
 
@@ -762,42 +766,264 @@ fn every_example_parses_resolves_and_has_its_credentials() {
                 );
             }
         }
+        // The namespace the ProviderCredential and its credentials are in (None: the one
+        // applied to), and where copies go with spec.delivery.
+        assert_eq!(
+            secret.metadata.namespace, pc.metadata.namespace,
+            "{label}: the credentials Secret is in the ProviderCredential's namespace"
+        );
+        let destinations = delivery_example(&label, dir, &files, &pc);
         if consumer {
             let deployment: k8s_openapi::api::apps::v1::Deployment =
                 serde_saphyr::from_str(&read(&dir.join("deployment.yaml")))
                     .unwrap_or_else(|e| panic!("{label}/deployment.yaml: {e}"));
             let name = deployment.metadata.name.clone().unwrap_or_default();
-            let listed = pc
+            let restarted = pc
                 .spec
                 .rollout
                 .as_ref()
                 .is_some_and(|r| r.workloads.iter().any(|w| w.name == name));
-            assert!(listed, "{label}: spec.rollout lists {name}");
-            let consent = deployment
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("tokenrotator.dev/restart-on"))
-                .cloned()
-                .unwrap_or_default();
-            assert!(
-                consent
-                    .split(',')
-                    .any(|n| n.trim() == pc.metadata.name.as_deref().unwrap_or_default()),
-                "{label}: {name} consents to restarts by the ProviderCredential"
-            );
+            if restarted {
+                // It reads the token once: spec.rollout restarts it, with its consent.
+                assert_eq!(
+                    deployment.metadata.namespace, pc.metadata.namespace,
+                    "{label}: spec.rollout restarts workloads of its own namespace"
+                );
+                let consent = deployment
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("tokenrotator.dev/restart-on"))
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(
+                    consent
+                        .split(',')
+                        .any(|n| n.trim() == pc.metadata.name.as_deref().unwrap_or_default()),
+                    "{label}: {name} consents to restarts by the ProviderCredential"
+                );
+            } else {
+                // Not restarted: it must read a Secret mounted as a volume, which the kubelet
+                // updates: the target in its own namespace, or a copy in a destination.
+                let namespace = deployment.metadata.namespace.clone();
+                let wanted = match &destinations {
+                    Some((copy_name, granted)) if namespace != pc.metadata.namespace => {
+                        assert!(
+                            namespace.as_ref().is_some_and(|n| granted.contains(n)),
+                            "{label}: {name} is in a namespace that receives a copy"
+                        );
+                        copy_name.clone()
+                    }
+                    _ => {
+                        assert_eq!(namespace, pc.metadata.namespace, "{label}: {name}");
+                        pc.spec.target.secret_name.clone()
+                    }
+                };
+                consumer_reads_a_mounted_secret(&label, &deployment, &wanted);
+            }
         }
         if pc.spec.preset.is_some() {
             let mut used = BTreeSet::new();
             leaf_paths(&serde_json::to_value(&pc.spec).unwrap(), "", &mut used);
-            // spec.rollout is about the consumers, not the provider.
+            // spec.rollout and spec.delivery are about the consumers, not the provider.
             let extra: Vec<&String> = used
                 .iter()
-                .filter(|f| !minimal.contains(f.as_str()) && !f.starts_with("rollout."))
+                .filter(|f| {
+                    !minimal.contains(f.as_str())
+                        && !f.starts_with("rollout.")
+                        && !f.starts_with("delivery.")
+                })
                 .collect();
             assert!(extra.is_empty(), "{label}: a preset needs no {extra:?}");
         }
     }
+}
+
+/// An example of spec.delivery (grants.yaml exactly when spec.delivery is set): every
+/// namespace it chooses exists (namespaces.yaml, when given) and consents with a
+/// TokenDeliveryGrant naming this ProviderCredential and allowing the copies' name, and every
+/// grant is for a chosen namespace. Returns the copies' name and the namespaces that receive
+/// one.
+fn delivery_example(
+    label: &str,
+    dir: &Path,
+    files: &BTreeSet<String>,
+    pc: &ProviderCredential,
+) -> Option<(String, BTreeSet<String>)> {
+    use token_rotator::rotation::delivery::{NamespaceSeen, selected, selector};
+    let Some(delivery) = pc.spec.delivery.as_deref() else {
+        for file in ["grants.yaml", "namespaces.yaml"] {
+            assert!(
+                !files.contains(file),
+                "{label}: {file} without spec.delivery"
+            );
+        }
+        return None;
+    };
+    assert!(
+        files.contains("grants.yaml"),
+        "{label}: spec.delivery needs the destinations' TokenDeliveryGrants in grants.yaml"
+    );
+    // As the CRD's rule demands.
+    assert!(
+        !delivery.namespaces.is_empty() || delivery.namespace_selector.is_some(),
+        "{label}: spec.delivery needs namespaces or a namespaceSelector"
+    );
+    if let Some(s) = &delivery.namespace_selector {
+        selector(s).unwrap_or_else(|e| panic!("{label}: namespaceSelector: {e}"));
+    }
+    let source =
+        pc.metadata.namespace.clone().unwrap_or_else(|| {
+            panic!("{label}: a delivering ProviderCredential names its namespace")
+        });
+    let name = pc.metadata.name.clone().unwrap_or_default();
+    let copy_name = delivery
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| pc.spec.target.secret_name.clone());
+
+    // The namespaces: those defined here, else the named ones (a selector then chooses none).
+    let defined: Vec<(String, BTreeMap<String, String>)> = if files.contains("namespaces.yaml") {
+        serde_saphyr::from_multiple::<k8s_openapi::api::core::v1::Namespace>(&read(
+            &dir.join("namespaces.yaml"),
+        ))
+        .unwrap_or_else(|e| panic!("{label}/namespaces.yaml: {e}"))
+        .into_iter()
+        .map(|n| {
+            (
+                n.metadata.name.unwrap_or_default(),
+                n.metadata.labels.unwrap_or_default(),
+            )
+        })
+        .collect()
+    } else {
+        delivery
+            .namespaces
+            .iter()
+            .map(|n| (n.0.clone(), BTreeMap::new()))
+            .collect()
+    };
+    let known: BTreeSet<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
+    if files.contains("namespaces.yaml") {
+        assert!(
+            known.contains(source.as_str()),
+            "{label}: namespaces.yaml defines {source}"
+        );
+    }
+    let seen: Vec<NamespaceSeen<'_>> = defined
+        .iter()
+        .map(|(name, labels)| NamespaceSeen { name, labels })
+        .collect();
+    let (chosen, _) = selected(delivery, &source, &seen);
+    let chosen: BTreeSet<String> = chosen.into_keys().collect();
+    assert!(!chosen.contains(&source), "{label}: not its own namespace");
+    for namespace in &chosen {
+        assert!(
+            known.contains(namespace.as_str()),
+            "{label}: namespace {namespace} is defined"
+        );
+    }
+
+    let text = read(&dir.join("grants.yaml"));
+    let probes: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{label}/grants.yaml: {e}"));
+    let mut granted = BTreeSet::new();
+    for probe in probes {
+        assert_eq!(probe["apiVersion"], "tokenrotator.dev/v1alpha1", "{label}");
+        assert_eq!(probe["kind"], "TokenDeliveryGrant", "{label}");
+        let grant: api::TokenDeliveryGrant =
+            serde_json::from_value(probe).unwrap_or_else(|e| panic!("{label}/grants.yaml: {e}"));
+        let namespace = grant
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| panic!("{label}: a TokenDeliveryGrant names its namespace"));
+        assert!(
+            chosen.contains(&namespace),
+            "{label}: the grant in {namespace} is for a namespace spec.delivery chooses"
+        );
+        assert!(
+            grant
+                .spec
+                .from
+                .iter()
+                .any(|f| f.namespace.0 == source && f.name == name),
+            "{label}: the grant in {namespace} names {source}/{name}"
+        );
+        assert!(
+            grant.spec.secret_names.is_empty()
+                || grant.spec.secret_names.iter().any(|n| n.0 == copy_name),
+            "{label}: the grant in {namespace} allows Secret {copy_name}"
+        );
+        assert!(
+            granted.insert(namespace.clone()),
+            "{label}: one grant per namespace ({namespace})"
+        );
+    }
+    assert_eq!(
+        granted, chosen,
+        "{label}: every chosen namespace consents, so the example delivers everywhere"
+    );
+    Some((copy_name, granted))
+}
+
+/// A consumer that is not restarted reads the token from `secret` mounted as a volume: no
+/// `subPath` (never updated) and no environment variable from it (read once).
+fn consumer_reads_a_mounted_secret(
+    label: &str,
+    deployment: &k8s_openapi::api::apps::v1::Deployment,
+    secret: &str,
+) {
+    let pod = deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap_or_else(|| panic!("{label}: the Deployment has a pod template"));
+    let volumes: BTreeSet<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(
+        !volumes.is_empty(),
+        "{label}: the consumer mounts Secret {secret} as a volume"
+    );
+    let mut mounted = false;
+    for container in &pod.containers {
+        for mount in container.volume_mounts.iter().flatten() {
+            if volumes.contains(mount.name.as_str()) {
+                assert!(
+                    mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+                    "{label}: a subPath mount of {secret} is never updated"
+                );
+                mounted = true;
+            }
+        }
+        for env in container.env.iter().flatten() {
+            let from = env
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref());
+            assert!(
+                from.is_none_or(|r| r.name != secret),
+                "{label}: an environment variable from {secret} is never updated"
+            );
+        }
+        for from in container.env_from.iter().flatten() {
+            assert!(
+                from.secret_ref.as_ref().is_none_or(|r| r.name != secret),
+                "{label}: environment variables from {secret} are never updated"
+            );
+        }
+    }
+    assert!(mounted, "{label}: a container mounts Secret {secret}");
 }
 
 const EMULATOR_CODE_PLACEHOLDER: &str = "REPLACE-WITH-A-CODE-FROM-THE-EMULATOR";
