@@ -17,6 +17,12 @@
 //! same cold start through that build and prints this build's figures as ratios to it, from one
 //! run; `hack/bench-compare.sh <git ref>` builds a ref and does this. BENCH_OPERATOR_ARGS adds
 //! flags to the operator's command line (e.g. `--concurrency 64`).
+//!
+//! Cross-namespace delivery (spec.delivery): BENCH_DELIVERING (default 200) credentials, each
+//! delivering to BENCH_COPY_NAMESPACES (default 5) namespaces that consent; the same
+//! credentials without spec.delivery are the baseline, run by the same cluster-wide operator
+//! build: memory and API calls per copy at the cold start and per rotation.
+//! BENCH_ONLY_DELIVERY=1 runs this part alone.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,7 +33,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use provider_emulator::{Emulator, Options, Provider, fixtures};
-use token_rotator::api::ProviderCredential;
+use token_rotator::api::{ProviderCredential, TokenDeliveryGrant};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -107,7 +113,8 @@ where
     Ok(())
 }
 
-async fn ready_count(api: &Api<ProviderCredential>) -> Result<usize> {
+/// How many resources have condition `type_` True.
+async fn true_count(api: &Api<ProviderCredential>, type_: &str) -> Result<usize> {
     Ok(api
         .list(&ListParams::default())
         .await?
@@ -117,7 +124,7 @@ async fn ready_count(api: &Api<ProviderCredential>) -> Result<usize> {
             pc.status.as_ref().is_some_and(|s| {
                 s.conditions
                     .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .any(|c| c.type_ == type_ && c.status == "True")
             })
         })
         .count())
@@ -162,12 +169,21 @@ async fn wait_all_ready(
     n: usize,
     started: Instant,
 ) -> Result<Duration> {
+    wait_all_true(api, "Ready", n, started).await
+}
+
+async fn wait_all_true(
+    api: &Api<ProviderCredential>,
+    type_: &str,
+    n: usize,
+    started: Instant,
+) -> Result<Duration> {
     loop {
-        if ready_count(api).await? >= n {
+        if true_count(api, type_).await? >= n {
             return Ok(started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(900) {
-            anyhow::bail!("not all Ready after 15 minutes");
+            anyhow::bail!("not all {type_} after 15 minutes");
         }
         // Each poll lists every ProviderCredential: at 10,000 that is tens of MB for the
         // apiserver to send, so large runs poll less often (the figure is then up to 2 s late).
@@ -335,6 +351,289 @@ fn print_cold_start(label: &str, n: usize, f: &ColdStart) {
     }
 }
 
+/// API calls by (verb, resource) between two readings of the apiserver's metrics, leaving out
+/// the benchmark's own (its polling LIST and refresh PATCHes of ProviderCredentials, writes of
+/// its fixtures) and the control plane's Leases.
+fn calls_between(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    ignore: &[(&str, &str)],
+) -> BTreeMap<(String, String), f64> {
+    after
+        .iter()
+        .filter_map(|((verb, resource), after)| {
+            let delta = after
+                - before
+                    .get(&(verb.clone(), resource.clone()))
+                    .unwrap_or(&0.0);
+            let ours =
+                resource == "leases" || ignore.iter().any(|(v, r)| v == verb && r == resource);
+            (delta >= 1.0 && !ours).then(|| ((verb.clone(), resource.clone()), delta))
+        })
+        .collect()
+}
+
+/// What one cluster-wide operator run over delivering (or baseline) credentials measured.
+struct DeliveryRun {
+    settled: Duration,
+    rss_kib: u64,
+    start_calls: BTreeMap<(String, String), f64>,
+    rotation_calls: BTreeMap<(String, String), f64>,
+    rotation_issued: u64,
+}
+
+/// `n` Rently credentials in a fresh namespace, each delivering to every namespace of
+/// `destinations` (consenting through TokenDeliveryGrants of 32 sources each), or to none (the
+/// baseline); the operator runs cluster-wide with --cross-namespace-delivery, as its own
+/// shard. Measures the cold start until all are Ready (and Delivered), then one rotation of
+/// every credential until every copy holds its new token.
+async fn delivery_run(
+    cp: &testkit::ControlPlane,
+    emu: &Emulator,
+    bin: &str,
+    n: usize,
+    destinations: &[String],
+) -> Result<DeliveryRun> {
+    let client = cp.client();
+    let ns = cp.new_namespace("bench-deliver").await?.keep();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), &ns);
+    let creds = BTreeMap::from([
+        (
+            "client_id".to_string(),
+            fixtures::RENTLY_CLIENT_ID.as_bytes().to_vec(),
+        ),
+        (
+            "client_secret".to_string(),
+            fixtures::RENTLY_CLIENT_SECRET.as_bytes().to_vec(),
+        ),
+    ]);
+    let label = BTreeMap::from([(
+        "tokenrotator.dev/credentials".to_string(),
+        "true".to_string(),
+    )]);
+    secrets
+        .create(&PostParams::default(), &secret("creds", label, creds))
+        .await?;
+    for dest in destinations {
+        let grants: Api<TokenDeliveryGrant> = Api::namespaced(client.clone(), dest);
+        for (chunk, sources) in (0..n).collect::<Vec<_>>().chunks(32).enumerate() {
+            let from: Vec<serde_json::Value> = sources
+                .iter()
+                .map(|i| serde_json::json!({"namespace": ns, "name": format!("pc-{i}")}))
+                .collect();
+            let grant: TokenDeliveryGrant = serde_json::from_value(serde_json::json!({
+                "apiVersion": "tokenrotator.dev/v1alpha1",
+                "kind": "TokenDeliveryGrant",
+                "metadata": {"name": format!("{ns}-{chunk}")},
+                "spec": {"from": from},
+            }))?;
+            grants.create(&PostParams::default(), &grant).await?;
+        }
+    }
+    let url = emu.token_url(Provider::Rently);
+    let delivery = if destinations.is_empty() {
+        String::new()
+    } else {
+        format!("delivery: {{namespaces: [{}]}}\n", destinations.join(", "))
+    };
+    let shard = format!("bench-delivery={ns}");
+    create_all(n, |i| {
+        let pcs = pcs.clone();
+        let url = url.clone();
+        let delivery = delivery.clone();
+        let ns = ns.clone();
+        Box::pin(async move {
+            let spec = serde_saphyr::from_str(&format!(
+                "preset: rently\ntokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: token-{i}}}\n{delivery}"
+            ))?;
+            let mut pc = ProviderCredential::new(&format!("pc-{i}"), spec);
+            pc.metadata.labels = Some(BTreeMap::from([("bench-delivery".to_string(), ns)]));
+            pcs.create(&PostParams::default(), &pc).await?;
+            Ok(())
+        })
+    })
+    .await?;
+
+    let calls_before = apiserver_requests(&client).await?;
+    let mut op = tokio::process::Command::new(bin)
+        .args([
+            "run",
+            "--selector",
+            &shard,
+            "--cross-namespace-delivery",
+            "--allow-http",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(
+            std::env::var("BENCH_OPERATOR_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the operator")?;
+    let pid = op.id().context("operator pid")?;
+    let started = Instant::now();
+    let mut settled = wait_all_ready(&pcs, n, started).await?;
+    if !destinations.is_empty() {
+        settled = wait_all_true(&pcs, "Delivered", n, started).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_kib = rss_kib(pid);
+    let calls_after = apiserver_requests(&client).await?;
+    let start_calls = calls_between(
+        &calls_before,
+        &calls_after,
+        &[("LIST", "providercredentials")],
+    );
+
+    // One rotation of every credential.
+    let issued_before = emu.control().counters(Provider::Rently).issued;
+    let calls_before = apiserver_requests(&client).await?;
+    let asked = jiff::Timestamp::now();
+    let rotation_started = Instant::now();
+    create_all(n, |i| {
+        let pcs = pcs.clone();
+        let at = asked.to_string();
+        Box::pin(async move {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": at}}});
+            pcs.patch(
+                &format!("pc-{i}"),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+            Ok(())
+        })
+    })
+    .await?;
+    loop {
+        let done = pcs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|pc| {
+                pc.status.as_ref().is_some_and(|s| {
+                    s.access_token
+                        .as_ref()
+                        .is_some_and(|t| t.issued_at.0.as_second() >= asked.as_second())
+                        && s.deliveries.iter().all(|d| {
+                            d.delivered_at
+                                .as_ref()
+                                .is_some_and(|t| t.0.as_second() >= asked.as_second())
+                        })
+                })
+            })
+            .count();
+        if done >= n {
+            break;
+        }
+        if rotation_started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("the rotation did not finish in 10 minutes ({done} of {n})");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls_after = apiserver_requests(&client).await?;
+    let rotation_calls = calls_between(
+        &calls_before,
+        &calls_after,
+        &[
+            ("LIST", "providercredentials"),
+            ("PATCH", "providercredentials"),
+        ],
+    );
+    let rotation_issued = emu.control().counters(Provider::Rently).issued - issued_before;
+    op.kill().await?;
+    Ok(DeliveryRun {
+        settled,
+        rss_kib,
+        start_calls,
+        rotation_calls,
+        rotation_issued,
+    })
+}
+
+/// The delivery part: the baseline and the delivering run, and what a copy costs.
+async fn delivery_bench(cp: &testkit::ControlPlane, emu: &Emulator, bin: &str) -> Result<()> {
+    let n = env_usize("BENCH_DELIVERING", 200);
+    let k = env_usize("BENCH_COPY_NAMESPACES", 5);
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let mut destinations = Vec::with_capacity(k);
+    for _ in 0..k {
+        destinations.push(cp.new_namespace("bench-dest").await?.keep());
+    }
+    eprintln!("delivery: {n} credentials without spec.delivery (baseline)");
+    let base = delivery_run(cp, emu, bin, n, &[]).await?;
+    eprintln!("delivery: {n} credentials delivering to {k} namespaces each");
+    let with = delivery_run(cp, emu, bin, n, &destinations).await?;
+    let copies = (n * k) as f64;
+    let total = |c: &BTreeMap<(String, String), f64>| c.values().sum::<f64>();
+    println!(
+        "delivery: {n} credentials × {k} namespaces = {} copies (cluster-wide operator, --cross-namespace-delivery)",
+        n * k
+    );
+    println!(
+        "  cold start: baseline Ready in {:.1} s, RSS {:.1} MiB; with copies Ready and Delivered in {:.1} s, RSS {:.1} MiB",
+        base.settled.as_secs_f64(),
+        base.rss_kib as f64 / 1024.0,
+        with.settled.as_secs_f64(),
+        with.rss_kib as f64 / 1024.0,
+    );
+    println!(
+        "  memory per copy: {:.2} KiB (RSS difference / copies)",
+        (with.rss_kib as f64 - base.rss_kib as f64) / copies
+    );
+    let per_copy = |label: &str,
+                    base: &BTreeMap<(String, String), f64>,
+                    with: &BTreeMap<(String, String), f64>| {
+        println!(
+            "  {label}: API calls {:.0} baseline, {:.0} with copies: {:.2} per copy",
+            total(base),
+            total(with),
+            (total(with) - total(base)) / copies
+        );
+        let keys: std::collections::BTreeSet<&(String, String)> =
+            base.keys().chain(with.keys()).collect();
+        for key in keys {
+            let (b, w) = (
+                base.get(key).copied().unwrap_or(0.0),
+                with.get(key).copied().unwrap_or(0.0),
+            );
+            if (w - b).abs() >= 1.0 {
+                println!(
+                    "    {:>6} {:<28} {:>+8.0}  {:>+6.2} per copy",
+                    key.0,
+                    key.1,
+                    w - b,
+                    (w - b) / copies
+                );
+            }
+        }
+    };
+    per_copy("cold start", &base.start_calls, &with.start_calls);
+    per_copy(
+        "one rotation of each",
+        &base.rotation_calls,
+        &with.rotation_calls,
+    );
+    println!(
+        "  token requests for the rotation: {} baseline, {} with copies (one per credential either way)",
+        base.rotation_issued, with.rotation_issued
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     token_rotator::install_crypto_provider();
@@ -352,6 +651,9 @@ async fn main() -> Result<()> {
     let emu = Emulator::start(Options::default()).await?;
     emu.control().set_multi_token(true);
     let bin = env!("CARGO_BIN_EXE_token-rotator");
+    if std::env::var("BENCH_ONLY_DELIVERY").is_ok_and(|v| v == "1") {
+        return delivery_bench(cp, &emu, bin).await;
+    }
 
     // Side by side: the other build first, then this one, on the same control plane and
     // emulator in the same run, each on a fresh namespace; the other is stopped before.
@@ -467,5 +769,5 @@ async fn main() -> Result<()> {
         c.rate_limited
     );
     op.kill().await?;
-    Ok(())
+    delivery_bench(cp, &emu, bin).await
 }

@@ -226,14 +226,13 @@ pub async fn write_state(
 }
 
 /// Creates the target Secret, or replaces the one this resource owns under the resourceVersion
-/// it was read at (ownership and type were checked by the plan). Returns its new
-/// resourceVersion.
+/// it was read at (ownership and type were checked by the plan). Returns it as written.
 pub async fn write_target(
     api: &Api<Secret>,
     owner: &ProviderCredential,
     at: &SecretWrite,
     desired: DesiredTarget,
-) -> Result<Option<String>, SecretsError> {
+) -> Result<Secret, SecretsError> {
     let name = at.name.as_str();
     let mut meta = owned_meta(owner, name, desired.labels);
     meta.annotations = Some(desired.annotations);
@@ -249,7 +248,7 @@ pub async fn write_target(
         Some(_) => api.replace(name, &PostParams::default(), &secret).await,
     };
     match result {
-        Ok(written) => Ok(written.metadata.resource_version),
+        Ok(written) => Ok(written),
         // Someone created it between our read and our create: it is theirs.
         Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
             Err(SecretsError::NotOwned(name.to_string()))

@@ -388,7 +388,10 @@ async fn copies_go_only_where_consented_follow_rotations_and_leave_with_consent(
         .map(|t| String::from_utf8_lossy(&t.0).to_string())
         .context("the copy's token")?;
     for secret in [provider_emulator::fixtures::RENTLY_CLIENT_SECRET, &token] {
-        ensure!(!log.contains(secret), "a credential or token reached the log");
+        ensure!(
+            !log.contains(secret),
+            "a credential or token reached the log"
+        );
     }
     eprintln!(
         "delivery: 2 of 4 destinations at first (NotGranted, SecretNotOwned refused), 1 token request per rotation for all copies; consent given → copy, withdrawn → removed; deleted resource → copies removed"

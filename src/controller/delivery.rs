@@ -241,6 +241,7 @@ pub async fn deliver(
     ctx: &Context,
     pc: &ProviderCredential,
     after: &mut Report,
+    written_target: Option<&Secret>,
 ) -> Result<(), DeliveryError> {
     let now = Timestamp::now();
     let generation = pc.meta().generation;
@@ -322,10 +323,14 @@ pub async fn deliver(
         occupants: &occupants,
         stamp,
     });
-    let outcome = carry_out(ctx, pc, &token.fingerprint, &uid, &decisions, now).await;
+    let current = Current {
+        fingerprint: &token.fingerprint,
+        written_target,
+    };
+    let outcome = carry_out(ctx, pc, current, &uid, &decisions, now).await;
     let Carried {
         mut statuses,
-        written,
+        created,
         retry,
     } = outcome;
     // A copy still current keeps the time it was written.
@@ -359,14 +364,14 @@ pub async fn deliver(
         generation,
         now,
     );
-    if !written.is_empty() {
+    if !created.is_empty() {
         after.events.push(EventNote {
             warning: false,
             reason: "Delivered".into(),
             note: crate::provider::scrub::truncate_chars(
                 &format!(
-                    "the current token is now in Secret {secret_name} in {}",
-                    written.join(", ")
+                    "Secret {secret_name} created in {}; it follows every rotation",
+                    created.join(", ")
                 ),
                 MAX_NOTE_CHARS,
             ),
@@ -419,23 +424,31 @@ fn occupants(
 
 struct Carried {
     statuses: Vec<DeliveryStatus>,
-    /// Namespaces written to.
-    written: Vec<String>,
+    /// Namespaces that received their first copy (a routine rotation's replacements make no
+    /// Event: one per rotation would double the Events of a resource for nothing new).
+    created: Vec<String>,
     retry: bool,
+}
+
+/// The token the status names, and the target as this reconcile wrote it (if it did).
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    fingerprint: &'a str,
+    written_target: Option<&'a Secret>,
 }
 
 /// Writes and removes as decided; every destination's status.
 async fn carry_out(
     ctx: &Context,
     pc: &ProviderCredential,
-    fingerprint: &str,
+    current: Current<'_>,
     uid: &str,
     decisions: &Decisions,
     now: Timestamp,
 ) -> Carried {
     let mut carried = Carried {
         statuses: Vec::with_capacity(decisions.destinations.len()),
-        written: Vec::new(),
+        created: Vec::new(),
         retry: false,
     };
     for removal in &decisions.removals {
@@ -451,7 +464,7 @@ async fn carry_out(
     // The target as it is now, once, if anything is to be written; only a target holding the
     // token the status names is copied.
     let target = if needs_write {
-        read_target(ctx, pc, fingerprint).await
+        read_target(ctx, pc, current).await
     } else {
         Ok(None)
     };
@@ -477,7 +490,9 @@ async fn carry_out(
                 };
                 match result {
                     Ok(()) => {
-                        carried.written.push(destination.namespace.clone());
+                        if replace.is_none() {
+                            carried.created.push(destination.namespace.clone());
+                        }
                         DeliveryStatus {
                             delivered_at: Some(Time(now)),
                             ..status(true, reason::DELIVERED, None)
@@ -511,22 +526,25 @@ enum NotWritten {
     Failed(String),
 }
 
-/// The target Secret, if it holds the token the status names.
+/// The target Secret, if it holds the token the status names: as this reconcile wrote it, or
+/// read.
 async fn read_target(
     ctx: &Context,
     pc: &ProviderCredential,
-    fingerprint: &str,
+    current: Current<'_>,
 ) -> Result<Option<Secret>, String> {
+    let holds_current = |target: &Secret| {
+        target
+            .annotations()
+            .get(crate::target::FINGERPRINT_ANNOTATION)
+            .is_some_and(|f| f == current.fingerprint)
+    };
+    if let Some(target) = current.written_target.filter(|t| holds_current(t)) {
+        return Ok(Some(target.clone()));
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
     match api.get_opt(&pc.spec.target.secret_name).await {
-        Ok(Some(target))
-            if target
-                .annotations()
-                .get(crate::target::FINGERPRINT_ANNOTATION)
-                .is_some_and(|f| f == fingerprint) =>
-        {
-            Ok(Some(target))
-        }
+        Ok(Some(target)) if holds_current(&target) => Ok(Some(target)),
         Ok(_) => Ok(None),
         Err(e) => Err(format!(
             "the target Secret cannot be read ({}); retried",

@@ -28,7 +28,12 @@ pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
 
 pub enum Executed {
-    Issued(IssuedToken),
+    Issued {
+        token: IssuedToken,
+        /// The target Secret as written, for spec.delivery's copies (only with spec.delivery:
+        /// they are made from it without reading it again).
+        target: Option<Box<Secret>>,
+    },
     /// The resource's request budget is spent: nothing was sent.
     Deferred {
         until: jiff::Timestamp,
@@ -202,16 +207,19 @@ async fn run(
         secret_type: Some(desired.secret_type.clone()),
         token: ObservedTarget::from_annotations(&desired.annotations),
     };
-    match secrets::write_target(api, pc, &plan.target_secret, desired).await {
-        Ok(resource_version) => ctx.views.remember_target(
-            &uid,
-            &pc.namespace().unwrap_or_default(),
-            &plan.target_secret.name,
-            Some(TargetView {
-                resource_version,
-                ..written
-            }),
-        ),
+    let target = match secrets::write_target(api, pc, &plan.target_secret, desired).await {
+        Ok(target) => {
+            ctx.views.remember_target(
+                &uid,
+                &pc.namespace().unwrap_or_default(),
+                &plan.target_secret.name,
+                Some(TargetView {
+                    resource_version: target.metadata.resource_version.clone(),
+                    ..written
+                }),
+            );
+            pc.spec.delivery.is_some().then(|| Box::new(target))
+        }
         Err(e) => {
             // Read it again next time: it may be gone, or changed under us.
             ctx.views.remember_target(
@@ -222,10 +230,10 @@ async fn run(
             );
             return Ok(Executed::NotStored(write_failure(&e)));
         }
-    }
+    };
     ctx.drop_token(&uid);
     debug!("target Secret written");
-    Ok(Executed::Issued(token))
+    Ok(Executed::Issued { token, target })
 }
 
 /// Holds a changed state in memory, then stores it as a compare-and-swap on the chain the

@@ -151,7 +151,9 @@ pub async fn reconcile(
         if discard_held {
             ctx.drop_token(&uid);
         }
-        let executed;
+        let mut executed;
+        // The target as this reconcile wrote it, for spec.delivery's copies.
+        let mut written_target = None;
         let outcome = match &step {
             Step::Wait(at) => Outcome::Wait(*at),
             Step::HoldRejected => Outcome::HoldRejected,
@@ -160,6 +162,9 @@ pub async fn reconcile(
                 executed = execute(ctx, pc, &secrets, (**plan).clone())
                     .await
                     .map_err(ReconcileError::Execute)?;
+                if let Executed::Issued { target, .. } = &mut executed {
+                    written_target = target.take();
+                }
                 match rotated(plan, &executed) {
                     Ok(outcome) => outcome,
                     // Nothing was sent and nothing changed: no status write.
@@ -171,7 +176,7 @@ pub async fn reconcile(
         let mut after =
             rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
         super::rollout::restart_workloads(ctx, pc, &mut after).await;
-        super::delivery::deliver(ctx, pc, &mut after).await?;
+        super::delivery::deliver(ctx, pc, &mut after, written_target.as_deref()).await?;
         report(ctx, pc, &after)
             .await
             .map_err(ReconcileError::Report)?;
@@ -194,7 +199,7 @@ const WITHHELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Result<Outcome<'a>, Withheld> {
     Ok(match executed {
         Executed::Withheld(withheld) => return Err(*withheld),
-        Executed::Issued(token) => Outcome::Issued { plan, token },
+        Executed::Issued { token, .. } => Outcome::Issued { plan, token },
         Executed::Deferred { until } => Outcome::Deferred { until: *until },
         Executed::Failed { error, chain_end } => {
             warn!(reason = error.class().reason(), error = %error, "token request failed");

@@ -381,13 +381,13 @@ impl SecretViews {
         (view.resource_version() == Some(watched.as_str())).then_some(view)
     }
 
-    /// The latest version a watch showed: a (re)list in progress is newer than what it will
-    /// replace, so the first list serves reconciles before it is complete.
     /// A watch shows a Secret at this place (managed, or opted in as credentials).
     pub fn seen(&self, namespace: &str, name: &str) -> bool {
         self.watched_version(namespace, name).is_some()
     }
 
+    /// The latest version a watch showed: a (re)list in progress is newer than what it will
+    /// replace, so the first list serves reconciles before it is complete.
     fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
         let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
         watches.iter().find_map(|v| {
