@@ -28,8 +28,10 @@ pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub namespaces: Vec<NamespaceName>,
-    /// Namespaces by label (this resource's own namespace is never one: its target is there).
+    /// Namespaces by label, among those that consent (this resource's own namespace is never
+    /// one: its target is there). At most 16 requirements of at most 64 values each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("(!has(self.matchLabels) || size(self.matchLabels) <= 16) && (!has(self.matchExpressions) || size(self.matchExpressions) <= 16)").message("spec.delivery.namespaceSelector may have at most 16 matchLabels and 16 matchExpressions"))]
     pub namespace_selector: Option<LabelSelector>,
     /// The name of the copies (default: spec.target.secretName).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,8 +116,8 @@ pub struct DeliveryStatus {
     pub secret_name: String,
     /// True when the copy holds the current token.
     pub delivered: bool,
-    /// Delivered, or why not: NotGranted, NamespaceNotFound, SameNamespace, SecretNotOwned,
-    /// TooManyDestinations, WriteFailed.
+    /// Delivered, or why not: NotGranted (the namespace does not exist or has no grant),
+    /// SameNamespace, SecretNotOwned, TooManyDestinations, WriteFailed.
     pub reason: String,
     /// For a refusal: what is wrong and how to fix it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,11 @@
 //! The copies spec.delivery wrote, as the watch of managed Secrets (already running) shows
 //! them: by the UID of the resource they came from, which token and settings they hold, and
-//! their resourceVersion. A reconcile learns from here which copies are current and which to
-//! remove, reading none of them. About 100 bytes per copy.
+//! their identity and version. A reconcile learns from here which copies are current and which
+//! to remove, reading none of them. About 150 bytes per copy.
+//!
+//! A copy is a managed Secret without owner references that carries both the source's UID
+//! label and the `<namespace>/<name>` annotation; a Secret that merely carries the label (a
+//! target, or one labelled by hand) is never taken for one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -11,7 +15,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::api::DELIVERED_FROM_UID_LABEL;
+use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL};
 use crate::rotation::delivery::stamp;
 use crate::target::{FINGERPRINT_ANNOTATION, SETTINGS_ANNOTATION};
 
@@ -21,59 +25,96 @@ type Place = (Box<str>, Box<str>);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopySeen {
     pub stamp: u64,
+    pub uid: Box<str>,
     pub resource_version: Box<str>,
+}
+
+/// The copies of one source resource.
+#[derive(Default)]
+struct Source {
+    /// Its namespace and name, as the copies' annotation says.
+    namespace: Box<str>,
+    name: Box<str>,
+    copies: BTreeMap<Place, CopySeen>,
 }
 
 #[derive(Default)]
 struct Table {
-    by_source: HashMap<Box<str>, BTreeMap<Place, CopySeen>>,
+    by_source: HashMap<Box<str>, Source>,
     /// Which source each place holds a copy of (a label can change).
     source_of: HashMap<Place, Box<str>>,
 }
 
+/// What makes a Secret a copy: the source's UID and `<namespace>/<name>`, no owner.
+fn copy_of(secret: &PartialObjectMeta<Secret>) -> Option<(&str, &str, &str)> {
+    if !secret.owner_references().is_empty() {
+        return None;
+    }
+    let uid = secret.labels().get(DELIVERED_FROM_UID_LABEL)?;
+    let (namespace, name) = secret
+        .annotations()
+        .get(DELIVERED_FROM_ANNOTATION)?
+        .split_once('/')?;
+    Some((uid, namespace, name))
+}
+
+/// The stamp of what a Secret holds: its token fingerprint and target settings annotations.
+pub fn stamp_of(annotations: &BTreeMap<String, String>) -> u64 {
+    let annotation = |key| annotations.get(key).map(String::as_str).unwrap_or_default();
+    stamp(
+        annotation(FINGERPRINT_ANNOTATION),
+        annotation(SETTINGS_ANNOTATION),
+    )
+}
+
 impl Table {
-    fn remove(&mut self, place: &Place) {
-        if let Some(uid) = self.source_of.remove(place)
-            && let Some(copies) = self.by_source.get_mut(&uid)
-        {
-            copies.remove(place);
-            if copies.is_empty() {
-                self.by_source.remove(&uid);
-            }
+    fn remove(&mut self, place: &Place) -> Option<CopySeen> {
+        let uid = self.source_of.remove(place)?;
+        let source = self.by_source.get_mut(&uid)?;
+        let seen = source.copies.remove(place);
+        if source.copies.is_empty() {
+            self.by_source.remove(&uid);
         }
+        seen
     }
 
-    fn apply(&mut self, secret: &PartialObjectMeta<Secret>) {
+    /// `stamp`: what this process wrote, when it wrote this very version (an admission
+    /// webhook in the destination may have changed the annotations it reads back: the copy
+    /// is still the one decided on, and is not written again for that).
+    fn apply(&mut self, secret: &PartialObjectMeta<Secret>, written: Option<u64>) {
         let place: Place = (
             secret.namespace().unwrap_or_default().into(),
             secret.name_any().into(),
         );
-        self.remove(&place);
-        let Some(uid) = secret.labels().get(DELIVERED_FROM_UID_LABEL) else {
+        let rv = secret
+            .meta()
+            .resource_version
+            .as_deref()
+            .unwrap_or_default();
+        let previous = self.remove(&place);
+        let Some((uid, namespace, name)) = copy_of(secret) else {
             return;
         };
-        let annotation = |key| {
-            secret
-                .annotations()
-                .get(key)
-                .map(String::as_str)
-                .unwrap_or_default()
-        };
+        let stamp = written
+            .or_else(|| {
+                previous
+                    .filter(|p| &*p.resource_version == rv)
+                    .map(|p| p.stamp)
+            })
+            .unwrap_or_else(|| stamp_of(secret.annotations()));
         let seen = CopySeen {
-            stamp: stamp(
-                annotation(FINGERPRINT_ANNOTATION),
-                annotation(SETTINGS_ANNOTATION),
-            ),
-            resource_version: secret
-                .meta()
-                .resource_version
-                .as_deref()
-                .unwrap_or_default()
-                .into(),
+            stamp,
+            uid: secret.meta().uid.as_deref().unwrap_or_default().into(),
+            resource_version: rv.into(),
         };
-        let uid: Box<str> = uid.as_str().into();
+        let uid: Box<str> = uid.into();
         self.source_of.insert(place.clone(), uid.clone());
-        self.by_source.entry(uid).or_default().insert(place, seen);
+        let source = self.by_source.entry(uid).or_insert_with(|| Source {
+            namespace: namespace.into(),
+            name: name.into(),
+            copies: BTreeMap::new(),
+        });
+        source.copies.insert(place, seen);
     }
 }
 
@@ -97,13 +138,15 @@ impl Copies {
     pub fn watched(&self, event: &Event<PartialObjectMeta<Secret>>) {
         let mut state = self.lock();
         match event {
-            Event::Apply(s) => state.current.apply(s),
-            Event::Delete(s) => state.current.remove(&(
-                s.namespace().unwrap_or_default().into(),
-                s.name_any().into(),
-            )),
+            Event::Apply(s) => state.current.apply(s, None),
+            Event::Delete(s) => {
+                state.current.remove(&(
+                    s.namespace().unwrap_or_default().into(),
+                    s.name_any().into(),
+                ));
+            }
             Event::Init => state.relisting = Some(Table::default()),
-            Event::InitApply(s) => state.relisting.get_or_insert_default().apply(s),
+            Event::InitApply(s) => state.relisting.get_or_insert_default().apply(s, None),
             Event::InitDone => {
                 state.current = state.relisting.take().unwrap_or_default();
                 state.listed = true;
@@ -116,19 +159,36 @@ impl Copies {
         self.lock().listed
     }
 
-    /// The copies of one resource, by namespace and name.
-    pub fn of(&self, uid: &str) -> Vec<((String, String), CopySeen)> {
-        self.lock()
+    /// The copies of one resource (by UID, and naming it), by namespace and name.
+    pub fn of(&self, uid: &str, namespace: &str, name: &str) -> Vec<((String, String), CopySeen)> {
+        let state = self.lock();
+        let Some(source) = state.current.by_source.get(uid) else {
+            return Vec::new();
+        };
+        if &*source.namespace != namespace || &*source.name != name {
+            return Vec::new();
+        }
+        source
+            .copies
+            .iter()
+            .map(|((ns, n), seen)| ((ns.to_string(), n.to_string()), seen.clone()))
+            .collect()
+    }
+
+    /// The resources (namespace, name) with a copy in `namespace`.
+    pub fn sources_in(&self, namespace: &str) -> Vec<(String, String)> {
+        let state = self.lock();
+        let mut sources: Vec<(String, String)> = state
             .current
-            .by_source
-            .get(uid)
-            .map(|copies| {
-                copies
-                    .iter()
-                    .map(|((ns, name), seen)| ((ns.to_string(), name.to_string()), seen.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .source_of
+            .iter()
+            .filter(|((ns, _), _)| &**ns == namespace)
+            .filter_map(|(_, uid)| state.current.by_source.get(uid))
+            .map(|s| (s.namespace.to_string(), s.name.to_string()))
+            .collect();
+        sources.sort();
+        sources.dedup();
+        sources
     }
 
     /// Forgets a copy just removed (the watch will say so too).
@@ -136,20 +196,21 @@ impl Copies {
         self.lock().current.remove(&(namespace.into(), name.into()));
     }
 
-    /// Remembers a copy just written, before the watch shows it: the next reconcile then
-    /// knows it even if the watch lags.
-    pub fn remember(&self, secret: &Secret) {
+    /// Remembers a copy just written, with the stamp of what was sent, before the watch shows
+    /// it: the next reconcile then knows it even if the watch lags.
+    pub fn remember(&self, written: &Secret, sent: u64) {
         let meta = PartialObjectMeta::<Secret> {
-            metadata: secret.metadata.clone(),
+            metadata: written.metadata.clone(),
             ..Default::default()
         };
-        self.lock().current.apply(&meta);
+        self.lock().current.apply(&meta, Some(sent));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
     fn copy(
@@ -163,12 +224,14 @@ mod tests {
             metadata: ObjectMeta {
                 namespace: Some(ns.into()),
                 name: Some(name.into()),
+                uid: Some(format!("obj-{ns}-{name}")),
                 resource_version: Some(rv.into()),
                 labels: uid.map(|u| [(DELIVERED_FROM_UID_LABEL.to_string(), u.to_string())].into()),
                 annotations: Some(
                     [
                         (FINGERPRINT_ANNOTATION.to_string(), fingerprint.to_string()),
                         (SETTINGS_ANNOTATION.to_string(), "s".to_string()),
+                        (DELIVERED_FROM_ANNOTATION.to_string(), "src/pc".to_string()),
                     ]
                     .into(),
                 ),
@@ -188,20 +251,68 @@ mod tests {
         copies.watched(&Event::InitApply(copy("a", "target", None, "f9", "3")));
         copies.watched(&Event::InitDone);
         assert!(copies.listed());
-        let of = copies.of("u1");
+        let of = copies.of("u1", "src", "pc");
         assert_eq!(of.len(), 2);
         assert_eq!(of[0].1.stamp, stamp("f1", "s"));
-        assert!(copies.of("u2").is_empty());
+        assert!(copies.of("u1", "src", "other").is_empty(), "must name it");
+        assert_eq!(copies.sources_in("a"), vec![("src".into(), "pc".into())]);
+        assert!(copies.sources_in("c").is_empty());
         // A new version; a label moved to another source; a delete.
         copies.watched(&Event::Apply(copy("a", "t", Some("u1"), "f2", "4")));
-        assert_eq!(copies.of("u1")[0].1.stamp, stamp("f2", "s"));
+        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, stamp("f2", "s"));
         copies.watched(&Event::Apply(copy("b", "t", Some("u2"), "f1", "5")));
-        assert_eq!((copies.of("u1").len(), copies.of("u2").len()), (1, 1));
+        assert_eq!(
+            (
+                copies.of("u1", "src", "pc").len(),
+                copies.of("u2", "src", "pc").len()
+            ),
+            (1, 1)
+        );
         copies.watched(&Event::Delete(copy("a", "t", Some("u1"), "f2", "4")));
-        assert!(copies.of("u1").is_empty());
+        assert!(copies.of("u1", "src", "pc").is_empty());
         // A relist drops what it no longer shows.
         copies.watched(&Event::Init);
         copies.watched(&Event::InitDone);
-        assert!(copies.of("u2").is_empty());
+        assert!(copies.of("u2", "src", "pc").is_empty());
+    }
+
+    #[test]
+    fn a_labelled_secret_with_an_owner_or_without_the_annotation_is_no_copy() {
+        let copies = Copies::default();
+        let mut owned = copy("a", "target", Some("u1"), "f", "1");
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            kind: "ProviderCredential".into(),
+            name: "pc".into(),
+            ..Default::default()
+        }]);
+        copies.watched(&Event::Apply(owned));
+        let mut unannotated = copy("b", "t", Some("u1"), "f", "1");
+        unannotated.metadata.annotations = None;
+        copies.watched(&Event::Apply(unannotated));
+        assert!(copies.of("u1", "src", "pc").is_empty());
+    }
+
+    #[test]
+    fn what_was_written_keeps_its_stamp_when_read_back_changed() {
+        let copies = Copies::default();
+        let mut written = copy("a", "t", Some("u1"), "mutated-by-a-webhook", "7");
+        copies.remember(
+            &Secret {
+                metadata: written.metadata.clone(),
+                ..Default::default()
+            },
+            42,
+        );
+        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, 42);
+        // The watch shows that same version: still the stamp sent.
+        copies.watched(&Event::Apply(written.clone()));
+        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, 42);
+        // A later version is read as it is.
+        written.metadata.resource_version = Some("8".into());
+        copies.watched(&Event::Apply(written));
+        assert_eq!(
+            copies.of("u1", "src", "pc")[0].1.stamp,
+            stamp("mutated-by-a-webhook", "s")
+        );
     }
 }

@@ -1,49 +1,64 @@
 //! spec.delivery: copies of the target Secret in other namespaces that consent. Decisions are
 //! in rotation::delivery; this gathers what the watches show (namespaces, TokenDeliveryGrants,
 //! the copies), writes and removes copies, holds the finalizer that removes them when the
-//! resource goes, and records the outcome in the report.
+//! resource goes, and records the outcome in the report. Nothing here fails a reconcile: a
+//! copy that cannot be written or removed is a status entry and a retry, never a reason to
+//! skip the status write or the rotation.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::PartialObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::core::{DeserializeGuard, PartialObjectMeta, SelectorExt};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::copies::Copies;
+use super::copies::{Copies, stamp_of};
+use super::short_api_error;
 use crate::api::{
-    DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER, DeliveryStatus, Guarded, ProviderCredential,
+    CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
+    DeliverySpec, DeliveryStatus, Guarded, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
     TokenDeliveryGrant,
 };
 use crate::conditions;
 use crate::rotation::delivery::{
-    self, Decisions, GrantSeen, Inputs, NamespaceSeen, Occupant, Removal, Source, Verdict, reason,
+    self, Decisions, Existing, GrantSeen, Inputs, NamespaceSeen, Occupant, Removal, Source,
+    Verdict, reason,
 };
 use crate::rotation::{EventNote, Report};
 
 /// The condition this feature reports: True when every destination holds the current token.
 pub const DELIVERED: &str = "Delivered";
-/// How long a reconcile waits at start-up for the watches to list everything once: deciding
-/// removals from half a list would remove copies that should stay.
-const LISTED_BOUND: Duration = Duration::from_secs(10);
 /// How soon a failed write, or a look before the watches listed everything, is tried again.
 const RETRY: Duration = Duration::from_secs(30);
+/// How soon a reconcile that found the watches still listing looks again.
+const NOT_LISTED_RETRY: Duration = Duration::from_secs(2);
 /// events.k8s.io refuses a note longer than 1 KiB.
 const MAX_NOTE_CHARS: usize = 1000;
 
+/// A TokenDeliveryGrant as its watch delivers it: readable, or the reason it is not (one
+/// unreadable grant must not stop the watch of all the others).
+pub type GuardedGrant = DeserializeGuard<TokenDeliveryGrant>;
+
+/// Failures that stop a reconcile: only the finalizer's, which must not be skipped.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("cannot {action}: {source}")]
+    /// Only the status code and reason: a message from another namespace's admission may quote
+    /// what was sent.
+    #[error("cannot {action}: {reason}")]
     Api {
         action: &'static str,
-        #[source]
-        source: kube::Error,
+        reason: String,
+        /// 409: a newer version of the resource is already queued.
+        conflict: bool,
     },
 }
 
@@ -51,26 +66,30 @@ impl DeliveryError {
     /// A finalizer patch on a copy of the resource older than the one stored: the newer
     /// version is already queued.
     pub fn is_stale(&self) -> bool {
-        matches!(self, DeliveryError::Api { source: kube::Error::Api(e), .. } if e.code == 409)
+        matches!(self, DeliveryError::Api { conflict: true, .. })
     }
 }
 
 fn api_error(action: &'static str) -> impl FnOnce(kube::Error) -> DeliveryError {
-    move |source| DeliveryError::Api { action, source }
+    move |e| DeliveryError::Api {
+        action,
+        reason: short_api_error(&e),
+        conflict: matches!(&e, kube::Error::Api(s) if s.code == 409),
+    }
 }
 
 /// What --cross-namespace-delivery adds to the running controller: the namespaces and
 /// TokenDeliveryGrants as their watches show them, and the copies as the watch of managed
 /// Secrets shows them.
 pub struct Delivery {
-    grants: Store<TokenDeliveryGrant>,
+    grants: Store<GuardedGrant>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     pub copies: Copies,
 }
 
 /// The writers of [`Delivery`]'s stores, for the controller's watches.
 pub struct DeliveryWriters {
-    pub grants: reflector::store::Writer<TokenDeliveryGrant>,
+    pub grants: reflector::store::Writer<GuardedGrant>,
     pub namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
 }
 
@@ -91,62 +110,89 @@ impl Delivery {
         )
     }
 
-    /// Every watch listed once (bounded wait).
-    async fn listed(&self, ctx: &Context, namespace: &str) -> bool {
-        let stores = async {
-            let _ = self.grants.wait_until_ready().await;
-            let _ = self.namespaces.wait_until_ready().await;
-        };
-        if tokio::time::timeout(LISTED_BOUND, stores).await.is_err() {
-            return false;
-        }
-        ctx.views.listed(namespace, LISTED_BOUND).await;
-        self.copies.listed()
+    /// Every watch listed once. Never waited for: a reconcile holds a slot of the controller's
+    /// concurrency, and rotations must not queue behind a watch that cannot list.
+    fn listed(&self) -> bool {
+        let ready = |ready: Option<Result<(), _>>| matches!(ready, Some(Ok(())));
+        ready(self.grants.wait_until_ready().now_or_never())
+            && ready(self.namespaces.wait_until_ready().now_or_never())
+            && self.copies.listed()
+    }
+
+    /// The resources (namespace, name) with a copy in `namespace`.
+    fn sources_in(&self, namespace: &str) -> impl Iterator<Item = ObjectRef<Guarded>> + use<> {
+        self.copies
+            .sources_in(namespace)
+            .into_iter()
+            .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
     }
 }
 
-/// The resources a TokenDeliveryGrant concerns: those it names.
-pub fn grant_sources(grant: &TokenDeliveryGrant) -> Vec<ObjectRef<Guarded>> {
-    grant
-        .spec
-        .from
+/// The resources a TokenDeliveryGrant's change concerns: those it names, and those with a
+/// copy in its namespace (a grant edited to no longer name one).
+pub fn grant_readers(ctx: &Context, grant: &GuardedGrant) -> Vec<ObjectRef<Guarded>> {
+    let named = grant
+        .0
+        .as_ref()
+        .map(|g| g.spec.from.as_slice())
+        .unwrap_or_default();
+    let mut refs: Vec<ObjectRef<Guarded>> = named
         .iter()
         .map(|f| ObjectRef::new(&f.name).within(&f.namespace.0))
-        .collect()
+        .collect();
+    if let (Some(delivery), Some(ns)) = (&ctx.delivery, grant.namespace()) {
+        refs.extend(delivery.sources_in(&ns));
+    }
+    refs
 }
 
-/// The resources a namespace's change concerns: those that name it or select by label.
+/// The resources a namespace's change concerns: those that name it, those whose selector
+/// matches it, and those with a copy in it (it may have left their selection).
 pub fn namespace_readers(
+    ctx: &Context,
     resources: &Store<Guarded>,
     namespace: &PartialObjectMeta<Namespace>,
 ) -> Vec<ObjectRef<Guarded>> {
     let name = namespace.name_any();
-    resources
+    let labels = namespace.labels();
+    let mut refs: Vec<ObjectRef<Guarded>> = resources
         .state()
         .into_iter()
         .filter(|guard| {
             guard.0.as_ref().is_ok_and(|pc| {
                 pc.spec.delivery.as_deref().is_some_and(|d| {
-                    d.namespace_selector.is_some() || d.namespaces.iter().any(|n| n.0 == name)
+                    d.namespaces.iter().any(|n| n.0 == name)
+                        || d.namespace_selector
+                            .as_ref()
+                            .and_then(|s| delivery::selector(s).ok())
+                            .is_some_and(|s| s.matches(labels))
                 })
             })
         })
         .map(|guard| ObjectRef::from(guard.as_ref()))
-        .collect()
+        .collect();
+    if let Some(delivery) = &ctx.delivery {
+        refs.extend(delivery.sources_in(&name));
+    }
+    refs
 }
 
-fn has_finalizer(pc: &ProviderCredential) -> bool {
-    pc.finalizers().iter().any(|f| f == DELIVERY_FINALIZER)
+fn has_finalizer(meta: &ObjectMeta) -> bool {
+    meta.finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == DELIVERY_FINALIZER)
 }
 
-fn resources(ctx: &Context, pc: &ProviderCredential) -> Api<ProviderCredential> {
-    Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default())
+fn resources(ctx: &Context, namespace: &str) -> Api<PartialObjectMeta<ProviderCredential>> {
+    Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// Before anything is delivered, the finalizer that will remove it. `true`: added (the watch
-/// brings the new version; this reconcile stops here).
+/// Before anything is delivered, the finalizer that will remove it. `Ok(true)`: added (the
+/// watch brings the new version; this reconcile stops here). Any failure but a stale copy
+/// lets the rotation go on: [`deliver`] writes no copy without the finalizer and says so.
 pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bool, DeliveryError> {
-    if ctx.delivery.is_none() || pc.spec.delivery.is_none() || has_finalizer(pc) {
+    if ctx.delivery.is_none() || pc.spec.delivery.is_none() || has_finalizer(pc.meta()) {
         return Ok(false);
     }
     let mut finalizers = pc.finalizers().to_vec();
@@ -155,30 +201,38 @@ pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bo
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": pc.meta().resource_version, "finalizers": finalizers}
     });
-    resources(ctx, pc)
+    match resources(ctx, &pc.namespace().unwrap_or_default())
         .patch(
             &pc.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(api_error("add the finalizer"))?;
-    Ok(true)
+        .map_err(api_error("add the finalizer"))
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_stale() => Err(e),
+        Err(e) => {
+            warn!(error = %e, "copies will not be written until the finalizer can be added");
+            Ok(false)
+        }
+    }
 }
 
 /// The finalizer goes, and nothing else of the list: the resourceVersion is a precondition.
-async fn release_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<(), DeliveryError> {
-    let kept: Vec<&String> = pc
-        .finalizers()
+async fn release_finalizer(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
+    let kept: Vec<&String> = meta
+        .finalizers
         .iter()
+        .flatten()
         .filter(|f| *f != DELIVERY_FINALIZER)
         .collect();
     let patch = serde_json::json!({
-        "metadata": {"resourceVersion": pc.meta().resource_version, "finalizers": kept}
+        "metadata": {"resourceVersion": meta.resource_version, "finalizers": kept}
     });
-    resources(ctx, pc)
+    resources(ctx, meta.namespace.as_deref().unwrap_or_default())
         .patch(
-            &pc.name_any(),
+            meta.name.as_deref().unwrap_or_default(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
@@ -187,107 +241,157 @@ async fn release_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<(),
     Ok(())
 }
 
-/// A resource being deleted: every copy it made goes (found by a list of their label, so
-/// nothing depends on a watch being complete), then its finalizer.
-pub async fn finalize(ctx: &Context, pc: &ProviderCredential) -> Result<(), DeliveryError> {
-    if !has_finalizer(pc) {
+/// A resource being deleted (readable or not: only its metadata is used): every copy it
+/// made goes, found by a list of their labels so nothing depends on a watch being complete,
+/// then its finalizer.
+pub async fn finalize(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
+    if !has_finalizer(meta) {
         return Ok(());
     }
-    let uid = pc.uid().unwrap_or_default();
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    let source = format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    );
     let all: Api<PartialObjectMeta<Secret>> = Api::all(ctx.client.clone());
-    let copies = all
-        .list_metadata(&ListParams::default().labels(&format!("{DELIVERED_FROM_UID_LABEL}={uid}")))
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{DELIVERED_FROM_UID_LABEL}={uid},!{CREDENTIALS_LABEL}"
+    );
+    let listed = all
+        .list_metadata(&ListParams::default().labels(&selector))
         .await
         .map_err(api_error("list the copies"))?;
-    for copy in copies {
+    for copy in listed {
+        // Only copies: no owner, and naming this resource.
+        let names_source = copy
+            .annotations()
+            .get(DELIVERED_FROM_ANNOTATION)
+            .is_some_and(|from| *from == source);
+        if !copy.owner_references().is_empty() || !names_source {
+            continue;
+        }
         let removal = Removal {
             namespace: copy.namespace().unwrap_or_default(),
             name: copy.name_any(),
-            resource_version: copy.resource_version().unwrap_or_default(),
+            uid: copy.uid().unwrap_or_default(),
         };
-        remove(ctx, &removal)
-            .await
-            .map_err(api_error("remove a copy"))?;
+        if let Removed::Retry(reason) = remove(ctx, &removal).await {
+            return Err(DeliveryError::Api {
+                action: "remove a copy",
+                reason,
+                conflict: false,
+            });
+        }
     }
     info!("copies in other namespaces removed; releasing the finalizer");
-    release_finalizer(ctx, pc).await
+    release_finalizer(ctx, meta).await
 }
 
-/// Removes one copy, at the version decided on (a changed one is looked at again).
-async fn remove(ctx: &Context, removal: &Removal) -> Result<(), kube::Error> {
+/// How a removal ended.
+enum Removed {
+    /// Gone, or no longer this resource's to remove.
+    Done,
+    /// The API could not be reached or failed: try again.
+    Retry(String),
+}
+
+/// Removes one copy, that very object (its UID is a precondition). A copy that became
+/// someone else's (replaced, relabelled: the admission policy refuses the delete, 403) is left
+/// alone rather than retried forever.
+async fn remove(ctx: &Context, removal: &Removal) -> Removed {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &removal.namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
-            resource_version: Some(removal.resource_version.clone()),
-            uid: None,
+            resource_version: None,
+            uid: Some(removal.uid.clone()),
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&removal.name, &params).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e),
-    }
-    if let Some(delivery) = &ctx.delivery {
+    let outcome = match api.delete(&removal.name, &params).await {
+        Ok(_) => {
+            info!(namespace = %removal.namespace, secret = %removal.name, "copy removed");
+            Removed::Done
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Removed::Done,
+        Err(kube::Error::Api(e)) if matches!(e.code, 403 | 409 | 422) => {
+            warn!(namespace = %removal.namespace, secret = %removal.name, error = %format!("{} {}", e.code, e.reason),
+                "a copy is no longer this resource's to remove; left alone");
+            Removed::Done
+        }
+        Err(e) => Removed::Retry(short_api_error(&e)),
+    };
+    if let (Removed::Done, Some(delivery)) = (&outcome, &ctx.delivery) {
         delivery.copies.forget(&removal.namespace, &removal.name);
     }
-    info!(namespace = %removal.namespace, secret = %removal.name, "copy removed");
-    Ok(())
+    outcome
 }
 
-/// After `after` was decided: bring every destination to the current token, remove the copies
-/// no longer wanted, and say so in `after`.
+/// After `after` was decided: bring every destination to what the target holds, remove the
+/// copies no longer wanted, and say so in `after`. `written_target`: the target as this
+/// reconcile wrote it.
 pub async fn deliver(
     ctx: &Context,
     pc: &ProviderCredential,
     after: &mut Report,
     written_target: Option<&Secret>,
-) -> Result<(), DeliveryError> {
+) {
     let now = Timestamp::now();
     let generation = pc.meta().generation;
     let before = after.status.conditions.clone();
     let Some(spec) = pc.spec.delivery.as_deref() else {
         after.status.deliveries.clear();
         after.status.conditions.retain(|c| c.type_ != DELIVERED);
-        return withdraw_all(ctx, pc, after).await;
+        withdraw_all(ctx, pc, after).await;
+        return;
     };
-    let Some(delivery) = &ctx.delivery else {
-        after.status.deliveries.clear();
+    let set = |after: &mut Report, ok: bool, why: &str, message: String| {
         conditions::set(
             &mut after.status.conditions,
             DELIVERED,
-            false,
-            reason::DISABLED,
-            "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)".into(),
+            ok,
+            why,
+            crate::provider::scrub::truncate_chars(&message, MAX_NOTE_CHARS),
             generation,
             now,
         );
-        warn_on_transition(&before, after, "Deliver");
-        return Ok(());
     };
-    let Some(token) = after.status.access_token.clone() else {
-        // Nothing to deliver before the first token.
-        return Ok(());
+    let Some(delivery) = &ctx.delivery else {
+        after.status.deliveries.clear();
+        set(
+            after,
+            false,
+            reason::DISABLED,
+            "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)".into(),
+        );
+        warn_on_transition(&before, after);
+        return;
     };
-    let namespace = pc.namespace().unwrap_or_default();
-    if !delivery.listed(ctx, &namespace).await {
+    if !has_finalizer(pc.meta()) {
+        set(
+            after,
+            false,
+            reason::FINALIZER_MISSING,
+            format!(
+                "no copy is written before the finalizer {DELIVERY_FINALIZER} that removes them is on this resource; the operator log says why it could not be added"
+            ),
+        );
+        warn_on_transition(&before, after);
         requeue_within(after, RETRY);
-        return Ok(());
+        return;
     }
+    if !delivery.listed() {
+        requeue_within(after, NOT_LISTED_RETRY);
+        return;
+    }
+    let namespace = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let name = pc.name_any();
-    let source = Source {
-        namespace: &namespace,
-        name: &name,
-    };
     let secret_name = spec
         .secret_name
         .as_deref()
         .unwrap_or(&pc.spec.target.secret_name);
-    let stamp = delivery::stamp(
-        &token.fingerprint,
-        &crate::digest::target_settings(&pc.spec.target),
-    );
+    let target = Target::new(ctx, pc, &uid, written_target);
     let namespace_objects = delivery.namespaces.state();
     let namespaces: Vec<NamespaceSeen<'_>> = namespace_objects
         .iter()
@@ -299,21 +403,22 @@ pub async fn deliver(
     let grant_objects = delivery.grants.state();
     let grants: Vec<GrantSeen<'_>> = grant_objects
         .iter()
-        .map(|g| GrantSeen {
-            namespace: g.metadata.namespace.as_deref().unwrap_or_default(),
-            name: g.metadata.name.as_deref().unwrap_or_default(),
-            spec: &g.spec,
+        .filter_map(|g| {
+            let grant = g.0.as_ref().ok()?;
+            Some(GrantSeen {
+                namespace: grant.metadata.namespace.as_deref().unwrap_or_default(),
+                name: grant.metadata.name.as_deref().unwrap_or_default(),
+                spec: &grant.spec,
+            })
         })
         .collect();
-    let occupants = occupants(
-        ctx,
-        delivery,
-        &uid,
-        spec,
-        &namespace,
-        &namespaces,
-        secret_name,
-    );
+    let source = Source {
+        namespace: &namespace,
+        name: &name,
+    };
+    let occupants = occupants(ctx, delivery, &uid, source, spec, &namespaces, secret_name);
+    let mut target = target;
+    let stamp = target.stamp(ctx, pc).await;
     let (decisions, selector_ok) = delivery::decide(&Inputs {
         source,
         spec,
@@ -323,16 +428,11 @@ pub async fn deliver(
         occupants: &occupants,
         stamp,
     });
-    let current = Current {
-        fingerprint: &token.fingerprint,
-        written_target,
-    };
-    let outcome = carry_out(ctx, pc, current, &uid, &decisions, now).await;
     let Carried {
         mut statuses,
         created,
         retry,
-    } = outcome;
+    } = carry_out(ctx, pc, &uid, &mut target, &decisions, now).await;
     // A copy still current keeps the time it was written.
     for status in &mut statuses {
         if status.delivered && status.delivered_at.is_none() {
@@ -349,21 +449,13 @@ pub async fn deliver(
             false,
             reason::INVALID_SELECTOR,
             format!(
-                "spec.delivery.namespaceSelector is invalid ({e}); only spec.delivery.namespaces are delivered to"
+                "spec.delivery.namespaceSelector is invalid ({e}): no namespace is added by label, and copies it chose before are kept"
             ),
         ),
         Ok(()) => delivery::condition(&statuses),
     };
     after.status.deliveries = delivery::listed(statuses);
-    conditions::set(
-        &mut after.status.conditions,
-        DELIVERED,
-        ok,
-        why,
-        crate::provider::scrub::truncate_chars(&message, MAX_NOTE_CHARS),
-        generation,
-        now,
-    );
+    set(after, ok, why, message);
     if !created.is_empty() {
         after.events.push(EventNote {
             warning: false,
@@ -378,14 +470,84 @@ pub async fn deliver(
             action: "Deliver",
         });
     }
-    warn_on_transition(&before, after, "Deliver");
+    warn_on_transition(&before, after);
     if retry {
         requeue_within(after, RETRY);
     }
-    Ok(())
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// The target Secret as far as delivery needs it: its stamp to decide, its contents to write.
+/// As this reconcile wrote it, or as the watch of managed Secrets knows it, or read (once).
+enum Target<'a> {
+    Written(&'a Secret),
+    Read(Option<Box<Secret>>),
+    Known(Option<u64>),
+    Unknown,
+}
+
+impl<'a> Target<'a> {
+    fn new(ctx: &Context, pc: &ProviderCredential, uid: &str, written: Option<&'a Secret>) -> Self {
+        if let Some(written) = written {
+            return Target::Written(written);
+        }
+        let view = ctx.views.target(
+            uid,
+            &pc.namespace().unwrap_or_default(),
+            &pc.spec.target.secret_name,
+        );
+        match view {
+            Some(view) => {
+                Target::Known(view.token.fingerprint.as_deref().map(|f| {
+                    delivery::stamp(f, view.token.settings.as_deref().unwrap_or_default())
+                }))
+            }
+            None => Target::Unknown,
+        }
+    }
+
+    /// What the target holds; `None`: no target with a token.
+    async fn stamp(&mut self, ctx: &Context, pc: &ProviderCredential) -> Option<u64> {
+        if let Target::Unknown = self {
+            *self = Target::Read(read_target(ctx, pc).await.map(Box::new));
+        }
+        match self {
+            Target::Written(secret) => Some(stamp_of(secret.annotations())),
+            Target::Read(secret) => secret.as_deref().map(|s| stamp_of(s.annotations())),
+            Target::Known(stamp) => *stamp,
+            Target::Unknown => None,
+        }
+    }
+
+    /// Its contents, read if only its stamp was known.
+    async fn contents(&mut self, ctx: &Context, pc: &ProviderCredential) -> Option<&Secret> {
+        if let Target::Known(_) | Target::Unknown = self {
+            *self = Target::Read(read_target(ctx, pc).await.map(Box::new));
+        }
+        match self {
+            Target::Written(secret) => Some(secret),
+            Target::Read(secret) => secret.as_deref(),
+            Target::Known(_) | Target::Unknown => None,
+        }
+    }
+}
+
+/// The target Secret if it exists and holds a token (a failed read is as good as none: the
+/// copies wait, and the destination says so).
+async fn read_target(ctx: &Context, pc: &ProviderCredential) -> Option<Secret> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    match api.get_opt(&pc.spec.target.secret_name).await {
+        Ok(target) => target.filter(|t| {
+            t.annotations()
+                .contains_key(crate::target::FINGERPRINT_ANNOTATION)
+        }),
+        Err(e) => {
+            warn!(error = %short_api_error(&e), "cannot read the target Secret to copy it");
+            None
+        }
+    }
+}
 
 /// Managed Secrets at every place the decision may touch: this resource's copies, and
 /// whatever sits at each chosen destination.
@@ -393,26 +555,29 @@ fn occupants(
     ctx: &Context,
     delivery: &Delivery,
     uid: &str,
-    spec: &crate::api::DeliverySpec,
-    own_namespace: &str,
+    source: Source<'_>,
+    spec: &DeliverySpec,
     namespaces: &[NamespaceSeen<'_>],
     secret_name: &str,
 ) -> BTreeMap<(String, String), Occupant> {
     let mut occupants: BTreeMap<(String, String), Occupant> = delivery
         .copies
-        .of(uid)
+        .of(uid, source.namespace, source.name)
         .into_iter()
         .map(|(place, seen)| {
             (
                 place,
                 Occupant::OwnCopy {
                     stamp: seen.stamp,
-                    resource_version: seen.resource_version.into(),
+                    copy: Existing {
+                        uid: seen.uid.into(),
+                        resource_version: seen.resource_version.into(),
+                    },
                 },
             )
         })
         .collect();
-    let (chosen, _) = delivery::selected(spec, own_namespace, namespaces);
+    let (chosen, _) = delivery::selected(spec, source.namespace, namespaces);
     for ns in chosen.into_keys() {
         let place = (ns, secret_name.to_string());
         if !occupants.contains_key(&place) && ctx.views.seen(&place.0, &place.1) {
@@ -430,19 +595,12 @@ struct Carried {
     retry: bool,
 }
 
-/// The token the status names, and the target as this reconcile wrote it (if it did).
-#[derive(Clone, Copy)]
-struct Current<'a> {
-    fingerprint: &'a str,
-    written_target: Option<&'a Secret>,
-}
-
-/// Writes and removes as decided; every destination's status.
+/// Removes and writes as decided; every destination's status.
 async fn carry_out(
     ctx: &Context,
     pc: &ProviderCredential,
-    current: Current<'_>,
     uid: &str,
+    target: &mut Target<'_>,
     decisions: &Decisions,
     now: Timestamp,
 ) -> Carried {
@@ -452,22 +610,11 @@ async fn carry_out(
         retry: false,
     };
     for removal in &decisions.removals {
-        if let Err(e) = remove(ctx, removal).await {
-            warn!(namespace = %removal.namespace, secret = %removal.name, error = %e, "cannot remove a copy");
+        if let Removed::Retry(reason) = remove(ctx, removal).await {
+            warn!(namespace = %removal.namespace, secret = %removal.name, error = %reason, "cannot remove a copy");
             carried.retry = true;
         }
     }
-    let needs_write = decisions
-        .destinations
-        .iter()
-        .any(|d| matches!(d.verdict, Verdict::Write { .. }));
-    // The target as it is now, once, if anything is to be written; only a target holding the
-    // token the status names is copied.
-    let target = if needs_write {
-        read_target(ctx, pc, current).await
-    } else {
-        Ok(None)
-    };
     for destination in &decisions.destinations {
         let status = |delivered: bool, reason: &str, message: Option<String>| DeliveryStatus {
             namespace: destination.namespace.clone(),
@@ -481,12 +628,13 @@ async fn carry_out(
             Verdict::Current => status(true, reason::DELIVERED, None),
             Verdict::Refused { reason, message } => status(false, reason, Some(message.clone())),
             Verdict::Write { replace } => {
-                let result = match &target {
-                    Ok(Some(target)) => write(ctx, pc, uid, target, destination, replace).await,
-                    Ok(None) => Err(NotWritten::Failed(
-                        "the target Secret does not hold the current token yet; retried".into(),
+                let result = match target.contents(ctx, pc).await {
+                    Some(target) => {
+                        write(ctx, pc, uid, target, destination, replace.as_ref()).await
+                    }
+                    None => Err(NotWritten::Failed(
+                        "the target Secret holds no token yet; retried".into(),
                     )),
-                    Err(e) => Err(NotWritten::Failed(e.clone())),
                 };
                 match result {
                     Ok(()) => {
@@ -526,62 +674,51 @@ enum NotWritten {
     Failed(String),
 }
 
-/// The target Secret, if it holds the token the status names: as this reconcile wrote it, or
-/// read.
-async fn read_target(
-    ctx: &Context,
-    pc: &ProviderCredential,
-    current: Current<'_>,
-) -> Result<Option<Secret>, String> {
-    let holds_current = |target: &Secret| {
-        target
-            .annotations()
-            .get(crate::target::FINGERPRINT_ANNOTATION)
-            .is_some_and(|f| f == current.fingerprint)
-    };
-    if let Some(target) = current.written_target.filter(|t| holds_current(t)) {
-        return Ok(Some(target.clone()));
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
-    match api.get_opt(&pc.spec.target.secret_name).await {
-        Ok(Some(target)) if holds_current(&target) => Ok(Some(target)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(format!(
-            "the target Secret cannot be read ({}); retried",
-            super::short_api_error(&e)
-        )),
-    }
-}
-
-/// Writes one copy: created, or replaced at the version that was this resource's copy.
+/// Writes one copy: created, or replaced at the version that was this resource's copy. A copy
+/// whose type must change (the target's did) is removed and created again: a Secret's type
+/// cannot be changed in place.
 async fn write(
     ctx: &Context,
     pc: &ProviderCredential,
     uid: &str,
     target: &Secret,
     destination: &delivery::Destination,
-    replace: &Option<String>,
+    replace: Option<&Existing>,
 ) -> Result<(), NotWritten> {
-    let source = (pc.namespace().unwrap_or_default(), pc.name_any(), uid);
+    let source = (pc.namespace().unwrap_or_default(), pc.name_any());
     let copy = crate::target::copy_of(
         target,
         &destination.namespace,
         &destination.secret_name,
-        (&source.0, &source.1, source.2),
-        replace.clone(),
+        (&source.0, &source.1, uid),
+        replace.map(|r| r.resource_version.clone()),
     );
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &destination.namespace);
-    let result = match replace {
-        None => api.create(&PostParams::default(), &copy).await,
-        Some(_) => {
-            api.replace(&destination.secret_name, &PostParams::default(), &copy)
-                .await
-        }
+    let pp = PostParams::default();
+    let mut result = match replace {
+        None => api.create(&pp, &copy).await,
+        Some(_) => api.replace(&destination.secret_name, &pp, &copy).await,
     };
+    if let (Some(existing), Err(kube::Error::Api(e))) = (replace, &result)
+        && e.code == 422
+    {
+        let removal = Removal {
+            namespace: destination.namespace.clone(),
+            name: destination.secret_name.clone(),
+            uid: existing.uid.clone(),
+        };
+        if let Removed::Done = remove(ctx, &removal).await {
+            let mut fresh = copy.clone();
+            fresh.metadata.resource_version = None;
+            result = api.create(&pp, &fresh).await;
+        }
+    }
     match result {
         Ok(written) => {
             if let Some(delivery) = &ctx.delivery {
-                delivery.copies.remember(&written);
+                delivery
+                    .copies
+                    .remember(&written, stamp_of(target.annotations()));
             }
             info!(to = %destination.namespace, secret = %destination.secret_name, "copy written");
             Ok(())
@@ -590,7 +727,8 @@ async fn write(
             Err(NotWritten::Taken)
         }
         Err(e) => {
-            warn!(to = %destination.namespace, secret = %destination.secret_name, error = %e, "cannot write a copy");
+            let short = short_api_error(&e);
+            warn!(to = %destination.namespace, secret = %destination.secret_name, error = %short, "cannot write a copy");
             let remedy = match &e {
                 kube::Error::Api(s) if s.code == 403 => {
                     "; the operator may lack permission there, or an admission policy refused it"
@@ -599,60 +737,49 @@ async fn write(
                 _ => "; retried",
             };
             Err(NotWritten::Failed(format!(
-                "the write failed ({}){remedy}",
-                super::short_api_error(&e)
+                "the write failed ({short}){remedy}"
             )))
         }
     }
 }
 
 /// spec.delivery removed: the copies go (once the watch listed them), then the finalizer.
-async fn withdraw_all(
-    ctx: &Context,
-    pc: &ProviderCredential,
-    after: &mut Report,
-) -> Result<(), DeliveryError> {
+async fn withdraw_all(ctx: &Context, pc: &ProviderCredential, after: &mut Report) {
     let Some(delivery) = &ctx.delivery else {
-        return Ok(());
+        return;
     };
-    if !has_finalizer(pc) {
-        return Ok(());
+    if !has_finalizer(pc.meta()) {
+        return;
     }
-    if !delivery
-        .listed(ctx, &pc.namespace().unwrap_or_default())
-        .await
-    {
-        requeue_within(after, RETRY);
-        return Ok(());
+    if !delivery.listed() {
+        requeue_within(after, NOT_LISTED_RETRY);
+        return;
     }
     let uid = pc.uid().unwrap_or_default();
-    let occupants: BTreeMap<(String, String), Occupant> = delivery
-        .copies
-        .of(&uid)
-        .into_iter()
-        .map(|(place, seen)| {
-            (
-                place,
-                Occupant::OwnCopy {
-                    stamp: seen.stamp,
-                    resource_version: seen.resource_version.into(),
-                },
-            )
-        })
-        .collect();
-    for removal in delivery::remove_all(&occupants) {
-        remove(ctx, &removal)
-            .await
-            .map_err(api_error("remove a copy"))?;
+    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+    let mut pending = false;
+    for ((ns, secret), seen) in delivery.copies.of(&uid, &namespace, &name) {
+        let removal = Removal {
+            namespace: ns,
+            name: secret,
+            uid: seen.uid.into(),
+        };
+        if let Removed::Retry(reason) = remove(ctx, &removal).await {
+            warn!(namespace = %removal.namespace, secret = %removal.name, error = %reason, "cannot remove a copy");
+            pending = true;
+        }
     }
-    release_finalizer(ctx, pc).await
+    if pending {
+        requeue_within(after, RETRY);
+        return;
+    }
+    if let Err(e) = release_finalizer(ctx, pc.meta()).await {
+        warn!(error = %e, "the finalizer stays for now");
+        requeue_within(after, RETRY);
+    }
 }
 
-fn warn_on_transition(
-    before: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    after: &mut Report,
-    action: &'static str,
-) {
+fn warn_on_transition(before: &[Condition], after: &mut Report) {
     if !conditions::transitioned(before, &after.status.conditions, DELIVERED) {
         return;
     }
@@ -663,7 +790,7 @@ fn warn_on_transition(
             warning: true,
             reason: c.reason.clone(),
             note: c.message.clone(),
-            action,
+            action: "Deliver",
         });
     }
 }
@@ -675,10 +802,11 @@ fn requeue_within(after: &mut Report, delay: Duration) {
 
 /// For the resources' mapper: which resource a copy came from.
 pub fn copy_source(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<Guarded>> {
-    let from = secret
-        .annotations()
-        .get(crate::api::DELIVERED_FROM_ANNOTATION)?;
+    if !secret.owner_references().is_empty() {
+        return None;
+    }
     secret.labels().get(DELIVERED_FROM_UID_LABEL)?;
+    let from = secret.annotations().get(DELIVERED_FROM_ANNOTATION)?;
     let (namespace, name) = from.split_once('/')?;
     Some(ObjectRef::new(name).within(namespace))
 }

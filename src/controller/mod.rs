@@ -66,6 +66,10 @@ pub enum RunError {
         "the TokenDeliveryGrant CRD is not installed or not readable ({0}); install it with `kubectl apply -f crds/` or the Helm chart"
     )]
     GrantCrdMissing(#[source] kube::Error),
+    #[error(
+        "--cross-namespace-delivery needs list and watch on namespaces ({0}); grant them (the chart does with crossNamespaceDelivery.enabled)"
+    )]
+    NamespacesUnreadable(#[source] kube::Error),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -115,10 +119,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             (e, _) => RunError::CrdMissing(e),
         })?;
     if args.cross_namespace_delivery {
+        let one = kube::api::ListParams::default().limit(1);
         Api::<TokenDeliveryGrant>::all(client.clone())
-            .list(&kube::api::ListParams::default().limit(1))
+            .list_metadata(&one)
             .await
             .map_err(RunError::GrantCrdMissing)?;
+        // Without namespaces no copy is ever decided: say so now, not in every status.
+        Api::<Namespace>::all(client.clone())
+            .list_metadata(&one)
+            .await
+            .map_err(RunError::NamespacesUnreadable)?;
     }
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
@@ -367,7 +377,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         });
     if let Some(writers) = delivery_writers {
         let grants = watcher(
-            Api::<TokenDeliveryGrant>::all(watch_client.clone()),
+            Api::<delivery::GuardedGrant>::all(watch_client.clone()),
             watcher::Config::default(),
         )
         .default_backoff()
@@ -386,10 +396,13 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         })
         .reflect(writers.namespaces)
         .touched_objects();
+        let (grant_ctx, namespace_ctx) = (ctx.clone(), ctx.clone());
         controller = controller
-            .watches_stream(grants, |grant| delivery::grant_sources(&grant))
+            .watches_stream(grants, move |grant| {
+                delivery::grant_readers(&grant_ctx, &grant)
+            })
             .watches_stream(namespaces, move |ns| {
-                delivery::namespace_readers(&namespace_readers, &ns)
+                delivery::namespace_readers(&namespace_ctx, &namespace_readers, &ns)
             });
     }
     controller

@@ -99,6 +99,11 @@ async fn unreadable(
 ) -> Result<Action, ReconcileError> {
     let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
     let uid = guard.uid().unwrap_or_default();
+    if guard.meta().deletion_timestamp.is_some() {
+        // Its copies in other namespaces go even though its spec cannot be read.
+        super::delivery::finalize(ctx, guard.meta()).await?;
+        return Ok(Action::await_change());
+    }
     // A refresh token held for it is stored first, whatever became of the spec.
     if let Some((pc, write)) = ctx.unstored_state(&uid) {
         let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
@@ -127,7 +132,7 @@ pub async fn reconcile(
         if pc.meta().deletion_timestamp.is_some() {
             // Owned Secrets are garbage-collected through their owner references; copies in
             // other namespaces are removed here, before the finalizer goes.
-            super::delivery::finalize(ctx, pc).await?;
+            super::delivery::finalize(ctx, pc.meta()).await?;
             return Ok(Action::await_change());
         }
         if super::delivery::hold_finalizer(ctx, pc).await? {
@@ -176,7 +181,7 @@ pub async fn reconcile(
         let mut after =
             rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
         super::rollout::restart_workloads(ctx, pc, &mut after).await;
-        super::delivery::deliver(ctx, pc, &mut after, written_target.as_deref()).await?;
+        super::delivery::deliver(ctx, pc, &mut after, written_target.as_deref()).await;
         report(ctx, pc, &after)
             .await
             .map_err(ReconcileError::Report)?;

@@ -19,7 +19,6 @@ pub const MAX_LISTED: usize = 64;
 pub mod reason {
     pub const DELIVERED: &str = "Delivered";
     pub const NOT_GRANTED: &str = "NotGranted";
-    pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
     pub const SAME_NAMESPACE: &str = "SameNamespace";
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
     pub const TOO_MANY: &str = "TooManyDestinations";
@@ -28,6 +27,7 @@ pub mod reason {
     pub const ALL_DELIVERED: &str = "AllDelivered";
     pub const DISABLED: &str = "DeliveryDisabled";
     pub const INVALID_SELECTOR: &str = "InvalidSelector";
+    pub const FINALIZER_MISSING: &str = "FinalizerMissing";
 }
 
 /// The ProviderCredential that delivers.
@@ -55,22 +55,26 @@ pub struct GrantSeen<'a> {
 /// A Secret managed by the operator at a destination, as the watch of managed Secrets shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occupant {
-    /// A copy this resource wrote: which token and settings it holds, and its version.
-    OwnCopy {
-        stamp: u64,
-        resource_version: String,
-    },
+    /// A copy this resource wrote: which token and settings it holds, which object it is.
+    OwnCopy { stamp: u64, copy: Existing },
     /// Anything else the operator manages there (another resource's copy or target).
     Other,
+}
+
+/// One existing copy: its identity (deletes are conditional on it) and version (replaces are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub uid: String,
+    pub resource_version: String,
 }
 
 /// What to do about one destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// It holds the current token.
+    /// It holds what the target holds.
     Current,
-    /// Write it: create (`None`) or replace the copy at that resourceVersion.
-    Write { replace: Option<String> },
+    /// Write it: create (`None`) or replace that copy.
+    Write { replace: Option<Existing> },
     Refused {
         reason: &'static str,
         message: String,
@@ -89,7 +93,7 @@ pub struct Destination {
 pub struct Removal {
     pub namespace: String,
     pub name: String,
-    pub resource_version: String,
+    pub uid: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -111,23 +115,40 @@ pub struct Inputs<'a> {
     /// Managed Secrets at (namespace, name): at least every destination and every copy of
     /// this resource.
     pub occupants: &'a BTreeMap<(String, String), Occupant>,
-    /// The stamp of the current target (token and settings).
-    pub stamp: u64,
+    /// The stamp of what the target holds (token and settings); `None`: no target yet.
+    pub stamp: Option<u64>,
 }
 
-/// The label selector as a matcher; an invalid one (an unknown operator) is named.
+/// At most this many requirements in spec.delivery.namespaceSelector, and values in one: it is
+/// matched against every namespace on every decision.
+pub const MAX_SELECTOR_REQUIREMENTS: usize = 16;
+pub const MAX_SELECTOR_VALUES: usize = 64;
+
+/// The label selector as a matcher; an invalid one (an unknown operator, too large) is named.
 pub fn selector(selector: &LabelSelector) -> Result<Selector, String> {
+    let labels = selector.match_labels.as_ref().map_or(0, |m| m.len());
+    let expressions = selector.match_expressions.as_deref().unwrap_or_default();
+    if labels + expressions.len() > MAX_SELECTOR_REQUIREMENTS
+        || expressions.iter().any(|e| {
+            e.values
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_SELECTOR_VALUES)
+        })
+    {
+        return Err(format!(
+            "at most {MAX_SELECTOR_REQUIREMENTS} requirements of at most {MAX_SELECTOR_VALUES} values each"
+        ));
+    }
     Selector::try_from(selector.clone()).map_err(|e| e.to_string())
 }
 
-/// The namespaces spec.delivery selects, in order: by name, then by label; each once.
-/// `Err`: the selector is invalid (nothing is selected by label then).
+/// The namespaces spec.delivery chooses, each once: by name (`true`), and by label. `Err`:
+/// the selector is invalid, and none is chosen by label.
 pub fn selected<'a>(
     spec: &'a DeliverySpec,
     own_namespace: &str,
     namespaces: &[NamespaceSeen<'a>],
 ) -> (BTreeMap<String, bool>, Result<(), String>) {
-    // namespace → named explicitly
     let mut chosen: BTreeMap<String, bool> = spec
         .namespaces
         .iter()
@@ -145,42 +166,76 @@ pub fn selected<'a>(
 }
 
 /// Decides every destination and removal.
+///
+/// A namespace chosen by label that has not consented is no destination at all: it is not
+/// listed, so a ProviderCredential's status cannot be used to learn which namespaces exist or
+/// how they are labelled. A namespace named explicitly that does not exist reads the same as
+/// one that has not consented, for the same reason.
 pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
     let Inputs {
         source,
         secret_name,
         ..
     } = *inputs;
-    let (chosen, selector_ok) = selected(inputs.spec, source.namespace, inputs.namespaces);
-    let existing: BTreeSet<&str> = inputs.namespaces.iter().map(|n| n.name).collect();
+    let (mut chosen, selector_ok) = selected(inputs.spec, source.namespace, inputs.namespaces);
+    let own_copies: BTreeSet<&str> = inputs
+        .occupants
+        .iter()
+        .filter(|((_, name), o)| name == secret_name && matches!(o, Occupant::OwnCopy { .. }))
+        .map(|((ns, _), _)| ns.as_str())
+        .collect();
+    if selector_ok.is_err() {
+        // A typo in the selector must not remove the copies it chose: they stay chosen.
+        for ns in &own_copies {
+            chosen.entry(ns.to_string()).or_insert(false);
+        }
+    }
+    let mut by_namespace: BTreeMap<&str, Vec<&GrantSeen<'_>>> = BTreeMap::new();
+    for grant in inputs.grants {
+        by_namespace.entry(grant.namespace).or_default().push(grant);
+    }
     let mut destinations = Vec::with_capacity(chosen.len());
-    let mut within_bound = 0usize;
-    for (namespace, _) in chosen {
-        let verdict = if namespace == source.namespace {
+    let mut consenting: Vec<String> = Vec::new();
+    for (namespace, named) in chosen {
+        let refusal = if namespace == source.namespace {
             refused(
                 reason::SAME_NAMESPACE,
                 format!(
                     "{namespace} is this ProviderCredential's own namespace: its target Secret is already there"
                 ),
             )
-        } else if !existing.contains(namespace.as_str()) {
-            refused(
-                reason::NAMESPACE_NOT_FOUND,
-                format!("namespace {namespace} does not exist"),
-            )
-        } else if within_bound >= MAX_DESTINATIONS {
+        } else {
+            let grants = by_namespace
+                .get(namespace.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            match consent(grants, &namespace, source, secret_name) {
+                Ok(()) => {
+                    consenting.push(namespace);
+                    continue;
+                }
+                Err(message) if named => refused(reason::NOT_GRANTED, message),
+                // Chosen by label without consent: not a destination.
+                Err(_) => continue,
+            }
+        };
+        destinations.push(Destination {
+            namespace,
+            secret_name: secret_name.to_string(),
+            verdict: refusal,
+        });
+    }
+    // Within the bound, the destinations that already hold a copy come first: a namespace
+    // created later never pushes an existing copy out.
+    consenting.sort_by_key(|ns| (!own_copies.contains(ns.as_str()), ns.clone()));
+    for (i, namespace) in consenting.into_iter().enumerate() {
+        let verdict = if i >= MAX_DESTINATIONS {
             refused(
                 reason::TOO_MANY,
-                format!(
-                    "more than {MAX_DESTINATIONS} namespaces are selected; narrow spec.delivery"
-                ),
+                format!("more than {MAX_DESTINATIONS} namespaces consent; narrow spec.delivery"),
             )
         } else {
-            within_bound += 1;
-            match consent(inputs.grants, &namespace, source, secret_name) {
-                Err(message) => refused(reason::NOT_GRANTED, message),
-                Ok(()) => occupied(inputs, &namespace),
-            }
+            occupied(inputs, &namespace)
         };
         destinations.push(Destination {
             namespace,
@@ -188,6 +243,7 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
             verdict,
         });
     }
+    destinations.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     let kept: BTreeSet<(&str, &str)> = destinations
         .iter()
         .filter(|d| !matches!(d.verdict, Verdict::Refused { .. }))
@@ -197,13 +253,15 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
         .occupants
         .iter()
         .filter_map(|((namespace, name), occupant)| match occupant {
-            Occupant::OwnCopy {
-                resource_version, ..
-            } if !kept.contains(&(namespace.as_str(), name.as_str())) => Some(Removal {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                resource_version: resource_version.clone(),
-            }),
+            Occupant::OwnCopy { copy, .. }
+                if !kept.contains(&(namespace.as_str(), name.as_str())) =>
+            {
+                Some(Removal {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    uid: copy.uid.clone(),
+                })
+            }
             _ => None,
         })
         .collect();
@@ -221,12 +279,10 @@ pub fn remove_all(occupants: &BTreeMap<(String, String), Occupant>) -> Vec<Remov
     occupants
         .iter()
         .filter_map(|((namespace, name), occupant)| match occupant {
-            Occupant::OwnCopy {
-                resource_version, ..
-            } => Some(Removal {
+            Occupant::OwnCopy { copy, .. } => Some(Removal {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                resource_version: resource_version.clone(),
+                uid: copy.uid.clone(),
             }),
             Occupant::Other => None,
         })
@@ -240,13 +296,14 @@ fn refused(reason: &'static str, message: String) -> Verdict {
 /// Whether a TokenDeliveryGrant in `namespace` lets `source` write `secret_name` there; if not,
 /// what is missing.
 fn consent(
-    grants: &[GrantSeen<'_>],
+    grants: &[&GrantSeen<'_>],
     namespace: &str,
     source: Source<'_>,
     secret_name: &str,
 ) -> Result<(), String> {
     let naming: Vec<&GrantSeen<'_>> = grants
         .iter()
+        .copied()
         .filter(|g| {
             g.namespace == namespace
                 && g.spec
@@ -262,7 +319,7 @@ fn consent(
     }
     match naming.first() {
         None => Err(format!(
-            "no TokenDeliveryGrant in {namespace} names {}/{}; someone who may create one in {namespace} must consent",
+            "namespace {namespace} does not exist or has no TokenDeliveryGrant naming {}/{}; someone who may create one there must consent",
             source.namespace, source.name
         )),
         Some(grant) => Err(format!(
@@ -277,15 +334,12 @@ fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
     let key = (namespace.to_string(), inputs.secret_name.to_string());
     match inputs.occupants.get(&key) {
         None => Verdict::Write { replace: None },
-        Some(Occupant::OwnCopy {
-            stamp,
-            resource_version,
-        }) => {
-            if *stamp == inputs.stamp {
+        Some(Occupant::OwnCopy { stamp, copy }) => {
+            if Some(*stamp) == inputs.stamp {
                 Verdict::Current
             } else {
                 Verdict::Write {
-                    replace: Some(resource_version.clone()),
+                    replace: Some(copy.clone()),
                 }
             }
         }
@@ -354,7 +408,6 @@ pub fn condition(statuses: &[DeliveryStatus]) -> (bool, &'static str, String) {
 fn reason_of(reason: &str) -> &'static str {
     [
         reason::NOT_GRANTED,
-        reason::NAMESPACE_NOT_FOUND,
         reason::SAME_NAMESPACE,
         reason::SECRET_NOT_OWNED,
         reason::TOO_MANY,
@@ -462,8 +515,18 @@ mod tests {
                 namespaces: &namespaces,
                 grants: &grants,
                 occupants: &self.occupants,
-                stamp: 7,
+                stamp: Some(7),
             })
+        }
+    }
+
+    fn own(stamp: u64, uid: &str) -> Occupant {
+        Occupant::OwnCopy {
+            stamp,
+            copy: Existing {
+                uid: uid.into(),
+                resource_version: format!("rv-{uid}"),
+            },
         }
     }
 
@@ -509,23 +572,13 @@ mod tests {
             verdicts(&d),
             vec![("team-a", &Verdict::Write { replace: None })]
         );
-        let current = world.occupant(
-            "team-a",
-            "token",
-            Occupant::OwnCopy {
-                stamp: 7,
-                resource_version: "5".into(),
-            },
-        );
+        let current = world.occupant("team-a", "token", own(7, "c1"));
         let (d, _) = current.decide(&spec(&["team-a"], None));
         assert_eq!(verdicts(&d), vec![("team-a", &Verdict::Current)]);
         let stale = World {
             occupants: BTreeMap::from([(
                 ("team-a".to_string(), "token".to_string()),
-                Occupant::OwnCopy {
-                    stamp: 6,
-                    resource_version: "5".into(),
-                },
+                own(6, "c1"),
             )]),
             ..current
         };
@@ -535,7 +588,10 @@ mod tests {
             vec![(
                 "team-a",
                 &Verdict::Write {
-                    replace: Some("5".into())
+                    replace: Some(Existing {
+                        uid: "c1".into(),
+                        resource_version: "rv-c1".into()
+                    })
                 }
             )]
         );
@@ -574,18 +630,26 @@ mod tests {
 
     #[test]
     fn missing_own_and_too_many_namespaces_are_refused_with_their_reason() {
-        let world = World::new(&[("platform", &[])]);
-        let (d, _) = world.decide(&spec(&["platform", "gone"], None));
+        let world = World::new(&[("platform", &[]), ("quiet", &[])]);
+        let (d, _) = world.decide(&spec(&["platform", "gone", "quiet"], None));
         assert_eq!(
             verdicts(&d)
                 .into_iter()
                 .map(|(n, v)| (n, reason_of_verdict(v)))
                 .collect::<Vec<_>>(),
             vec![
-                ("gone", reason::NAMESPACE_NOT_FOUND),
-                ("platform", reason::SAME_NAMESPACE)
+                ("gone", reason::NOT_GRANTED),
+                ("platform", reason::SAME_NAMESPACE),
+                ("quiet", reason::NOT_GRANTED)
             ]
         );
+        // A missing namespace reads like one that has not consented: status tells nobody
+        // which namespaces exist.
+        let message = |n: usize| match &d.destinations[n].verdict {
+            Verdict::Refused { message, .. } => message.replace("gone", "quiet"),
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(message(0), message(2));
         let many: Vec<(String, BTreeMap<String, String>)> = (0..MAX_DESTINATIONS + 3)
             .map(|i| {
                 (
@@ -603,12 +667,46 @@ mod tests {
             &[],
             Some(serde_json::json!({"matchLabels": {"team": "yes"}})),
         ));
-        let too_many = d
+        let too_many: Vec<&str> = d
             .destinations
             .iter()
             .filter(|d| reason_of_verdict(&d.verdict) == reason::TOO_MANY)
-            .count();
-        assert_eq!((d.destinations.len(), too_many), (MAX_DESTINATIONS + 3, 3));
+            .map(|d| d.namespace.as_str())
+            .collect();
+        assert_eq!(d.destinations.len(), MAX_DESTINATIONS + 3);
+        assert_eq!(too_many, vec!["ns-0256", "ns-0257", "ns-0258"]);
+        // A namespace that sorts first, created later, never pushes an existing copy out;
+        // namespaces that do not consent take no place.
+        let mut world = world.occupant("ns-0258", "token", own(7, "c"));
+        world.namespaces.insert(
+            0,
+            (
+                "aaa".into(),
+                BTreeMap::from([("team".into(), "yes".into())]),
+            ),
+        );
+        world.namespaces.insert(
+            0,
+            (
+                "aab".into(),
+                BTreeMap::from([("team".into(), "yes".into())]),
+            ),
+        );
+        world = world.grant("aaa", grant(&[("platform", "reltio")], &[]));
+        let (d, _) = world.decide(&spec(
+            &[],
+            Some(serde_json::json!({"matchLabels": {"team": "yes"}})),
+        ));
+        let verdict = |ns: &str| {
+            d.destinations
+                .iter()
+                .find(|d| d.namespace == ns)
+                .map(|d| reason_of_verdict(&d.verdict).to_string())
+        };
+        assert_eq!(verdict("ns-0258").as_deref(), Some("Current"));
+        assert_eq!(verdict("aab"), None, "no consent, not listed");
+        assert_eq!(verdict("ns-0255").as_deref(), Some(reason::TOO_MANY));
+        assert!(d.removals.is_empty());
     }
 
     #[test]
@@ -618,7 +716,12 @@ mod tests {
             ("team-a", &[("tokens", "reltio")]),
             ("team-b", &[("tokens", "other")]),
             ("team-c", &[]),
-        ]);
+            ("team-d", &[("tokens", "reltio")]),
+        ])
+        .grant("team-a", grant(&[("platform", "reltio")], &[]))
+        .grant("team-b", grant(&[("platform", "reltio")], &[]))
+        .grant("platform", grant(&[("platform", "reltio")], &[]));
+        // team-d is labelled but has not consented: not a destination, not listed.
         let (d, ok) = world.decide(&spec(
             &["team-c"],
             Some(serde_json::json!({"matchExpressions": [{"key": "tokens", "operator": "In", "values": ["reltio"]}]})),
@@ -636,14 +739,25 @@ mod tests {
         ));
         assert!(bad.is_err());
         assert_eq!(d.destinations.len(), 1, "the names still count");
+        // An invalid selector keeps the copies it chose before (their consent still counts).
+        let kept = world.occupant("team-a", "token", own(7, "c"));
+        let (d, _) = kept.decide(&spec(
+            &["team-c"],
+            Some(serde_json::json!({"matchExpressions": [{"key": "tokens", "operator": "Near", "values": ["x"]}]})),
+        ));
+        assert!(d.removals.is_empty(), "{:?}", d.removals);
+        assert_eq!(verdicts(&d)[0], ("team-a", &Verdict::Current));
+        let values: Vec<String> = (0..=MAX_SELECTOR_VALUES).map(|i| i.to_string()).collect();
+        let (_, huge) = kept.decide(&spec(
+            &[],
+            Some(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "In", "values": values}]})),
+        ));
+        assert!(huge.unwrap_err().contains("at most"));
     }
 
     #[test]
     fn copies_no_longer_chosen_or_granted_are_removed_and_others_kept() {
-        let own = |rv: &str| Occupant::OwnCopy {
-            stamp: 7,
-            resource_version: rv.into(),
-        };
+        let own = |uid: &str| own(7, uid);
         let world = World::new(&[("team-a", &[]), ("team-b", &[]), ("team-c", &[])])
             .grant("team-a", grant(&[("platform", "reltio")], &[]))
             .occupant("team-a", "token", own("1"))
@@ -658,13 +772,7 @@ mod tests {
         let removed: Vec<(&str, &str, &str)> = d
             .removals
             .iter()
-            .map(|r| {
-                (
-                    r.namespace.as_str(),
-                    r.name.as_str(),
-                    r.resource_version.as_str(),
-                )
-            })
+            .map(|r| (r.namespace.as_str(), r.name.as_str(), r.uid.as_str()))
             .collect();
         assert_eq!(
             removed,
