@@ -23,6 +23,7 @@ use token_rotator::api::ProviderCredential;
 
 const REDIRECT_URI: &str = "https://app.example.com/oauth/callback";
 const CRD_NAME: &str = "providercredentials.tokenrotator.dev";
+const GRANT_CRD_NAME: &str = "tokendeliverygrants.tokenrotator.dev";
 const RELEASE: &str = "token-rotator";
 
 /// The chart test runs a cluster-wide operator, which would also reconcile the other tests'
@@ -748,8 +749,10 @@ async fn the_chart_installs_and_its_service_account_runs_the_operator() -> Resul
         "labels": {"app.kubernetes.io/managed-by": "Helm"},
         "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": rns},
     }});
-    crds.patch(CRD_NAME, &PatchParams::default(), &Patch::Merge(&adopt))
-        .await?;
+    for name in [CRD_NAME, GRANT_CRD_NAME] {
+        crds.patch(name, &PatchParams::default(), &Patch::Merge(&adopt))
+            .await?;
+    }
     let values = [
         "--set",
         "allowHttp=true",
