@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use kube::ResourceExt;
 use kube::api::Api;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::context::Context;
 use super::observe::store_held_state;
@@ -66,8 +68,11 @@ pub async fn stop_requested(lease: Option<&mut Leadership>, gate: &Gate) -> Stop
 }
 
 /// Stores every state held in memory (each may carry the only valid refresh token), all at
-/// once, each within [`STORE_BOUND`]: one hung API call cannot use up the others' time.
-/// What cannot be stored is logged by resource, never by value.
+/// once, each within [`STORE_BOUND`]: one hung API call cannot use up the others' time. A
+/// failed store is tried again until the bound: right after an API-server restart its
+/// authorizer refuses everything (403) for a few seconds, and giving up then loses a refresh
+/// token that a second later could have been stored. What cannot be stored is logged by
+/// resource, never by value.
 pub async fn store_held(ctx: &Context) {
     let held = ctx.unstored_states();
     if held.is_empty() {
@@ -77,22 +82,39 @@ pub async fn store_held(ctx: &Context) {
     let stores = held.into_iter().map(|(pc, write)| async move {
         let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
         let api = Api::namespaced(ctx.client.clone(), &namespace);
-        let stored = tokio::time::timeout(STORE_BOUND, store_held_state(ctx, &pc, &api, write));
-        match stored.await {
-            Ok(Ok(Slot::Foreign)) => error!(
-                %namespace, %name,
-                "held state not stored before exit: its state Secret belongs to someone else; a refresh token it carried is lost"
-            ),
-            Ok(Ok(_)) => info!(%namespace, %name, "held state stored before exit"),
-            Ok(Err(e)) => error!(
-                %namespace, %name, error = %e,
-                "held state not stored before exit; a refresh token it carried is lost"
-            ),
-            Err(_) => error!(
-                %namespace, %name, bound_s = STORE_BOUND.as_secs(),
-                "held state not stored before exit: the API server did not answer in time; a refresh token it carried is lost"
-            ),
+        let deadline = Instant::now() + STORE_BOUND;
+        let mut pause = FIRST_RETRY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let stored =
+                tokio::time::timeout(left, store_held_state(ctx, &pc, &api, write.clone()));
+            match stored.await {
+                Ok(Ok(Slot::Foreign)) => error!(
+                    %namespace, %name,
+                    "held state not stored before exit: its state Secret belongs to someone else; a refresh token it carried is lost"
+                ),
+                Ok(Ok(_)) => info!(%namespace, %name, "held state stored before exit"),
+                Ok(Err(e)) if Instant::now() + pause < deadline => {
+                    warn!(%namespace, %name, error = %e, retry_in_ms = pause.as_millis(), "held state not stored yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LAST_RETRY);
+                    continue;
+                }
+                Ok(Err(e)) => error!(
+                    %namespace, %name, error = %e,
+                    "held state not stored before exit; a refresh token it carried is lost"
+                ),
+                Err(_) => error!(
+                    %namespace, %name, bound_s = STORE_BOUND.as_secs(),
+                    "held state not stored before exit: the API server did not store it in time; a refresh token it carried is lost"
+                ),
+            }
+            break;
         }
     });
     futures::future::join_all(stores).await;
 }
+
+/// Pauses between attempts to store held state at exit: doubling, at most [`LAST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LAST_RETRY: Duration = Duration::from_secs(2);
