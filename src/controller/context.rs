@@ -39,14 +39,14 @@ pub struct Context {
     /// --restart-workloads: spec.rollout may restart the workloads that consent.
     pub restart_workloads: bool,
     /// --cross-namespace-delivery: what spec.delivery decides from.
-    pub delivery: Option<super::delivery::Delivery>,
+    pub delivery: Option<super::delivery_views::Delivery>,
 }
 
 /// The optional features the operator runs with.
 #[derive(Default)]
 pub struct Features {
     pub restart_workloads: bool,
-    pub delivery: Option<super::delivery::Delivery>,
+    pub delivery: Option<super::delivery_views::Delivery>,
 }
 
 #[derive(Default)]

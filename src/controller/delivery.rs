@@ -8,25 +8,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{
     Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
-use kube::core::{DeserializeGuard, PartialObjectMeta, SelectorExt};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::core::{PartialObjectMeta, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::copies::{Copies, stamp_of};
+use super::copies::stamp_of;
+pub use super::delivery_views::{Delivery, DeliveryWriters, GuardedGrant};
 use super::short_api_error;
 use crate::api::{
     CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
     DeliverySpec, DeliveryStatus, Guarded, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
-    TokenDeliveryGrant,
 };
 use crate::conditions;
 use crate::rotation::delivery::{
@@ -43,10 +42,6 @@ const RETRY: Duration = Duration::from_secs(30);
 const NOT_LISTED_RETRY: Duration = Duration::from_secs(2);
 /// events.k8s.io refuses a note longer than 1 KiB.
 const MAX_NOTE_CHARS: usize = 1000;
-
-/// A TokenDeliveryGrant as its watch delivers it: readable, or the reason it is not (one
-/// unreadable grant must not stop the watch of all the others).
-pub type GuardedGrant = DeserializeGuard<TokenDeliveryGrant>;
 
 /// Failures that stop a reconcile: only the finalizer's, which must not be skipped.
 #[derive(Debug, thiserror::Error)]
@@ -75,56 +70,6 @@ fn api_error(action: &'static str) -> impl FnOnce(kube::Error) -> DeliveryError 
         action,
         reason: short_api_error(&e),
         conflict: matches!(&e, kube::Error::Api(s) if s.code == 409),
-    }
-}
-
-/// What --cross-namespace-delivery adds to the running controller: the namespaces and
-/// TokenDeliveryGrants as their watches show them, and the copies as the watch of managed
-/// Secrets shows them.
-pub struct Delivery {
-    grants: Store<GuardedGrant>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub copies: Copies,
-}
-
-/// The writers of [`Delivery`]'s stores, for the controller's watches.
-pub struct DeliveryWriters {
-    pub grants: reflector::store::Writer<GuardedGrant>,
-    pub namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
-}
-
-impl Delivery {
-    pub fn new() -> (Self, DeliveryWriters) {
-        let (grants, grants_writer) = reflector::store();
-        let (namespaces, namespaces_writer) = reflector::store();
-        (
-            Delivery {
-                grants,
-                namespaces,
-                copies: Copies::default(),
-            },
-            DeliveryWriters {
-                grants: grants_writer,
-                namespaces: namespaces_writer,
-            },
-        )
-    }
-
-    /// Every watch listed once. Never waited for: a reconcile holds a slot of the controller's
-    /// concurrency, and rotations must not queue behind a watch that cannot list.
-    fn listed(&self) -> bool {
-        let ready = |ready: Option<Result<(), _>>| matches!(ready, Some(Ok(())));
-        ready(self.grants.wait_until_ready().now_or_never())
-            && ready(self.namespaces.wait_until_ready().now_or_never())
-            && self.copies.listed()
-    }
-
-    /// The resources (namespace, name) with a copy in `namespace`.
-    fn sources_in(&self, namespace: &str) -> impl Iterator<Item = ObjectRef<Guarded>> + use<> {
-        self.copies
-            .sources_in(namespace)
-            .into_iter()
-            .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
     }
 }
 

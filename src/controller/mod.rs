@@ -4,6 +4,7 @@
 mod context;
 mod copies;
 mod delivery;
+mod delivery_views;
 mod endpoints;
 mod execute;
 mod observe;
