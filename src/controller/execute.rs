@@ -209,14 +209,14 @@ async fn run(
     };
     let target = match secrets::write_target(api, pc, &plan.target_secret, desired).await {
         Ok(target) => {
-            ctx.views.remember_written_target(
+            ctx.views.remember_target(
                 &uid,
                 &pc.namespace().unwrap_or_default(),
                 &plan.target_secret.name,
-                TargetView {
+                Some(TargetView {
                     resource_version: target.metadata.resource_version.clone(),
                     ..written
-                },
+                }),
             );
             pc.spec.delivery.is_some().then(|| Box::new(target))
         }

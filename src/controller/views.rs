@@ -32,16 +32,7 @@ const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
 struct Seen<T> {
     secret: u64,
     view: Box<T>,
-    /// For a target this process wrote while every watch was listed: the watches' epoch then
-    /// (see [`SecretViews::written_not_yet_watched`]); otherwise [`UNTRUSTED`].
-    written_in: u64,
 }
-
-/// A view that is used only when the watch shows its very version.
-const UNTRUSTED: u64 = u64::MAX;
-/// At most this many deletions are remembered between relists; past it, no written view is
-/// trusted until the watch shows it (a read instead, as before).
-const MAX_GONE: usize = 10_000;
 
 /// One resource's two Secrets as last seen.
 #[derive(Default)]
@@ -58,17 +49,11 @@ fn secret_id(namespace: &str, name: &str) -> u64 {
 }
 
 /// Only a view with a resourceVersion can be matched to the watch.
-fn seen<T: Versioned>(
-    namespace: &str,
-    name: &str,
-    view: Option<T>,
-    written_in: u64,
-) -> Option<Seen<T>> {
+fn seen<T: Versioned>(namespace: &str, name: &str, view: Option<T>) -> Option<Seen<T>> {
     view.filter(|v| v.resource_version().is_some())
         .map(|view| Seen {
             secret: secret_id(namespace, name),
             view: Box::new(view),
-            written_in,
         })
 }
 
@@ -113,14 +98,6 @@ fn insert_version(versions: &mut ByNamespace, secret: &impl Resource) {
     );
 }
 
-fn secret_of(secret: &impl Resource) -> u64 {
-    let meta = secret.meta();
-    secret_id(
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
-}
-
 fn key(secret: &impl Resource) -> (String, String) {
     (secret.namespace().unwrap_or_default(), secret.name_any())
 }
@@ -135,16 +112,6 @@ pub struct SecretViews {
     credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
     /// Counts completed lists, so a reconcile can wait for the first one.
     lists_done: tokio::sync::watch::Sender<u64>,
-    /// Managed Secrets deleted since the last (re)list began, by [`secret_id`], and the epoch:
-    /// bumped whenever a (re)list begins or ends, or the deletions overflow. Together they tell
-    /// whether a target this process wrote, which no watch has shown yet, may have gone since.
-    gone: Mutex<Gone>,
-}
-
-#[derive(Default)]
-struct Gone {
-    epoch: u64,
-    secrets: std::collections::HashSet<u64>,
 }
 
 /// One key of a credentials Secret and its value.
@@ -248,35 +215,17 @@ impl SecretViews {
             return;
         };
         match event {
-            Event::Apply(s) => {
-                insert_version(&mut versions.current, s);
-                self.lock_gone().secrets.remove(&secret_of(s));
-            }
+            Event::Apply(s) => insert_version(&mut versions.current, s),
             Event::Delete(s) => {
                 let (namespace, name) = key(s);
                 versions.current.remove(&namespace, &name);
-                self.lock_credentials()
-                    .remove(&(namespace.clone(), name.clone()));
-                let mut gone = self.lock_gone();
-                if gone.secrets.len() >= MAX_GONE {
-                    gone.secrets.clear();
-                    gone.epoch += 1;
-                } else {
-                    gone.secrets.insert(secret_id(&namespace, &name));
-                }
+                self.lock_credentials().remove(&(namespace, name));
             }
-            Event::Init => {
-                versions.relisting = ByNamespace::default();
-                // A relist shows deletions by absence, not as events.
-                let mut gone = self.lock_gone();
-                gone.secrets.clear();
-                gone.epoch += 1;
-            }
+            Event::Init => versions.relisting = ByNamespace::default(),
             Event::InitApply(s) => insert_version(&mut versions.relisting, s),
             Event::InitDone => {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
-                self.lock_gone().epoch += 1;
                 self.lists_done.send_modify(|n| *n += 1);
                 // Credentials deleted while the watch was down are dropped.
                 let watches = &*watches;
@@ -371,55 +320,8 @@ impl SecretViews {
                 .all(|v| v.listed && !v.current.contains(namespace, name))
     }
 
-    /// The target as last seen, if the watch shows that version, or if this process wrote it
-    /// and nothing since can have changed it unseen ([`Self::written_not_yet_watched`]).
     pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
         self.current(uid, namespace, name, |r| r.target.as_ref())
-            .or_else(|| self.written_not_yet_watched(uid, namespace, name))
-    }
-
-    /// A target this process created, which no watch has shown yet: the watch of managed
-    /// Secrets delivers it shortly, and a reconcile that runs before (a new resource's second
-    /// one, queued while the first ran) would otherwise read it again. It is used as written
-    /// only if the write happened while every watch was listed, no (re)list began since (a
-    /// relist shows deletions only by absence), no watch shows any version of it (a
-    /// different one: read it) and no watch reported it deleted since. A later change is a
-    /// watch event, which queues another reconcile that reads it.
-    fn written_not_yet_watched(
-        &self,
-        uid: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Option<TargetView> {
-        let id = secret_id(namespace, name);
-        let written = {
-            let views = self.lock_views();
-            let seen = views.get(uid)?.target.as_ref()?;
-            (seen.secret == id && seen.written_in != UNTRUSTED)
-                .then(|| (seen.written_in, (*seen.view).clone()))?
-        };
-        let gone = self.lock_gone();
-        let unchanged = written.0 == gone.epoch && !gone.secrets.contains(&id);
-        drop(gone);
-        (unchanged && self.watched_version(namespace, name).is_none()).then_some(written.1)
-    }
-
-    /// The epoch a write happening now is trusted in: only while every watch is listed and no
-    /// relist is under way.
-    fn epoch_for_write(&self) -> u64 {
-        let listed = {
-            let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
-            !watches.is_empty() && watches.iter().all(|v| v.listed)
-        };
-        if listed {
-            self.lock_gone().epoch
-        } else {
-            UNTRUSTED
-        }
-    }
-
-    fn lock_gone(&self) -> std::sync::MutexGuard<'_, Gone> {
-        self.gone.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[cfg(test)]
@@ -427,7 +329,7 @@ impl SecretViews {
         self.current(uid, namespace, name, |r| r.state.as_ref())
     }
 
-    /// Remembers what was read (an owned Secret; `None` forgets it).
+    /// Remembers what was read or written (an owned Secret; `None` forgets it).
     pub fn remember_target(
         &self,
         uid: &str,
@@ -435,24 +337,12 @@ impl SecretViews {
         name: &str,
         view: Option<TargetView>,
     ) {
-        let target = seen(namespace, name, view, UNTRUSTED);
-        self.update(uid, |r| r.target = target);
-    }
-
-    /// Remembers a target this process has just written.
-    pub fn remember_written_target(
-        &self,
-        uid: &str,
-        namespace: &str,
-        name: &str,
-        view: TargetView,
-    ) {
-        let target = seen(namespace, name, Some(view), self.epoch_for_write());
+        let target = seen(namespace, name, view);
         self.update(uid, |r| r.target = target);
     }
 
     pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
-        let state = seen(namespace, name, view, UNTRUSTED);
+        let state = seen(namespace, name, view);
         self.update(uid, |r| r.state = state);
     }
 
@@ -555,66 +445,6 @@ mod tests {
         views.forget("uid");
         views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "9")));
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
-    }
-
-    fn target(rv: &str) -> TargetView {
-        TargetView {
-            resource_version: Some(rv.into()),
-            secret_type: Some("Opaque".into()),
-            token: crate::target::ObservedTarget::from_annotations(&Default::default()),
-        }
-    }
-
-    #[test]
-    fn a_target_written_here_is_used_until_the_watch_shows_it_unless_it_may_have_changed() {
-        let views = SecretViews::default();
-        let watch = views.new_watch(None);
-        let listed = |views: &SecretViews| {
-            views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
-            views.watched(watch, &Event::<PartialObjectMeta<Secret>>::InitDone);
-        };
-        // Written before the first list completed: read it.
-        views.remember_written_target("uid", "ns", "t", target("5"));
-        assert!(views.target("uid", "ns", "t").is_none());
-        listed(&views);
-        assert!(
-            views.target("uid", "ns", "t").is_none(),
-            "written before the list"
-        );
-        // Written while listed, not shown yet: used as written.
-        views.remember_written_target("uid", "ns", "t", target("6"));
-        assert_eq!(
-            views
-                .target("uid", "ns", "t")
-                .and_then(|t| t.resource_version),
-            Some("6".into())
-        );
-        // Read rather than written: only when the watch shows it.
-        views.remember_target("uid", "ns", "t", Some(target("6")));
-        assert!(views.target("uid", "ns", "t").is_none());
-        views.remember_written_target("uid", "ns", "t", target("6"));
-        // The watch shows an older or newer version: read it.
-        views.watched(watch, &Event::Apply(meta("ns", "t", "4")));
-        assert!(views.target("uid", "ns", "t").is_none());
-        views.watched(watch, &Event::Apply(meta("ns", "t", "6")));
-        assert!(views.target("uid", "ns", "t").is_some(), "shown: as before");
-        // Deleted (the watch said so): never used again without a read.
-        views.watched(watch, &Event::Delete(meta("ns", "t", "6")));
-        assert!(views.target("uid", "ns", "t").is_none());
-        views.remember_written_target("uid", "ns", "t", target("7"));
-        assert!(
-            views.target("uid", "ns", "t").is_none(),
-            "deleted since the list"
-        );
-        // A relist began: deletions would show only by absence.
-        listed(&views);
-        views.remember_written_target("uid", "ns", "t", target("8"));
-        assert!(views.target("uid", "ns", "t").is_some());
-        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
-        assert!(
-            views.target("uid", "ns", "t").is_none(),
-            "a relist is under way"
-        );
     }
 
     #[test]
