@@ -179,46 +179,48 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     info!(namespaces = ?args.namespaces, "controller started");
     tokio::spawn(crate::memory::trim_after_work(metrics.clone()));
     let mut controllers = std::pin::pin!(controllers);
-    // Biased: the controllers end on their own only after the gate closed, and a closed gate
-    // means the lease was lost; checked first, so a lost lease always exits non-zero.
-    let stop = tokio::select! {
+    // The controllers end on their own only after the gate closed, and before shutdown began
+    // only a lost lease closes it: either way a lost lease exits non-zero.
+    let (stop, drained) = tokio::select! {
         biased;
-        stop = shutdown::stop_requested(lease.as_mut(), &gate) => Some(stop),
-        _ = &mut controllers => None,
+        stop = shutdown::stop_requested(lease.as_mut(), &gate) => (stop, false),
+        _ = &mut controllers => (
+            shutdown::Stop::LeaseLost("the lease lapsed without a confirmed renewal".into()),
+            true,
+        ),
     };
-    if let Some(stop) = &stop {
-        match stop {
-            shutdown::Stop::Signal(name) => info!(
-                signal = name,
-                "shutting down: no new token requests; finishing rotations in flight"
-            ),
-            shutdown::Stop::LeaseLost(reason) => {
-                warn!(%reason, "leadership lost: no new token requests; finishing rotations in flight")
-            }
+    match &stop {
+        shutdown::Stop::Signal(name) => info!(
+            signal = name,
+            "shutting down: no new token requests; finishing rotations in flight"
+        ),
+        shutdown::Stop::LeaseLost(reason) => {
+            warn!(%reason, "leadership lost: no new token requests; finishing rotations in flight")
         }
-        gate.stop();
-        tokio::spawn(async {
-            let name = shutdown::signal().await;
-            warn!(signal = name, "second signal: exiting at once");
-            std::process::exit(1);
-        });
-        if tokio::time::timeout(shutdown::DRAIN_BOUND, &mut controllers)
+    }
+    gate.stop();
+    tokio::spawn(async {
+        let name = shutdown::signal().await;
+        warn!(signal = name, "second signal: exiting at once");
+        std::process::exit(1);
+    });
+    if !drained
+        && tokio::time::timeout(shutdown::DRAIN_BOUND, &mut controllers)
             .await
             .is_err()
-        {
-            warn!(
-                bound_s = shutdown::DRAIN_BOUND.as_secs(),
-                "rotations in flight did not finish in time"
-            );
-        }
+    {
+        warn!(
+            bound_s = shutdown::DRAIN_BOUND.as_secs(),
+            "rotations in flight did not finish in time"
+        );
     }
     shutdown::store_held(&ctx).await;
     if let Some(lease) = lease {
         lease.release().await;
     }
     match stop {
-        Some(shutdown::Stop::LeaseLost(reason)) => Err(RunError::LeadershipLost(reason)),
-        _ => Ok(()),
+        shutdown::Stop::LeaseLost(reason) => Err(RunError::LeadershipLost(reason)),
+        shutdown::Stop::Signal(_) => Ok(()),
     }
 }
 
