@@ -192,6 +192,35 @@ async fn wait_all_true(
     }
 }
 
+/// `bin run` with `scope` (which resources it watches) and BENCH_OPERATOR_ARGS (e.g.
+/// `--concurrency 64`: how a setting moves the figures), against the control plane as admin.
+fn start_operator(
+    cp: &testkit::ControlPlane,
+    bin: &str,
+    scope: &[&str],
+) -> Result<tokio::process::Child> {
+    tokio::process::Command::new(bin)
+        .arg("run")
+        .args(scope)
+        .args([
+            "--allow-http",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(
+            std::env::var("BENCH_OPERATOR_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the operator")
+}
+
 /// What one cold start measured.
 struct ColdStart {
     ready: Duration,
@@ -269,28 +298,7 @@ async fn cold_start(
     .await?;
 
     let calls_before = apiserver_requests(&client).await?;
-    let op = tokio::process::Command::new(bin)
-        .args([
-            "run",
-            "--namespace",
-            &ns,
-            "--allow-http",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        // E.g. BENCH_OPERATOR_ARGS="--concurrency 64": how a setting moves the figures.
-        .args(
-            std::env::var("BENCH_OPERATOR_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the operator")?;
+    let op = start_operator(cp, bin, &["--namespace", &ns])?;
     let pid = op.id().context("operator pid")?;
     let cpu_before = cpu_snapshot(cp, pid);
     let started = Instant::now();
@@ -456,28 +464,11 @@ async fn delivery_run(
     .await?;
 
     let calls_before = apiserver_requests(&client).await?;
-    let mut op = tokio::process::Command::new(bin)
-        .args([
-            "run",
-            "--selector",
-            &shard,
-            "--cross-namespace-delivery",
-            "--allow-http",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .args(
-            std::env::var("BENCH_OPERATOR_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the operator")?;
+    let mut op = start_operator(
+        cp,
+        bin,
+        &["--selector", &shard, "--cross-namespace-delivery"],
+    )?;
     let pid = op.id().context("operator pid")?;
     let started = Instant::now();
     let mut settled = wait_all_ready(&pcs, n, started).await?;

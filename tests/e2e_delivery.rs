@@ -26,38 +26,15 @@ const SHARD: &str = "e2e-delivery";
 /// The chart's ClusterRole with crossNamespaceDelivery.enabled, bound cluster-wide to the
 /// operator's ServiceAccount (as the chart does). Returns the binding's name, for clean-up.
 async fn bind_cluster_wide(env: &Env) -> Result<String> {
-    let rendered = helm(
-        env.cp,
-        &[
-            "template",
-            "token-rotator",
-            path_str(&repo_path("charts/token-rotator"))?,
-            "--set",
-            "crossNamespaceDelivery.enabled=true",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
+    let name = format!("token-rotator-delivery-{}", env.name());
+    apply_chart_cluster_role(
+        env,
+        "crossNamespaceDelivery.enabled=true",
+        &name,
+        "tokendeliverygrants",
     )
     .await?;
-    let mut role: ClusterRole =
-        serde_json::from_value(only_kind(&yaml_docs(&rendered)?, "ClusterRole")?)?;
-    let name = format!("token-rotator-delivery-{}", env.name());
-    role.metadata = ObjectMeta {
-        name: Some(name.clone()),
-        ..Default::default()
-    };
-    ensure!(
-        role.rules.iter().flatten().any(|r| r
-            .resources
-            .iter()
-            .flatten()
-            .any(|x| x == "tokendeliverygrants")),
-        "the chart grants the delivery"
-    );
     let pp = PatchParams::apply("e2e").force();
-    Api::<ClusterRole>::all(env.client.clone())
-        .patch(&name, &pp, &Patch::Apply(&role))
-        .await?;
     let binding: ClusterRoleBinding = serde_json::from_value(json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},

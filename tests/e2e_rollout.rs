@@ -9,7 +9,6 @@ mod support;
 use anyhow::{Context as _, Result, ensure};
 use e2e::*;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use provider_emulator::{Emulator, Options, Provider};
 use serde_json::json;
@@ -19,41 +18,8 @@ const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// The chart's rules with rolloutRestarts.enabled, in place of the default ones.
 async fn grant_restarts(env: &Env) -> Result<()> {
-    let rendered = helm(
-        env.cp,
-        &[
-            "template",
-            "token-rotator",
-            repo_path("charts/token-rotator").to_str().context("path")?,
-            "--set",
-            "rolloutRestarts.enabled=true",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-    )
-    .await?;
-    let mut role: ClusterRole =
-        serde_json::from_value(only_kind(&yaml_docs(&rendered)?, "ClusterRole")?)?;
-    role.metadata = kube::api::ObjectMeta {
-        name: Some(format!("token-rotator-{}", env.name())),
-        ..Default::default()
-    };
-    ensure!(
-        role.rules.iter().flatten().any(|r| r
-            .resources
-            .iter()
-            .flatten()
-            .any(|x| x == "deployments")),
-        "the chart grants the restart"
-    );
-    Api::<ClusterRole>::all(env.client.clone())
-        .patch(
-            role.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&role),
-        )
-        .await?;
-    Ok(())
+    let name = format!("token-rotator-{}", env.name());
+    apply_chart_cluster_role(env, "rolloutRestarts.enabled=true", &name, "deployments").await
 }
 
 fn template(app: &str) -> serde_json::Value {

@@ -47,6 +47,50 @@ pub fn chart_cluster_role() -> Result<ClusterRole> {
     Ok(serde_json::from_value(role)?)
 }
 
+/// Applies the chart's ClusterRole rendered with `--set <value>` under `name`, after checking
+/// that it grants `resource` (the feature the value turns on).
+pub async fn apply_chart_cluster_role(
+    env: &Env,
+    value: &str,
+    name: &str,
+    resource: &str,
+) -> Result<()> {
+    let rendered = helm(
+        env.cp,
+        &[
+            "template",
+            "token-rotator",
+            path_str(&repo_path("charts/token-rotator"))?,
+            "--set",
+            value,
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    )
+    .await?;
+    let mut role: ClusterRole =
+        serde_json::from_value(only_kind(&yaml_docs(&rendered)?, "ClusterRole")?)?;
+    role.metadata = ObjectMeta {
+        name: Some(name.to_string()),
+        ..ObjectMeta::default()
+    };
+    ensure!(
+        role.rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == resource)),
+        "the chart grants {resource} with {value}"
+    );
+    Api::<ClusterRole>::all(env.client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&role),
+        )
+        .await?;
+    Ok(())
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
