@@ -46,7 +46,7 @@ struct Table {
 }
 
 /// What makes a Secret a copy: the source's UID and `<namespace>/<name>`, no owner.
-fn copy_of(secret: &PartialObjectMeta<Secret>) -> Option<(&str, &str, &str)> {
+pub fn copy_of(secret: &PartialObjectMeta<Secret>) -> Option<(&str, &str, &str)> {
     if !secret.owner_references().is_empty() {
         return None;
     }

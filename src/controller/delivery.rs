@@ -747,11 +747,6 @@ fn requeue_within(after: &mut Report, delay: Duration) {
 
 /// For the resources' mapper: which resource a copy came from.
 pub fn copy_source(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<Guarded>> {
-    if !secret.owner_references().is_empty() {
-        return None;
-    }
-    secret.labels().get(DELIVERED_FROM_UID_LABEL)?;
-    let from = secret.annotations().get(DELIVERED_FROM_ANNOTATION)?;
-    let (namespace, name) = from.split_once('/')?;
+    let (_, namespace, name) = super::copies::copy_of(secret)?;
     Some(ObjectRef::new(name).within(namespace))
 }
