@@ -209,14 +209,14 @@ async fn run(
     };
     let target = match secrets::write_target(api, pc, &plan.target_secret, desired).await {
         Ok(target) => {
-            ctx.views.remember_target(
+            ctx.views.remember_written_target(
                 &uid,
                 &pc.namespace().unwrap_or_default(),
                 &plan.target_secret.name,
-                Some(TargetView {
+                TargetView {
                     resource_version: target.metadata.resource_version.clone(),
                     ..written
-                }),
+                },
             );
             pc.spec.delivery.is_some().then(|| Box::new(target))
         }
@@ -278,20 +278,23 @@ fn remember_state(
     stored: &StateStored,
     state: &StateData,
 ) {
-    let view = match stored {
-        StateStored::Written(resource_version) => Some(StateView {
-            resource_version: resource_version.clone(),
-            data: state.clone(),
-        }),
-        // A newer chain is stored: read it.
-        StateStored::Superseded { .. } => None,
-    };
-    ctx.views.remember_state(
-        &pc.uid().unwrap_or_default(),
-        &pc.namespace().unwrap_or_default(),
-        name,
-        view,
+    let (uid, namespace) = (
+        pc.uid().unwrap_or_default(),
+        pc.namespace().unwrap_or_default(),
     );
+    match stored {
+        StateStored::Written(resource_version) => ctx.views.remember_written_state(
+            &uid,
+            &namespace,
+            name,
+            StateView {
+                resource_version: resource_version.clone(),
+                data: state.clone(),
+            },
+        ),
+        // A newer chain is stored: read it.
+        StateStored::Superseded { .. } => ctx.views.remember_state(&uid, &namespace, name, None),
+    }
 }
 
 /// Another writer stored a newer chain while this rotation ran: its result is set aside —

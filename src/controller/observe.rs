@@ -53,6 +53,13 @@ async fn read_target(
     if let Some(view) = ctx.views.target(&uid, &namespace, name) {
         return Ok(Slot::Owned(view));
     }
+    if let Some(view) = ctx
+        .views
+        .target_once_shown(&uid, &namespace, name, SHOWN_WAIT)
+        .await
+    {
+        return Ok(Slot::Owned(view));
+    }
     let target = secrets::read_owned(api, name, &uid)
         .await?
         .map(|s| TargetView {
@@ -65,8 +72,12 @@ async fn read_target(
     Ok(target)
 }
 
-/// How long a reconcile at start-up waits for the watches' first list before reading.
+/// How long a reconcile at start-up waits for the watches' first list to make progress (the
+/// next page) before reading instead.
 const FIRST_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a reconcile waits for the watch to show a Secret this process just wrote before
+/// reading it instead (the watch is normally milliseconds behind; a busy apiserver, seconds).
+const SHOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The credentials Secret: as last read if the watch of opted-in Secrets shows that version
 /// still (after the watch's first list, at start-up), else read.
@@ -80,7 +91,11 @@ async fn read_credentials(
     if let Some(view) = ctx.views.credentials(&namespace, name) {
         return Ok(view);
     }
-    ctx.views.listed(&namespace, FIRST_LIST_WAIT).await;
+    ctx.views
+        .listed(&namespace, FIRST_LIST_WAIT, || {
+            ctx.views.credentials(&namespace, name).is_some()
+        })
+        .await;
     if let Some(view) = ctx.views.credentials(&namespace, name) {
         return Ok(view);
     }
@@ -102,10 +117,28 @@ async fn read_state(
         pc.namespace().unwrap_or_default(),
     );
     let name = state_secret_name(&pc.name_any());
-    match ctx.views.state_known(&uid, &namespace, &name) {
+    let known = match ctx.views.state_known(&uid, &namespace, &name) {
+        // At start-up the watches may not have listed yet: a new resource's state is then
+        // known absent after the wait, which beats a read (a 404) per resource.
+        Known::Unknown => {
+            ctx.views
+                .listed(&namespace, FIRST_LIST_WAIT, || false)
+                .await;
+            ctx.views.state_known(&uid, &namespace, &name)
+        }
+        known => known,
+    };
+    match known {
         Known::Current(view) => return Ok(Slot::Owned(view)),
         Known::Absent => return Ok(Slot::Absent),
         Known::Unknown => {}
+    }
+    if let Some(view) = ctx
+        .views
+        .state_once_shown(&uid, &namespace, &name, SHOWN_WAIT)
+        .await
+    {
+        return Ok(Slot::Owned(view));
     }
     let state = secrets::read_owned(api, &name, &uid)
         .await?
@@ -163,11 +196,11 @@ pub async fn store_held_state(
                 resource_version,
                 data: unstored.state,
             };
-            ctx.views.remember_state(
+            ctx.views.remember_written_state(
                 &uid,
                 &pc.namespace().unwrap_or_default(),
                 &at.name,
-                Some(view.clone()),
+                view.clone(),
             );
             Ok(Slot::Owned(view))
         }

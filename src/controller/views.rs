@@ -32,6 +32,9 @@ const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
 struct Seen<T> {
     secret: u64,
     view: Box<T>,
+    /// Written by this process and not yet matched to the watch: the watch is behind, not
+    /// ahead, when it shows another version (see [`SecretViews::once_shown`]).
+    written: bool,
 }
 
 /// One resource's two Secrets as last seen.
@@ -49,13 +52,22 @@ fn secret_id(namespace: &str, name: &str) -> u64 {
 }
 
 /// Only a view with a resourceVersion can be matched to the watch.
-fn seen<T: Versioned>(namespace: &str, name: &str, view: Option<T>) -> Option<Seen<T>> {
+fn seen<T: Versioned>(
+    namespace: &str,
+    name: &str,
+    view: Option<T>,
+    written: bool,
+) -> Option<Seen<T>> {
     view.filter(|v| v.resource_version().is_some())
         .map(|view| Seen {
             secret: secret_id(namespace, name),
             view: Box::new(view),
+            written,
         })
 }
+
+/// Picks one of a resource's two remembered Secrets.
+type Pick<T> = for<'a> fn(&'a mut Remembered) -> Option<&'a mut Seen<T>>;
 
 trait Versioned: Clone {
     fn resource_version(&self) -> Option<&str>;
@@ -110,8 +122,9 @@ pub struct SecretViews {
     views: Mutex<HashMap<Box<str>, Remembered>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
     credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
-    /// Counts completed lists, so a reconcile can wait for the first one.
-    lists_done: tokio::sync::watch::Sender<u64>,
+    /// Counts what the watches showed (a new version, a deletion, a completed list), so a
+    /// reconcile can wait for the first list or for a version it wrote.
+    shown: tokio::sync::watch::Sender<u64>,
 }
 
 /// One key of a credentials Secret and its value.
@@ -215,18 +228,25 @@ impl SecretViews {
             return;
         };
         match event {
-            Event::Apply(s) => insert_version(&mut versions.current, s),
+            Event::Apply(s) => {
+                insert_version(&mut versions.current, s);
+                self.shown.send_modify(|n| *n += 1);
+            }
             Event::Delete(s) => {
                 let (namespace, name) = key(s);
                 versions.current.remove(&namespace, &name);
                 self.lock_credentials().remove(&(namespace, name));
+                self.shown.send_modify(|n| *n += 1);
             }
             Event::Init => versions.relisting = ByNamespace::default(),
-            Event::InitApply(s) => insert_version(&mut versions.relisting, s),
+            Event::InitApply(s) => {
+                insert_version(&mut versions.relisting, s);
+                self.shown.send_modify(|n| *n += 1);
+            }
             Event::InitDone => {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
-                self.lists_done.send_modify(|n| *n += 1);
+                self.shown.send_modify(|n| *n += 1);
                 // Credentials deleted while the watch was down are dropped.
                 let watches = &*watches;
                 self.lock_credentials()
@@ -273,7 +293,7 @@ impl SecretViews {
     /// The state Secret: as last seen if the watch shows that version, absent if the watch
     /// never showed it (and this process did not write it), otherwise unknown.
     pub fn state_known(&self, uid: &str, namespace: &str, name: &str) -> Known<StateView> {
-        if let Some(s) = self.current(uid, namespace, name, |r| r.state.as_ref()) {
+        if let Some(s) = self.current(uid, namespace, name, |r| r.state.as_mut()) {
             return Known::Current(s);
         }
         let remembered = self
@@ -286,11 +306,17 @@ impl SecretViews {
         Known::Unknown
     }
 
-    /// Waits (at most `bound`) until every watch covering `namespace` has listed everything
-    /// once. At start-up the resources are reconciled while their credentials Secrets are still
-    /// being listed: waiting for that list beats reading each of them.
-    pub async fn listed(&self, namespace: &str, bound: std::time::Duration) {
-        let mut done = self.lists_done.subscribe();
+    /// Waits until every watch covering `namespace` has listed everything once, or until
+    /// `found()` holds; gives up once the watches showed nothing new for `quiet` (a stalled
+    /// list). At start-up the resources are reconciled while their credentials Secrets are
+    /// still being listed, page by page: waiting for the list beats reading each of them.
+    pub async fn listed(
+        &self,
+        namespace: &str,
+        quiet: std::time::Duration,
+        found: impl Fn() -> bool,
+    ) {
+        let mut shown = self.shown.subscribe();
         let all_listed = || {
             let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
             watches
@@ -298,14 +324,14 @@ impl SecretViews {
                 .filter(|v| v.scope.as_deref().is_none_or(|ns| ns == namespace))
                 .all(|v| v.listed)
         };
-        let _ = tokio::time::timeout(bound, async {
-            while !all_listed() {
-                if done.changed().await.is_err() {
-                    return;
-                }
+        while !all_listed() && !found() {
+            if !matches!(
+                tokio::time::timeout(quiet, shown.changed()).await,
+                Ok(Ok(()))
+            ) {
+                return;
             }
-        })
-        .await;
+        }
     }
 
     fn known_absent(&self, namespace: &str, name: &str) -> bool {
@@ -321,12 +347,74 @@ impl SecretViews {
     }
 
     pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
-        self.current(uid, namespace, name, |r| r.target.as_ref())
+        self.current(uid, namespace, name, |r| r.target.as_mut())
     }
 
     #[cfg(test)]
     fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
-        self.current(uid, namespace, name, |r| r.state.as_ref())
+        self.current(uid, namespace, name, |r| r.state.as_mut())
+    }
+
+    /// The target this process wrote, once the watch shows that version (at most `bound`).
+    pub async fn target_once_shown(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        bound: std::time::Duration,
+    ) -> Option<TargetView> {
+        self.once_shown(uid, namespace, name, bound, |r| r.target.as_mut())
+            .await
+    }
+
+    /// The state Secret this process wrote, once the watch shows that version (at most
+    /// `bound`).
+    pub async fn state_once_shown(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        bound: std::time::Duration,
+    ) -> Option<StateView> {
+        self.once_shown(uid, namespace, name, bound, |r| r.state.as_mut())
+            .await
+    }
+
+    /// A Secret this process wrote, once the watch shows that version. A reconcile right after
+    /// a write (its own status update triggers one) would otherwise read what the watch is
+    /// about to deliver. Waits for the next version the watch shows of that Secret, at most
+    /// `bound`: the view if it is that version, else `None` (read it).
+    async fn once_shown<T: Versioned>(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        bound: std::time::Duration,
+        pick: Pick<T>,
+    ) -> Option<T> {
+        // Subscribed before looking, so that a version shown after the look wakes the wait.
+        let mut shown = self.shown.subscribe();
+        if let Some(view) = self.current(uid, namespace, name, pick) {
+            return Some(view);
+        }
+        let written_unseen = self
+            .lock_views()
+            .get_mut(uid)
+            .and_then(pick)
+            .is_some_and(|seen| seen.written && seen.secret == secret_id(namespace, name));
+        if !written_unseen {
+            return None;
+        }
+        let before = self.watched_version(namespace, name);
+        let _ = tokio::time::timeout(bound, async {
+            while self.watched_version(namespace, name) == before {
+                if shown.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        self.current(uid, namespace, name, pick)
     }
 
     /// Remembers what was read or written (an owned Secret; `None` forgets it).
@@ -337,12 +425,30 @@ impl SecretViews {
         name: &str,
         view: Option<TargetView>,
     ) {
-        let target = seen(namespace, name, view);
+        let target = seen(namespace, name, view, false);
+        self.update(uid, |r| r.target = target);
+    }
+
+    /// Remembers a target as this process wrote it (the watch shows it later).
+    pub fn remember_written_target(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        view: TargetView,
+    ) {
+        let target = seen(namespace, name, Some(view), true);
         self.update(uid, |r| r.target = target);
     }
 
     pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
-        let state = seen(namespace, name, view);
+        let state = seen(namespace, name, view, false);
+        self.update(uid, |r| r.state = state);
+    }
+
+    /// Remembers a state Secret as this process wrote it (the watch shows it later).
+    pub fn remember_written_state(&self, uid: &str, namespace: &str, name: &str, view: StateView) {
+        let state = seen(namespace, name, Some(view), true);
         self.update(uid, |r| r.state = state);
     }
 
@@ -370,15 +476,19 @@ impl SecretViews {
         uid: &str,
         namespace: &str,
         name: &str,
-        pick: impl FnOnce(&Remembered) -> Option<&Seen<T>>,
+        pick: Pick<T>,
     ) -> Option<T> {
-        let view = {
-            let views = self.lock_views();
-            let seen = pick(views.get(uid)?)?;
-            (seen.secret == secret_id(namespace, name)).then(|| (*seen.view).clone())?
-        };
         let watched = self.watched_version(namespace, name)?;
-        (view.resource_version() == Some(watched.as_str())).then_some(view)
+        let mut views = self.lock_views();
+        let seen = pick(views.get_mut(uid)?)?;
+        if seen.secret != secret_id(namespace, name)
+            || seen.view.resource_version() != Some(watched.as_str())
+        {
+            return None;
+        }
+        // Matched: from now on another version in the watch is newer than this one.
+        seen.written = false;
+        Some((*seen.view).clone())
     }
 
     /// A watch shows a Secret at this place (managed, or opted in as credentials).
@@ -604,13 +714,13 @@ mod tests {
         let watch = views.new_watch(Some("ns".into()));
         // Another namespace's watch is not waited for (none covers it: nothing to wait for).
         views
-            .listed("other", std::time::Duration::from_secs(3600))
+            .listed("other", std::time::Duration::from_secs(3600), || false)
             .await;
         let waiting = tokio::spawn({
             let views = views.clone();
             async move {
                 views
-                    .listed("ns", std::time::Duration::from_secs(3600))
+                    .listed("ns", std::time::Duration::from_secs(3600), || false)
                     .await
             }
         });
@@ -626,8 +736,117 @@ mod tests {
         let stuck = SecretViews::default();
         stuck.new_watch(None);
         stuck
-            .listed("ns", std::time::Duration::from_millis(1))
+            .listed("ns", std::time::Duration::from_millis(1), || false)
             .await;
+    }
+
+    fn target(rv: &str) -> TargetView {
+        TargetView {
+            resource_version: Some(rv.into()),
+            secret_type: None,
+            token: crate::target::ObservedTarget::from_annotations(&Default::default()),
+        }
+    }
+
+    /// A long first list (pages of 50) releases each waiting reconcile as soon as its own
+    /// credentials arrive, and gives up only when the list stalls.
+    #[tokio::test]
+    async fn a_wait_for_the_first_list_ends_when_the_credentials_arrive_or_it_stalls() {
+        let views = std::sync::Arc::new(SecretViews::default());
+        let watch = views.new_watch(None);
+        views.credentials_watched(watch, &Event::Init);
+        let quiet = std::time::Duration::from_secs(3600);
+        let waiting = tokio::spawn({
+            let views = views.clone();
+            async move {
+                views
+                    .listed("ns", quiet, || views.credentials("ns", "c").is_some())
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        views.credentials_watched(watch, &Event::InitApply(credentials_secret("a", "1", 8)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "another Secret's page");
+        views.credentials_watched(watch, &Event::InitApply(credentials_secret("c", "2", 8)));
+        tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("released by its credentials, before the list completed")
+            .expect("no panic");
+        // Nothing new for the quiet bound: give up (and read).
+        let stalled = std::time::Duration::from_millis(5);
+        views.listed("ns", stalled, || false).await;
+    }
+
+    /// A reconcile right after a write waits for the watch instead of reading, and only for
+    /// what this process wrote; a version it did not write is read at once.
+    #[tokio::test]
+    async fn a_written_secret_is_used_once_the_watch_shows_it() {
+        let views = std::sync::Arc::new(SecretViews::default());
+        let watch = views.new_watch(None);
+        let hour = std::time::Duration::from_secs(3600);
+        views.watched(watch, &Event::Apply(meta("ns", "t", "1")));
+        views.remember_written_target("uid", "ns", "t", target("2"));
+        assert!(
+            views.target("uid", "ns", "t").is_none(),
+            "the watch is behind"
+        );
+        let waiting = tokio::spawn({
+            let views = views.clone();
+            async move { views.target_once_shown("uid", "ns", "t", hour).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "waits for the watch");
+        views.watched(watch, &Event::Apply(meta("ns", "other", "3")));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "another Secret is not this one");
+        views.watched(watch, &Event::Apply(meta("ns", "t", "2")));
+        let shown = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("released by the watch")
+            .expect("no panic");
+        assert_eq!(shown.and_then(|t| t.resource_version), Some("2".into()));
+
+        // Matched once: a later version is someone else's, read at once (no wait).
+        views.watched(watch, &Event::Apply(meta("ns", "t", "4")));
+        assert!(
+            views
+                .target_once_shown("uid", "ns", "t", hour)
+                .await
+                .is_none()
+        );
+        // A view that was read, not written, is never waited for.
+        views.remember_target("uid", "ns", "t", Some(target("3")));
+        assert!(
+            views
+                .target_once_shown("uid", "ns", "t", hour)
+                .await
+                .is_none()
+        );
+
+        // The watch shows another version next (someone wrote over it): read it.
+        views.remember_written_state("uid", "ns", "s", state("5"));
+        let waiting = tokio::spawn({
+            let views = views.clone();
+            async move { views.state_once_shown("uid", "ns", "s", hour).await }
+        });
+        tokio::task::yield_now().await;
+        views.watched(watch, &Event::Apply(meta("ns", "s", "6")));
+        let shown = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+            .await
+            .expect("released by the watch")
+            .expect("no panic");
+        assert!(shown.is_none(), "another version: read it");
+
+        // A watch that never shows it delays the reconcile by the bound only.
+        views.remember_written_state("uid2", "ns", "s2", state("7"));
+        let bound = std::time::Duration::from_millis(5);
+        assert!(
+            views
+                .state_once_shown("uid2", "ns", "s2", bound)
+                .await
+                .is_none()
+        );
     }
 
     #[test]
