@@ -7,7 +7,8 @@
 # The binary links glibc and libgcc_s dynamically (TLS is rustls, no OpenSSL), so the final
 # stage is distroless "cc" (glibc, libgcc, CA roots in /etc/ssl/certs for the provider TLS
 # verification), not "static". Builder and runtime are both Debian 12 (bookworm), so the
-# glibc the binary was linked against is the one it runs with.
+# glibc the binary was linked against is the one it runs with. The allocator, jemalloc, is
+# built from source (the builder image has make and a C compiler) and linked statically.
 
 ARG RUST_VERSION=1.95
 

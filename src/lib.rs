@@ -7,7 +7,6 @@ pub mod conditions;
 pub mod controller;
 pub mod digest;
 pub mod leader;
-pub mod memory;
 pub mod provider;
 pub mod rotation;
 pub mod secrets;

@@ -290,11 +290,6 @@ impl Metrics {
         self.reconciles.inc();
     }
 
-    /// Completed reconciles so far.
-    pub fn reconciles_total(&self) -> u64 {
-        self.reconciles.get()
-    }
-
     pub fn reconcile_failure(&self, reason: &str) {
         self.reconcile_errors
             .get_or_create(&ReasonLabels {

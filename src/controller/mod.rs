@@ -177,7 +177,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
     }));
     info!(namespaces = ?args.namespaces, "controller started");
-    tokio::spawn(crate::memory::trim_after_work(metrics.clone()));
     let mut controllers = std::pin::pin!(controllers);
     // The controllers end on their own only after the gate closed, and before shutdown began
     // only a lost lease closes it: either way a lost lease exits non-zero.
