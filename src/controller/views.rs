@@ -25,6 +25,9 @@ use crate::secrets::credentials_view;
 /// JSON key) are a few KiB.
 const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
 
+/// The longest a reconcile waits for the watches' first list, progress or not.
+const LIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A view as last read or written, and which Secret it shows (a hash of its namespace and
 /// name, which can change with the spec; the resourceVersion compared on use already names one
 /// version of one object, so this only guards the obvious). Boxed: the table keeps a slot per
@@ -308,9 +311,23 @@ impl SecretViews {
 
     /// Waits until every watch covering `namespace` has listed everything once, or until
     /// `found()` holds; gives up once the watches showed nothing new for `quiet` (a stalled
-    /// list). At start-up the resources are reconciled while their credentials Secrets are
-    /// still being listed, page by page: waiting for the list beats reading each of them.
+    /// list), and after [`LIST_WAIT_MAX`] in any case (one watch failing while the others
+    /// keep showing changes). At start-up the resources are reconciled while their credentials
+    /// Secrets are still being listed, page by page: waiting for the list beats reading each.
     pub async fn listed(
+        &self,
+        namespace: &str,
+        quiet: std::time::Duration,
+        found: impl Fn() -> bool,
+    ) {
+        let _ = tokio::time::timeout(
+            LIST_WAIT_MAX,
+            self.listed_unbounded(namespace, quiet, found),
+        )
+        .await;
+    }
+
+    async fn listed_unbounded(
         &self,
         namespace: &str,
         quiet: std::time::Duration,
@@ -776,6 +793,29 @@ mod tests {
         // Nothing new for the quiet bound: give up (and read).
         let stalled = std::time::Duration::from_millis(5);
         views.listed("ns", stalled, || false).await;
+    }
+
+    /// One watch that never lists, while another keeps showing changes: the wait still ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_a_list_that_never_completes_ends_after_the_overall_bound() {
+        let views = std::sync::Arc::new(SecretViews::default());
+        let busy = views.new_watch(None);
+        views.new_watch(None);
+        let changes = tokio::spawn({
+            let views = views.clone();
+            async move {
+                for rv in 0u64.. {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    views.watched(busy, &Event::Apply(meta("ns", "t", &rv.to_string())));
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        views
+            .listed("ns", std::time::Duration::from_secs(10), || false)
+            .await;
+        changes.abort();
+        assert_eq!(started.elapsed().as_secs(), LIST_WAIT_MAX.as_secs());
     }
 
     /// A reconcile right after a write waits for the watch instead of reading, and only for
