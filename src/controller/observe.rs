@@ -50,9 +50,7 @@ async fn read_target(
         pc.namespace().unwrap_or_default(),
     );
     let name = &pc.spec.target.secret_name;
-    if let Some(view) = ctx.views.target(&uid, &namespace, name) {
-        return Ok(Slot::Owned(view));
-    }
+    // As last seen, or as just written once the watch shows it.
     if let Some(view) = ctx
         .views
         .target_once_shown(&uid, &namespace, name, SHOWN_WAIT)

@@ -372,7 +372,8 @@ impl SecretViews {
         self.current(uid, namespace, name, |r| r.state.as_mut())
     }
 
-    /// The target this process wrote, once the watch shows that version (at most `bound`).
+    /// The target as last seen while the watch shows that version; one this process wrote and
+    /// the watch has not shown yet, once it does (waiting at most `bound`).
     pub async fn target_once_shown(
         &self,
         uid: &str,
