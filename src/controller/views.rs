@@ -250,10 +250,15 @@ impl SecretViews {
                 versions.current = std::mem::take(&mut versions.relisting);
                 versions.listed = true;
                 self.shown.send_modify(|n| *n += 1);
-                // Credentials deleted while the watch was down are dropped.
+                // Credentials deleted while the watch was down are dropped. Not those another
+                // watch is listing now: at start-up the watch of managed Secrets finishes its
+                // list while that of credentials is still paging through them.
                 let watches = &*watches;
-                self.lock_credentials()
-                    .retain(|(ns, name), _| watches.iter().any(|v| v.current.contains(ns, name)));
+                self.lock_credentials().retain(|(ns, name), _| {
+                    watches
+                        .iter()
+                        .any(|v| v.current.contains(ns, name) || v.relisting.contains(ns, name))
+                });
             }
         }
     }
@@ -696,6 +701,29 @@ mod tests {
             _ => panic!("the changed credentials are known without a read"),
         }
         views.credentials_watched(watch, &Event::Delete(credentials_secret("creds", "4", 7)));
+        assert!(views.credentials("ns", "creds").is_none());
+    }
+
+    #[test]
+    fn another_watch_completing_its_list_keeps_credentials_still_being_listed() {
+        let views = SecretViews::default();
+        let managed = views.new_watch(Some("ns".into()));
+        let credentials = views.new_watch(Some("ns".into()));
+        views.watched(managed, &Event::<Secret>::Init);
+        views.credentials_watched(credentials, &Event::Init);
+        views.credentials_watched(
+            credentials,
+            &Event::InitApply(credentials_secret("creds", "3", 40)),
+        );
+        views.watched(managed, &Event::InitApply(meta("ns", "token", "5")));
+        views.watched(managed, &Event::<Secret>::InitDone);
+        assert!(
+            views.credentials("ns", "creds").is_some(),
+            "the first page of credentials is still known"
+        );
+        // Once the credentials list completes without it, it is gone (deleted meanwhile).
+        views.credentials_watched(credentials, &Event::Init);
+        views.credentials_watched(credentials, &Event::InitDone);
         assert!(views.credentials("ns", "creds").is_none());
     }
 
