@@ -3,7 +3,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use token_rotator::cli;
 
-#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[cfg(all(
+    target_os = "linux",
+    not(target_env = "msvc"),
+    not(feature = "system-allocator")
+))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
