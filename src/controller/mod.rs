@@ -5,6 +5,7 @@ mod context;
 mod copies;
 mod delivery;
 mod delivery_views;
+mod due;
 mod endpoints;
 mod execute;
 mod observe;
@@ -283,6 +284,9 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     // stays proportional to the resources managed. Managed Secrets are watched as metadata only.
     let (store, writer) = reflector::store::<Guarded>();
     let forget = ctx.clone();
+    // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
+    let due = Arc::new(due::Due::<Guarded>::default());
+    let forget_due = due.clone();
     let mut shard = watcher::Config::default();
     if let Some(selector) = &selector {
         shard = shard.labels(selector);
@@ -297,6 +301,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
                     .metrics
                     .forget(&pc.namespace().unwrap_or_default(), &pc.name_any());
                 forget.forget(&pc.uid().unwrap_or_default());
+                forget_due.forget(pc);
             }
         })
         .modify(|pc| {
@@ -340,6 +345,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     let namespace_readers = store.clone();
     let mut controller = Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
+        .reconcile_on(due.clone().fired())
         .trigger_backoff(ShortPause)
         // A managed Secret concerns its owner, and a copy in another namespace its source.
         .watches_stream(owned, |secret: PartialObjectMeta<Secret>| {
@@ -412,7 +418,17 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             let ctx = ctx.clone();
             async move { ctx.gate.stopped().await }
         })
-        .run(reconcile_guarded, error_policy, ctx)
+        .run(
+            move |pc, ctx| {
+                let due = due.clone();
+                async move {
+                    let next = reconcile_guarded(pc.clone(), ctx).await?;
+                    Ok(due.next(pc, next))
+                }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 // Benign: the next version of the object is already queued.

@@ -2,11 +2,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
@@ -60,12 +60,16 @@ impl ReconcileError {
 #[cfg(feature = "e2e")]
 const TEST_PANIC_ANNOTATION: &str = "tokenrotator.dev/test-panic";
 
+/// How soon a resource wants to be reconciled again, if nothing changes before
+/// (`None`: only when something does).
+pub type Next = Option<Duration>;
+
 /// A panic while handling one resource (a bug) must not stop the others: it becomes a
 /// condition on that resource, a metric, and a retry with backoff.
 pub async fn reconcile_guarded(
     guard: Arc<Guarded>,
     ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+) -> Result<Next, ReconcileError> {
     let pc = match &guard.0 {
         Ok(pc) => pc,
         Err(invalid) => return unreadable(&ctx, &guard, invalid).await,
@@ -83,9 +87,7 @@ pub async fn reconcile_guarded(
             report(&ctx, pc, &after)
                 .await
                 .map_err(ReconcileError::Report)?;
-            Ok(after
-                .requeue
-                .map_or_else(Action::await_change, Action::requeue))
+            Ok(after.requeue)
         }
     }
 }
@@ -96,13 +98,13 @@ async fn unreadable(
     ctx: &Context,
     guard: &Guarded,
     invalid: &kube::core::error_boundary::InvalidObject,
-) -> Result<Action, ReconcileError> {
+) -> Result<Next, ReconcileError> {
     let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
     let uid = guard.uid().unwrap_or_default();
     if guard.meta().deletion_timestamp.is_some() {
         // Its copies in other namespaces go even though its spec cannot be read.
         super::delivery::finalize(ctx, guard.meta()).await?;
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     // A refresh token held for it is stored first, whatever became of the spec.
     if let Some((pc, write)) = ctx.unstored_state(&uid) {
@@ -110,7 +112,7 @@ async fn unreadable(
         store_held_state(ctx, &pc, &secrets, write).await?;
     }
     if !ctx.first_report_of_unreadable(&uid, guard.meta().generation) {
-        return Ok(Action::await_change());
+        return Ok(None);
     }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
     let message = crate::provider::scrub::truncate_chars(
@@ -120,24 +122,24 @@ async fn unreadable(
     report_unreadable(ctx, guard, &message)
         .await
         .map_err(ReconcileError::Report)?;
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 pub async fn reconcile(
     pc: &ProviderCredential,
     ctx: &Arc<Context>,
-) -> Result<Action, ReconcileError> {
+) -> Result<Next, ReconcileError> {
     let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
     async move {
         if pc.meta().deletion_timestamp.is_some() {
             // Owned Secrets are garbage-collected through their owner references; copies in
             // other namespaces are removed here, before the finalizer goes.
             super::delivery::finalize(ctx, pc.meta()).await?;
-            return Ok(Action::await_change());
+            return Ok(None);
         }
         if super::delivery::hold_finalizer(ctx, pc).await? {
             // The watch brings the new version, which goes on from here.
-            return Ok(Action::await_change());
+            return Ok(None);
         }
         #[cfg(feature = "e2e")]
         if pc.annotations().contains_key(TEST_PANIC_ANNOTATION) {
@@ -173,8 +175,8 @@ pub async fn reconcile(
                 match rotated(plan, &executed) {
                     Ok(outcome) => outcome,
                     // Nothing was sent and nothing changed: no status write.
-                    Err(Withheld::ShuttingDown) => return Ok(Action::await_change()),
-                    Err(Withheld::LeaseUnconfirmed) => return Ok(Action::requeue(WITHHELD_RETRY)),
+                    Err(Withheld::ShuttingDown) => return Ok(None),
+                    Err(Withheld::LeaseUnconfirmed) => return Ok(Some(WITHHELD_RETRY)),
                 }
             }
         };
@@ -188,9 +190,7 @@ pub async fn reconcile(
 
         ctx.count_attempt(&uid, after.backing_off);
         ctx.metrics.reconciled();
-        Ok(after
-            .requeue
-            .map_or_else(Action::await_change, Action::requeue))
+        Ok(after.requeue)
     }
     .instrument(span)
     .await
