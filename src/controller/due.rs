@@ -17,8 +17,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::time::Instant;
 
-/// The longest wait kept (reconciles ask for two days at most).
-const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest wait kept (reconciles ask for a day at most: `rotation::MAX_REQUEUE`).
+const FAR: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub struct Due<K> {
     inner: Mutex<Entries<K>>,
@@ -67,9 +67,12 @@ impl<K: Resource<DynamicType = ()>> Due<K> {
         let Some(after) = after else {
             return Action::await_change();
         };
-        // No reconcile asks for more than two days; anything longer waits a year at most.
+        // A deadline the clock cannot hold (it cannot happen within a week) goes to kube's
+        // scheduler rather than firing at once.
         let now = Instant::now();
-        let at = now.checked_add(after.min(FAR)).unwrap_or(now);
+        let Some(at) = now.checked_add(after.min(FAR)) else {
+            return Action::requeue(after);
+        };
         let first = entries
             .queue
             .first_key_value()
@@ -225,11 +228,15 @@ mod tests {
         assert_eq!(due.len(), 0);
     }
 
-    #[test]
-    fn a_deadline_beyond_the_clock_is_kept_at_the_far_end() {
-        let due = Due::<ConfigMap>::default();
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_beyond_the_clock_is_kept_at_the_far_end() {
+        let due = Arc::new(Due::<ConfigMap>::default());
+        let mut fired = Box::pin(due.clone().fired());
+        let started = Instant::now();
         let action = due.next(object("a", "1"), Some(Duration::MAX));
         assert_eq!(action, Action::await_change());
         assert_eq!(due.len(), 1);
+        fired.next().await.expect("the stream does not end");
+        assert_eq!(started.elapsed(), FAR);
     }
 }

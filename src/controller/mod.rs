@@ -25,10 +25,9 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// Credentials Secrets per list page (the default is 500).
 const CREDENTIALS_PAGE_SIZE: u32 = 50;
 
@@ -237,6 +236,29 @@ async fn kube_client() -> Result<Client, kube::Error> {
     Client::try_from(config)
 }
 
+/// The annotations of a ProviderCredential the controller reads (a refresh request; in tests, a
+/// fault) all start with this.
+const OWN_ANNOTATIONS: &str = "tokenrotator.dev/";
+
+/// The metadata the cache keeps of a ProviderCredential: what the controller reads (identity,
+/// resourceVersion, generation, deletion and finalizers, its own annotations). Every resource
+/// stays cached, and what others put there is often the bulk of it: managedFields, kubectl's
+/// last-applied copy of the whole object, Helm's and Argo CD's labels and annotations.
+fn keep_what_is_read(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.creation_timestamp = None;
+    meta.generate_name = None;
+    meta.self_link = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// What the operator calls itself towards the apiserver.
 pub const USER_AGENT: &str = concat!("token-rotator/", env!("CARGO_PKG_VERSION"));
 
@@ -304,10 +326,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
                 forget_due.forget(pc);
             }
         })
-        .modify(|pc| {
-            pc.managed_fields_mut().clear();
-            pc.annotations_mut().remove(LAST_APPLIED);
-        })
+        .modify(|pc| keep_what_is_read(pc.meta_mut()))
         .reflect(writer)
         .inspect_ok({
             let (store, metrics, mut counted) = (store.clone(), ctx.metrics.clone(), 0i64);
@@ -343,6 +362,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         .touched_objects();
     let mapper_store = store.clone();
     let namespace_readers = store.clone();
+    let cached = store.clone();
     let mut controller = Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(due.clone().fired())
@@ -420,9 +440,15 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         })
         .run(
             move |pc, ctx| {
-                let due = due.clone();
+                let (due, cached) = (due.clone(), cached.clone());
                 async move {
                     let next = reconcile_guarded(pc.clone(), ctx).await?;
+                    // Deleted while it ran: nothing to schedule (its Delete has gone by).
+                    let current = cached.get(&ObjectRef::from(pc.as_ref()));
+                    if current.is_none_or(|c| c.uid() != pc.uid()) {
+                        due.forget(&pc);
+                        return Ok(Action::await_change());
+                    }
                     Ok(due.next(pc, next))
                 }
             },
@@ -433,10 +459,11 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             match result {
                 // Benign: the next version of the object is already queued.
                 Err(kube::runtime::controller::Error::ReconcilerFailed(e, _)) if e.is_stale() => {}
-                // A managed Secret of a resource this instance does not hold: another shard's
-                // (the Secret watch cannot select by the owner's labels), or one just deleted.
+                // A resource this instance does not hold: the owner of a managed Secret in
+                // another shard (the Secret watch cannot select by the owner's labels), or one
+                // just deleted.
                 Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    debug!(object = %obj, "a Secret's owner is not ours; nothing to do")
+                    debug!(object = %obj, "not a resource this instance holds; nothing to do")
                 }
                 Err(e) => warn!(error = %e, "reconcile failed"),
                 Ok(_) => {}
@@ -485,4 +512,59 @@ fn error_policy(pc: Arc<Guarded>, error: &ReconcileError, ctx: Arc<Context>) -> 
     let delay = rotation::backoff(attempts, None, rand::random());
     warn!(%namespace, %name, error = %error, retry_in_s = delay.as_secs(), "reconcile error; retrying");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::REFRESH_ANNOTATION;
+
+    #[test]
+    fn the_cache_keeps_the_metadata_the_controller_reads_and_nothing_else() {
+        let pairs = |kv: &[(&str, &str)]| {
+            Some(
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("pc".into()),
+            namespace: Some("ns".into()),
+            uid: Some("u-1".into()),
+            resource_version: Some("7".into()),
+            generation: Some(3),
+            finalizers: Some(vec!["tokenrotator.dev/copies".into()]),
+            deletion_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::UNIX_EPOCH,
+            )),
+            labels: pairs(&[("app.kubernetes.io/managed-by", "Helm")]),
+            annotations: pairs(&[
+                (REFRESH_ANNOTATION, "2026-12-02"),
+                ("kubectl.kubernetes.io/last-applied-configuration", "{...}"),
+                ("meta.helm.sh/release-name", "r"),
+            ]),
+            managed_fields: Some(vec![Default::default()]),
+            owner_references: Some(vec![Default::default()]),
+            creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::UNIX_EPOCH,
+            )),
+            ..Default::default()
+        };
+        let mut expected = meta.clone();
+        keep_what_is_read(&mut meta);
+        expected.labels = None;
+        expected.annotations = pairs(&[(REFRESH_ANNOTATION, "2026-12-02")]);
+        expected.managed_fields = None;
+        expected.owner_references = None;
+        expected.creation_timestamp = None;
+        assert_eq!(meta, expected);
+        // Without any of its own annotations, none are kept.
+        let mut other = kube::api::ObjectMeta {
+            annotations: pairs(&[("a", "b")]),
+            ..Default::default()
+        };
+        keep_what_is_read(&mut other);
+        assert_eq!(other.annotations, None);
+    }
 }
