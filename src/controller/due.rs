@@ -55,11 +55,11 @@ impl<K: Resource<DynamicType = ()>> Due<K> {
     pub fn next(&self, obj: Arc<K>, after: Option<Duration>) -> Action {
         let key = self.key(&obj);
         let mut entries = self.lock();
-        match entries.queue_of(key) {
-            Some(held) if held.uid() != obj.uid() => {
-                return after.map_or_else(Action::await_change, Action::requeue);
-            }
-            _ => {}
+        if entries
+            .queue_of(key)
+            .is_some_and(|held| held.uid() != obj.uid())
+        {
+            return after.map_or_else(Action::await_change, Action::requeue);
         }
         if let Some(at) = entries.when.remove(&key) {
             entries.queue.remove(&(at, key));
