@@ -56,10 +56,12 @@ impl Found {
         self.standing != Standing::PastGrace
     }
 
-    /// Books a presented token into the chain counters.
-    pub fn count(&self, counters: &mut Counters) {
+    /// Books a presented token into the chain counters; `stale_in_chain` is what
+    /// [`RefreshTokens::note_presented`] answered for it.
+    pub fn count(&self, counters: &mut Counters, stale_in_chain: u64) {
         if self.standing != Standing::Live {
             counters.stale_refresh_presented += 1;
+            counters.most_stale_in_one_chain = counters.most_stale_in_one_chain.max(stale_in_chain);
         }
         if self.standing == Standing::PastGrace {
             counters.stale_refresh_refused += 1;
@@ -73,6 +75,9 @@ pub(crate) struct RefreshTokens {
     tokens: HashMap<String, Entry>,
     /// Replaced tokens in replacement order, to forget the oldest beyond [`MAX_REPLACED`].
     replaced: VecDeque<String>,
+    /// Replaced tokens presented, per chain: a client that loses one unstored answer per
+    /// crash presents at most one per crash in each chain, however many chains it keeps.
+    stale_by_chain: HashMap<ChainId, u64>,
 }
 
 impl RefreshTokens {
@@ -121,9 +126,21 @@ impl RefreshTokens {
         self.insert(&found.subject, found.chain)
     }
 
+    /// Books `found` as presented; answers how many replaced tokens its chain has had
+    /// presented so far (0 for a live one).
+    pub fn note_presented(&mut self, found: &Found) -> u64 {
+        if found.standing == Standing::Live {
+            return 0;
+        }
+        let n = self.stale_by_chain.entry(found.chain).or_default();
+        *n += 1;
+        *n
+    }
+
     pub fn clear(&mut self) {
         self.tokens.clear();
         self.replaced.clear();
+        self.stale_by_chain.clear();
     }
 
     fn insert(&mut self, subject: &str, chain: ChainId) -> String {
@@ -198,10 +215,23 @@ mod tests {
             chain: 1,
             standing,
         };
-        found(Standing::Live).count(&mut c);
-        found(Standing::InGrace).count(&mut c);
-        found(Standing::PastGrace).count(&mut c);
+        let mut s = RefreshTokens::default();
+        for standing in [Standing::Live, Standing::InGrace, Standing::PastGrace] {
+            let f = found(standing);
+            f.count(&mut c, s.note_presented(&f));
+        }
         assert_eq!((c.stale_refresh_presented, c.stale_refresh_refused), (2, 1));
+        assert_eq!(c.most_stale_in_one_chain, 2);
+        // Another chain's first stale token does not raise the per-chain figure.
+        let other = Found {
+            chain: 2,
+            ..found(Standing::InGrace)
+        };
+        other.count(&mut c, s.note_presented(&other));
+        assert_eq!(
+            (c.stale_refresh_presented, c.most_stale_in_one_chain),
+            (3, 2)
+        );
         assert!(found(Standing::InGrace).accepted() && !found(Standing::PastGrace).accepted());
     }
 

@@ -44,6 +44,8 @@ pub struct Counters {
     /// Those of them refused because the grace period had passed (or was zero): the
     /// client's chain is broken.
     pub stale_refresh_refused: u64,
+    /// The most replaced refresh tokens presented in any one chain.
+    pub most_stale_in_one_chain: u64,
     /// Refresh grants that arrived while another refresh grant of the same chain was in
     /// flight (latency included), counted once per such arrival.
     pub overlapping_refreshes: u64,

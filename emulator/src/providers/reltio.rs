@@ -101,7 +101,11 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
             let Some(found) = inner.reltio.refresh_tokens.lookup(presented, grace, now) else {
                 return Err(invalid());
             };
-            found.count(&mut inner.provider_mut(Provider::Reltio).counters);
+            let stale_in_chain = inner.reltio.refresh_tokens.note_presented(&found);
+            found.count(
+                &mut inner.provider_mut(Provider::Reltio).counters,
+                stale_in_chain,
+            );
             if !found.accepted() {
                 return Err(invalid());
             }

@@ -129,7 +129,11 @@ pub(crate) fn token(inner: &mut Inner, req: &TokenRequest, now: Timestamp) -> Ou
             let Some(found) = found else {
                 return Err(wire::invalid_grant("The refresh token is invalid"));
             };
-            found.count(&mut inner.provider_mut(Provider::Retently).counters);
+            let stale_in_chain = inner.retently.refresh_tokens.note_presented(&found);
+            found.count(
+                &mut inner.provider_mut(Provider::Retently).counters,
+                stale_in_chain,
+            );
             if !found.accepted() {
                 return Err(wire::invalid_grant("The refresh token is invalid"));
             }

@@ -54,7 +54,7 @@ async fn admin_api_round_trip() {
         json!({
             "requests": 3, "issued": 1, "rate_limited": 0,
             "stale_refresh_presented": 0, "stale_refresh_refused": 0,
-            "overlapping_refreshes": 0, "chains_started": 0,
+            "most_stale_in_one_chain": 0, "overlapping_refreshes": 0, "chains_started": 0,
         })
     );
     let last = get("/carrental/last-request").await.1;
@@ -160,6 +160,7 @@ async fn chain_knobs_over_the_admin_api() {
     }
     let counters = get("/retently/counters").await.1;
     assert_eq!(counters["stale_refresh_presented"], 1);
+    assert_eq!(counters["most_stale_in_one_chain"], 1);
     assert_eq!(counters["stale_refresh_refused"], 0);
     assert_eq!(counters["overlapping_refreshes"], 0);
     assert_eq!(counters["chains_started"], 1);
