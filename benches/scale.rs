@@ -130,7 +130,8 @@ async fn true_count(api: &Api<ProviderCredential>, type_: &str) -> Result<usize>
         .count())
 }
 
-/// `apiserver_request_total` summed by (verb, resource/subresource).
+/// `apiserver_request_total` summed by (verb, resource/subresource), with the status code
+/// after the resource for calls that did not succeed.
 async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, String), f64>> {
     let text = client
         .request_text(http::Request::get("/metrics").body(Vec::new())?)
@@ -154,6 +155,12 @@ async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, S
         let sub = label("subresource");
         if !sub.is_empty() {
             resource = format!("{resource}/{sub}");
+        }
+        // Refused calls (409 conflicts, 404s) are counted apart: they tell a wasted call from
+        // a needed one.
+        let code = label("code");
+        if !code.starts_with('2') {
+            resource = format!("{resource} ({code})");
         }
         // Non-resource URLs (discovery, /openapi) are not per-credential work.
         if resource.is_empty() || resource.starts_with('/') {
@@ -318,8 +325,8 @@ async fn cold_start(
                     .get(&(verb.clone(), resource.clone()))
                     .unwrap_or(&0.0);
             // The benchmark polls with LIST; Leases are the control plane's own.
-            let ours =
-                (verb == "LIST" && resource == "providercredentials") || resource == "leases";
+            let ours = (verb == "LIST" && resource == "providercredentials")
+                || resource.starts_with("leases");
             (delta >= 1.0 && !ours).then(|| ((verb.clone(), resource.clone()), delta))
         })
         .collect();
@@ -341,7 +348,7 @@ fn print_cold_start(label: &str, n: usize, f: &ColdStart) {
     );
     for ((verb, resource), delta) in &f.calls {
         println!(
-            "  {verb:>6} {resource:<28} {delta:>8}  {:>6.2}",
+            "  {verb:>6} {resource:<34} {delta:>8}  {:>6.2}",
             delta / n as f64
         );
     }
@@ -374,8 +381,8 @@ fn calls_between(
                 - before
                     .get(&(verb.clone(), resource.clone()))
                     .unwrap_or(&0.0);
-            let ours =
-                resource == "leases" || ignore.iter().any(|(v, r)| v == verb && r == resource);
+            let ours = resource.starts_with("leases")
+                || ignore.iter().any(|(v, r)| v == verb && r == resource);
             (delta >= 1.0 && !ours).then(|| ((verb.clone(), resource.clone()), delta))
         })
         .collect()

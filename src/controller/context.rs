@@ -79,6 +79,9 @@ struct Held {
     /// The generation of an unreadable object already reported (reported once, not on every
     /// event its own status write causes).
     unreadable_generation: Option<Option<i64>>,
+    /// The resourceVersion this operator's last status write replaced, until a reconcile
+    /// sees a newer one: a cached copy still at that version predates the write.
+    status_written_over: Option<Box<str>>,
     touched: Option<Instant>,
 }
 
@@ -93,11 +96,23 @@ impl Held {
                     .is_some_and(|t| now.duration_since(t) < STALE_AFTER))
     }
 
+    fn predates_own_status_write(&mut self, resource_version: Option<&str>) -> bool {
+        match (&self.status_written_over, resource_version) {
+            (Some(over), Some(rv)) if **over == *rv => true,
+            (None, _) => false,
+            _ => {
+                self.status_written_over = None;
+                false
+            }
+        }
+    }
+
     fn is_empty(&mut self) -> bool {
         self.state.is_none()
             && self.token.is_none()
             && self.attempts == 0
             && self.unreadable_generation.is_none()
+            && self.status_written_over.is_none()
             && self.budget.is_idle(Timestamp::now())
     }
 }
@@ -282,6 +297,17 @@ impl Context {
         })
     }
 
+    /// Records a status write that replaced version `over` of the resource.
+    pub fn wrote_status(&self, uid: &str, over: &str) {
+        self.with_held(uid, |h| h.status_written_over = Some(over.into()));
+    }
+
+    /// Whether a copy at `resource_version` predates this operator's own last status write
+    /// (the watch has not brought the write yet). A newer copy ends the question.
+    pub fn predates_own_status_write(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        self.with_held(uid, |h| h.predates_own_status_write(resource_version))
+    }
+
     /// A deleted resource: nothing it held can be used any more.
     pub fn forget(&self, uid: &str) {
         self.views.forget(uid);
@@ -324,5 +350,27 @@ mod tests {
             !backing_off.kept_by_sweep(now + STALE_AFTER),
             "untouched for longer than any live resource"
         );
+    }
+
+    #[test]
+    fn a_copy_is_stale_until_the_watch_brings_the_own_status_write() {
+        let mut h = Held::default();
+        assert!(
+            !h.predates_own_status_write(Some("1")),
+            "nothing written yet"
+        );
+        h.status_written_over = Some("1".into());
+        assert!(!h.is_empty(), "kept until a newer copy is seen");
+        assert!(h.predates_own_status_write(Some("1")));
+        assert!(
+            h.predates_own_status_write(Some("1")),
+            "asked again: still stale"
+        );
+        assert!(!h.predates_own_status_write(Some("2")), "the write arrived");
+        assert!(
+            !h.predates_own_status_write(Some("1")),
+            "forgotten once a newer copy was seen"
+        );
+        assert!(h.is_empty());
     }
 }

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::context::Context;
 use super::execute::{ExecuteError, Executed, execute};
@@ -137,6 +137,14 @@ pub async fn reconcile(
             super::delivery::finalize(ctx, pc.meta()).await?;
             return Ok(None);
         }
+        let uid = pc.uid().unwrap_or_default();
+        if ctx.predates_own_status_write(&uid, pc.meta().resource_version.as_deref()) {
+            // Triggered (by a Secret this operator just wrote) before the watch brought
+            // its status write: the newer copy comes with its own reconcile. Anything
+            // written from this one would be refused as stale.
+            debug!("the cached copy predates this operator's status write; waiting for it");
+            return Ok(Some(CACHE_BEHIND_RETRY));
+        }
         if super::delivery::hold_finalizer(ctx, pc).await? {
             // The watch brings the new version, which goes on from here.
             return Ok(None);
@@ -145,7 +153,6 @@ pub async fn reconcile(
         if pc.annotations().contains_key(TEST_PANIC_ANNOTATION) {
             panic!("test fault: tokenrotator.dev/test-panic");
         }
-        let uid = pc.uid().unwrap_or_default();
         let secrets =
             Api::<Secret>::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
 
@@ -195,6 +202,11 @@ pub async fn reconcile(
     .instrument(span)
     .await
 }
+
+/// How soon a reconcile that found the cache behind its own status write looks again, in
+/// case the watch event that should bring it is lost (it normally comes within
+/// milliseconds and reconciles by itself).
+const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How soon a rotation withheld by an unconfirmed lease is tried again (the lease watch
 /// confirms the next renewal within about this long).

@@ -52,16 +52,25 @@ pub async fn report(
         "metadata": {"resourceVersion": pc.meta().resource_version},
         "status": report.status,
     });
-    api.patch_status(
-        &pc.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| match e {
-        kube::Error::Api(ref s) if s.code == 409 => ReportError::StaleObject,
-        e => ReportError::Status(e),
-    })?;
+    let written = api
+        .patch_status(
+            &pc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(ref s) if s.code == 409 => ReportError::StaleObject,
+            e => ReportError::Status(e),
+        })?;
+    // Our own write's watch event is on its way; until it arrives, the cache's copy is
+    // stale and a status written from it would be refused (409). A write the API server
+    // found to change nothing keeps the version, and brings no event to wait for.
+    if let Some(over) = pc.meta().resource_version.as_deref()
+        && written.meta().resource_version.as_deref() != Some(over)
+    {
+        ctx.wrote_status(&pc.uid().unwrap_or_default(), over);
+    }
     debug!(
         new = %serde_json::to_string(&report.status).unwrap_or_default(),
         "status written"
