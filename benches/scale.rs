@@ -156,15 +156,15 @@ async fn apiserver_requests(client: &kube::Client) -> Result<BTreeMap<(String, S
         if !sub.is_empty() {
             resource = format!("{resource}/{sub}");
         }
+        // Non-resource URLs (discovery, /openapi) are not per-credential work.
+        if resource.is_empty() || resource.starts_with('/') {
+            continue;
+        }
         // Refused calls (409 conflicts, 404s) are counted apart: they tell a wasted call from
         // a needed one.
         let code = label("code");
         if !code.starts_with('2') {
             resource = format!("{resource} ({code})");
-        }
-        // Non-resource URLs (discovery, /openapi) are not per-credential work.
-        if resource.is_empty() || resource.starts_with('/') {
-            continue;
         }
         *out.entry((label("verb"), resource)).or_default() += value.trim().parse::<f64>()?;
     }

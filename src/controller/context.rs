@@ -58,6 +58,8 @@ struct HeldByUid {
 /// Every live resource is reconciled at least this often (the longest requeue), so an entry
 /// untouched for longer belongs to a resource deleted while the watch was not looking.
 const STALE_AFTER: Duration = Duration::from_secs(2 * 24 * 3600);
+/// How long a reconcile waits for the watch to bring this operator's own status write.
+const WAIT_FOR_OWN_WRITE: Duration = Duration::from_secs(10);
 /// Entries whose request budget ran out are dropped at the next sweep rather than at their
 /// resource's next reconcile (hours later): after a start-up every resource has one.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -79,9 +81,10 @@ struct Held {
     /// The generation of an unreadable object already reported (reported once, not on every
     /// event its own status write causes).
     unreadable_generation: Option<Option<i64>>,
-    /// The resourceVersion this operator's last status write replaced, until a reconcile
-    /// sees a newer one: a cached copy still at that version predates the write.
-    status_written_over: Option<Box<str>>,
+    /// The resourceVersion this operator's last status write replaced, and when, until a
+    /// reconcile sees a newer one: a cached copy still at that version predates the write.
+    /// Boxed: set only between a write and its watch event.
+    status_written_over: Option<Box<(Box<str>, Instant)>>,
     touched: Option<Instant>,
 }
 
@@ -96,9 +99,18 @@ impl Held {
                     .is_some_and(|t| now.duration_since(t) < STALE_AFTER))
     }
 
-    fn predates_own_status_write(&mut self, resource_version: Option<&str>) -> bool {
+    /// Whether to wait for the watch rather than work from the copy at `resource_version`.
+    /// Never while a refresh token or token waits to be stored (storing it must not wait
+    /// for a watch), and not past [`WAIT_FOR_OWN_WRITE`]: a watch that lags that long costs
+    /// a refused status write, as before, rather than held-up rotations.
+    fn predates_own_status_write(&mut self, resource_version: Option<&str>, now: Instant) -> bool {
+        let holding = self.state.is_some() || self.token.is_some();
         match (&self.status_written_over, resource_version) {
-            (Some(over), Some(rv)) if **over == *rv => true,
+            (Some(w), Some(rv))
+                if *w.0 == *rv && !holding && now.duration_since(w.1) < WAIT_FOR_OWN_WRITE =>
+            {
+                true
+            }
             (None, _) => false,
             _ => {
                 self.status_written_over = None;
@@ -299,13 +311,17 @@ impl Context {
 
     /// Records a status write that replaced version `over` of the resource.
     pub fn wrote_status(&self, uid: &str, over: &str) {
-        self.with_held(uid, |h| h.status_written_over = Some(over.into()));
+        self.with_held(uid, |h| {
+            h.status_written_over = Some(Box::new((over.into(), Instant::now())));
+        });
     }
 
     /// Whether a copy at `resource_version` predates this operator's own last status write
     /// (the watch has not brought the write yet). A newer copy ends the question.
     pub fn predates_own_status_write(&self, uid: &str, resource_version: Option<&str>) -> bool {
-        self.with_held(uid, |h| h.predates_own_status_write(resource_version))
+        self.with_held(uid, |h| {
+            h.predates_own_status_write(resource_version, Instant::now())
+        })
     }
 
     /// A deleted resource: nothing it held can be used any more.
@@ -354,23 +370,60 @@ mod tests {
 
     #[test]
     fn a_copy_is_stale_until_the_watch_brings_the_own_status_write() {
+        let now = Instant::now();
+        let written = |h: &mut Held| h.status_written_over = Some(Box::new(("1".into(), now)));
         let mut h = Held::default();
         assert!(
-            !h.predates_own_status_write(Some("1")),
+            !h.predates_own_status_write(Some("1"), now),
             "nothing written yet"
         );
-        h.status_written_over = Some("1".into());
+        written(&mut h);
         assert!(!h.is_empty(), "kept until a newer copy is seen");
-        assert!(h.predates_own_status_write(Some("1")));
+        assert!(h.predates_own_status_write(Some("1"), now));
         assert!(
-            h.predates_own_status_write(Some("1")),
+            h.predates_own_status_write(Some("1"), now),
             "asked again: still stale"
         );
-        assert!(!h.predates_own_status_write(Some("2")), "the write arrived");
         assert!(
-            !h.predates_own_status_write(Some("1")),
+            !h.predates_own_status_write(Some("2"), now),
+            "the write arrived"
+        );
+        assert!(
+            !h.predates_own_status_write(Some("1"), now),
             "forgotten once a newer copy was seen"
         );
         assert!(h.is_empty());
+
+        written(&mut h);
+        assert!(!h.predates_own_status_write(None, now));
+        assert!(h.is_empty(), "a copy without a version ends the wait too");
+
+        written(&mut h);
+        assert!(
+            !h.predates_own_status_write(Some("1"), now + WAIT_FOR_OWN_WRITE),
+            "a watch lagging that long no longer holds the resource up"
+        );
+        assert!(h.is_empty());
+
+        written(&mut h);
+        let issued = Timestamp::now();
+        h.token = Some(Box::new(HeldToken {
+            token: crate::provider::response::IssuedToken {
+                access_token: "t".to_string().into(),
+                token_type: "Bearer".into(),
+                issued_at: issued,
+                expires_at: issued,
+                lifetime_seconds: 0,
+                lifetime_source: crate::provider::LifetimeSource::ExpiresIn,
+                lifetime_capped_from: None,
+                refresh: crate::provider::response::RefreshOutcome::None,
+            },
+            inputs: String::new(),
+            refresh_handled: None,
+        }));
+        assert!(
+            !h.predates_own_status_write(Some("1"), now),
+            "a token waiting to be stored is never held up"
+        );
     }
 }
