@@ -285,44 +285,7 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     }
 
     let creds_name = &spec.credentials.secret_ref.name;
-    let data = match &o.credentials {
-        CredentialsView::Found(data) => data,
-        CredentialsView::Pinned {
-            data,
-            allowed_hosts,
-        } => {
-            let host = config.token_url.host_str().unwrap_or_default();
-            if !allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return Err(Blocked::new(
-                    reason::TOKEN_HOST_NOT_ALLOWED,
-                    format!(
-                        "the owner of credentials Secret {creds_name} allows its credentials to go only to {} (annotation {ALLOWED_TOKEN_HOSTS_ANNOTATION}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the Secret's owner to add the host",
-                        allowed_hosts.join(", ")
-                    ),
-                    false,
-                ));
-            }
-            data
-        }
-        CredentialsView::NotFound => {
-            return Err(Blocked::new(
-                reason::CREDENTIALS_NOT_FOUND,
-                format!(
-                    "credentials Secret {creds_name} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
-                ),
-                true,
-            ));
-        }
-        CredentialsView::NotLabelled => {
-            return Err(Blocked::new(
-                reason::CREDENTIALS_NOT_LABELLED,
-                format!(
-                    "credentials Secret {creds_name} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {creds_name} tokenrotator.dev/credentials=true) so the operator may read it"
-                ),
-                true,
-            ));
-        }
-    };
+    let data = usable_credentials(creds_name, &o.credentials, &config.token_url)?;
     let mut credentials = credentials_from_data(spec, data);
     let seed = credentials.remove(Param::RefreshToken);
 
@@ -543,6 +506,49 @@ fn resolve(
 
 /// The message of the template failure seen with a real token (kept in the status), else a
 /// generic one: the state Secret remembers the failure, the status only explains it.
+/// The credentials a request may use: only an opted-in Secret's, and only for a token host its
+/// owner allows. `token-rotator authorize` applies this same rule before a consent.
+pub fn usable_credentials<'v>(
+    creds_name: &str,
+    view: &'v CredentialsView,
+    token_url: &url::Url,
+) -> Result<&'v BTreeMap<String, Vec<u8>>, Blocked> {
+    match view {
+        CredentialsView::Found(data) => Ok(data),
+        CredentialsView::Pinned {
+            data,
+            allowed_hosts,
+        } => {
+            let host = token_url.host_str().unwrap_or_default();
+            if !allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return Err(Blocked::new(
+                    reason::TOKEN_HOST_NOT_ALLOWED,
+                    format!(
+                        "the owner of credentials Secret {creds_name} allows its credentials to go only to {} (annotation {ALLOWED_TOKEN_HOSTS_ANNOTATION}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the Secret's owner to add the host",
+                        allowed_hosts.join(", ")
+                    ),
+                    false,
+                ));
+            }
+            Ok(data)
+        }
+        CredentialsView::NotFound => Err(Blocked::new(
+            reason::CREDENTIALS_NOT_FOUND,
+            format!(
+                "credentials Secret {creds_name} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
+            ),
+            true,
+        )),
+        CredentialsView::NotLabelled => Err(Blocked::new(
+            reason::CREDENTIALS_NOT_LABELLED,
+            format!(
+                "credentials Secret {creds_name} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {creds_name} tokenrotator.dev/credentials=true) so the operator may read it"
+            ),
+            true,
+        )),
+    }
+}
+
 fn template_failure_message(pc: &ProviderCredential) -> String {
     pc.status
         .as_ref()
