@@ -31,7 +31,7 @@ pub enum SigningAlgorithm {
     RS256,
     /// RSASSA-PSS with SHA-256 (an RSA private key).
     PS256,
-    /// ECDSA P-256 with SHA-256 (an EC private key in PKCS#8).
+    /// ECDSA P-256 with SHA-256 (an EC P-256 private key, in SEC1 or PKCS#8).
     ES256,
     /// Ed25519 (an Ed25519 private key in PKCS#8).
     EdDSA,
@@ -146,11 +146,11 @@ fn encoding_key(
         SigningKey::Private { pem, key_name, .. } => {
             let not_a_key = |what: &str| {
                 FetchError::Configuration(format!(
-                    "the credentials key `{key_name}` is not {what} in PEM; convert an EC key with `openssl pkcs8 -topk8 -nocrypt`"
+                    "the credentials key `{key_name}` is not {what} in PEM; convert another form (an encrypted key, say) with `openssl pkcs8 -topk8 -nocrypt`"
                 ))
             };
             let (family, key) = private_key(pem).ok_or_else(|| {
-                not_a_key("an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key")
+                not_a_key("an RSA, EC P-256 (SEC1 or PKCS#8) or PKCS#8 Ed25519 private key")
             })?;
             let algorithm = match (wanted, family) {
                 (Some(SigningAlgorithm::HS256), _) => {
@@ -167,7 +167,7 @@ fn encoding_key(
                     return Err(not_a_key("an RSA private key"));
                 }
                 (Some(SigningAlgorithm::ES256), _) => {
-                    return Err(not_a_key("a PKCS#8 EC P-256 private key"));
+                    return Err(not_a_key("an EC P-256 private key"));
                 }
                 (Some(SigningAlgorithm::EdDSA), _) => {
                     return Err(not_a_key("a PKCS#8 Ed25519 private key"));
@@ -227,9 +227,53 @@ fn private_key(pem: &str) -> Option<(KeyFamily, EncodingKey)> {
                 None
             }
         }
-        // SEC1 ("EC PRIVATE KEY") and anything else: convert to PKCS#8, as the error says.
+        PrivateKeyDer::Sec1(der) => {
+            // ring reads EC keys only in PKCS#8: the SEC1 key goes inside one as it is.
+            let pkcs8 =
+                secrecy::zeroize::Zeroizing::new(sec1_p256_as_pkcs8(der.secret_sec1_der())?);
+            EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &pkcs8,
+                &ring::rand::SystemRandom::new(),
+            )
+            .ok()?;
+            Some((KeyFamily::EcP256, EncodingKey::from_ec_der(&pkcs8)))
+        }
         _ => None,
     }
+}
+
+/// A SEC1 `ECPrivateKey` (RFC 5915) wrapped, unread, in a PKCS#8 `PrivateKeyInfo` (RFC 5208)
+/// that names the key id-ecPublicKey on P-256. Nothing of the SEC1 bytes is parsed here:
+/// ring then reads them (without recursion) and refuses a key of another curve (its
+/// parameters must name P-256, its scalar and public key must be P-256's).
+fn sec1_p256_as_pkcs8(sec1: &[u8]) -> Option<Vec<u8>> {
+    /// version 0, then AlgorithmIdentifier { id-ecPublicKey, prime256v1 }.
+    const HEAD: [u8; 24] = [
+        0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+        0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    let mut key = Vec::with_capacity(sec1.len() + 4);
+    der_header(0x04, sec1.len(), &mut key)?;
+    key.extend_from_slice(sec1);
+    let mut out = Vec::with_capacity(HEAD.len() + key.len() + 4);
+    der_header(0x30, HEAD.len() + key.len(), &mut out)?;
+    out.extend_from_slice(&HEAD);
+    out.extend_from_slice(&key);
+    secrecy::zeroize::Zeroize::zeroize(&mut key);
+    Some(out)
+}
+
+/// A DER tag and definite length (up to 64 KiB, far above the PEM bound).
+fn der_header(tag: u8, len: usize, out: &mut Vec<u8>) -> Option<()> {
+    out.push(tag);
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend([0x81, len as u8]),
+        0x100..=0xffff => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        _ => return None,
+    }
+    Some(())
 }
 
 /// One signed assertion, valid from `now` for `settings.lifetime`.
@@ -376,6 +420,111 @@ mod tests {
         }
     }
 
+    /// The SEC1 form of an rcgen EC key (`EC PRIVATE KEY`), as `openssl ecparam -genkey`
+    /// writes it: with the curve in `[0]`, the public key in `[1]`, and an `EC PARAMETERS`
+    /// block before it.
+    fn sec1_pem(pair: &rcgen::KeyPair, curve_oid: &[u8], scalar_len: u8) -> String {
+        let pkcs8 = pair.serialize_der();
+        // The private scalar: version 1, then an OCTET STRING of the scalar's length.
+        let marker = [0x02, 0x01, 0x01, 0x04, scalar_len];
+        let at = pkcs8
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("an ECPrivateKey inside the PKCS#8")
+            + marker.len();
+        let scalar = &pkcs8[at..at + usize::from(scalar_len)];
+        let public = pair.public_key_raw();
+        let tlv = |tag: u8, body: &[u8]| {
+            let mut out = vec![tag];
+            match body.len() {
+                0..=0x7f => out.push(body.len() as u8),
+                len => out.extend([0x81, len as u8]),
+            }
+            out.extend_from_slice(body);
+            out
+        };
+        let mut bit_string = vec![0x00];
+        bit_string.extend_from_slice(public);
+        let body = [
+            tlv(0x02, &[0x01]),
+            tlv(0x04, scalar),
+            tlv(0xa0, &tlv(0x06, curve_oid)),
+            tlv(0xa1, &tlv(0x03, &bit_string)),
+        ]
+        .concat();
+        let sec1 = tlv(0x30, &body);
+        format!(
+            "{}{}",
+            pem("EC PARAMETERS", &tlv(0x06, curve_oid)),
+            pem("EC PRIVATE KEY", &sec1)
+        )
+    }
+
+    const P256_OID: [u8; 8] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384_OID: [u8; 5] = [0x2b, 0x81, 0x04, 0x00, 0x22];
+
+    #[test]
+    fn a_sec1_ec_key_signs_es256_and_verifies() {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let text = sec1_pem(&pair, &P256_OID, 32);
+        assert!(text.contains("-----BEGIN EC PRIVATE KEY-----"), "{text}");
+        for wanted in [None, Some(SigningAlgorithm::ES256)] {
+            let key = SigningKey::Private {
+                pem: &text,
+                key_id: None,
+                key_name: "private_key",
+            };
+            let settings = AssertionSettings {
+                algorithm: wanted,
+                ..AssertionSettings::default()
+            };
+            let jwt = sign(&settings, &key, &who(&BTreeMap::new()), Timestamp::now())
+                .unwrap_or_else(|e| panic!("{wanted:?}: {e}"));
+            let (header, _, sig, signed) = parts(jwt.expose_secret());
+            assert_eq!(header["alg"], "ES256");
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key_raw())
+                .verify(signed.as_bytes(), &sig)
+                .expect("the ES256 signature verifies with the key's public half");
+        }
+        // The curve in the key decides, not the wrapping: a P-384 key in SEC1 is refused.
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let text = sec1_pem(&p384, &P384_OID, 48);
+        let key = SigningKey::Private {
+            pem: &text,
+            key_id: None,
+            key_name: "private_key",
+        };
+        let err = sign(
+            &AssertionSettings::default(),
+            &key,
+            &who(&BTreeMap::new()),
+            Timestamp::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`private_key` is not an RSA, EC P-256"),
+            "{err}"
+        );
+        // The bound holds for SEC1 as for every form: an oversized one is refused unread.
+        let huge = pem("EC PRIVATE KEY", &vec![0x04; 700_000]);
+        let key = SigningKey::Private {
+            pem: &huge,
+            key_id: None,
+            key_name: "private_key",
+        };
+        assert!(
+            sign(
+                &AssertionSettings::default(),
+                &key,
+                &who(&BTreeMap::new()),
+                Timestamp::now()
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn wrong_keys_are_named_without_their_content() {
         let extra = BTreeMap::new();
@@ -395,7 +544,7 @@ mod tests {
         .to_string();
         assert!(
             err.contains(
-                "`signing.pem` is not an RSA, PKCS#8 EC P-256 or PKCS#8 Ed25519 private key"
+                "`signing.pem` is not an RSA, EC P-256 (SEC1 or PKCS#8) or PKCS#8 Ed25519 private key"
             ),
             "{err}"
         );
@@ -482,7 +631,7 @@ mod tests {
             assert!(text.len() < MAX_PRIVATE_KEY_PEM, "{}", text.len());
             let err = sign_with(&text).unwrap_err().to_string();
             assert!(
-                err.contains("is not an RSA, PKCS#8 EC P-256"),
+                err.contains("is not an RSA, EC P-256 (SEC1 or PKCS#8)"),
                 "{label}: {err}"
             );
         }
