@@ -22,7 +22,8 @@ pub struct RefreshArgs {
     #[command(flatten)]
     pub scope: Scope,
     /// Wait until the operator handled each request, and print the new expiry or the reason
-    /// it failed. Exit code: 0 all refreshed, 1 one failed, 2 not handled in time.
+    /// it failed. Exit code: 0 all refreshed, 1 one failed (or is suspended: said at once,
+    /// with or without --wait), 2 not handled in time.
     #[arg(long)]
     pub wait: bool,
     /// How long `--wait` waits (e.g. 30s, 2m).
@@ -48,6 +49,8 @@ pub enum Outcome {
     },
     /// Handled without a new token: the failure, or why nothing was requested.
     Failed { reason: String, message: String },
+    /// spec.suspend is true: no token is requested, whatever is asked.
+    Suspended,
     /// The operator did not record the request in time.
     TimedOut { ready_reason: Option<String> },
 }
@@ -56,7 +59,7 @@ impl Outcome {
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::Requested | Outcome::Refreshed { .. } => 0,
-            Outcome::Failed { .. } => 1,
+            Outcome::Failed { .. } | Outcome::Suspended => 1,
             Outcome::TimedOut { .. } => 2,
         }
     }
@@ -82,6 +85,9 @@ impl Outcome {
                 }
             }
             Outcome::Failed { reason, message } => format!("refresh failed: {reason}: {message}"),
+            Outcome::Suspended => {
+                "suspended (spec.suspend is true): no token is requested until it is resumed".into()
+            }
             Outcome::TimedOut {
                 ready_reason: Some(r),
             } => format!("not handled in time (Ready reason: {r})"),
@@ -93,10 +99,11 @@ impl Outcome {
 }
 
 /// What the status said before the request: a new failure after it is this request's
-/// outcome, and a token issued at the same time is the one the provider had issued before.
+/// outcome, and a token with the same fingerprint is the one the provider had issued before
+/// (issue times have whole seconds: a new token may carry the old one's).
 #[derive(Debug, Clone, Default)]
 pub struct Before {
-    issued_at: Option<Timestamp>,
+    fingerprint: Option<String>,
     failed_at: Option<Timestamp>,
 }
 
@@ -104,14 +111,20 @@ impl Before {
     pub fn of(pc: &ProviderCredential) -> Self {
         let status = pc.status.as_ref();
         Before {
-            issued_at: status
+            fingerprint: status
                 .and_then(|s| s.access_token.as_ref())
-                .map(|t| t.issued_at.0),
+                .map(|t| t.fingerprint.clone()),
             failed_at: status
                 .and_then(|s| s.last_failure.as_ref())
                 .map(|f| f.time.0),
         }
     }
+}
+
+/// The outcome known before anything is requested: a suspended resource requests no token,
+/// so nothing is asked of it and nothing waited for.
+pub fn at_once(pc: &ProviderCredential) -> Option<Outcome> {
+    (pc.spec.suspend == Some(true)).then_some(Outcome::Suspended)
 }
 
 /// Whether the operator has acted on the request `value`.
@@ -122,9 +135,12 @@ pub fn handled(pc: &ProviderCredential, value: &str) -> bool {
         == Some(value)
 }
 
-/// The outcome of a handled request, from the status before and after it: a new failure, or
-/// else a Ready token.
+/// The outcome of a handled request, from the status before and after it: the suspension (it
+/// came while the request was on its way), a new failure, or else a Ready token.
 pub fn outcome(before: &Before, after: &ProviderCredential) -> Outcome {
+    if let Some(suspended) = at_once(after) {
+        return suspended;
+    }
     let status = after.status.clone().unwrap_or_default();
     if let Some(f) = status
         .last_failure
@@ -144,7 +160,7 @@ pub fn outcome(before: &Before, after: &ProviderCredential) -> Outcome {
     {
         return Outcome::Refreshed {
             expires_at: Some(token.expires_at.0),
-            same_token: Some(token.issued_at.0) == before.issued_at,
+            same_token: before.fingerprint.as_ref() == Some(&token.fingerprint),
         };
     }
     Outcome::Failed {
@@ -169,6 +185,10 @@ pub async fn run(args: &RefreshArgs) -> Result<u8, ClusterError> {
         let api = cluster.api_for(&pc);
         let name = pc.metadata.name.clone().unwrap_or_default();
         let namespace = pc.metadata.namespace.clone().unwrap_or_default();
+        if let Some(outcome) = at_once(&pc) {
+            handles.push(tokio::spawn(async move { (namespace, name, Ok(outcome)) }));
+            continue;
+        }
         let before = Before::of(&pc);
         let patch = serde_json::json!({"metadata": {"annotations": {REFRESH_ANNOTATION: value}}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -270,7 +290,8 @@ mod tests {
 
     fn token(issued_at: &str) -> serde_json::Value {
         serde_json::json!({"issuedAt": issued_at, "expiresAt": "2026-01-01T02:00:00Z",
-            "fingerprint": "f", "lifetimeSource": "expiresIn", "secretName": "t"})
+            "fingerprint": format!("sha256:{issued_at}"), "lifetimeSource": "expiresIn",
+            "secretName": "t"})
     }
 
     #[test]
@@ -327,5 +348,73 @@ mod tests {
             "refreshed; the new token expires in 5m0s (2026-01-01T02:00:00Z)"
         );
         assert_eq!(Outcome::TimedOut { ready_reason: None }.exit_code(), 2);
+    }
+
+    fn token_with(issued_at: &str, fingerprint: &str) -> serde_json::Value {
+        let mut t = token(issued_at);
+        t["fingerprint"] = fingerprint.into();
+        t
+    }
+
+    #[test]
+    fn a_new_token_in_the_same_second_is_new() {
+        let old = pc(serde_json::json!({
+            "accessToken": token_with("2026-01-01T00:00:00Z", "sha256:old"),
+            "conditions": [ready()]}));
+        let before = Before::of(&old);
+        // Issue times have whole seconds: a new token can carry the old one's.
+        let new = pc(serde_json::json!({
+            "accessToken": token_with("2026-01-01T00:00:00Z", "sha256:new"),
+            "lastRefreshRequest": "v", "conditions": [ready()]}));
+        assert!(matches!(
+            outcome(&before, &new),
+            Outcome::Refreshed {
+                same_token: false,
+                ..
+            }
+        ));
+        // The same token, whatever its issue time says.
+        let same = pc(serde_json::json!({
+            "accessToken": token_with("2026-01-01T00:00:07Z", "sha256:old"),
+            "lastRefreshRequest": "v", "conditions": [ready()]}));
+        assert!(matches!(
+            outcome(&before, &same),
+            Outcome::Refreshed {
+                same_token: true,
+                ..
+            }
+        ));
+    }
+
+    fn suspended(status: serde_json::Value) -> ProviderCredential {
+        let mut pc = pc(status);
+        pc.spec.suspend = Some(true);
+        pc
+    }
+
+    #[test]
+    fn a_suspended_resource_is_said_at_once() {
+        let status = serde_json::json!({
+            "accessToken": token("2026-01-01T00:00:00Z"), "conditions": [ready()]});
+        // Known before anything is requested or waited for.
+        let now = suspended(status.clone());
+        let said = at_once(&now).expect("a suspended resource is answered at once");
+        assert_eq!(said, Outcome::Suspended);
+        assert_eq!(said.exit_code(), 1);
+        assert!(
+            said.describe(Timestamp::now())
+                .contains("suspended (spec.suspend is true)"),
+            "{}",
+            said.describe(Timestamp::now())
+        );
+        assert_eq!(at_once(&pc(status.clone())), None);
+        // Suspended while the request was on its way: the operator records it as seen,
+        // Ready still says TokenIssued; the outcome is the suspension, not a refresh.
+        let before = Before::of(&pc(status.clone()));
+        let mut handled_status = status;
+        handled_status["lastRefreshRequest"] = "v".into();
+        let after = suspended(handled_status);
+        assert!(handled(&after, "v"));
+        assert_eq!(outcome(&before, &after), Outcome::Suspended);
     }
 }

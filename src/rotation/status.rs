@@ -13,7 +13,7 @@ use super::schedule::{self, MIN_INTERVAL};
 use super::settle::ChainEnd;
 use crate::api::{
     AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
-    RefreshTokenStatus, SecretKeyRef, state_secret_name,
+    REFRESH_ANNOTATION, RefreshTokenStatus, SecretKeyRef, state_secret_name,
 };
 use crate::conditions::{self, DEGRADED, READY, SHORT_LIFETIME, reason};
 use crate::provider::{FetchError, IssuedToken, RefreshOutcome};
@@ -124,7 +124,12 @@ pub fn status_after(
             r.mark_ready_while_token_valid();
             r.requeue_at_expiry_or_never()
         }
-        Outcome::Blocked(b) => r.blocked(b, attempts),
+        Outcome::Blocked(b) => {
+            if b.reason == reason::SUSPENDED {
+                r.seen_while_suspended(pc);
+            }
+            r.blocked(b, attempts)
+        }
         Outcome::Issued { plan, token } => {
             r.attempted(plan);
             r.issued(plan, token, &base.status)
@@ -265,6 +270,15 @@ impl Reporter {
             shorter(at_expiry, delay)
         } else {
             at_expiry
+        }
+    }
+
+    /// A refresh request made while suspended is recorded as seen: it gets no token, and
+    /// whoever asked (`refresh --wait`) learns so now instead of at its timeout; resuming
+    /// does not act on it later.
+    fn seen_while_suspended(&mut self, pc: &ProviderCredential) {
+        if let Some(value) = pc.annotations().get(REFRESH_ANNOTATION) {
+            self.status.last_refresh_request = Some(value.clone());
         }
     }
 

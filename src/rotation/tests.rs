@@ -992,6 +992,44 @@ fn blocked_rechecks_back_off_and_a_valid_token_keeps_ready() {
     assert_eq!(degraded(&r), ("False".into(), reason::SUSPENDED.into()));
     assert!(!r.backing_off);
     assert_eq!(r.requeue, Some(requeue_delay(now(), t.expires_at)));
+    assert_eq!(r.status.last_refresh_request, None);
+}
+
+#[test]
+fn a_refresh_request_is_recorded_as_seen_while_suspended() {
+    let mut suspended = reltio();
+    suspended.spec.suspend = Some(true);
+    suspended
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(api::REFRESH_ANNOTATION.into(), "n1".into());
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&suspended);
+    o.target = target_with(&suspended, &t);
+    let planned = plan(&o);
+    let Step::Blocked(b) = &planned.step else {
+        panic!()
+    };
+    assert_eq!(b.reason, reason::SUSPENDED);
+    let r = status_after(&suspended, &planned.baseline, Outcome::Blocked(b), now(), 0);
+    // Seen (so `refresh --wait` and anyone watching learn it was handled), and nothing
+    // else changes: no token was requested.
+    assert_eq!(r.status.last_refresh_request.as_deref(), Some("n1"));
+    assert_eq!(degraded(&r), ("False".into(), reason::SUSPENDED.into()));
+    assert_eq!(ready(&r).0, "True");
+    // Another Blocked reason does not consume the request: it is acted on once unblocked.
+    let mut not_found = suspended.clone();
+    not_found.spec.suspend = None;
+    let mut o = observed(&not_found);
+    o.target = target_with(&not_found, &t);
+    o.credentials = CredentialsView::NotFound;
+    let planned = plan(&o);
+    let Step::Blocked(b) = &planned.step else {
+        panic!()
+    };
+    let r = status_after(&not_found, &planned.baseline, Outcome::Blocked(b), now(), 0);
+    assert_eq!(r.status.last_refresh_request, None);
 }
 
 #[test]
