@@ -95,8 +95,9 @@ async fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            // Errors may quote a provider or a server: printed without control characters.
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", cli::terminal_safe(&e.to_string()));
                 ExitCode::FAILURE
             }
         },
@@ -109,7 +110,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", cli::terminal_safe(&e.to_string()));
                 ExitCode::FAILURE
             }
         },

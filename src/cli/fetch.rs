@@ -9,7 +9,8 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use super::manifest::{self, ManifestError, secret_data};
-use crate::api::{self, CREDENTIALS_LABEL, ProviderCredential, SpecError};
+use super::private_file;
+use crate::api::{self, ALLOWED_TOKEN_HOSTS_ANNOTATION, ProviderCredential, SpecError};
 use crate::provider::{
     FetchError, GrantRequest, GrantType, HttpPolicy, IssuedToken, Param, TokenClient,
 };
@@ -124,9 +125,11 @@ pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
             let code_key = credentials.key_name(Param::Code).to_string();
             let manifest =
                 state_manifest(&credentials_secret, data, &key, &code_key, &refresh_token);
-            write_private(path, &manifest).map_err(|source| FetchCommandError::WriteState {
-                path: path.display().to_string(),
-                source,
+            private_file::write_new(path, &manifest).map_err(|source| {
+                FetchCommandError::WriteState {
+                    path: path.display().to_string(),
+                    source,
+                }
             })?;
         }
     }
@@ -134,7 +137,8 @@ pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
 }
 
 /// The credentials Secret again, with the spent code removed and the refresh token set, so
-/// `kubectl apply -f` hands the chain to the operator as a seed.
+/// `kubectl apply -f` hands the chain to the operator as a seed. Its labels and host pin are
+/// the original's: the opt-in label is its owner's to give, never added here.
 pub(super) fn state_manifest(
     original: &Secret,
     mut data: BTreeMap<String, Vec<u8>>,
@@ -144,13 +148,17 @@ pub(super) fn state_manifest(
 ) -> String {
     data.remove(code_key);
     data.insert(refresh_key.to_string(), refresh_token.as_bytes().to_vec());
-    let mut labels = original.metadata.labels.clone().unwrap_or_default();
-    labels.insert(CREDENTIALS_LABEL.to_string(), "true".to_string());
     let secret = Secret {
         metadata: ObjectMeta {
             name: original.metadata.name.clone(),
             namespace: original.metadata.namespace.clone(),
-            labels: Some(labels),
+            labels: original.metadata.labels.clone(),
+            annotations: original
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get_key_value(ALLOWED_TOKEN_HOSTS_ANNOTATION))
+                .map(|(k, v)| BTreeMap::from([(k.clone(), v.clone())])),
             ..ObjectMeta::default()
         },
         type_: original.type_.clone(),
@@ -164,16 +172,4 @@ pub(super) fn state_manifest(
     // k8s-openapi writes apiVersion and kind itself; adding them again would make the
     // manifest invalid YAML (duplicate keys).
     serde_saphyr::to_string(&secret).expect("a Secret always serialises")
-}
-
-pub(super) fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
 }

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::api::AuthorizationSettings;
+use crate::cli::terminal_safe;
 use crate::provider::scrub::Scrubber;
 
 /// One consent attempt: the URL a person opens, and what its answer must carry.
@@ -101,22 +102,26 @@ impl Consent {
                 _ => {}
             }
         }
-        // A refusal is reported even without a state: there is no code to protect, and the
-        // person needs to know why.
-        if let Some(error) = error {
-            let scrubber = Scrubber::new([self.state.expose_secret()]);
-            return Err(AnswerError::Refused {
-                error: scrubber.excerpt(&error),
-                description: description
-                    .map(|d| format!(" ({})", scrubber.excerpt(&d)))
-                    .unwrap_or_default(),
-            });
+        if error.is_none() && code.as_deref().is_none_or(str::is_empty) {
+            return Err(AnswerError::NoCode);
         }
-        let code = code.filter(|c| !c.is_empty()).ok_or(AnswerError::NoCode)?;
+        // A refusal too counts only with this request's state (RFC 6749 §4.1.2.1 returns it):
+        // anything on this machine can send one, and it would end the consent.
         if state.as_deref() != Some(self.state.expose_secret()) {
             return Err(AnswerError::StateMismatch);
         }
-        Ok(SecretString::from(code))
+        if let Some(error) = error {
+            // The provider's words reach a terminal: without control characters, bounded.
+            let scrubber = Scrubber::new([self.state.expose_secret()]);
+            let shown = |text: &str| scrubber.excerpt(&terminal_safe(text));
+            return Err(AnswerError::Refused {
+                error: shown(&error),
+                description: description
+                    .map(|d| format!(" ({})", shown(&d)))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(SecretString::from(code.unwrap_or_default()))
     }
 
     #[cfg(test)]
@@ -234,5 +239,65 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(&state));
+    }
+
+    #[test]
+    fn a_refusal_counts_only_with_this_requests_state() {
+        let consent = Consent::new(&settings(false), "c");
+        let state = consent.state().to_string();
+        for forged in [
+            "error=access_denied".to_string(),
+            "error=access_denied&state=".to_string(),
+            "error=access_denied&state=someone-elses".to_string(),
+            format!("error=access_denied&state={state}x"),
+            format!("error=access_denied&code=abc&state={}", &state[1..]),
+        ] {
+            assert_eq!(
+                consent.code_from_query(&forged).unwrap_err(),
+                AnswerError::StateMismatch,
+                "{forged}"
+            );
+        }
+        assert_eq!(
+            consent
+                .code_from_query(&format!("error=access_denied&state={state}"))
+                .unwrap_err(),
+            AnswerError::Refused {
+                error: "access_denied".into(),
+                description: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn the_providers_words_are_shown_without_control_characters_and_bounded() {
+        let consent = Consent::new(&settings(false), "c");
+        let state = consent.state().to_string();
+        let hostile = format!(
+            "\u{1b}]0;pwned\u{7}\u{1b}[2Jno\r\nway\u{9b}1m\u{202e}gpj.exe\u{7f}\0{}",
+            "x".repeat(10_000)
+        );
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("error", "access_denied\u{1b}[8m")
+            .append_pair("error_description", &hostile)
+            .append_pair("state", &state)
+            .finish();
+        let err = consent.code_from_query(&query).unwrap_err();
+        let AnswerError::Refused { error, description } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(error, "access_denied[8m");
+        assert!(
+            description.starts_with(" (]0;pwned[2Jno way1mgpj.exexxx"),
+            "{description:?}"
+        );
+        let text = err.to_string();
+        assert!(text.chars().count() < 500, "{}", text.len());
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{text:?}"
+        );
     }
 }

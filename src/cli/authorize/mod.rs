@@ -1,12 +1,13 @@
 //! `token-rotator authorize`: a person's consent for the authorizationCode grant, once. The
 //! code is spent through the same client as `fetch` and the controller; the refresh token it
 //! yields goes where the operator reads its seed (the credentials Secret) and is never
-//! printed.
+//! printed. It obeys the operator's rules with the person's rights: a credentials Secret
+//! that did not opt in is not used (and never labelled here), its owner's host pin holds,
+//! and the token endpoint passes the operator's transport checks before the consent starts.
 
 mod callback;
 mod consent;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +19,14 @@ use secrecy::ExposeSecret;
 
 use self::callback::{Arrival, CallbackError, Listener};
 use self::consent::Consent;
-use super::fetch::{FetchSummary, state_manifest, write_private};
-use super::manifest::{self, ManifestError, secret_data};
+use super::fetch::{FetchSummary, state_manifest};
+use super::manifest::{self, ManifestError};
+use super::private_file;
 use super::refresh::parse_timeout;
-use crate::api::{self, CREDENTIALS_LABEL, ProviderCredential, SpecError};
+use crate::api::{self, ProviderCredential, SpecError};
 use crate::provider::{FetchError, GrantRequest, HttpPolicy, Param, TokenClient};
+use crate::rotation::{Blocked, usable_credentials};
+use crate::secrets::credentials_view;
 
 const FIELD_MANAGER: &str = "token-rotator-authorize";
 
@@ -73,6 +77,12 @@ pub enum AuthorizeError {
         "the credentials have no {0}: the authorization request names the client (add it to the credentials Secret)"
     )]
     MissingClientId(String),
+    /// The operator's own rule for credentials Secrets (opt-in label, the owner's host pin).
+    #[error("{}: {}", .0.reason, .0.message)]
+    Credentials(Blocked),
+    /// The operator's transport checks on the token endpoint, before the consent.
+    #[error("{}: {source}", .source.class().reason())]
+    Endpoint { source: FetchError },
     #[error(
         "cannot reach Kubernetes ({0}); check KUBECONFIG or ~/.kube/config, or use -f, --credentials and --state-out"
     )]
@@ -101,6 +111,10 @@ pub enum AuthorizeError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "credentials Secret {namespace}/{name} kept changing while the refresh token was written; it was not stored"
+    )]
+    Contended { namespace: String, name: String },
 }
 
 /// Where the refresh token went.
@@ -200,8 +214,22 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
     {
         return Err(AuthorizeError::InsecureAuthorizationUrl);
     }
-    let data = secret_data(&credentials_secret);
-    let mut credentials = api::credentials_from_data(&resource.spec, &data);
+    // The rule the operator applies, applied before anything is sent: an answer from a
+    // Secret that did not opt in, or for a host its owner did not allow, would be spent in
+    // vain at best and send the client secret where its owner refused at worst.
+    let creds_name = &resource.spec.credentials.secret_ref.name;
+    let view = credentials_view(Some(&credentials_secret));
+    let data = usable_credentials(creds_name, &view, &config.token_url)
+        .map_err(AuthorizeError::Credentials)?;
+    let token_client = TokenClient::new(HttpPolicy {
+        allow_http: args.allow_http,
+        allowed_hosts: None,
+        allow_link_local: args.allow_link_local_token_endpoints,
+    });
+    token_client
+        .check_endpoint(&config.token_url)
+        .map_err(|source| AuthorizeError::Endpoint { source })?;
+    let mut credentials = api::credentials_from_data(&resource.spec, data);
     let client_id = credentials
         .get(Param::ClientId)
         .ok_or_else(|| {
@@ -213,9 +241,24 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
     let consent = Arc::new(Consent::new(&settings, &client_id));
     // Listen before showing the URL: the browser may come back at once.
     let listener = match Arrival::of(&settings.redirect_uri) {
-        Arrival::Loopback { addr, path } => Some(Listener::bind(addr, path).await?),
+        Arrival::Loopback { addrs, path } => Some(Listener::bind(&addrs, path).await?),
         Arrival::Pasted => None,
     };
+    // Where the consent happens and where the code and the client's credentials will go,
+    // before the person sends anything anywhere.
+    eprintln!(
+        "Authorization server: {} (your browser consents there)",
+        authority(&settings.authorization_url)
+    );
+    eprintln!(
+        "Token endpoint: {} (the code{} and the client's credentials go there, nowhere else)",
+        authority(&config.token_url),
+        if consent.verifier.is_some() {
+            ", the PKCE verifier"
+        } else {
+            ""
+        }
+    );
     eprintln!(
         "Open this address in a browser and consent for {}/{}:\n\n  {}\n",
         namespace,
@@ -248,11 +291,6 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
             verifier.expose_secret(),
         );
     }
-    let token_client = TokenClient::new(HttpPolicy {
-        allow_http: args.allow_http,
-        allowed_hosts: None,
-        allow_link_local: args.allow_link_local_token_endpoints,
-    });
     let token = token_client
         .fetch(&config, &credentials, &GrantRequest::Primary)
         .await?;
@@ -267,22 +305,23 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
         (Some(path), _) => {
             let text = state_manifest(
                 &credentials_secret,
-                data,
+                data.clone(),
                 &refresh_key,
                 &code_key,
                 refresh.expose_secret(),
             );
-            write_private(path, &text).map_err(|source| AuthorizeError::WriteState {
+            private_file::write_new(path, &text).map_err(|source| AuthorizeError::WriteState {
                 path: path.display().to_string(),
                 source,
             })?;
             format!("file {} (key {refresh_key})", path.display())
         }
         (None, Some(client)) => {
-            apply_seed(
+            store_seed(
                 &client,
                 &namespace,
                 &secret_name,
+                &config.token_url,
                 &refresh_key,
                 refresh.expose_secret(),
             )
@@ -297,41 +336,64 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
     })
 }
 
-/// Server-side apply of the refresh token and the opt-in label only: every other key of the
-/// credentials Secret stays as its owners wrote it.
-async fn apply_seed(
+/// Attempts at writing the refresh token while others change the Secret.
+const STORE_ATTEMPTS: usize = 5;
+
+/// Writes the refresh token alone into the credentials Secret (every other key and all
+/// metadata stay as their owners wrote them), at the resourceVersion of a copy that still
+/// opted in and still allows the token host: the owner may have withdrawn either while the
+/// person was in the browser.
+async fn store_seed(
     client: &Client,
     namespace: &str,
     name: &str,
+    token_url: &url::Url,
     key: &str,
     refresh_token: &str,
 ) -> Result<(), AuthorizeError> {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode(refresh_token);
-    let patch = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {CREDENTIALS_LABEL: "true"},
-        },
-        "data": BTreeMap::from([(key, encoded)]),
-    });
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| AuthorizeError::Cluster {
+    let cluster = |source| AuthorizeError::Cluster {
         what: "credentials Secret",
         namespace: namespace.into(),
         name: name.into(),
         source,
-    })?;
-    Ok(())
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    for _ in 0..STORE_ATTEMPTS {
+        let secret = api.get(name).await.map_err(cluster)?;
+        usable_credentials(name, &credentials_view(Some(&secret)), token_url)
+            .map_err(AuthorizeError::Credentials)?;
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": secret.resource_version()},
+            "data": {key: encoded},
+        });
+        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(source) => return Err(cluster(source)),
+        }
+    }
+    Err(AuthorizeError::Contended {
+        namespace: namespace.into(),
+        name: name.into(),
+    })
+}
+
+/// `host[:port]` of a URL, and whether it is plain http.
+fn authority(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let plain = if url.scheme() == "http" {
+        " (plain http)"
+    } else {
+        ""
+    };
+    super::terminal_safe(&format!("{host}{port}{plain}"))
 }
 
 /// Best effort: the URL is printed either way.
