@@ -198,15 +198,62 @@ async fn authorize_hands_the_operator_a_refresh_token_through_the_credentials_se
     env.wait_condition("retently", "Ready", "False", None)
         .await?;
     ensure!(c.counters(p).requests == 0);
+    let ns = env.name();
+    let opted_in = |s: &k8s_openapi::api::core::v1::Secret| {
+        s.labels()
+            .get("tokenrotator.dev/credentials")
+            .map(String::as_str)
+            == Some("true")
+    };
+    let authorize = || {
+        tokio::process::Command::new(binary())
+            .args(["authorize", "retently", "-n", ns, "--allow-http"])
+            .env("KUBECONFIG", env.cp.kubeconfig_path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    };
 
-    let mut child = tokio::process::Command::new(binary())
-        .args(["authorize", "retently", "-n", env.name(), "--allow-http"])
-        .env("KUBECONFIG", env.cp.kubeconfig_path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    // A Secret that did not opt in is not used, and the command does not opt it in.
+    let refused = authorize()?.wait_with_output().await?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success(), "{said}");
+    ensure!(
+        said.contains("CredentialsNotLabelled")
+            && said.contains("kubectl label secret creds tokenrotator.dev/credentials=true"),
+        "{said}"
+    );
+    ensure!(!said.contains("://"), "no consent was offered: {said}");
+    let (secret, _) = env.secret_data("creds").await?.context("creds")?;
+    ensure!(!opted_in(&secret), "authorize labelled the Secret");
+    ensure!(
+        !secret
+            .managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("token-rotator-authorize")),
+        "authorize wrote the Secret"
+    );
+    ensure!(c.counters(p).requests == 0);
+
+    // Its owner opts in.
+    env.secrets()
+        .patch(
+            "creds",
+            &kube::api::PatchParams::apply("the-owner"),
+            &kube::api::Patch::Apply(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "creds",
+                    "labels": {"tokenrotator.dev/credentials": "true"},
+                },
+            })),
+        )
+        .await?;
+
+    let mut child = authorize()?;
     let mut stderr = tokio::io::BufReader::new(child.stderr.take().context("stderr")?).lines();
     let mut seen = String::new();
     let url = loop {
@@ -230,7 +277,6 @@ async fn authorize_hands_the_operator_a_refresh_token_through_the_credentials_se
     let out = child.wait_with_output().await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(out.status.success(), "authorize failed: {seen}");
-    let ns = env.name();
     ensure!(
         seen.contains(&format!(
             "Stored the refresh token in Secret {ns}/creds (key refresh_token)."
@@ -238,27 +284,26 @@ async fn authorize_hands_the_operator_a_refresh_token_through_the_credentials_se
         "{seen}"
     );
 
-    // The Secret gained the seed and the opt-in label; the client keys are untouched.
+    // The Secret gained the seed, and nothing else: the client keys and the owner's label
+    // are untouched, and the label stays the owner's field.
     let (secret, stored) = env.secret_data("creds").await?.context("creds")?;
     let seed = stored
         .get("refresh_token")
         .context("a refresh token")?
         .clone();
     ensure!(stored["client_id"] == data_text(&data, "client_id"));
+    ensure!(opted_in(&secret));
+    let written: Vec<String> = secret
+        .managed_fields()
+        .iter()
+        .filter(|m| m.manager.as_deref() == Some("token-rotator-authorize"))
+        .map(|m| serde_json::to_string(&m.fields_v1).unwrap_or_default())
+        .collect();
     ensure!(
-        secret
-            .labels()
-            .get("tokenrotator.dev/credentials")
-            .map(String::as_str)
-            == Some("true")
+        written.len() == 1 && written[0].contains("f:refresh_token"),
+        "written by its own field manager: {written:?}"
     );
-    ensure!(
-        secret
-            .managed_fields()
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("token-rotator-authorize")),
-        "applied by its own field manager"
-    );
+    ensure!(!written[0].contains("f:labels"), "{written:?}");
     ensure!(c.counters(p).chains_started == 1, "one code spent");
 
     // The operator takes the seed from there: it spends it and becomes Ready.
