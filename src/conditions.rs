@@ -9,6 +9,9 @@ pub const DEGRADED: &str = "Degraded";
 /// The provider's tokens live too briefly for spec.refresh: renewal falls back to half the
 /// lifetime, with a floor.
 pub const SHORT_LIFETIME: &str = "ShortLifetime";
+/// Token requests take less time than spec.tokenEndpoint.timeoutSeconds allows: the
+/// operator's leader-election lease covers no longer request.
+pub const TIMEOUT_CAPPED: &str = "TimeoutCapped";
 
 /// Condition reasons beyond the provider's error classes.
 pub mod reason {
@@ -25,6 +28,8 @@ pub mod reason {
     pub const REQUEST_BUDGET_EXCEEDED: &str = "RequestBudgetExceeded";
     pub const LIFETIME_SHORTER_THAN_MARGIN: &str = "LifetimeShorterThanMargin";
     pub const LIFETIME_SUFFICIENT: &str = "LifetimeSufficient";
+    pub const LEASE_TOO_SHORT: &str = "LeaseTooShort";
+    pub const TIMEOUT_AS_SPECIFIED: &str = "TimeoutAsSpecified";
 }
 
 /// Sets (or replaces) a condition, preserving its transition time when the status holds.

@@ -23,8 +23,26 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::rotation::TimeoutCap;
+
 /// The clock difference between replicas' nodes tolerated by the fence.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(2);
+
+/// How long a renewal may take to be seen through the watch of the Lease.
+const CONFIRM_LAG: Duration = Duration::from_secs(1);
+
+/// What each renewal cycle leaves a request that fits only in the whole lease: the retry of
+/// a withheld request (2 s, controller/reconcile.rs) and the renewal's [`CONFIRM_LAG`].
+const START_ROOM: Duration = Duration::from_secs(3);
+
+/// The shortest timeout a token request has (spec.tokenEndpoint.timeoutSeconds ≥ 1).
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest timeout a token request has (spec.tokenEndpoint.timeoutSeconds ≤ 30).
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request the fence has kept back for this long shows on its resource.
+pub const WITHHELD_VISIBLE_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LeaderArgs {
@@ -53,6 +71,10 @@ pub enum LeaderError {
     NoNamespace,
     #[error("--lease-renew-margin-seconds must be above 0 and below --lease-duration-seconds")]
     BadTiming,
+    #[error(
+        "--lease-duration-seconds {duration} with --lease-renew-margin-seconds {margin} cannot cover even a 1 s token request: a request needs the lease for its timeout + 2 s of clock skew, within the renew margin (+ 1 s for the renewal to be seen: a margin of at least 4) or within the whole lease with 3 s to spare after each renewal (a duration of at least 6). Raise --lease-duration-seconds"
+    )]
+    LeaseTooShort { duration: u64, margin: u64 },
     #[error("{0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("the lease watcher stopped before leadership was acquired")]
@@ -133,6 +155,10 @@ pub struct Gate {
     stopping: watch::Sender<bool>,
     /// `None`: no leader election (one replica, nothing to fence).
     lease: Option<Arc<Mutex<LeaseView>>>,
+    /// The longest request the lease covers, when that is shorter than the longest timeout.
+    cap: Option<TimeoutCap>,
+    /// When leadership was acquired (the wall clock): an unconfirmed lease withholds since.
+    led_since: SystemTime,
 }
 
 impl Gate {
@@ -141,14 +167,34 @@ impl Gate {
         Gate {
             stopping: watch::Sender::new(false),
             lease: None,
+            cap: None,
+            led_since: SystemTime::now(),
         }
     }
 
-    fn fenced() -> Self {
+    fn fenced(cap: Option<TimeoutCap>) -> Self {
         Gate {
             stopping: watch::Sender::new(false),
             lease: Some(Arc::new(Mutex::new(LeaseView::Unconfirmed))),
+            cap,
+            led_since: SystemTime::now(),
         }
+    }
+
+    /// The longest token request the lease covers, when it is shorter than a request may be.
+    pub fn timeout_cap(&self) -> Option<TimeoutCap> {
+        self.cap
+    }
+
+    /// Since when the fence has kept back a request with this timeout, once that has lasted
+    /// [`WITHHELD_VISIBLE_AFTER`]; `None` while it is shorter, or the gate is open or stopped.
+    pub fn withheld_since(&self, timeout: Duration) -> Option<SystemTime> {
+        let view = *self
+            .lease
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        long_withheld(view, self.led_since, SystemTime::now(), timeout)
     }
 
     /// May a request with this timeout be sent now?
@@ -210,6 +256,41 @@ pub fn fence_permits(
     fits_monotonic && fits_wall
 }
 
+/// The longest token-request timeout that a lease of `duration`, renewed `renew_margin`
+/// before it lapses, covers: one that fits in the margin (it may start at any moment: the
+/// renewal comes before the lease runs that short), or else one that fits in the whole lease
+/// with [`START_ROOM`] to spare (it may start after each renewal). `None`: not even
+/// [`MIN_REQUEST_TIMEOUT`]. Requests are capped at it; the defaults (60 s, 40 s) cover 55 s,
+/// more than any request takes.
+pub fn request_timeout_cap(duration: Duration, renew_margin: Duration) -> Option<Duration> {
+    let anytime = renew_margin.saturating_sub(CLOCK_SKEW + CONFIRM_LAG);
+    let after_renewal = duration.saturating_sub(CLOCK_SKEW + START_ROOM);
+    Some(anytime.max(after_renewal)).filter(|cap| *cap >= MIN_REQUEST_TIMEOUT)
+}
+
+/// Since when a request with `timeout` has found the fence closed, if for at least
+/// [`WITHHELD_VISIBLE_AFTER`] by `wall_now`: an unconfirmed lease since leadership began, a
+/// confirmed one since it became too short for the request. Wall-clock times, so that the
+/// same state gives the same answer (a status that does not change is not written again).
+pub fn long_withheld(
+    lease: LeaseView,
+    led_since: SystemTime,
+    wall_now: SystemTime,
+    timeout: Duration,
+) -> Option<SystemTime> {
+    let since = match lease {
+        LeaseView::Unconfirmed => led_since,
+        LeaseView::Until { wall, .. } => wall
+            .checked_sub(timeout.saturating_add(CLOCK_SKEW))
+            .unwrap_or(led_since)
+            .max(led_since),
+        // Leadership ended: the process stops.
+        LeaseView::Lost => return None,
+    };
+    let closed_for = wall_now.duration_since(since).ok()?;
+    (closed_for >= WITHHELD_VISIBLE_AFTER).then_some(since)
+}
+
 /// The lease view after the Lease was seen again (`confirmed`: ours until then, or `None`:
 /// not ours). A lease that lapsed, or went to another holder, stays lost.
 pub fn next_view(
@@ -261,11 +342,7 @@ pub async fn acquire(
         .leader_election_namespace
         .clone()
         .ok_or(LeaderError::NoNamespace)?;
-    if args.lease_renew_margin_seconds == 0
-        || args.lease_renew_margin_seconds >= args.lease_duration_seconds
-    {
-        return Err(LeaderError::BadTiming);
-    }
+    let cap = lease_timeout_cap(args)?;
     let identity = identity();
     let manager = LeaseManagerBuilder::new(client.clone(), &args.leader_election_lease_name)
         .with_namespace(&namespace)
@@ -283,13 +360,18 @@ pub async fn acquire(
             .map_err(|_| LeaderError::WatcherStopped)?;
     }
     info!(%identity, "acquired leadership");
-    if args.lease_renew_margin_seconds < 30 + CLOCK_SKEW.as_secs() {
+    if let Some(cap) = cap {
+        warn!(
+            cap_s = cap.at_most.as_secs(),
+            "--lease-duration-seconds and --lease-renew-margin-seconds cover token requests of at most this many seconds: longer spec.tokenEndpoint.timeoutSeconds are capped (said on each resource's TimeoutCapped condition)"
+        );
+    } else if args.lease_renew_margin_seconds < 30 + CLOCK_SKEW.as_secs() {
         warn!(
             margin_s = args.lease_renew_margin_seconds,
             "--lease-renew-margin-seconds is below the longest token-request timeout (30 s) + 2 s: token requests with long timeouts wait for the next renewal"
         );
     }
-    let gate = Gate::fenced();
+    let gate = Gate::fenced(cap);
     let api: Api<Lease> = Api::namespaced(client.clone(), &namespace);
     let confirmations = tokio::spawn(follow_lease(
         api,
@@ -305,6 +387,24 @@ pub async fn acquire(
             confirmations,
         }),
     ))
+}
+
+/// Checks the lease flags: the cap on token requests' timeouts when the lease covers less
+/// than the longest one, or an error when it covers not even the shortest.
+pub fn lease_timeout_cap(args: &LeaderArgs) -> Result<Option<TimeoutCap>, LeaderError> {
+    let (duration, margin) = (args.lease_duration_seconds, args.lease_renew_margin_seconds);
+    if margin == 0 || margin >= duration {
+        return Err(LeaderError::BadTiming);
+    }
+    let (lease_duration, renew_margin) =
+        (Duration::from_secs(duration), Duration::from_secs(margin));
+    let at_most = request_timeout_cap(lease_duration, renew_margin)
+        .ok_or(LeaderError::LeaseTooShort { duration, margin })?;
+    Ok((at_most < MAX_REQUEST_TIMEOUT).then_some(TimeoutCap {
+        at_most,
+        lease_duration,
+        renew_margin,
+    }))
 }
 
 /// Confirms the lease from the Lease object itself: each renewal this replica wrote extends
@@ -454,13 +554,119 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_covers_requests_up_to_its_cap() {
+        // The defaults cover any request (at most 30 s): nothing is capped.
+        assert_eq!(request_timeout_cap(S(60), S(40)), Some(S(55)));
+        // A short margin: a request fits after each renewal.
+        assert_eq!(request_timeout_cap(S(60), S(20)), Some(S(55)));
+        // A 6 s lease: a 30 s request never fits; 1 s does, after each renewal.
+        assert_eq!(request_timeout_cap(S(6), S(2)), Some(S(1)));
+        // A margin close to the duration: a request fits at any moment.
+        assert_eq!(request_timeout_cap(S(6), S(5)), Some(S(2)));
+        // Nothing fits.
+        assert_eq!(request_timeout_cap(S(5), S(2)), None);
+        assert_eq!(request_timeout_cap(S(2), S(1)), None);
+        // The cap is honoured by the fence: right after a renewal a capped request may
+        // start, and a withheld one finds the lease open again each renewal.
+        for (d, m) in [(6, 2), (6, 5), (7, 3), (10, 1), (35, 4)] {
+            let cap = request_timeout_cap(S(d), S(m)).unwrap();
+            let now = Instant::now();
+            let wall = SystemTime::UNIX_EPOCH + S(1_000_000);
+            // The renewal seen late, after CONFIRM_LAG.
+            let seen = until(now, wall, d - CONFIRM_LAG.as_secs());
+            assert!(fence_permits(now, wall, seen, cap), "{d}/{m}");
+            // Open for at least a retry interval (2 s), or up to the next renewal.
+            let open_for = S(2).min(S(d - m));
+            assert!(
+                fence_permits(
+                    now + open_for - S(1) / 2,
+                    wall + open_for - S(1) / 2,
+                    seen,
+                    cap
+                ),
+                "{d}/{m}"
+            );
+        }
+    }
+
+    fn args(duration: u64, margin: u64) -> LeaderArgs {
+        LeaderArgs {
+            leader_election: true,
+            leader_election_namespace: Some("ns".into()),
+            leader_election_lease_name: "l".into(),
+            lease_duration_seconds: duration,
+            lease_renew_margin_seconds: margin,
+        }
+    }
+
+    #[test]
+    fn a_lease_that_covers_no_request_is_refused_at_start_up() {
+        assert!(matches!(lease_timeout_cap(&args(60, 40)), Ok(None)));
+        let cap = lease_timeout_cap(&args(6, 2)).unwrap().expect("capped");
+        assert_eq!(
+            (cap.at_most, cap.lease_duration, cap.renew_margin),
+            (S(1), S(6), S(2))
+        );
+        let err = lease_timeout_cap(&args(5, 2)).unwrap_err().to_string();
+        assert!(
+            err.contains("--lease-duration-seconds 5")
+                && err.contains("--lease-renew-margin-seconds 2"),
+            "{err}"
+        );
+        assert!(matches!(
+            lease_timeout_cap(&args(6, 6)),
+            Err(LeaderError::BadTiming)
+        ));
+    }
+
+    #[test]
+    fn a_request_withheld_for_a_minute_is_told_since_when() {
+        let now = Instant::now();
+        let led = SystemTime::UNIX_EPOCH + S(1_000_000);
+        // Never confirmed (no RBAC on the Lease, say): since leadership began.
+        assert_eq!(
+            long_withheld(LeaseView::Unconfirmed, led, led + S(59), S(30)),
+            None
+        );
+        assert_eq!(
+            long_withheld(LeaseView::Unconfirmed, led, led + S(60), S(30)),
+            Some(led)
+        );
+        // Confirmed until led + 100 s: a 30 s request is kept back from led + 68 s.
+        let lease = until(now, led, 100);
+        assert_eq!(long_withheld(lease, led, led + S(127), S(30)), None);
+        assert_eq!(
+            long_withheld(lease, led, led + S(128), S(30)),
+            Some(led + S(68))
+        );
+        // A lease never long enough for the request: since leadership began.
+        let short = until(now, led, 6);
+        assert_eq!(long_withheld(short, led, led + S(61), S(30)), Some(led));
+        // The same state, asked again later: the same answer (a status written once).
+        assert_eq!(
+            long_withheld(short, led, led + S(600), S(30)),
+            long_withheld(short, led, led + S(61), S(30))
+        );
+        // Lost: the process stops; nothing to tell.
+        assert_eq!(
+            long_withheld(LeaseView::Lost, led, led + S(600), S(30)),
+            None
+        );
+        // A wall clock stepped back: nothing yet.
+        assert_eq!(
+            long_withheld(LeaseView::Unconfirmed, led, led - S(5), S(30)),
+            None
+        );
+    }
+
+    #[test]
     fn a_closed_gate_permits_nothing() {
         let gate = Gate::open();
         assert_eq!(gate.permit(S(30)), Ok(()));
         gate.stop();
         assert_eq!(gate.permit(S(1)), Err(Withheld::ShuttingDown));
 
-        let fenced = Gate::fenced();
+        let fenced = Gate::fenced(None);
         assert_eq!(fenced.permit(S(1)), Err(Withheld::LeaseUnconfirmed));
         fenced.confirm(Some((Instant::now() + S(60), SystemTime::now() + S(60))));
         assert_eq!(fenced.permit(S(30)), Ok(()));

@@ -135,6 +135,7 @@ proptest! {
             state: Slot::Absent,
             credentials: CredentialsView::Found(login()),
             held: None,
+            timeout_cap: None,
         };
         let planned = rotation::plan(&observed);
         let Step::Rotate(plan) = &planned.step else {
@@ -190,6 +191,7 @@ proptest! {
             state: Slot::Absent,
             credentials: CredentialsView::Found(login()),
             held: None,
+            timeout_cap: None,
         };
         match rotation::plan(&observed).step {
             Step::Wait(at) => prop_assert!(at > now),

@@ -36,6 +36,7 @@ pub async fn observe<'a>(
         state,
         credentials,
         held: ctx.unwritten_token(&uid),
+        timeout_cap: ctx.gate.timeout_cap(),
     })
 }
 

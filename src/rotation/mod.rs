@@ -16,9 +16,9 @@ mod status;
 pub use budget::RequestBudget;
 pub use decide::{Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant, decide};
 pub use plan::{
-    Baseline, Blocked, CredentialsView, CurrentToken, HeldToken, Observed, Plan, Planned,
-    SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TokenSource, plan,
-    sent_refresh_token, usable_credentials,
+    Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, Observed, Plan,
+    Planned, SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TimeoutCap,
+    TokenSource, plan, sent_refresh_token, usable_credentials,
 };
 pub use schedule::{
     BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff, jitter_for,

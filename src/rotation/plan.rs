@@ -3,6 +3,7 @@
 //! `Blocked` step with a reason and a message that names the fix.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -72,6 +73,22 @@ pub struct HeldToken {
     pub refresh_handled: Option<String>,
 }
 
+/// The longest token request the operator may make, when leader election bounds it (the lease
+/// must outlive every request: see `leader::request_timeout_cap`), and the flags that do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutCap {
+    pub at_most: Duration,
+    pub lease_duration: Duration,
+    pub renew_margin: Duration,
+}
+
+/// A request's timeout (spec.tokenEndpoint.timeoutSeconds) shortened to the cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CappedTimeout {
+    pub asked: Duration,
+    pub cap: TimeoutCap,
+}
+
 /// Everything a reconcile observed; the input of [`plan`].
 pub struct Observed<'a> {
     pub pc: &'a ProviderCredential,
@@ -80,6 +97,8 @@ pub struct Observed<'a> {
     pub state: Slot<StateView>,
     pub credentials: CredentialsView,
     pub held: Option<HeldToken>,
+    /// What the lease covers, when that is shorter than a request may take.
+    pub timeout_cap: Option<TimeoutCap>,
 }
 
 /// The token in the target Secret, while it is valid.
@@ -156,6 +175,8 @@ pub struct Plan {
     pub refresh_handled: Option<String>,
     /// A new refresh-annotation value, recorded in the status once acted upon.
     pub refresh_request: Option<String>,
+    /// `config`'s timeout was shortened to what the lease covers.
+    pub timeout_capped: Option<CappedTimeout>,
 }
 
 #[derive(Clone, Debug)]
@@ -261,8 +282,9 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         Slot::Absent => None,
         Slot::Owned(t) => Some(t),
     };
-    let (config, policy) = resolve(pc, &state_name)
+    let (mut config, policy) = resolve(pc, &state_name)
         .map_err(|message| Blocked::new(reason::INVALID_SPEC, message, false))?;
+    let timeout_capped = cap_timeout(&mut config, o.timeout_cap);
     if spec.suspend == Some(true) {
         return Err(Blocked::new(
             reason::SUSPENDED,
@@ -420,6 +442,7 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         code_hash: code_hash.clone(),
         refresh_handled: refresh_handled.clone(),
         refresh_request: refresh_request.clone(),
+        timeout_capped,
     };
 
     // A token already obtained for these inputs is written instead of asking for another,
@@ -475,6 +498,14 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
 
 /// The spec resolved into the provider model and renewal policy, with every check that needs
 /// no Secret: names, templates (rendered with a token-shaped placeholder), labels.
+/// Shortens the request's timeout to what the lease covers (it never decides whether a token
+/// is due: the request digests leave timeouts out); says what was asked when it did.
+fn cap_timeout(config: &mut ProviderConfig, cap: Option<TimeoutCap>) -> Option<CappedTimeout> {
+    let cap = cap.filter(|c| c.at_most < config.limits.overall_timeout)?;
+    let asked = std::mem::replace(&mut config.limits.overall_timeout, cap.at_most);
+    Some(CappedTimeout { asked, cap })
+}
+
 fn resolve(
     pc: &ProviderCredential,
     state_name: &str,

@@ -8,14 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::plan::{Baseline, Blocked, CurrentToken, Plan};
+use super::plan::{Baseline, Blocked, CurrentToken, Plan, TokenSource};
 use super::schedule::{self, MIN_INTERVAL};
 use super::settle::ChainEnd;
 use crate::api::{
     AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
     REFRESH_ANNOTATION, RefreshTokenStatus, SecretKeyRef, state_secret_name,
 };
-use crate::conditions::{self, DEGRADED, READY, SHORT_LIFETIME, reason};
+use crate::conditions::{self, DEGRADED, READY, SHORT_LIFETIME, TIMEOUT_CAPPED, reason};
 use crate::provider::{FetchError, IssuedToken, RefreshOutcome};
 use crate::state;
 
@@ -56,6 +56,13 @@ pub enum Outcome<'a> {
     /// The resource's request budget was spent: nothing was sent until then.
     Deferred {
         until: Timestamp,
+    },
+    /// The gate has kept the request back since then (leader election: the lease is not
+    /// confirmed for its timeout), for long enough to say so; looked at again after `retry`.
+    Withheld {
+        since: Timestamp,
+        reason: &'static str,
+        retry: Duration,
     },
 }
 
@@ -147,6 +154,11 @@ pub fn status_after(
             r.not_stored(failure)
         }
         Outcome::Deferred { until } => r.deferred(until),
+        Outcome::Withheld {
+            since,
+            reason,
+            retry,
+        } => r.withheld(since, reason, retry),
     };
     let events = events(&base.status.conditions, &r.status.conditions);
     Report {
@@ -282,10 +294,37 @@ impl Reporter {
         }
     }
 
-    /// A token request was made for this plan: a refresh request it answers is handled.
+    /// A token request was made for this plan: a refresh request it answers is handled, and
+    /// a timeout shortened to fit the lease is said (once it no longer is, that too).
     fn attempted(&mut self, plan: &Plan) {
         if let Some(r) = &plan.refresh_request {
             self.status.last_refresh_request = Some(r.clone());
+        }
+        if !matches!(plan.source, TokenSource::Request(_)) {
+            return;
+        }
+        if let Some(c) = plan.timeout_capped {
+            self.set(
+                TIMEOUT_CAPPED,
+                true,
+                reason::LEASE_TOO_SHORT,
+                format!(
+                    "token requests get {}s, not the {}s of spec.tokenEndpoint.timeoutSeconds: the operator's leader-election lease (--lease-duration-seconds {}, --lease-renew-margin-seconds {}) must outlive every request, and covers no longer one; a slower answer fails as ProviderUnavailable. Raise --lease-duration-seconds",
+                    c.cap.at_most.as_secs(),
+                    c.asked.as_secs(),
+                    c.cap.lease_duration.as_secs(),
+                    c.cap.renew_margin.as_secs()
+                ),
+            );
+        } else if conditions::get(&self.status.conditions, TIMEOUT_CAPPED)
+            .is_some_and(|c| c.status == "True")
+        {
+            self.set(
+                TIMEOUT_CAPPED,
+                false,
+                reason::TIMEOUT_AS_SPECIFIED,
+                "token requests get the timeout spec.tokenEndpoint.timeoutSeconds asks for".into(),
+            );
         }
     }
 
@@ -484,6 +523,23 @@ impl Reporter {
         Some(requeue_delay(self.now, until))
     }
 
+    /// No request for a while: the leader-election lease is not confirmed for its timeout.
+    /// Nothing was sent, so no failure is counted; the next request goes as soon as it is.
+    fn withheld(
+        &mut self,
+        since: Timestamp,
+        why: &'static str,
+        retry: Duration,
+    ) -> Option<Duration> {
+        self.failure = Some(why);
+        let message = format!(
+            "no token request has been sent since {since}: this replica leads, but its leader-election Lease has not been confirmed for as long as a request may take (its timeout + 2 s). Check the operator's log, its RBAC on the Lease (get, list, watch) and --lease-duration-seconds; the request goes as soon as the lease is confirmed"
+        );
+        self.set_ready_despite(why, &message, &format!("refreshing it waits ({why})"));
+        self.set(DEGRADED, true, why, message);
+        Some(retry)
+    }
+
     /// Degraded for `why`; Ready only while the last good token is valid. `retry`: when to try
     /// again (recorded as the next refresh time), else only after a change.
     fn degrade(&mut self, why: &str, message: String, retry: Option<Duration>) -> Option<Duration> {
@@ -538,7 +594,7 @@ fn shorter(next: Option<Duration>, delay: Duration) -> Option<Duration> {
 /// Events for Ready and Degraded transitions (status or reason changed).
 fn events(before: &[Condition], after: &[Condition]) -> Vec<EventNote> {
     let mut notes = Vec::new();
-    for type_ in [READY, DEGRADED, SHORT_LIFETIME] {
+    for type_ in [READY, DEGRADED, SHORT_LIFETIME, TIMEOUT_CAPPED] {
         if !conditions::transitioned(before, after, type_) {
             continue;
         }

@@ -114,6 +114,7 @@ fn observed(pc: &ProviderCredential) -> Observed<'_> {
         state: Slot::Absent,
         credentials: CredentialsView::Found(login()),
         held: None,
+        timeout_cap: None,
     }
 }
 
@@ -1240,4 +1241,190 @@ fn a_zero_lifetime_warns_and_is_not_requested_again_at_once() {
     );
     let warning = conditions::get(&r2.status.conditions, conditions::SHORT_LIFETIME).unwrap();
     assert_eq!(warning.status, "False");
+}
+
+// ---- leader election: what the lease covers ----
+
+fn lease_cap(at_most_s: u64) -> TimeoutCap {
+    TimeoutCap {
+        at_most: Duration::from_secs(at_most_s),
+        lease_duration: Duration::from_secs(6),
+        renew_margin: Duration::from_secs(2),
+    }
+}
+
+fn condition(r: &Report, type_: &str) -> Option<(String, String)> {
+    conditions::get(&r.status.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[test]
+fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
+    // A 6 s lease covers 1 s requests; the default timeout is 30 s.
+    let pc = reltio();
+    let mut o = observed(&pc);
+    o.timeout_cap = Some(lease_cap(1));
+    let planned = plan(&o);
+    let Step::Rotate(p) = &planned.step else {
+        panic!()
+    };
+    assert_eq!(p.config.limits.overall_timeout, Duration::from_secs(1));
+    assert_eq!(
+        p.timeout_capped.map(|c| c.asked),
+        Some(Duration::from_secs(30))
+    );
+    // The request is the same one: the cap changes no digest, so nothing becomes due.
+    assert_eq!(p.inputs, rotation_plan(&observed(&pc)).inputs);
+    let t = token("tok", now(), 3600);
+    let r = status_after(
+        &pc,
+        &planned.baseline,
+        Outcome::Issued { plan: p, token: &t },
+        now(),
+        0,
+    );
+    assert_eq!(
+        condition(&r, conditions::TIMEOUT_CAPPED),
+        Some(("True".into(), reason::LEASE_TOO_SHORT.into()))
+    );
+    let message = &conditions::get(&r.status.conditions, conditions::TIMEOUT_CAPPED)
+        .unwrap()
+        .message;
+    for part in [
+        "1s",
+        "30s",
+        "--lease-duration-seconds 6",
+        "--lease-renew-margin-seconds 2",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.warning && e.reason == reason::LEASE_TOO_SHORT),
+        "{:?}",
+        r.events
+    );
+    // A failed request is capped and said alike.
+    let r = status_after(
+        &pc,
+        &planned.baseline,
+        Outcome::Failed {
+            plan: p,
+            error: &unavailable(),
+            chain_end: ChainEnd::Intact,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(
+        condition(&r, conditions::TIMEOUT_CAPPED).map(|c| c.0),
+        Some("True".into())
+    );
+
+    // A cap above the timeout changes nothing, and no condition appears.
+    let mut o = observed(&pc);
+    o.timeout_cap = Some(lease_cap(31));
+    let planned = plan(&o);
+    let Step::Rotate(p) = &planned.step else {
+        panic!()
+    };
+    assert_eq!(p.config.limits.overall_timeout, Duration::from_secs(30));
+    assert_eq!(p.timeout_capped, None);
+    let r = status_after(
+        &pc,
+        &planned.baseline,
+        Outcome::Issued { plan: p, token: &t },
+        now(),
+        0,
+    );
+    assert_eq!(condition(&r, conditions::TIMEOUT_CAPPED), None);
+
+    // Capped before, not any more (the operator restarted with a longer lease): said too.
+    let mut before = pc.clone();
+    let mut capped = observed(&pc);
+    capped.timeout_cap = Some(lease_cap(1));
+    let planned = plan(&capped);
+    let Step::Rotate(p) = &planned.step else {
+        panic!()
+    };
+    before.status = Some(
+        status_after(
+            &pc,
+            &planned.baseline,
+            Outcome::Issued { plan: p, token: &t },
+            now(),
+            0,
+        )
+        .status,
+    );
+    let planned = plan(&observed(&before));
+    let Step::Rotate(p) = &planned.step else {
+        panic!("a refresh is due")
+    };
+    let t2 = token("tok2", now(), 3600);
+    let r = status_after(
+        &before,
+        &planned.baseline,
+        Outcome::Issued {
+            plan: p,
+            token: &t2,
+        },
+        now(),
+        0,
+    );
+    assert_eq!(
+        condition(&r, conditions::TIMEOUT_CAPPED),
+        Some(("False".into(), reason::TIMEOUT_AS_SPECIFIED.into()))
+    );
+}
+
+#[test]
+fn a_request_withheld_for_long_shows_on_the_resource() {
+    let pc = reltio();
+    let t = token("tok", now() - SignedDuration::from_secs(3500), 3600);
+    let mut o = observed(&pc);
+    o.target = target_with(&pc, &t);
+    let planned = plan(&o);
+    assert!(matches!(planned.step, Step::Rotate(_)), "due for renewal");
+    let since = now() - SignedDuration::from_secs(90);
+    let withheld = || Outcome::Withheld {
+        since,
+        reason: "LeaseUnconfirmed",
+        retry: Duration::from_secs(2),
+    };
+    let r = status_after(&pc, &planned.baseline, withheld(), now(), 0);
+    // The token still works: Ready, and Degraded says why nothing is renewed.
+    assert_eq!(ready(&r), ("True".into(), reason::TOKEN_ISSUED.into()));
+    assert_eq!(degraded(&r), ("True".into(), "LeaseUnconfirmed".into()));
+    let message = &conditions::get(&r.status.conditions, DEGRADED)
+        .unwrap()
+        .message;
+    assert!(message.contains(&since.to_string()), "{message}");
+    assert!(
+        r.events
+            .iter()
+            .any(|e| e.warning && e.reason == "LeaseUnconfirmed")
+    );
+    assert_eq!(r.requeue, Some(Duration::from_secs(2)));
+    // Nothing was sent: no failure recorded.
+    assert_eq!(r.status.consecutive_failures, None);
+    assert!(r.status.last_failure.is_none());
+    // The next look, still withheld: the same status (not written again), no new Event.
+    let mut again = pc.clone();
+    again.status = Some(r.status.clone());
+    let mut o = observed(&again);
+    o.target = target_with(&again, &t);
+    let planned = plan(&o);
+    let r2 = status_after(
+        &again,
+        &planned.baseline,
+        withheld(),
+        now() + SignedDuration::from_secs(2),
+        0,
+    );
+    assert_eq!(r2.status, r.status);
+    assert!(r2.events.is_empty(), "{:?}", r2.events);
+    // No token at all: not Ready, for the same reason.
+    let r = status_after(&pc, &plan(&observed(&pc)).baseline, withheld(), now(), 0);
+    assert_eq!(ready(&r), ("False".into(), "LeaseUnconfirmed".into()));
 }
