@@ -1053,6 +1053,112 @@ async fn no_spec_can_bloat_the_operator() -> Result<()> {
     Ok(())
 }
 
+/// Every string, list and map of the CRD is bounded, and the API server itself refuses a
+/// field over its bound (maxLength, maxItems, maxProperties, the rule on map keys): such a
+/// spec never reaches the operator's cache. At its bound, a field is admitted.
+#[tokio::test]
+async fn over_long_fields_are_refused_at_admission() -> Result<()> {
+    let env = Env::new("bounds").await?;
+    let create = |name: &'static str, patch: serde_json::Value| {
+        let mut spec = json!({
+            "suspend": true,
+            "tokenEndpoint": {"url": "https://auth.example.test/token"},
+            "credentials": {"secretRef": {"name": "creds"}},
+            "target": {"secretName": "token"},
+        });
+        merge(&mut spec, patch);
+        let pcreds = env.pcreds();
+        async move {
+            let spec = serde_json::from_value(spec)?;
+            let pc = token_rotator::api::ProviderCredential::new(name, spec);
+            pcreds
+                .create(&kube::api::PostParams::default(), &pc)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+    };
+    let many = |n: usize, key: usize, value: usize| -> serde_json::Value {
+        (0..n)
+            .map(|i| (format!("{i:0>key$}"), json!("v".repeat(value))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    create(
+        "at-bounds",
+        json!({
+            "tokenEndpoint": {"caBundle": "c".repeat(65536)},
+            "target": {"template": many(32, 317, 4096)},
+            "credentials": {"keys": {"clientId": "k".repeat(253)}},
+        }),
+    )
+    .await?;
+    let refused = [
+        (
+            json!({"tokenEndpoint": {"caBundle": "c".repeat(1 << 20)}}),
+            ["spec.tokenEndpoint.caBundle", "65536"],
+        ),
+        (
+            json!({"response": {"accessToken": format!("/{}", "a".repeat(256))}}),
+            ["spec.response.accessToken", "256"],
+        ),
+        (
+            json!({"credentials": {"keys": {"clientId": "k".repeat(254)}}}),
+            ["spec.credentials.keys.clientId", "253"],
+        ),
+        (
+            json!({"target": {"template": many(33, 1, 1)}}),
+            ["spec.target.template", "32"],
+        ),
+        (
+            json!({"target": {"template": many(1, 318, 1)}}),
+            [
+                "spec.target.template",
+                "keys must be at most 317 characters",
+            ],
+        ),
+        (
+            json!({"delivery": {"namespaceSelector": {"matchExpressions": [
+                {"key": "k", "operator": "In", "values": vec!["v"; 65]}]}}}),
+            [
+                "spec.delivery.namespaceSelector.matchExpressions[0].values",
+                "64",
+            ],
+        ),
+    ];
+    for (i, (patch, words)) in refused.into_iter().enumerate() {
+        let name: &'static str = ["r0", "r1", "r2", "r3", "r4", "r5"][i];
+        let refusal = match create(name, patch).await {
+            Ok(_) => anyhow::bail!("{words:?}: admitted"),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            words.iter().all(|w| refusal.contains(w)),
+            "{words:?}: {refusal}"
+        );
+    }
+    let names: Vec<String> = env
+        .pcreds()
+        .list(&Default::default())
+        .await?
+        .iter()
+        .map(|pc| pc.name_any())
+        .collect();
+    ensure!(names == ["at-bounds"], "{names:?}");
+    Ok(())
+}
+
+/// RFC 7386 merge of `patch` into `target`.
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
 /// Thirty Reltio credentials at once against an endpoint that counts every request in any
 /// one-second window (rejected ones too): one request each, not one 429.
 #[tokio::test]

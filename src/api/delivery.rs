@@ -7,6 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::limits;
+
 /// Label on each copy: the UID of the ProviderCredential it came from (a label, so the copies
 /// of one resource can be listed; names do not fit in a label value).
 pub const DELIVERED_FROM_UID_LABEL: &str = "tokenrotator.dev/delivered-from-uid";
@@ -26,17 +28,17 @@ pub const DELIVERY_FINALIZER: &str = "tokenrotator.dev/delivered-copies";
 pub struct DeliverySpec {
     /// Namespaces by name (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = limits::DELIVERY_NAMESPACES))]
     pub namespaces: Vec<NamespaceName>,
     /// Namespaces by label, among those that consent (this resource's own namespace is never
     /// one: its target is there). At most 16 requirements of at most 64 values each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("(!has(self.matchLabels) || size(self.matchLabels) <= 16) && (!has(self.matchExpressions) || size(self.matchExpressions) <= 16)").message("spec.delivery.namespaceSelector may have at most 16 matchLabels and 16 matchExpressions"))]
+    #[schemars(transform = limits::label_selector)]
     pub namespace_selector: Option<LabelSelector>,
     /// The name of the copies (default: spec.target.secretName).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        length(min = 1, max = 253),
+        length(min = 1, max = limits::NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub secret_name: Option<String>,
@@ -47,7 +49,7 @@ pub struct DeliverySpec {
 #[serde(transparent)]
 pub struct NamespaceName(
     #[schemars(
-        length(min = 1, max = 63),
+        length(min = 1, max = limits::NAMESPACE),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub String,
@@ -75,11 +77,11 @@ pub struct NamespaceName(
 #[serde(rename_all = "camelCase")]
 pub struct TokenDeliveryGrantSpec {
     /// The ProviderCredentials that may deliver here (at most 32).
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = limits::GRANT_SOURCES))]
     pub from: Vec<DeliverySource>,
     /// The only Secret names they may write here (at most 32); empty: any name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = limits::GRANT_SECRET_NAMES))]
     pub secret_names: Vec<SecretName>,
 }
 
@@ -91,7 +93,7 @@ pub struct DeliverySource {
     pub namespace: NamespaceName,
     /// Its name.
     #[schemars(
-        length(min = 1, max = 253),
+        length(min = 1, max = limits::NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub name: String,
@@ -102,7 +104,7 @@ pub struct DeliverySource {
 #[serde(transparent)]
 pub struct SecretName(
     #[schemars(
-        length(min = 1, max = 253),
+        length(min = 1, max = limits::NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub String,
@@ -112,15 +114,21 @@ pub struct SecretName(
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryStatus {
+    /// The destination namespace.
+    #[schemars(length(max = limits::NAMESPACE))]
     pub namespace: String,
+    /// The copy's name there.
+    #[schemars(length(max = limits::NAME))]
     pub secret_name: String,
     /// True when the copy holds the current token.
     pub delivered: bool,
     /// Delivered, or why not: NotGranted (the namespace does not exist or has no grant),
     /// SameNamespace, SecretNotOwned, TooManyDestinations, WriteFailed.
+    #[schemars(length(max = limits::REASON))]
     pub reason: String,
     /// For a refusal: what is wrong and how to fix it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::MESSAGE))]
     pub message: Option<String>,
     /// When the copy was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The CRD types and their translation into the provider model.
 
 pub mod delivery;
+pub mod limits;
 pub mod resolve;
 pub mod spec;
 pub mod status;

@@ -41,6 +41,9 @@ pub enum SpecError {
         "spec.grant.authorizationUrl is not set and the preset has none: set it to the provider's authorization endpoint"
     )]
     MissingAuthorizationUrl,
+    /// A field over the CRD's bound: the API server admitted it before the bound existed.
+    #[error(transparent)]
+    OverLimit(#[from] super::limits::Exceeded),
 }
 
 /// What `token-rotator authorize` needs beyond the token dialect.
@@ -89,6 +92,7 @@ pub fn authorization_settings(
 
 /// The dialect this spec describes.
 pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, SpecError> {
+    super::limits::check_spec(spec)?;
     let defaults = spec
         .preset
         .map(|p| p.defaults())

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use super::status::ProviderCredentialStatus;
 use crate::provider::assertion::SigningAlgorithm;
 use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
@@ -79,19 +80,19 @@ pub struct ProviderCredentialSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// The workloads (at most 16).
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = limits::WORKLOADS))]
     pub workloads: Vec<WorkloadRef>,
     /// At least this long between two restarts of one workload, whichever ProviderCredential
     /// asks; a rotation within it is served by one restart at its end (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,9}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('0s')").message("spec.rollout.minInterval must be a duration such as 5m"))]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = limits::DURATION))]
     pub min_interval: Option<String>,
     /// Wait this long after a rotation before restarting (default 0s): mounted Secrets reach
     /// running pods first, and ProviderCredentials rotating together share one restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,9}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('0s')").message("spec.rollout.delay must be a duration such as 30s"))]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = limits::DURATION))]
     pub delay: Option<String>,
 }
 
@@ -101,7 +102,7 @@ pub struct RolloutSpec {
 pub struct WorkloadRef {
     pub kind: WorkloadKind,
     #[schemars(
-        length(min = 1, max = 253),
+        length(min = 1, max = limits::NAME),
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub name: String,
@@ -142,12 +143,12 @@ pub struct TokenEndpoint {
     /// The token endpoint URL, e.g. https://auth.reltio.com/oauth/token. Must be https unless
     /// the operator runs with --allow-http. Redirects are never followed.
     #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))").message("spec.tokenEndpoint.url must be an absolute https:// URL"))]
-    #[schemars(length(max = 2048))]
+    #[schemars(length(max = limits::URL))]
     pub url: String,
 
     /// PEM CA certificates that replace the system roots for this endpoint only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 65536))]
+    #[schemars(length(max = limits::CA_BUNDLE))]
     pub ca_bundle: Option<String>,
 
     /// Overall time limit for one token request, in seconds (default 30).
@@ -178,13 +179,13 @@ pub struct GrantSpec {
 
     /// The redirect_uri the authorization code was issued for (authorizationCode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
+    #[schemars(length(max = limits::URL))]
     pub redirect_uri: Option<String>,
 
     /// The provider's authorization endpoint, where `token-rotator authorize` sends a person
     /// to consent (authorizationCode only; the retently preset sets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
+    #[schemars(length(max = limits::URL))]
     pub authorization_url: Option<String>,
 
     /// Send a PKCE challenge (RFC 7636, S256) with the authorization request and its verifier
@@ -195,7 +196,7 @@ pub struct GrantSpec {
 
     /// Space-separated scopes to request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = limits::PARAMETER))]
     pub scope: Option<String>,
 
     /// Send the grant_type parameter (default true; false for login endpoints that take only
@@ -211,7 +212,7 @@ pub struct GrantSpec {
     /// Constant parameters added to every request body (e.g. audience). Never secrets: put
     /// those in the credentials Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[schemars(transform = limits::Map { entries: limits::EXTRA_PARAMETERS, value: limits::PARAMETER })]
     pub extra_parameters: BTreeMap<String, String>,
 }
 
@@ -226,7 +227,7 @@ pub struct AssertionSpec {
     pub algorithm: Option<SigningAlgorithm>,
     /// The `aud` claim (default: the token endpoint URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
+    #[schemars(length(max = limits::URL))]
     pub audience: Option<String>,
     /// From `iat` to `exp` in seconds, 10–3600 (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,17 +236,17 @@ pub struct AssertionSpec {
     /// jwtBearer: the `iss` claim (default: the client id credential, e.g. a service
     /// account's email).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = limits::CLAIM))]
     pub issuer: Option<String>,
     /// jwtBearer: the `sub` claim (default: the issuer; none for the google preset), e.g. the
     /// user a service account acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = limits::CLAIM))]
     pub subject: Option<String>,
     /// jwtBearer: further string claims. iss, sub, aud, exp, iat, nbf and jti are the
     /// operator's; spec.grant.scope goes in `scope`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    #[schemars(transform = limits::Map { entries: limits::CLAIMS, value: limits::CLAIM })]
     #[x_kube(validation = Rule::new("self.all(k, !(k in ['iss','sub','aud','exp','iat','nbf','jti','scope']))").message("spec.grant.assertion.claims cannot set iss, sub, aud, exp, iat, nbf, jti or scope: the operator sets them (scope from spec.grant.scope)"))]
     pub claims: BTreeMap<String, String>,
 }
@@ -262,6 +263,7 @@ pub struct RequestSpec {
     /// password, code, redirect_uri, refresh_token, scope), e.g. {username: userName}. An empty
     /// name leaves the parameter out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = limits::Map { entries: limits::FIELD_NAMES, value: limits::WIRE_NAME })]
     #[x_kube(validation = Rule::new("self.all(k, k in ['grant_type','client_id','client_secret','username','password','code','redirect_uri','refresh_token','scope'])").message("spec.request.fieldNames keys must be OAuth parameter names: grant_type, client_id, client_secret, username, password, code, redirect_uri, refresh_token, scope"))]
     pub field_names: BTreeMap<String, String>,
 }
@@ -272,19 +274,24 @@ pub struct RequestSpec {
 pub struct ResponseSpec {
     /// The access token (default /access_token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::POINTER))]
     pub access_token: Option<String>,
     /// The token type (default /token_type; Bearer when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::POINTER))]
     pub token_type: Option<String>,
     /// The refresh token (default /refresh_token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::POINTER))]
     pub refresh_token: Option<String>,
     /// The lifetime in seconds, a number or numeric string (default /expires_in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::POINTER))]
     pub expires_in: Option<String>,
     /// An absolute expiry (RFC 3339, HTTP date, or epoch seconds), used when there is no
     /// lifetime in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::POINTER))]
     pub expires_at: Option<String>,
     /// Lifetime assumed when the answer gives none and the token is not a JWT with exp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,7 +316,7 @@ pub struct CredentialsSpec {
 #[serde(rename_all = "camelCase")]
 pub struct LocalSecretRef {
     /// The Secret's name.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = limits::NAME))]
     pub name: String,
 }
 
@@ -319,39 +326,50 @@ pub struct LocalSecretRef {
 pub struct CredentialKeys {
     /// Key holding the OAuth client id (default client_id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub client_id: Option<String>,
     /// Key holding the client secret (default client_secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub client_secret: Option<String>,
     /// Key holding the username (default username).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub username: Option<String>,
     /// Key holding the password (default password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub password: Option<String>,
     /// Key holding a one-time authorization code (default code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub code: Option<String>,
     /// Key holding a seed refresh token (default refresh_token); used when it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub refresh_token: Option<String>,
     /// Key holding the PEM private key that signs assertions (default private_key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub private_key: Option<String>,
     /// Key holding the key id sent as the assertion's `kid` (default key_id; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub key_id: Option<String>,
     /// Key holding the PEM client certificate for clientAuthentication tls (default tls.crt,
     /// as in a kubernetes.io/tls Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub tls_certificate: Option<String>,
     /// Key holding the client certificate's PEM private key (default tls.key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub tls_key: Option<String>,
     /// Key holding a Google service account JSON key (default service-account.json): its
     /// client_email, private_key and private_key_id stand for client_id, private_key and
     /// key_id when those keys are absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub service_account_json: Option<String>,
 }
 
@@ -367,13 +385,13 @@ pub struct RefreshSpec {
     /// Renew this long before expiry, as a duration such as 10m or 1h30m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.refresh.renewBefore must be a duration such as 10m or 1h30m"))]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = limits::DURATION))]
     pub renew_before: Option<String>,
     /// Never renew later than this before expiry (default 2m), so consumers that read the
     /// Secret through the kubelet's cache see the new token in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("spec.refresh.minimumMargin must be a duration such as 2m"))]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = limits::DURATION))]
     pub minimum_margin: Option<String>,
 }
 
@@ -387,24 +405,25 @@ const RESERVED_KEYS_RULE: &str = "self.all(k, k.startsWith('app.kubernetes.io/')
 pub struct TargetSpec {
     /// Name of the target Secret in the resource's namespace. An existing Secret not owned by
     /// this resource is never touched (TargetConflict).
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = limits::NAME))]
     pub secret_name: String,
     /// Secret type: Opaque (the default), kubernetes.io/basic-auth or
     /// kubernetes.io/dockerconfigjson. Types the cluster acts on (service-account tokens,
     /// bootstrap tokens) are refused.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self in ['Opaque', 'kubernetes.io/basic-auth', 'kubernetes.io/dockerconfigjson']").message("spec.target.type must be Opaque, kubernetes.io/basic-auth or kubernetes.io/dockerconfigjson: types the cluster acts on (such as service-account tokens) are refused"))]
+    #[schemars(length(max = limits::SECRET_TYPE))]
     pub secret_type: Option<String>,
     /// Extra labels on the target Secret. Keys under kubernetes.io/, k8s.io/ and
     /// tokenrotator.dev/ are refused (app.kubernetes.io/ is allowed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[schemars(transform = limits::Map { entries: limits::TARGET_LABELS, value: limits::LABEL_VALUE })]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("spec.target.labels: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ are reserved (app.kubernetes.io/ is allowed)"))]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the target Secret. Keys under kubernetes.io/, k8s.io/ and
     /// tokenrotator.dev/ are refused (app.kubernetes.io/ is allowed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[schemars(transform = limits::Map { entries: limits::TARGET_ANNOTATIONS, value: limits::ANNOTATION_VALUE })]
     #[x_kube(validation = Rule::new(RESERVED_KEYS_RULE).message("spec.target.annotations: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ are reserved (app.kubernetes.io/ is allowed)"))]
     pub annotations: BTreeMap<String, String>,
     /// Keys to write, each a template over the token fields access_token, token_type,
@@ -413,6 +432,6 @@ pub struct TargetSpec {
     /// if/else are allowed (no loops, set or function calls); a template whose output could
     /// exceed 256 KiB with the largest token accepted is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
+    #[schemars(transform = limits::Map { entries: limits::TEMPLATE_KEYS, value: limits::TEMPLATE })]
     pub template: BTreeMap<String, String>,
 }

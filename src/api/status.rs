@@ -4,12 +4,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::limits;
+
 /// What the operator observed and did. Never holds a token value.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderCredentialStatus {
     /// Ready: the target Secret holds an unexpired token. Degraded: a refresh is failing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = limits::conditions)]
     pub conditions: Vec<Condition>,
     /// The spec generation last acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,12 +36,15 @@ pub struct ProviderCredentialStatus {
     pub consecutive_failures: Option<u32>,
     /// The last value of the tokenrotator.dev/refresh annotation that was acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::REFRESH_REQUEST))]
     pub last_refresh_request: Option<String>,
     /// spec.rollout: the last restart this resource made of each workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::RESTARTS))]
     pub restarts: Vec<WorkloadRestartStatus>,
     /// spec.delivery: each destination namespace and whether it holds the current token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::DELIVERIES))]
     pub deliveries: Vec<super::delivery::DeliveryStatus>,
 }
 
@@ -46,7 +52,10 @@ pub struct ProviderCredentialStatus {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadRestartStatus {
     /// Deployment, StatefulSet or DaemonSet.
+    #[schemars(length(max = limits::REASON))]
     pub kind: String,
+    /// The workload's name.
+    #[schemars(length(max = limits::NAME))]
     pub name: String,
     /// When it was restarted (its pod template's kubectl.kubernetes.io/restartedAt).
     pub restarted_at: Time,
@@ -60,10 +69,13 @@ pub struct AccessTokenStatus {
     /// When the token expires.
     pub expires_at: Time,
     /// sha256 of the token: compare with `sha256sum` of the Secret's value.
+    #[schemars(length(max = limits::FINGERPRINT))]
     pub fingerprint: String,
     /// Where the lifetime came from: expiresIn, expiresAt, jwtExp or default.
+    #[schemars(length(max = limits::FINGERPRINT))]
     pub lifetime_source: String,
     /// The Secret it lives in.
+    #[schemars(length(max = limits::NAME))]
     pub secret_name: String,
 }
 
@@ -75,6 +87,7 @@ pub struct RefreshTokenStatus {
     /// When the provider issued the current refresh token.
     pub issued_at: Time,
     /// sha256 of the refresh token.
+    #[schemars(length(max = limits::FINGERPRINT))]
     pub fingerprint: String,
     /// How many times the provider replaced the refresh token.
     #[schemars(range(max = 4294967295u32))]
@@ -85,8 +98,10 @@ pub struct RefreshTokenStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Secret name, in the resource's namespace.
+    #[schemars(length(max = limits::NAME))]
     pub name: String,
     /// Key within the Secret.
+    #[schemars(length(max = limits::SECRET_KEY))]
     pub key: String,
 }
 
@@ -95,10 +110,12 @@ pub struct SecretKeyRef {
 pub struct FailureStatus {
     pub time: Time,
     /// The failure class, e.g. CredentialsRejected, RateLimited, ProviderUnavailable.
+    #[schemars(length(max = limits::REASON))]
     pub reason: String,
     /// The HTTP status of the answer, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     /// What went wrong, in the provider's words where it gave any (never a secret).
+    #[schemars(length(max = limits::MESSAGE))]
     pub message: String,
 }

@@ -326,7 +326,10 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
                 forget_due.forget(pc);
             }
         })
-        .modify(|pc| keep_what_is_read(pc.meta_mut()))
+        .modify(|pc| {
+            keep_what_is_read(pc.meta_mut());
+            crate::api::limits::shed_oversized(pc);
+        })
         .reflect(writer)
         .inspect_ok({
             let (store, metrics, mut counted) = (store.clone(), ctx.metrics.clone(), 0i64);
