@@ -522,3 +522,38 @@ fn link_local_token_endpoints_are_refused_unless_allowed() {
             .is_ok()
     );
 }
+
+/// A tenant naming ever new CA bundles (here the same certificate under a different comment
+/// each time) cannot grow the HTTP clients kept past their bound, while a victim's endpoint
+/// keeps working throughout.
+#[tokio::test]
+async fn distinct_ca_bundles_cannot_grow_the_clients_kept() {
+    let emu = emulator(true).await;
+    let client = TokenClient::new(HttpPolicy::default());
+    let victim = config_for(Provider::Rently, &emu);
+    let creds = credentials_for(Provider::Rently, &emu);
+    let ca = victim.ca_bundle.clone().expect("the emulator's CA");
+    for i in 0..200 {
+        let mut hostile = victim.clone();
+        hostile.ca_bundle = Some(format!("hostile bundle {i}\n{ca}"));
+        client
+            .fetch(&hostile, &creds, &GrantRequest::Primary)
+            .await
+            .unwrap_or_else(|e| panic!("hostile {i}: {e}"));
+        if i % 20 == 0 {
+            client
+                .fetch(&victim, &creds, &GrantRequest::Primary)
+                .await
+                .unwrap_or_else(|e| panic!("victim after {i}: {e}"));
+        }
+        assert!(
+            client.pooled_clients() <= token_rotator::provider::http::MAX_POOLS,
+            "{} clients kept after {i}",
+            client.pooled_clients()
+        );
+    }
+    client
+        .fetch(&victim, &creds, &GrantRequest::Primary)
+        .await
+        .expect("the victim's endpoint still works");
+}

@@ -28,29 +28,71 @@ pub struct HttpPolicy {
     pub allow_link_local: bool,
 }
 
-/// A client certificate and key (PEM), by the SHA-256 of both.
-type IdentityKey = Option<[u8; 32]>;
+/// A CA bundle or a client certificate and key (PEM), by its SHA-256.
+type Sha256 = [u8; 32];
 
 /// What a connection pool is for: CA bundle, limits and client certificate.
-type PoolKey = (Option<String>, Limits, IdentityKey);
+type PoolKey = (Option<Sha256>, Limits, Option<Sha256>);
 
-/// Client pools kept for distinct client certificates, at most: certificates rotate, and a
-/// replaced one's pool is never used again.
-const MAX_IDENTITY_POOLS: usize = 256;
+/// Connection pools kept, at most. Any tenant may name any number of CA bundles (and client
+/// certificates rotate): past this, the least recently used pool goes. One in use by a
+/// request in flight stays alive with it; the next request to its endpoint builds a new one.
+pub const MAX_POOLS: usize = 64;
+
+/// The pools, each with when it was last used (a counter).
+#[derive(Default)]
+struct Pools {
+    pools: HashMap<PoolKey, (reqwest::Client, u64)>,
+    uses: u64,
+}
+
+impl Pools {
+    fn get(&mut self, key: &PoolKey) -> Option<reqwest::Client> {
+        self.uses += 1;
+        let (client, used) = self.pools.get_mut(key)?;
+        *used = self.uses;
+        Some(client.clone())
+    }
+
+    fn insert(&mut self, key: PoolKey, client: reqwest::Client) {
+        while self.pools.len() >= MAX_POOLS {
+            let Some(oldest) = self
+                .pools
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.pools.remove(&oldest);
+        }
+        self.uses += 1;
+        self.pools.insert(key, (client, self.uses));
+    }
+}
 
 /// Sends token requests. Keeps one connection pool per distinct CA bundle, limits and client
-/// certificate.
+/// certificate, at most [`MAX_POOLS`].
 pub struct TokenClient {
     policy: HttpPolicy,
-    clients: Mutex<HashMap<PoolKey, reqwest::Client>>,
+    clients: Mutex<Pools>,
 }
 
 impl TokenClient {
     pub fn new(policy: HttpPolicy) -> Self {
         TokenClient {
             policy,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Pools::default()),
         }
+    }
+
+    /// How many HTTP clients (connection pools) are kept.
+    pub fn pooled_clients(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pools
+            .len()
     }
 
     /// Performs one exchange: build, send, interpret.
@@ -144,15 +186,17 @@ impl TokenClient {
         credentials: &Credentials,
     ) -> Result<reqwest::Client, FetchError> {
         let identity = client_identity(config, credentials)?;
-        let identity_key = identity.as_ref().map(|(_, digest)| *digest);
         let key = (
-            config.ca_bundle.clone(),
+            config
+                .ca_bundle
+                .as_ref()
+                .map(|pem| sha2::Sha256::digest(pem.as_bytes()).into()),
             config.limits.clone(),
-            identity_key,
+            identity.as_ref().map(|(_, digest)| *digest),
         );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
+            return Ok(client);
         }
         let client = build_client(
             config.ca_bundle.as_deref(),
@@ -160,11 +204,6 @@ impl TokenClient {
             &self.policy,
             identity.map(|(identity, _)| identity),
         )?;
-        if identity_key.is_some()
-            && clients.keys().filter(|k| k.2.is_some()).count() >= MAX_IDENTITY_POOLS
-        {
-            clients.retain(|k, _| k.2.is_none());
-        }
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -356,6 +395,32 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("client error (Connect)")]
     struct Connect(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    /// The pool a victim keeps using stays; the ones named once and never again go first.
+    #[test]
+    fn the_least_recently_used_pool_goes_first() {
+        crate::install_crypto_provider();
+        let limits = Limits::default();
+        let key = |i: u16| -> PoolKey {
+            let mut digest = [0; 32];
+            digest[..2].copy_from_slice(&i.to_be_bytes());
+            (Some(digest), limits.clone(), None)
+        };
+        let client = reqwest::Client::new();
+        let mut pools = Pools::default();
+        pools.insert(key(0), client.clone());
+        for i in 1..1000 {
+            pools.insert(key(i), client.clone());
+            assert!(pools.pools.len() <= MAX_POOLS);
+            if i % 10 == 0 {
+                assert!(pools.get(&key(0)).is_some(), "the victim's pool after {i}");
+            }
+        }
+        assert_eq!(pools.pools.len(), MAX_POOLS);
+        assert!(pools.get(&key(0)).is_some());
+        assert!(pools.get(&key(1)).is_none(), "named once, long ago");
+        assert!(pools.get(&key(999)).is_some(), "the newest");
+    }
 
     #[test]
     fn a_refused_resolution_is_found_deep_in_the_error_chain() {
