@@ -19,7 +19,8 @@ use crate::target::DesiredTarget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
-    #[error("cannot {action} Secret {name}: {source}")]
+    /// The API error in its short form only: it reaches status and Events.
+    #[error("cannot {action} Secret {name}: {}", short_api_error(source))]
     Api {
         action: &'static str,
         name: String,
@@ -30,6 +31,28 @@ pub enum SecretsError {
     NotOwned(String),
     #[error("Secret {name} changed while being written ({attempts} attempts); will retry")]
     Contended { name: String, attempts: u32 },
+}
+
+/// The longest reason kept from an API error: the API server's own reasons are a word, but a
+/// webhook chooses its own.
+const MAX_REASON_CHARS: usize = 64;
+
+/// An API error in a few words (its status code and reason), as status, Events and logs show
+/// it: never its message, which an admission webhook or policy writes and may quote what was
+/// sent (a Secret's data), at any length.
+pub fn short_api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let reason: String = s
+                .reason
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(MAX_REASON_CHARS)
+                .collect();
+            format!("{} {reason}", s.code)
+        }
+        other => crate::provider::scrub::truncate_chars(&other.to_string(), 120),
+    }
 }
 
 fn api_error(action: &'static str, name: &str) -> impl FnOnce(kube::Error) -> SecretsError {
@@ -281,5 +304,39 @@ impl SecretsError {
             }
             SecretsError::Contended { .. } => "it is retried",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an admission webhook may answer: a reason of its own choosing, and a message
+    /// quoting what was sent.
+    fn refused_by_a_webhook() -> kube::Error {
+        let status = kube::core::Status {
+            code: 403,
+            reason: format!("Denied\n\u{1b}[31m{}", "Long".repeat(5_000)),
+            message: "admission webhook denied: data.access_token=s3cr3t-t0ken".into(),
+            ..Default::default()
+        };
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn api_errors_reach_status_only_in_their_short_form() {
+        let short = short_api_error(&refused_by_a_webhook());
+        assert!(short.starts_with("403 Denied31mLong"), "{short}");
+        assert!(short.len() <= 4 + MAX_REASON_CHARS, "{}", short.len());
+        assert!(!short.contains("s3cr3t"));
+        let failure = SecretsError::Api {
+            action: "write",
+            name: "target".into(),
+            source: refused_by_a_webhook(),
+        }
+        .to_string();
+        assert!(!failure.contains("s3cr3t"), "{failure}");
+        assert!(!failure.chars().any(char::is_control), "{failure:?}");
+        assert!(failure.len() < 120, "{}", failure.len());
     }
 }

@@ -46,6 +46,14 @@ pub enum TargetError {
         "{field} key `{key}` is reserved: keys under kubernetes.io/, k8s.io/ and tokenrotator.dev/ (app.kubernetes.io/ excepted) are not allowed on a target Secret"
     )]
     ReservedMetadataKey { field: &'static str, key: String },
+    #[error(
+        "the Secret at spec.target.secretName is not this ProviderCredential's (it has no owner reference to it): nothing is copied from it"
+    )]
+    TargetNotOwned,
+    #[error(
+        "the target Secret no longer holds what spec.target renders ({0}; changed by hand?): it is not copied until the next rotation rewrites it"
+    )]
+    TargetChanged(&'static str),
 }
 
 /// The target Secret types allowed: none of them makes the cluster act on the Secret (a
@@ -87,25 +95,33 @@ struct TokenFields<'a> {
     lifetime_seconds: u64,
 }
 
+/// The keys of a target Secret without `spec.target.template`.
+const DEFAULT_KEYS: [&str; 3] = ["access_token", "token_type", "expires_at"];
+
+/// The keys a target Secret rendered from `spec` holds, in order.
+fn rendered_key_names(spec: &TargetSpec) -> std::collections::BTreeSet<&str> {
+    if spec.template.is_empty() {
+        DEFAULT_KEYS.into_iter().collect()
+    } else {
+        spec.template.keys().map(String::as_str).collect()
+    }
+}
+
 fn render_keys(
     spec: &TargetSpec,
     fields: &TokenFields<'_>,
 ) -> Result<BTreeMap<String, Vec<u8>>, TargetError> {
     if spec.template.is_empty() {
-        return Ok(BTreeMap::from([
-            (
-                "access_token".to_string(),
-                fields.access_token.as_bytes().to_vec(),
-            ),
-            (
-                "token_type".to_string(),
-                fields.token_type.as_bytes().to_vec(),
-            ),
-            (
-                "expires_at".to_string(),
-                fields.expires_at.as_bytes().to_vec(),
-            ),
-        ]));
+        let values = [
+            fields.access_token,
+            fields.token_type,
+            fields.expires_at.as_str(),
+        ];
+        return Ok(DEFAULT_KEYS
+            .iter()
+            .zip(values)
+            .map(|(key, value)| (key.to_string(), value.as_bytes().to_vec()))
+            .collect());
     }
     let mut env = Environment::new();
     // Belt and braces: the syntax check below already rules out loops.
@@ -284,29 +300,69 @@ pub fn desired(
     })
 }
 
-/// A copy of the target Secret for another namespace (spec.delivery): its type, data, labels
-/// and annotations, plus where it came from; no owner reference (they cannot cross
-/// namespaces). `source`: the resource's namespace, name and UID.
+/// The annotations the operator itself puts on a target, carried to its copies.
+const OPERATOR_ANNOTATIONS: [&str; 4] = [
+    EXPIRES_AT_ANNOTATION,
+    ISSUED_AT_ANNOTATION,
+    FINGERPRINT_ANNOTATION,
+    SETTINGS_ANNOTATION,
+];
+
+/// A copy of the target Secret for another namespace (spec.delivery), made only from a target
+/// this resource owns and whose type and keys are what `spec` renders: a Secret someone else
+/// put at the target's name, or changed by hand, is never carried out of its namespace. Labels
+/// and annotations come from `spec` (plus the operator's own annotations and where the copy came
+/// from), not from the live object; no owner reference (they cannot cross namespaces).
+/// `source`: the resource's namespace, name and UID.
 pub fn copy_of(
     target: &k8s_openapi::api::core::v1::Secret,
+    spec: &TargetSpec,
     namespace: &str,
     name: &str,
     source: (&str, &str, &str),
     resource_version: Option<String>,
-) -> k8s_openapi::api::core::v1::Secret {
+) -> Result<k8s_openapi::api::core::v1::Secret, TargetError> {
     use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL};
     let (source_namespace, source_name, uid) = source;
-    let mut labels = target.metadata.labels.clone().unwrap_or_default();
+    let owned = target
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == uid);
+    if uid.is_empty() || !owned {
+        return Err(TargetError::TargetNotOwned);
+    }
+    let actual_type = target.type_.as_deref().unwrap_or("Opaque");
+    if actual_type != secret_type(spec) || !ALLOWED_TYPES.contains(&actual_type) {
+        return Err(TargetError::TargetChanged(
+            "its type differs from spec.target.type",
+        ));
+    }
+    let data = target.data.clone().unwrap_or_default();
+    if !data.keys().map(String::as_str).eq(rendered_key_names(spec)) {
+        return Err(TargetError::TargetChanged(
+            "its keys differ from spec.target's",
+        ));
+    }
+    let kept = target.metadata.annotations.as_ref();
+    if kept.is_none_or(|a| !a.contains_key(FINGERPRINT_ANNOTATION)) {
+        return Err(TargetError::TargetChanged("it holds no token"));
+    }
+    let mut labels = spec.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(DELIVERED_FROM_UID_LABEL.into(), uid.into());
-    let mut annotations = target.metadata.annotations.clone().unwrap_or_default();
-    // Bookkeeping of the target's own refresh requests means nothing on a copy.
-    annotations.remove(REFRESH_HANDLED_ANNOTATION);
+    let mut annotations = spec.annotations.clone();
+    for key in OPERATOR_ANNOTATIONS {
+        if let Some(value) = kept.and_then(|a| a.get(key)) {
+            annotations.insert(key.into(), value.clone());
+        }
+    }
     annotations.insert(
         DELIVERED_FROM_ANNOTATION.into(),
         format!("{source_namespace}/{source_name}"),
     );
-    k8s_openapi::api::core::v1::Secret {
+    Ok(k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
@@ -315,10 +371,10 @@ pub fn copy_of(
             resource_version,
             ..Default::default()
         },
-        type_: target.type_.clone(),
-        data: target.data.clone(),
+        type_: Some(actual_type.into()),
+        data: Some(data),
         ..Default::default()
-    }
+    })
 }
 
 /// What the operator can tell about an existing target Secret from its annotations.
@@ -529,5 +585,121 @@ mod tests {
             };
             assert!(validate(&spec).is_err(), "{spec:?}");
         }
+    }
+
+    /// The target as the operator writes it for `spec`, owned by `uid`.
+    fn written_target(spec: &TargetSpec, uid: &str) -> k8s_openapi::api::core::v1::Secret {
+        let desired = desired(spec, &token(), Some("nonce")).unwrap();
+        k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(spec.secret_name.clone()),
+                labels: Some(desired.labels),
+                annotations: Some(desired.annotations),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        uid: uid.into(),
+                        kind: "ProviderCredential".into(),
+                        name: "pc".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            type_: Some(desired.secret_type),
+            data: Some(
+                desired
+                    .data
+                    .into_iter()
+                    .map(|(k, v)| (k, k8s_openapi::ByteString(v)))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_is_made_only_of_an_owned_target_as_rendered() {
+        let spec = TargetSpec {
+            secret_name: "t".into(),
+            labels: BTreeMap::from([("team".into(), "a".into())]),
+            ..TargetSpec::default()
+        };
+        let copy = |target: &k8s_openapi::api::core::v1::Secret| {
+            copy_of(target, &spec, "dest", "t", ("src", "pc", "uid-1"), None)
+        };
+        let mut target = written_target(&spec, "uid-1");
+        let made = copy(&target).unwrap();
+        assert_eq!(made.data, target.data);
+        assert_eq!(made.type_.as_deref(), Some("Opaque"));
+        let annotations = made.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["tokenrotator.dev/delivered-from"], "src/pc");
+        assert!(annotations.contains_key(FINGERPRINT_ANNOTATION));
+        assert!(!annotations.contains_key(REFRESH_HANDLED_ANNOTATION));
+        // Labels and annotations added to the live target by hand do not travel.
+        target
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("tokenrotator.dev/credentials".into(), "true".into());
+        target
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("added".into(), "by hand".into());
+        let made = copy(&target).unwrap();
+        let labels = made.metadata.labels.unwrap();
+        assert!(!labels.contains_key("tokenrotator.dev/credentials"));
+        assert_eq!(labels["team"], "a");
+        assert!(!made.metadata.annotations.unwrap().contains_key("added"));
+
+        // Someone else's Secret at the target's name: another resource's target, or one
+        // without owner.
+        let theirs = written_target(&spec, "uid-2");
+        assert_eq!(copy(&theirs), Err(TargetError::TargetNotOwned));
+        let mut unowned = written_target(&spec, "uid-1");
+        unowned.metadata.owner_references = None;
+        assert_eq!(copy(&unowned), Err(TargetError::TargetNotOwned));
+        assert_eq!(
+            copy_of(&target, &spec, "dest", "t", ("src", "pc", ""), None),
+            Err(TargetError::TargetNotOwned)
+        );
+        // Changed by hand: a key added or removed, another type, no token.
+        let mut extra = written_target(&spec, "uid-1");
+        extra
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("stolen".into(), k8s_openapi::ByteString(b"x".to_vec()));
+        assert!(matches!(copy(&extra), Err(TargetError::TargetChanged(_))));
+        let mut fewer = written_target(&spec, "uid-1");
+        fewer.data.as_mut().unwrap().remove("token_type");
+        assert!(matches!(copy(&fewer), Err(TargetError::TargetChanged(_))));
+        let mut retyped = written_target(&spec, "uid-1");
+        retyped.type_ = Some("kubernetes.io/service-account-token".into());
+        assert!(matches!(copy(&retyped), Err(TargetError::TargetChanged(_))));
+        let mut tokenless = written_target(&spec, "uid-1");
+        tokenless
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(FINGERPRINT_ANNOTATION);
+        assert!(matches!(
+            copy(&tokenless),
+            Err(TargetError::TargetChanged(_))
+        ));
+        // A templated target's keys are the template's.
+        let templated = TargetSpec {
+            template: BTreeMap::from([("header".into(), "Bearer {{ access_token }}".into())]),
+            ..spec.clone()
+        };
+        let target = written_target(&templated, "uid-1");
+        assert!(copy_of(&target, &templated, "d", "t", ("s", "p", "uid-1"), None).is_ok());
+        assert!(matches!(
+            copy_of(&target, &spec, "d", "t", ("s", "p", "uid-1"), None),
+            Err(TargetError::TargetChanged(_))
+        ));
     }
 }

@@ -33,6 +33,15 @@ pub struct RunArgs {
     /// How many resources are reconciled at once.
     #[arg(long, default_value_t = 32)]
     pub concurrency: u16,
+    /// Pace every namespace's requests to a token host together: `HOST=N` (or `HOST:PORT=N`)
+    /// requests per second, repeatable. Without it a host is paced per namespace only, by the
+    /// `requestsPerSecond` of that namespace's resources: no tenant can slow another.
+    #[arg(long = "token-host-rate", value_name = "HOST=N", value_parser = parse_host_rate)]
+    pub token_host_rates: Vec<(String, u32)>,
+    /// At most this many token requests of one namespace wait for their turn or are sent at
+    /// once; more wait for a slot (outside the reconcile slots every namespace shares).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub requests_in_flight_per_namespace: u32,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]
@@ -48,4 +57,53 @@ pub struct RunArgs {
     pub cross_namespace_delivery: bool,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
+}
+
+/// `--token-host-rate HOST=N`: a host and the requests per second every namespace together may
+/// send it. Named: the host, and the fix.
+pub fn parse_host_rate(text: &str) -> Result<(String, u32), String> {
+    let (host, rate) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--token-host-rate {text:?}: expected HOST=REQUESTS_PER_SECOND"))?;
+    let host = host.trim().to_ascii_lowercase();
+    let rate: u32 = rate
+        .trim()
+        .parse()
+        .ok()
+        .filter(|r| (1..=10_000).contains(r))
+        .ok_or_else(|| {
+            format!("--token-host-rate {text:?}: the rate must be a whole number from 1 to 10000")
+        })?;
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(format!(
+            "--token-host-rate {text:?}: give a host name (optionally host:port), not a URL"
+        ));
+    }
+    Ok((host, rate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rates_are_parsed_with_errors_that_name_the_flag() {
+        assert_eq!(
+            parse_host_rate("Reltio.Example.com=10"),
+            Ok(("reltio.example.com".into(), 10))
+        );
+        assert_eq!(parse_host_rate("host:8443=1"), Ok(("host:8443".into(), 1)));
+        for bad in [
+            "host",
+            "host=0",
+            "host=-1",
+            "host=x",
+            "=5",
+            "https://h/t=5",
+            "h=10001",
+        ] {
+            let e = parse_host_rate(bad).unwrap_err();
+            assert!(e.contains("--token-host-rate"), "{e}");
+        }
+    }
 }

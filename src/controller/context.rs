@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
-use super::endpoints::EndpointQueues;
+use super::endpoints::{EndpointQueues, RequestSlot, RequestSlots};
+use super::executed::Parked;
+use super::in_flight::InFlight;
 use super::views::SecretViews;
-use crate::api::ProviderCredential;
+use crate::api::{Guarded, ProviderCredential};
 use crate::leader::{Gate, Withheld};
 use crate::provider::{ProviderConfig, TokenClient};
 use crate::rotation::{ChainWrite, HeldToken, RequestBudget};
@@ -32,6 +35,12 @@ pub struct Context {
     /// Token requests one resource may send in any rolling minute.
     requests_per_minute: u32,
     endpoints: EndpointQueues,
+    /// Token requests (waiting for their turn, or sent) per namespace, bounded.
+    request_slots: RequestSlots,
+    /// Token requests that outlived the reconcile that started them.
+    pub in_flight: InFlight<Parked>,
+    /// One per controller: reconcile a resource now (its request ended after its reconcile).
+    reconcile_requests: Mutex<Vec<futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>>>,
     /// The target and state Secrets as last seen, while the watch shows that version.
     pub views: SecretViews,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
@@ -46,6 +55,10 @@ pub struct Context {
 #[derive(Default)]
 pub struct Features {
     pub restart_workloads: bool,
+    /// `--token-host-rate`: the admin's rates, shared by every namespace, by host.
+    pub host_rates: Vec<(String, u32)>,
+    /// `--requests-in-flight-per-namespace` (0: the default).
+    pub requests_in_flight_per_namespace: usize,
     pub delivery: Option<super::delivery_views::Delivery>,
 }
 
@@ -147,7 +160,10 @@ impl Context {
             metrics,
             gate,
             requests_per_minute,
-            endpoints: EndpointQueues::default(),
+            endpoints: EndpointQueues::new(&features.host_rates),
+            request_slots: RequestSlots::new(features.requests_in_flight_per_namespace),
+            in_flight: InFlight::default(),
+            reconcile_requests: Mutex::default(),
             views: SecretViews::default(),
             held: Mutex::default(),
             restart_workloads: features.restart_workloads,
@@ -171,15 +187,28 @@ impl Context {
         }
     }
 
-    /// Waits for this request's turn at its endpoint (the provider's rate, and any pause a
-    /// 429 from that host asked for), then for the gate: the request may be sent only if it
-    /// passes at that very moment.
-    pub async fn rate_limit(&self, config: &ProviderConfig) -> Result<(), Withheld> {
+    /// Waits for one of `namespace`'s request slots, then for this request's turn at its
+    /// endpoint (the pace of `namespace` for that host and any pause a 429 asked of it, then
+    /// the admin's shared rate for the host), then for the gate: the request may be sent only
+    /// if it passes at that very moment. The slot is held until the answer is handled.
+    pub async fn rate_limit(
+        &self,
+        namespace: &str,
+        config: &ProviderConfig,
+    ) -> Result<RequestSlot, Withheld> {
+        let turn = async {
+            let slot = self.request_slots.acquire(namespace).await;
+            self.endpoints.wait_turn(namespace, config).await;
+            slot
+        };
         tokio::select! {
-            () = self.endpoints.wait_turn(config) => {}
-            () = self.gate.stopped() => {}
+            slot = turn => self.permit_request(config).map(|()| slot),
+            // Closed for good: whatever the gate says now, this request is not sent.
+            () = self.gate.stopped() => Err(self
+                .permit_request(config)
+                .err()
+                .unwrap_or(Withheld::ShuttingDown)),
         }
-        self.permit_request(config)
     }
 
     /// Whether a request to this endpoint may start now (see [`Gate::permit`]); a refusal is
@@ -196,9 +225,14 @@ impl Context {
             })
     }
 
-    /// The endpoint answered 429: slow its whole queue.
-    pub fn rate_limited(&self, config: &ProviderConfig, retry_after: Option<Duration>) {
-        self.endpoints.pause(config, retry_after);
+    /// The endpoint answered 429 to a request of `namespace`: slow that namespace's queue.
+    pub fn rate_limited(
+        &self,
+        namespace: &str,
+        config: &ProviderConfig,
+        retry_after: Option<Duration>,
+    ) {
+        self.endpoints.pause(namespace, config, retry_after);
     }
 
     fn with_held<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
@@ -324,8 +358,33 @@ impl Context {
         })
     }
 
+    /// Has a controller reconcile `pc` soon (sent to every controller: only the one that
+    /// holds it reconciles it).
+    pub fn reconcile_soon(&self, pc: &ProviderCredential) {
+        let reference =
+            ObjectRef::<Guarded>::new(&pc.name_any()).within(&pc.namespace().unwrap_or_default());
+        let mut senders = self
+            .reconcile_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        senders.retain(|s| s.unbounded_send(reference.clone()).is_ok());
+    }
+
+    /// The requests [`Context::reconcile_soon`] makes, for one controller.
+    pub fn reconcile_requests(
+        &self,
+    ) -> futures::channel::mpsc::UnboundedReceiver<ObjectRef<Guarded>> {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        self.reconcile_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sender);
+        receiver
+    }
+
     /// A deleted resource: nothing it held can be used any more.
     pub fn forget(&self, uid: &str) {
+        self.in_flight.forget(uid);
         self.views.forget(uid);
         self.held
             .lock()

@@ -29,20 +29,28 @@ pub struct CopySeen {
     pub resource_version: Box<str>,
 }
 
-/// The copies of one source resource.
-#[derive(Default)]
-struct Source {
-    /// Its namespace and name, as the copies' annotation says.
-    namespace: Box<str>,
-    name: Box<str>,
-    copies: BTreeMap<Place, CopySeen>,
+/// The resource a copy claims to come from: `<uid>/<namespace>/<name>`, all three as the copy
+/// says. Keyed by all three, so a Secret that claims a resource's UID together with another
+/// namespace or name (forged in a namespace someone controls) is filed under a source of its
+/// own and cannot hide that resource's real copies.
+type SourceKey = Box<str>;
+
+fn source_key(uid: &str, namespace: &str, name: &str) -> SourceKey {
+    // A label value (the UID) and a namespace hold no '/', so the key splits back uniquely.
+    format!("{uid}/{namespace}/{name}").into()
+}
+
+/// The namespace and name of a source key.
+fn named_by(key: &str) -> Option<(&str, &str)> {
+    let (_, rest) = key.split_once('/')?;
+    rest.split_once('/')
 }
 
 #[derive(Default)]
 struct Table {
-    by_source: HashMap<Box<str>, Source>,
+    by_source: HashMap<SourceKey, BTreeMap<Place, CopySeen>>,
     /// Which source each place holds a copy of (a label can change).
-    source_of: HashMap<Place, Box<str>>,
+    source_of: HashMap<Place, SourceKey>,
 }
 
 /// What makes a Secret a copy: the source's UID and `<namespace>/<name>`, no owner.
@@ -69,11 +77,11 @@ pub fn stamp_of(annotations: &BTreeMap<String, String>) -> u64 {
 
 impl Table {
     fn remove(&mut self, place: &Place) -> Option<CopySeen> {
-        let uid = self.source_of.remove(place)?;
-        let source = self.by_source.get_mut(&uid)?;
-        let seen = source.copies.remove(place);
-        if source.copies.is_empty() {
-            self.by_source.remove(&uid);
+        let key = self.source_of.remove(place)?;
+        let copies = self.by_source.get_mut(&key)?;
+        let seen = copies.remove(place);
+        if copies.is_empty() {
+            self.by_source.remove(&key);
         }
         seen
     }
@@ -107,14 +115,9 @@ impl Table {
             uid: secret.meta().uid.as_deref().unwrap_or_default().into(),
             resource_version: rv.into(),
         };
-        let uid: Box<str> = uid.into();
-        self.source_of.insert(place.clone(), uid.clone());
-        let source = self.by_source.entry(uid).or_insert_with(|| Source {
-            namespace: namespace.into(),
-            name: name.into(),
-            copies: BTreeMap::new(),
-        });
-        source.copies.insert(place, seen);
+        let key = source_key(uid, namespace, name);
+        self.source_of.insert(place.clone(), key.clone());
+        self.by_source.entry(key).or_default().insert(place, seen);
     }
 }
 
@@ -162,14 +165,14 @@ impl Copies {
     /// The copies of one resource (by UID, and naming it), by namespace and name.
     pub fn of(&self, uid: &str, namespace: &str, name: &str) -> Vec<((String, String), CopySeen)> {
         let state = self.lock();
-        let Some(source) = state.current.by_source.get(uid) else {
+        let Some(copies) = state
+            .current
+            .by_source
+            .get(&source_key(uid, namespace, name))
+        else {
             return Vec::new();
         };
-        if &*source.namespace != namespace || &*source.name != name {
-            return Vec::new();
-        }
-        source
-            .copies
+        copies
             .iter()
             .map(|((ns, n), seen)| ((ns.to_string(), n.to_string()), seen.clone()))
             .collect()
@@ -183,8 +186,8 @@ impl Copies {
             .source_of
             .iter()
             .filter(|((ns, _), _)| &**ns == namespace)
-            .filter_map(|(_, uid)| state.current.by_source.get(uid))
-            .map(|s| (s.namespace.to_string(), s.name.to_string()))
+            .filter_map(|(_, key)| named_by(key))
+            .map(|(ns, name)| (ns.to_string(), name.to_string()))
             .collect();
         sources.sort();
         sources.dedup();
@@ -290,6 +293,42 @@ mod tests {
         unannotated.metadata.annotations = None;
         copies.watched(&Event::Apply(unannotated));
         assert!(copies.of("u1", "src", "pc").is_empty());
+    }
+
+    #[test]
+    fn a_forged_claim_of_a_sources_uid_hides_none_of_its_copies() {
+        let copies = Copies::default();
+        let forged = |ns: &str, from: &str, rv: &str| {
+            let mut f = copy(ns, "t", Some("u1"), "f-forged", rv);
+            f.metadata
+                .annotations
+                .as_mut()
+                .unwrap()
+                .insert(DELIVERED_FROM_ANNOTATION.into(), from.into());
+            f
+        };
+        // After a restart the relist may show the forgery first.
+        copies.watched(&Event::Init);
+        copies.watched(&Event::InitApply(forged("attacker", "attacker/decoy", "1")));
+        copies.watched(&Event::InitApply(copy("a", "t", Some("u1"), "f1", "2")));
+        copies.watched(&Event::InitApply(copy("b", "t", Some("u1"), "f1", "3")));
+        copies.watched(&Event::InitApply(forged("attacker2", "src/other/x", "4")));
+        copies.watched(&Event::InitDone);
+        let of = copies.of("u1", "src", "pc");
+        let places: Vec<&str> = of.iter().map(|((ns, _), _)| ns.as_str()).collect();
+        assert_eq!(places, vec!["a", "b"]);
+        assert!(of.iter().all(|(_, seen)| seen.stamp == stamp("f1", "s")));
+        // The forgery is only what it claims: a source of its own.
+        assert_eq!(copies.of("u1", "attacker", "decoy").len(), 1);
+        assert_eq!(copies.of("u1", "src", "other/x").len(), 1);
+        assert_eq!(
+            copies.sources_in("attacker"),
+            vec![("attacker".into(), "decoy".into())]
+        );
+        // And after live events too.
+        copies.watched(&Event::Apply(forged("attacker", "attacker/decoy", "5")));
+        copies.watched(&Event::Apply(copy("a", "t", Some("u1"), "f2", "6")));
+        assert_eq!(copies.of("u1", "src", "pc").len(), 2);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::copies::stamp_of;
 pub use super::delivery_views::{Delivery, DeliveryWriters, GuardedGrant};
-use super::short_api_error;
 use crate::api::{
     CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
     DeliverySpec, DeliveryStatus, Guarded, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
@@ -33,6 +32,7 @@ use crate::rotation::delivery::{
     Verdict, reason,
 };
 use crate::rotation::{EventNote, Report};
+use crate::secrets::short_api_error;
 
 /// The condition this feature reports: True when every destination holds the current token.
 pub const DELIVERED: &str = "Delivered";
@@ -274,12 +274,14 @@ async fn remove(ctx: &Context, removal: &Removal) -> Removed {
 
 /// After `after` was decided: bring every destination to what the target holds, remove the
 /// copies no longer wanted, and say so in `after`. `written_target`: the target as this
-/// reconcile wrote it.
+/// reconcile wrote it; `blocked`: why this reconcile's rotation is blocked, if it is (then
+/// nothing is written: the Secret at the target's name may not be this resource's).
 pub async fn deliver(
     ctx: &Context,
     pc: &ProviderCredential,
     after: &mut Report,
     written_target: Option<&Secret>,
+    blocked: Option<&str>,
 ) {
     let now = Timestamp::now();
     let generation = pc.meta().generation;
@@ -372,6 +374,7 @@ pub async fn deliver(
         grants: &grants,
         occupants: &occupants,
         stamp,
+        blocked,
     });
     let Carried {
         mut statuses,
@@ -478,14 +481,16 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The target Secret if it exists and holds a token (a failed read is as good as none: the
-/// copies wait, and the destination says so).
+/// The target Secret if it exists, is this resource's and holds a token (a failed read is as
+/// good as none: the copies wait, and the destination says so).
 async fn read_target(ctx: &Context, pc: &ProviderCredential) -> Option<Secret> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let uid = pc.uid().unwrap_or_default();
     match api.get_opt(&pc.spec.target.secret_name).await {
         Ok(target) => target.filter(|t| {
-            t.annotations()
-                .contains_key(crate::target::FINGERPRINT_ANNOTATION)
+            crate::secrets::is_owned_by(t, &uid)
+                && t.annotations()
+                    .contains_key(crate::target::FINGERPRINT_ANNOTATION)
         }),
         Err(e) => {
             warn!(error = %short_api_error(&e), "cannot read the target Secret to copy it");
@@ -633,11 +638,13 @@ async fn write(
     let source = (pc.namespace().unwrap_or_default(), pc.name_any());
     let copy = crate::target::copy_of(
         target,
+        &pc.spec.target,
         &destination.namespace,
         &destination.secret_name,
         (&source.0, &source.1, uid),
         replace.map(|r| r.resource_version.clone()),
-    );
+    )
+    .map_err(|e| NotWritten::Failed(e.to_string()))?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &destination.namespace);
     let pp = PostParams::default();
     let mut result = match replace {

@@ -3,7 +3,7 @@
 //! a cancelled reconcile cannot stop it half-way.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -11,11 +11,11 @@ use kube::api::Api;
 use tracing::{Instrument, debug, info, warn};
 
 use super::context::Context;
+use super::executed::Parked;
 use crate::api::ProviderCredential;
-use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{
-    self, ChainEnd, ChainWrite, HeldToken, Plan, SecretWrite, StateView, StoreFailure,
+    self, Baseline, ChainWrite, HeldToken, Plan, SecretWrite, StateView, StoreFailure,
     TEMPLATE_FAILED, TargetView, TokenSource,
 };
 use crate::secrets::{self, SecretsError, StateStored};
@@ -27,32 +27,19 @@ pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 /// Reason of a status whose rotation lost the race to another writer of the state Secret.
 pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
 
-pub enum Executed {
-    Issued {
-        token: IssuedToken,
-        /// The target Secret as written, for spec.delivery's copies (only with spec.delivery:
-        /// they are made from it without reading it again).
-        target: Option<Box<Secret>>,
-    },
-    /// The resource's request budget is spent: nothing was sent.
-    Deferred {
-        until: jiff::Timestamp,
-    },
-    /// The gate is closed (shutdown, or the lease is not confirmed): nothing was sent.
-    Withheld(Withheld),
-    Failed {
-        error: FetchError,
-        chain_end: ChainEnd,
-    },
-    NotStored(StoreFailure),
-}
+pub use super::executed::{ExecuteError, Executed};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ExecuteError {
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    #[error("the token task stopped unexpectedly: {0}")]
-    Task(&'static str),
+/// How long a reconcile waits for its token request before the request goes on without it:
+/// a request that waits for its namespace's turn or for a slow endpoint must not hold one of
+/// the reconcile slots every tenant shares. A request answered within it is reported by the
+/// reconcile that started it, as before.
+pub const DETACH_AFTER: Duration = Duration::from_millis(250);
+
+/// How a started request went, as far as its reconcile knows.
+pub enum Started {
+    Done(Result<Executed, ExecuteError>),
+    /// Still running: its end is parked with the context and brings another reconcile.
+    Detached,
 }
 
 pub async fn execute(
@@ -60,25 +47,67 @@ pub async fn execute(
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: Plan,
-) -> Result<Executed, ExecuteError> {
-    let (ctx, pc, api) = (ctx.clone(), pc.clone(), api.clone());
-    tokio::spawn(async move { run(&ctx, &pc, &api, plan).await }.in_current_span())
-        .await
+    baseline: &Baseline,
+) -> Started {
+    let uid = pc.uid().unwrap_or_default();
+    let plan = Arc::new(plan);
+    let (answer, mut answered) = tokio::sync::oneshot::channel();
+    let parked = (baseline.clone(), plan.clone());
+    let (ctx_, pc_, api_) = (ctx.clone(), pc.clone(), api.clone());
+    let task = async move {
+        let (ctx, pc) = (ctx_, pc_);
+        let request = {
+            let (ctx, pc) = (ctx.clone(), pc.clone());
+            tokio::spawn(async move { run(&ctx, &pc, &api_, &plan).await }.in_current_span())
+        };
         // A panic's text is never repeated: it could hold anything (the hook logged where).
-        .map_err(|e| {
+        let result = request.await.map_err(|e| {
             ExecuteError::Task(if e.is_panic() {
                 "a bug (panic)"
             } else {
                 "cancelled"
             })
-        })?
+        });
+        if let Err(executed) = answer.send(result.and_then(|r| r)) {
+            // No reconcile waits for it any more: park it, and have the resource reconciled.
+            let (baseline, plan) = parked;
+            let uid = pc.uid().unwrap_or_default();
+            let parked = Parked {
+                baseline,
+                plan,
+                executed,
+            };
+            if ctx.in_flight.finish(&uid, parked) {
+                ctx.reconcile_soon(&pc);
+            }
+        }
+    };
+    tokio::spawn(task.in_current_span());
+    match tokio::time::timeout(DETACH_AFTER, &mut answered).await {
+        Ok(result) => Started::Done(result.unwrap_or(Err(ExecuteError::Task("cancelled")))),
+        Err(_) => {
+            ctx.in_flight.detach(&uid);
+            // From here on the task parks its result; one sent before is taken here.
+            answered.close();
+            match answered.try_recv() {
+                Ok(result) => {
+                    ctx.in_flight.reclaim(&uid);
+                    Started::Done(result)
+                }
+                Err(_) => {
+                    debug!("the token request goes on without this reconcile");
+                    Started::Detached
+                }
+            }
+        }
+    }
 }
 
 async fn run(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
-    plan: Plan,
+    plan: &Plan,
 ) -> Result<Executed, ExecuteError> {
     let uid = pc.uid().unwrap_or_default();
     let render = |token: &IssuedToken| {
@@ -105,10 +134,15 @@ async fn run(
                 grant = grant.label(&plan.config),
                 "requesting a token"
             );
-            if let Err(withheld) = ctx.rate_limit(&plan.config).await {
-                ctx.refund_request(&uid);
-                return Ok(Executed::Withheld(withheld));
-            }
+            let namespace = pc.namespace().unwrap_or_default();
+            // Held until the answer is stored: the namespace's bound counts whole requests.
+            let _slot = match ctx.rate_limit(&namespace, &plan.config).await {
+                Ok(slot) => slot,
+                Err(withheld) => {
+                    ctx.refund_request(&uid);
+                    return Ok(Executed::Withheld(withheld));
+                }
+            };
             let started = Instant::now();
             let answer = ctx
                 .tokens
@@ -117,18 +151,18 @@ async fn run(
             ctx.metrics
                 .token_request(&plan.config, &answer, started.elapsed());
             if let Err(e @ FetchError::RateLimited { .. }) = &answer {
-                ctx.rate_limited(&plan.config, e.retry_after());
+                ctx.rate_limited(&namespace, &plan.config, e.retry_after());
             }
             debug!(
                 ok = answer.is_ok(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "token request answered"
             );
-            let settled = rotation::settle(&plan, answer.as_ref());
+            let settled = rotation::settle(plan, answer.as_ref());
             let token = match answer {
                 Ok(token) => token,
                 Err(error) => {
-                    match hold_and_store(ctx, pc, api, &plan, settled.state).await {
+                    match hold_and_store(ctx, pc, api, plan, settled.state).await {
                         // The refusal came from the newer chain another writer stored.
                         Ok(StateStored::Superseded { discarded }) => {
                             return Ok(Executed::NotStored(superseded(ctx, discarded)));
@@ -154,7 +188,7 @@ async fn run(
             );
             // The refresh token first, before anything else can go wrong.
             let resource_version =
-                match hold_and_store(ctx, pc, api, &plan, settled.state.clone()).await {
+                match hold_and_store(ctx, pc, api, plan, settled.state.clone()).await {
                     Ok(StateStored::Written(rv)) => rv,
                     Ok(StateStored::Superseded { discarded }) => {
                         ctx.drop_token(&uid);

@@ -8,6 +8,8 @@ mod delivery_views;
 mod due;
 mod endpoints;
 mod execute;
+mod executed;
+mod in_flight;
 mod observe;
 pub mod reconcile;
 mod report;
@@ -163,6 +165,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         args.token_requests_per_minute,
         context::Features {
             restart_workloads: args.restart_workloads,
+            host_rates: args.token_host_rates.clone(),
+            requests_in_flight_per_namespace: args.requests_in_flight_per_namespace as usize,
             delivery,
         },
     ));
@@ -203,10 +207,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         warn!(signal = name, "second signal: exiting at once");
         std::process::exit(1);
     });
-    if !drained
-        && tokio::time::timeout(shutdown::DRAIN_BOUND, &mut controllers)
-            .await
-            .is_err()
+    // The reconciles in flight, then the token requests that outlived theirs.
+    let drain = async {
+        if !drained {
+            (&mut controllers).await;
+        }
+        ctx.in_flight.drained().await;
+    };
+    if tokio::time::timeout(shutdown::DRAIN_BOUND, drain)
+        .await
+        .is_err()
     {
         warn!(
             bound_s = shutdown::DRAIN_BOUND.as_secs(),
@@ -369,6 +379,8 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     let mut controller = Controller::for_stream(resources, store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(due.clone().fired())
+        // Requests that ended after their reconcile returned (execute.rs).
+        .reconcile_on(ctx.reconcile_requests())
         .trigger_backoff(ShortPause)
         // A managed Secret concerns its owner, and a copy in another namespace its source.
         .watches_stream(owned, |secret: PartialObjectMeta<Secret>| {
@@ -473,15 +485,6 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             }
         })
         .await;
-}
-
-/// An API error in a few words (its status code and reason): never its message, which may
-/// quote what was sent.
-fn short_api_error(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
-        other => crate::provider::scrub::truncate_chars(&other.to_string(), 120),
-    }
 }
 
 /// Each watch feeding the controller backs off on its own (`default_backoff`). The

@@ -11,12 +11,14 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::context::Context;
-use super::execute::{ExecuteError, Executed, execute};
+use super::execute::{ExecuteError, Executed, Started, execute};
+use super::executed::Parked;
+use super::in_flight::Found;
 use super::observe::{observe, store_held_state};
 use super::report::{ReportError, report, report_unreadable};
 use crate::api::{Guarded, ProviderCredential};
 use crate::leader::Withheld;
-use crate::rotation::{self, Outcome, Plan, Planned, Step};
+use crate::rotation::{self, Baseline, Outcome, Plan, Planned, Step};
 use crate::secrets::SecretsError;
 
 /// Failures of the Kubernetes side; provider failures are status, not errors.
@@ -138,6 +140,15 @@ pub async fn reconcile(
             return Ok(None);
         }
         let uid = pc.uid().unwrap_or_default();
+        match ctx.in_flight.take(&uid) {
+            Found::Nothing => {}
+            // Its end brings the next reconcile; meanwhile nothing is decided twice.
+            Found::Running => {
+                debug!("a token request of this resource is still in flight");
+                return Ok(None);
+            }
+            Found::Finished(parked) => return report_parked(ctx, pc, parked).await,
+        }
         if ctx.predates_own_status_write(&uid, pc.meta().resource_version.as_deref()) {
             // Triggered (by a Secret this operator just wrote) before the watch brought
             // its status write: the newer copy comes with its own reconcile. Anything
@@ -165,39 +176,37 @@ pub async fn reconcile(
         if discard_held {
             ctx.drop_token(&uid);
         }
-        let mut executed;
-        // The target as this reconcile wrote it, for spec.delivery's copies.
+        let executed;
+        // The target as this reconcile's request wrote it, for spec.delivery's copies.
         let mut written_target = None;
         let outcome = match &step {
             Step::Wait(at) => Outcome::Wait(*at),
             Step::HoldRejected => Outcome::HoldRejected,
             Step::Blocked(b) => Outcome::Blocked(b),
             Step::Rotate(plan) => {
-                executed = execute(ctx, pc, &secrets, (**plan).clone())
-                    .await
-                    .map_err(ReconcileError::Execute)?;
-                if let Executed::Issued { target, .. } = &mut executed {
-                    written_target = target.take();
+                match execute(ctx, pc, &secrets, (**plan).clone(), &baseline).await {
+                    // Its end is parked and brings the next reconcile.
+                    Started::Detached => return Ok(None),
+                    Started::Done(result) => {
+                        executed = result.map_err(ReconcileError::Execute)?;
+                    }
                 }
+                written_target = issued_target(&executed);
                 match rotated(plan, &executed) {
                     Ok(outcome) => outcome,
-                    // Nothing was sent and nothing changed: no status write.
-                    Err(Withheld::ShuttingDown) => return Ok(None),
-                    Err(Withheld::LeaseUnconfirmed) => return Ok(Some(WITHHELD_RETRY)),
+                    Err(withheld) => match kept_back(ctx, plan, withheld) {
+                        Some(outcome) => outcome,
+                        // Nothing was sent and nothing changed: no status write.
+                        None => return Ok(withheld_retry(withheld)),
+                    },
                 }
             }
         };
-        let mut after =
-            rotation::status_after(pc, &baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
-        super::rollout::restart_workloads(ctx, pc, &mut after).await;
-        super::delivery::deliver(ctx, pc, &mut after, written_target.as_deref()).await;
-        report(ctx, pc, &after)
-            .await
-            .map_err(ReconcileError::Report)?;
-
-        ctx.count_attempt(&uid, after.backing_off);
-        ctx.metrics.reconciled();
-        Ok(after.requeue)
+        let blocked = match &step {
+            Step::Blocked(b) => Some(b.reason),
+            _ => None,
+        };
+        finish(ctx, pc, &baseline, outcome, written_target, blocked).await
     }
     .instrument(span)
     .await
@@ -211,6 +220,92 @@ const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1
 /// How soon a rotation withheld by an unconfirmed lease is tried again (the lease watch
 /// confirms the next renewal within about this long).
 const WITHHELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A request the lease has kept back for over a minute: reported on the resource (since
+/// when, in whole seconds: the same wait gives the same status, written once), instead of
+/// retried in silence.
+fn kept_back(ctx: &Context, plan: &Plan, withheld: Withheld) -> Option<Outcome<'static>> {
+    if withheld != Withheld::LeaseUnconfirmed {
+        return None;
+    }
+    let since = ctx
+        .gate
+        .withheld_since(plan.config.limits.overall_timeout)?;
+    let since = Timestamp::from_second(Timestamp::try_from(since).ok()?.as_second()).ok()?;
+    Some(Outcome::Withheld {
+        since,
+        reason: withheld.reason(),
+        retry: WITHHELD_RETRY,
+    })
+}
+
+/// status_after, then the features that add to its report, then the report: how every
+/// reconcile that decided something ends.
+async fn finish(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    baseline: &Baseline,
+    outcome: Outcome<'_>,
+    written_target: Option<&Secret>,
+    blocked: Option<&str>,
+) -> Result<Next, ReconcileError> {
+    let uid = pc.uid().unwrap_or_default();
+    let mut after =
+        rotation::status_after(pc, baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
+    super::rollout::restart_workloads(ctx, pc, &mut after).await;
+    super::delivery::deliver(ctx, pc, &mut after, written_target, blocked).await;
+    report(ctx, pc, &after)
+        .await
+        .map_err(ReconcileError::Report)?;
+    ctx.count_attempt(&uid, after.backing_off);
+    ctx.metrics.reconciled();
+    Ok(after.requeue)
+}
+
+/// A request that ended after its reconcile returned: reported now, from what that
+/// reconcile saw. If the report fails, it stays parked for the next attempt.
+async fn report_parked(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    parked: Box<Parked>,
+) -> Result<Next, ReconcileError> {
+    let Parked {
+        baseline,
+        plan,
+        executed,
+    } = *parked;
+    let executed = executed.map_err(ReconcileError::Execute)?;
+    let outcome = match rotated(&plan, &executed) {
+        Ok(outcome) => outcome,
+        Err(withheld) => return Ok(withheld_retry(withheld)),
+    };
+    let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None).await;
+    if result.is_err() {
+        let parked = Parked {
+            baseline,
+            plan,
+            executed: Ok(executed),
+        };
+        ctx.in_flight.finish(&pc.uid().unwrap_or_default(), parked);
+    }
+    result
+}
+
+/// The target as the request's own write left it, for spec.delivery's copies.
+fn issued_target(executed: &Executed) -> Option<&Secret> {
+    match executed {
+        Executed::Issued { target, .. } => target.as_deref(),
+        _ => None,
+    }
+}
+
+/// A withheld request sent nothing and changed nothing: no status write.
+fn withheld_retry(withheld: Withheld) -> Next {
+    match withheld {
+        Withheld::ShuttingDown => None,
+        Withheld::LeaseUnconfirmed => Some(WITHHELD_RETRY),
+    }
+}
 
 /// The outcome to report, unless the request was withheld (nothing to report).
 fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Result<Outcome<'a>, Withheld> {

@@ -177,7 +177,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                 first_refusal.get_or_insert(reason::RESTART_FAILED);
                 refused.push(format!(
                     "{shown} cannot be read ({})",
-                    super::short_api_error(&e)
+                    crate::secrets::short_api_error(&e)
                 ));
                 retry = true;
                 continue;
@@ -206,7 +206,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                     first_refusal.get_or_insert(reason::RESTART_FAILED);
                     refused.push(format!(
                         "{shown}: the restart failed ({})",
-                        super::short_api_error(&e)
+                        crate::secrets::short_api_error(&e)
                     ));
                     retry = true;
                 }

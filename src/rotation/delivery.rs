@@ -23,6 +23,8 @@ pub mod reason {
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
     pub const TOO_MANY: &str = "TooManyDestinations";
     pub const WRITE_FAILED: &str = "WriteFailed";
+    /// This resource's own rotation is blocked: nothing is copied from its target meanwhile.
+    pub const SOURCE_BLOCKED: &str = "SourceBlocked";
     /// Condition reasons for the whole of spec.delivery.
     pub const ALL_DELIVERED: &str = "AllDelivered";
     pub const DISABLED: &str = "DeliveryDisabled";
@@ -117,6 +119,10 @@ pub struct Inputs<'a> {
     pub occupants: &'a BTreeMap<(String, String), Occupant>,
     /// The stamp of what the target holds (token and settings); `None`: no target yet.
     pub stamp: Option<u64>,
+    /// Why this resource's rotation is blocked, if it is (a plan's `Blocked` reason): no copy
+    /// is written then. The Secret at the target's name may be someone else's
+    /// (`TargetConflict`), and copying it would carry another resource's token out.
+    pub blocked: Option<&'a str>,
 }
 
 /// At most this many requirements in spec.delivery.namespaceSelector, and values in one: it is
@@ -244,9 +250,14 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
         });
     }
     destinations.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    // A destination that still consents keeps its copy while the source is blocked: the
+    // copy is not refreshed, but nothing the destination relies on is taken away.
     let kept: BTreeSet<(&str, &str)> = destinations
         .iter()
-        .filter(|d| !matches!(d.verdict, Verdict::Refused { .. }))
+        .filter(|d| match &d.verdict {
+            Verdict::Refused { reason, .. } => *reason == reason::SOURCE_BLOCKED,
+            _ => true,
+        })
         .map(|d| (d.namespace.as_str(), d.secret_name.as_str()))
         .collect();
     let removals = inputs
@@ -333,10 +344,15 @@ fn consent(
 fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
     let key = (namespace.to_string(), inputs.secret_name.to_string());
     match inputs.occupants.get(&key) {
-        None => Verdict::Write { replace: None },
+        None => match inputs.blocked {
+            Some(blocked) => source_blocked(blocked),
+            None => Verdict::Write { replace: None },
+        },
         Some(Occupant::OwnCopy { stamp, copy }) => {
             if Some(*stamp) == inputs.stamp {
                 Verdict::Current
+            } else if let Some(blocked) = inputs.blocked {
+                source_blocked(blocked)
             } else {
                 Verdict::Write {
                     replace: Some(copy.clone()),
@@ -348,6 +364,15 @@ fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
             not_owned(namespace, inputs.secret_name),
         ),
     }
+}
+
+fn source_blocked(blocked: &str) -> Verdict {
+    refused(
+        reason::SOURCE_BLOCKED,
+        format!(
+            "no copy is written while this resource's rotation is blocked ({blocked}); the Ready condition says how to fix it"
+        ),
+    )
 }
 
 /// The message for a Secret at the copy's place that is not this resource's copy.
@@ -412,6 +437,7 @@ fn reason_of(reason: &str) -> &'static str {
         reason::SECRET_NOT_OWNED,
         reason::TOO_MANY,
         reason::WRITE_FAILED,
+        reason::SOURCE_BLOCKED,
     ]
     .into_iter()
     .find(|r| *r == reason)
@@ -494,6 +520,14 @@ mod tests {
         }
 
         fn decide(&self, spec: &DeliverySpec) -> (Decisions, Result<(), String>) {
+            self.decide_blocked(spec, None)
+        }
+
+        fn decide_blocked(
+            &self,
+            spec: &DeliverySpec,
+            blocked: Option<&str>,
+        ) -> (Decisions, Result<(), String>) {
             let namespaces: Vec<NamespaceSeen<'_>> = self
                 .namespaces
                 .iter()
@@ -516,6 +550,7 @@ mod tests {
                 grants: &grants,
                 occupants: &self.occupants,
                 stamp: Some(7),
+                blocked,
             })
         }
     }
@@ -595,6 +630,51 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn a_blocked_source_writes_nothing_and_takes_nothing_away() {
+        // team-a consents and has no copy yet; team-b consents and holds a stale copy;
+        // team-c holds the current one; team-d no longer consents.
+        let world = World::new(&[
+            ("platform", &[]),
+            ("team-a", &[]),
+            ("team-b", &[]),
+            ("team-c", &[]),
+            ("team-d", &[]),
+        ])
+        .grant("team-a", grant(&[("platform", "reltio")], &[]))
+        .grant("team-b", grant(&[("platform", "reltio")], &[]))
+        .grant("team-c", grant(&[("platform", "reltio")], &[]))
+        .occupant("team-b", "token", own(6, "b1"))
+        .occupant("team-c", "token", own(7, "c1"))
+        .occupant("team-d", "token", own(6, "d1"));
+        let spec = spec(&["team-a", "team-b", "team-c", "team-d"], None);
+        let (d, _) = world.decide_blocked(&spec, Some("TargetConflict"));
+        let got: Vec<(&str, &str)> = verdicts(&d)
+            .into_iter()
+            .map(|(ns, v)| (ns, reason_of_verdict(v)))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("team-a", reason::SOURCE_BLOCKED),
+                ("team-b", reason::SOURCE_BLOCKED),
+                ("team-c", "Current"),
+                ("team-d", reason::NOT_GRANTED),
+            ]
+        );
+        let Verdict::Refused { message, .. } = &d.destinations[0].verdict else {
+            panic!()
+        };
+        assert!(message.contains("TargetConflict"), "{message}");
+        // Only the copy whose consent went is removed.
+        let removed: Vec<&str> = d.removals.iter().map(|r| r.namespace.as_str()).collect();
+        assert_eq!(removed, vec!["team-d"]);
+        // Unblocked, the same world writes.
+        let (d, _) = world.decide(&spec);
+        assert_eq!(reason_of_verdict(&d.destinations[0].verdict), "Write");
+        assert_eq!(reason_of_verdict(&d.destinations[1].verdict), "Write");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use token_rotator::api::ProviderCredential;
 
+pub mod delivery;
+
 pub const CONVERGE: Duration = Duration::from_secs(60);
 pub const OPERATOR_SA: &str = "token-rotator";
 

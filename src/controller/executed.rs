@@ -1,0 +1,47 @@
+//! What a token request ended with, as the reconcile reports it: apart from `execute`, so
+//! that the table of requests in flight (`in_flight`, held by the context) can keep it.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::leader::Withheld;
+use crate::provider::{FetchError, IssuedToken};
+use crate::rotation::{Baseline, ChainEnd, Plan, StoreFailure};
+use crate::secrets::SecretsError;
+
+pub enum Executed {
+    Issued {
+        token: IssuedToken,
+        /// The target Secret as written, for spec.delivery's copies (only with spec.delivery:
+        /// they are made from it without reading it again).
+        target: Option<Box<Secret>>,
+    },
+    /// The resource's request budget is spent: nothing was sent.
+    Deferred {
+        until: jiff::Timestamp,
+    },
+    /// The gate is closed (shutdown, or the lease is not confirmed): nothing was sent.
+    Withheld(Withheld),
+    Failed {
+        error: FetchError,
+        chain_end: ChainEnd,
+    },
+    NotStored(StoreFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("the token task stopped unexpectedly: {0}")]
+    Task(&'static str),
+}
+
+/// A request that ended after its reconcile had returned: what that reconcile would have
+/// reported from, kept until the next reconcile of the resource reports it.
+pub struct Parked {
+    pub baseline: Baseline,
+    pub plan: Arc<Plan>,
+    pub executed: Result<Executed, ExecuteError>,
+}

@@ -1,0 +1,201 @@
+//! Token requests that outlive the reconcile that started them. A reconcile waits only a
+//! moment for its request ([`super::execute::DETACH_AFTER`]); a request still waiting for its
+//! namespace's turn or for a slow endpoint goes on in its own task, and the reconcile's slot is
+//! free for other resources. When the task ends, its result is parked here and the resource is
+//! reconciled again to report it; until then a reconcile of that resource does nothing (the
+//! task holds its token and state, and no second request starts).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// What a resource has in flight.
+enum Entry<T> {
+    /// Its task runs and its reconcile has returned.
+    Running,
+    /// Its task ended: the result waits for a reconcile to report it.
+    Finished(Box<T>),
+    /// Deleted while its task ran: the result is dropped when it comes.
+    Forgotten,
+}
+
+/// What a reconcile finds for its resource.
+pub enum Found<T> {
+    Nothing,
+    /// A task runs: its end brings another reconcile.
+    Running,
+    Finished(Box<T>),
+}
+
+pub struct InFlight<T> {
+    entries: Mutex<HashMap<Box<str>, Entry<T>>>,
+    /// How many detached tasks run (for the drain at shutdown).
+    running: tokio::sync::watch::Sender<usize>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight {
+            entries: Mutex::default(),
+            running: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry<T>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, by: isize) {
+        self.running
+            .send_modify(|n| *n = n.saturating_add_signed(by));
+    }
+
+    /// The reconcile of `uid` returns while its task runs.
+    pub fn detach(&self, uid: &str) {
+        let before = self.lock().insert(uid.into(), Entry::Running);
+        if !matches!(before, Some(Entry::Running | Entry::Forgotten)) {
+            self.count(1);
+        }
+    }
+
+    /// The task ended right after its reconcile detached, and the reconcile took the result
+    /// itself after all.
+    pub fn reclaim(&self, uid: &str) {
+        if matches!(self.lock().remove(uid), Some(Entry::Running)) {
+            self.count(-1);
+        }
+    }
+
+    /// The task of `uid` ended and no reconcile waits for it: park its result. `true`: a
+    /// reconcile should come for it (the resource was not deleted meanwhile).
+    pub fn finish(&self, uid: &str, result: T) -> bool {
+        let mut entries = self.lock();
+        let before = entries.remove(uid);
+        let wanted = !matches!(before, Some(Entry::Forgotten));
+        if wanted {
+            entries.insert(uid.into(), Entry::Finished(Box::new(result)));
+        }
+        drop(entries);
+        if matches!(before, Some(Entry::Running | Entry::Forgotten)) {
+            self.count(-1);
+        }
+        wanted
+    }
+
+    /// What a reconcile of `uid` finds; a finished result is taken.
+    pub fn take(&self, uid: &str) -> Found<T> {
+        let mut entries = self.lock();
+        match entries.remove(uid) {
+            None => Found::Nothing,
+            Some(Entry::Finished(result)) => Found::Finished(result),
+            Some(running @ (Entry::Running | Entry::Forgotten)) => {
+                entries.insert(uid.into(), running);
+                Found::Running
+            }
+        }
+    }
+
+    /// `uid` was deleted: a parked result goes, a running task's result will.
+    pub fn forget(&self, uid: &str) {
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(uid) {
+            match entry {
+                Entry::Running => *entry = Entry::Forgotten,
+                Entry::Finished(_) => {
+                    entries.remove(uid);
+                }
+                Entry::Forgotten => {}
+            }
+        }
+    }
+
+    /// Resolves once no detached task runs.
+    pub async fn drained(&self) {
+        let mut running = self.running.subscribe();
+        // The sender lives as long as `self`: this cannot fail while it is borrowed.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(table: &InFlight<u32>) -> usize {
+        *table.running.borrow()
+    }
+
+    #[test]
+    fn a_detached_result_is_parked_once_and_taken_once() {
+        let table = InFlight::<u32>::default();
+        assert!(matches!(table.take("a"), Found::Nothing));
+        table.detach("a");
+        assert_eq!(running(&table), 1);
+        assert!(
+            matches!(table.take("a"), Found::Running),
+            "no second request"
+        );
+        assert!(matches!(table.take("a"), Found::Running));
+        assert!(table.finish("a", 7));
+        assert_eq!(running(&table), 0);
+        assert!(matches!(table.take("a"), Found::Finished(r) if *r == 7));
+        assert!(matches!(table.take("a"), Found::Nothing));
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_result_the_reconcile_took_itself_leaves_nothing() {
+        let table = InFlight::<u32>::default();
+        table.detach("a");
+        table.reclaim("a");
+        assert_eq!((running(&table), table.len()), (0, 0));
+        // A reconcile cancelled before it detached: the result is still reported.
+        assert!(table.finish("b", 1));
+        assert_eq!(running(&table), 0);
+        assert!(matches!(table.take("b"), Found::Finished(_)));
+    }
+
+    #[test]
+    fn a_resource_deleted_in_flight_keeps_nothing() {
+        let table = InFlight::<u32>::default();
+        table.detach("gone");
+        table.forget("gone");
+        assert!(matches!(table.take("gone"), Found::Running));
+        assert!(
+            !table.finish("gone", 1),
+            "no reconcile for a deleted resource"
+        );
+        assert_eq!((running(&table), table.len()), (0, 0));
+        // Parked, then deleted.
+        table.detach("late");
+        table.finish("late", 2);
+        table.forget("late");
+        assert_eq!(table.len(), 0);
+        table.forget("never-seen");
+        assert_eq!(table.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_drain_waits_for_every_detached_task() {
+        let table = std::sync::Arc::new(InFlight::<u32>::default());
+        table.drained().await;
+        table.detach("a");
+        table.detach("b");
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { table.drained().await }
+        });
+        table.finish("a", 1);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "b still runs");
+        table.forget("b");
+        table.finish("b", 2);
+        waiting.await.unwrap();
+    }
+}

@@ -1,0 +1,254 @@
+//! Tenants on one operator, on the real control plane: an attacker with rights in some
+//! namespaces beside a victim, each test trying one way across the boundary. The operator runs
+//! cluster-wide with cross-namespace delivery on (the widest install) as its own shard.
+
+mod e2e;
+mod support;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::delivery::*;
+use e2e::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use provider_emulator::{Emulator, Options, Provider};
+use serde_json::json;
+
+/// Someone who may write ProviderCredentials in the victim's namespace (but not read its
+/// Secrets) names the victim's target as the target of a resource of their own, and has it
+/// delivered into a namespace they own: the operator must not carry the token out.
+#[tokio::test]
+async fn a_resource_naming_anothers_target_delivers_nothing() -> Result<()> {
+    let env = Env::new("tenant-steal").await?;
+    let binding = bind_cluster_wide(&env).await?;
+    let emu = Emulator::start(Options::default()).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Rently, &emu), true)
+        .await?;
+    let loot = env.cp.new_namespace("attacker").await?;
+    let loot = loot.name();
+    create_pcred(&env, "victim", &spec(&emu, "victim-token", "null")).await?;
+    let op = start_cluster_wide(&env).await?;
+    env.wait_condition("victim", "Ready", "True", Some("TokenIssued"))
+        .await?;
+
+    grant(&env, loot, "welcome", "thief", &[]).await?;
+    create_pcred(
+        &env,
+        "thief",
+        &spec(
+            &emu,
+            "victim-token",
+            &format!("{{namespaces: [{loot}], secretName: loot}}"),
+        ),
+    )
+    .await?;
+    env.wait_condition("thief", "Ready", "False", Some("TargetConflict"))
+        .await?;
+    // Delivery is decided by the very reconcile that reports it: once the thief's status
+    // says anything about its destination, a copy would already be there.
+    let pc = eventually("the thief's delivery status", CONVERGE, || async {
+        let pc = env.pcred("thief").await?;
+        Ok(delivered(&pc, loot).is_some().then_some(pc))
+    })
+    .await?;
+    ensure!(
+        secret_in(&env, loot, "loot").await?.is_none(),
+        "another resource's token was carried into the attacker's namespace"
+    );
+    ensure!(
+        delivered(&pc, loot) == Some((false, "SourceBlocked".into())),
+        "{:?}",
+        deliveries(&pc)
+    );
+    env.wait_condition("thief", "Delivered", "False", Some("SourceBlocked"))
+        .await?;
+    // The victim's own rotations go on untouched.
+    let victim = env.pcred("victim").await?;
+    ensure!(fingerprint(&victim).is_some(), "the victim keeps its token");
+    let log = op.log_text();
+    drop(op);
+    unbind(&env, &binding).await?;
+    let (_, target) = env
+        .secret_data("victim-token")
+        .await?
+        .context("the victim's target")?;
+    let token = target.get("access_token").context("the victim's token")?;
+    ensure!(!log.contains(token.as_str()), "a token reached the log");
+    eprintln!(
+        "tenancy: a second resource naming the victim's target is TargetConflict, Delivered SourceBlocked, and nothing reached the attacker's namespace"
+    );
+    Ok(())
+}
+
+/// A destination's user forges a Secret that claims the source's UID (with another source
+/// name) and sorts first in the list; after the operator restarts, the real copies in every
+/// destination are still known as the source's and follow its next rotation.
+#[tokio::test]
+async fn a_forged_copy_in_one_destination_blinds_no_other() -> Result<()> {
+    let env = Env::new("tenant-forge").await?;
+    let binding = bind_cluster_wide(&env).await?;
+    let emu = Emulator::start(Options::default()).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Rently, &emu), true)
+        .await?;
+    let forger = env.cp.new_namespace("a-forger").await?;
+    let honest = env.cp.new_namespace("z-honest").await?;
+    let (forger, honest) = (forger.name(), honest.name());
+    grant(&env, forger, "from-src", "shared", &[]).await?;
+    grant(&env, honest, "from-src", "shared", &[]).await?;
+    create_pcred(
+        &env,
+        "shared",
+        &spec(
+            &emu,
+            "shared-token",
+            &format!("{{namespaces: [{forger}, {honest}]}}"),
+        ),
+    )
+    .await?;
+    let mut op = start_cluster_wide(&env).await?;
+    copy_matches_target(&env, forger, "shared-token", "shared-token").await?;
+    copy_matches_target(&env, honest, "shared-token", "shared-token").await?;
+    let pc = env
+        .wait_condition("shared", "Delivered", "True", Some("AllDelivered"))
+        .await?;
+    let uid = pc.metadata.uid.clone().context("uid")?;
+
+    // The forgery: managed-by, the source's UID, and a delivered-from of its own choosing.
+    Api::<Secret>::namespaced(env.client.clone(), forger)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("aaa-decoy".into()),
+                    labels: Some(BTreeMap::from([
+                        (
+                            "app.kubernetes.io/managed-by".to_string(),
+                            "token-rotator".to_string(),
+                        ),
+                        ("tokenrotator.dev/delivered-from-uid".to_string(), uid),
+                    ])),
+                    annotations: Some(BTreeMap::from([(
+                        "tokenrotator.dev/delivered-from".to_string(),
+                        format!("{forger}/decoy"),
+                    )])),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    op.terminate(std::time::Duration::from_secs(60)).await?;
+    let op = start_cluster_wide(&env).await?;
+
+    let before = fingerprint(&env.pcred("shared").await?);
+    env.pcreds()
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "after-forgery"}}}),
+            ),
+        )
+        .await?;
+    eventually("a new token", CONVERGE, || async {
+        let pc = env.pcred("shared").await?;
+        Ok((fingerprint(&pc) != before).then_some(()))
+    })
+    .await?;
+    copy_matches_target(&env, honest, "shared-token", "shared-token").await?;
+    copy_matches_target(&env, forger, "shared-token", "shared-token").await?;
+    let pc = env
+        .wait_condition("shared", "Delivered", "True", Some("AllDelivered"))
+        .await?;
+    ensure!(
+        delivered(&pc, honest) == Some((true, "Delivered".into()))
+            && delivered(&pc, forger) == Some((true, "Delivered".into())),
+        "{:?}",
+        deliveries(&pc)
+    );
+    drop(op);
+    unbind(&env, &binding).await?;
+    eprintln!(
+        "tenancy: a Secret forging the source's UID in one destination left every real copy known and current across a restart"
+    );
+    Ok(())
+}
+
+/// A namespace of resources against a slow endpoint (each request answered after 10 s) beside
+/// a victim, with 2 reconcile slots: the hostile requests go on without their reconciles, at
+/// most 4 of that namespace at once, and the victim rotates while every one of them is still
+/// unanswered. Each hostile resource then reports its own token, with one request each.
+#[tokio::test]
+async fn a_slow_neighbour_holds_no_reconcile_slot() -> Result<()> {
+    let env = Env::new("tenant-slow").await?;
+    let binding = bind_cluster_wide(&env).await?;
+    let slow = Emulator::start(Options::default()).await?;
+    slow.control()
+        .set_latency(Provider::Rently, std::time::Duration::from_secs(10));
+    let fast = Emulator::start(Options::default()).await?;
+    env.create_credentials(
+        "creds",
+        &support::secret_data(Provider::Rently, &fast),
+        true,
+    )
+    .await?;
+    let hostile = Env::new("tenant-slow-hostile").await?;
+    hostile
+        .create_credentials(
+            "creds",
+            &support::secret_data(Provider::Rently, &slow),
+            true,
+        )
+        .await?;
+    const HOSTILE: u64 = 6;
+    for i in 0..HOSTILE {
+        create_pcred_in(
+            &env,
+            hostile.name(),
+            &format!("slow-{i}"),
+            &spec(&slow, &format!("slow-{i}-token"), "null"),
+        )
+        .await?;
+    }
+    let op = start_cluster_wide_with(
+        &env,
+        &[
+            "--concurrency",
+            "2",
+            "--requests-in-flight-per-namespace",
+            "4",
+        ],
+    )
+    .await?;
+    // More requests in flight than reconcile slots: none of them holds one.
+    eventually("4 hostile requests in flight", CONVERGE, || async {
+        let c = slow.control().counters(Provider::Rently);
+        Ok((c.requests == 4).then_some(()))
+    })
+    .await?;
+    create_pcred(&env, "victim", &spec(&fast, "victim-token", "null")).await?;
+    env.wait_condition("victim", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    let c = slow.control().counters(Provider::Rently);
+    ensure!(
+        c.issued == 0 && c.requests == 4,
+        "the victim rotated while every hostile request was unanswered, and the namespace held at most 4 ({c:?})"
+    );
+    for i in 0..HOSTILE {
+        hostile
+            .wait_condition(&format!("slow-{i}"), "Ready", "True", Some("TokenIssued"))
+            .await?;
+    }
+    let c = slow.control().counters(Provider::Rently);
+    ensure!(
+        c.issued == HOSTILE && c.requests == HOSTILE,
+        "one request per hostile resource, none sent twice while in flight ({c:?})"
+    );
+    drop(op);
+    unbind(&env, &binding).await?;
+    eprintln!(
+        "tenancy: 6 resources against a 10 s endpoint with 2 reconcile slots: 4 in flight at once, the victim Ready meanwhile, each slow one Ready after with 1 request"
+    );
+    Ok(())
+}
