@@ -8,6 +8,7 @@
 mod callback;
 mod consent;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use super::private_file;
 use super::refresh::parse_timeout;
 use crate::api::{self, ProviderCredential, SpecError};
 use crate::provider::{FetchError, GrantRequest, HttpPolicy, Param, TokenClient};
-use crate::rotation::{Blocked, usable_credentials};
+use crate::rotation::{Blocked, CredentialsView, usable_credentials};
 use crate::secrets::credentials_view;
 
 const FIELD_MANAGER: &str = "token-rotator-authorize";
@@ -93,7 +94,7 @@ pub enum AuthorizeError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(transparent)]
     Callback(#[from] CallbackError),
@@ -171,7 +172,7 @@ async fn inputs(args: &AuthorizeArgs) -> Result<Inputs, AuthorizeError> {
                     what: "ProviderCredential",
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?
         }
         _ => unreachable!("clap requires NAME or -f, and a cluster is connected without -f"),
@@ -187,7 +188,7 @@ async fn inputs(args: &AuthorizeArgs) -> Result<Inputs, AuthorizeError> {
                     what: "credentials Secret",
                     namespace: namespace.clone(),
                     name,
-                    source,
+                    source: Box::new(source),
                 })?
         }
         (None, None) => unreachable!("a cluster is connected without --credentials"),
@@ -214,21 +215,8 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
     {
         return Err(AuthorizeError::InsecureAuthorizationUrl);
     }
-    // The rule the operator applies, applied before anything is sent: an answer from a
-    // Secret that did not opt in, or for a host its owner did not allow, would be spent in
-    // vain at best and send the client secret where its owner refused at worst.
-    let creds_name = &resource.spec.credentials.secret_ref.name;
     let view = credentials_view(Some(&credentials_secret));
-    let data = usable_credentials(creds_name, &view, &config.token_url)
-        .map_err(AuthorizeError::Credentials)?;
-    let token_client = TokenClient::new(HttpPolicy {
-        allow_http: args.allow_http,
-        allowed_hosts: None,
-        allow_link_local: args.allow_link_local_token_endpoints,
-    });
-    token_client
-        .check_endpoint(&config.token_url)
-        .map_err(|source| AuthorizeError::Endpoint { source })?;
+    let (data, token_client) = preflight(&resource, &view, &config.token_url, args)?;
     let mut credentials = api::credentials_from_data(&resource.spec, data);
     let client_id = credentials
         .get(Param::ClientId)
@@ -244,25 +232,11 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
         Arrival::Loopback { addrs, path } => Some(Listener::bind(&addrs, path).await?),
         Arrival::Pasted => None,
     };
-    // Where the consent happens and where the code and the client's credentials will go,
-    // before the person sends anything anywhere.
+    show_destinations(&settings.authorization_url, &config.token_url, &consent);
     eprintln!(
-        "Authorization server: {} (your browser consents there)",
-        authority(&settings.authorization_url)
-    );
-    eprintln!(
-        "Token endpoint: {} (the code{} and the client's credentials go there, nowhere else)",
-        authority(&config.token_url),
-        if consent.verifier.is_some() {
-            ", the PKCE verifier"
-        } else {
-            ""
-        }
-    );
-    eprintln!(
-        "Open this address in a browser and consent for {}/{}:\n\n  {}\n",
-        namespace,
-        resource.name_any(),
+        "Open this address in a browser and consent for {}:\n\n  {}\n",
+        // A manifest file may name anything.
+        super::terminal_safe(&format!("{namespace}/{}", resource.name_any())),
         consent.url
     );
     if args.open {
@@ -336,6 +310,48 @@ pub async fn run(args: &AuthorizeArgs) -> Result<AuthorizeSummary, AuthorizeErro
     })
 }
 
+/// The operator's own rules, applied before anything is sent: an answer for a Secret that did
+/// not opt in, or for a host its owner did not allow, would be spent in vain at best, and send
+/// the client secret where its owner refused at worst. Then the operator's transport checks
+/// (https unless allowed, no link-local address).
+fn preflight<'v>(
+    resource: &ProviderCredential,
+    view: &'v CredentialsView,
+    token_url: &url::Url,
+    args: &AuthorizeArgs,
+) -> Result<(&'v BTreeMap<String, Vec<u8>>, TokenClient), AuthorizeError> {
+    let creds_name = &resource.spec.credentials.secret_ref.name;
+    let data =
+        usable_credentials(creds_name, view, token_url).map_err(AuthorizeError::Credentials)?;
+    let token_client = TokenClient::new(HttpPolicy {
+        allow_http: args.allow_http,
+        allowed_hosts: None,
+        allow_link_local: args.allow_link_local_token_endpoints,
+    });
+    token_client
+        .check_endpoint(token_url)
+        .map_err(|source| AuthorizeError::Endpoint { source })?;
+    Ok((data, token_client))
+}
+
+/// Where the consent happens and where the code and the client's credentials will go, shown
+/// before the person sends anything anywhere.
+fn show_destinations(authorization_url: &url::Url, token_url: &url::Url, consent: &Consent) {
+    eprintln!(
+        "Authorization server: {} (your browser consents there)",
+        authority(authorization_url)
+    );
+    let verifier = if consent.verifier.is_some() {
+        ", the PKCE verifier"
+    } else {
+        ""
+    };
+    eprintln!(
+        "Token endpoint: {} (the code{verifier} and the client's credentials go there, nowhere else)",
+        authority(token_url),
+    );
+}
+
 /// Attempts at writing the refresh token while others change the Secret.
 const STORE_ATTEMPTS: usize = 5;
 
@@ -358,7 +374,7 @@ async fn store_seed(
         what: "credentials Secret",
         namespace: namespace.into(),
         name: name.into(),
-        source,
+        source: Box::new(source),
     };
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -411,5 +427,124 @@ fn open_browser(url: &str) {
         .spawn();
     if let Err(e) = started {
         eprintln!("could not start {opener} ({e}); open the address by hand");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL};
+
+    fn resource(token_url: &str) -> ProviderCredential {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "ProviderCredential",
+            "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {
+                "preset": "retently",
+                "tokenEndpoint": {"url": token_url},
+                "credentials": {"secretRef": {"name": "creds"}},
+                "target": {"secretName": "t"},
+                "grant": {"redirectUri": "http://127.0.0.1:8400/cb"}
+            }
+        }))
+        .expect("a valid ProviderCredential")
+    }
+
+    fn secret(labelled: bool, pin: Option<&str>) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some("creds".into());
+        if labelled {
+            s.metadata.labels = Some(BTreeMap::from([(CREDENTIALS_LABEL.into(), "true".into())]));
+        }
+        if let Some(hosts) = pin {
+            s.metadata.annotations = Some(BTreeMap::from([(
+                ALLOWED_TOKEN_HOSTS_ANNOTATION.into(),
+                hosts.into(),
+            )]));
+        }
+        s.string_data = Some(BTreeMap::from([("client_id".into(), "c".into())]));
+        s
+    }
+
+    fn args(allow_http: bool) -> AuthorizeArgs {
+        AuthorizeArgs {
+            name: Some("r".into()),
+            manifest: None,
+            namespace: None,
+            credentials: None,
+            state_out: None,
+            open: false,
+            timeout: Duration::from_secs(1),
+            allow_http,
+            allow_link_local_token_endpoints: false,
+        }
+    }
+
+    /// The reason a preflight refused with, or "ok".
+    fn preflight_of(url: &str, secret: &Secret, allow_http: bool) -> String {
+        let pc = resource(url);
+        let token_url: url::Url = url.parse().unwrap();
+        let view = credentials_view(Some(secret));
+        match preflight(&pc, &view, &token_url, &args(allow_http)) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_operators_rules_hold_before_the_consent() {
+        let https = "https://Tokens.Example.com/token";
+        assert_eq!(preflight_of(https, &secret(true, None), false), "ok");
+        let unlabelled = preflight_of(https, &secret(false, None), false);
+        assert!(
+            unlabelled.starts_with("CredentialsNotLabelled: ")
+                && unlabelled
+                    .contains("kubectl label secret creds tokenrotator.dev/credentials=true"),
+            "{unlabelled}"
+        );
+        // A pin on a Secret that did not opt in does not make it usable.
+        assert!(
+            preflight_of(https, &secret(false, Some("tokens.example.com")), false)
+                .starts_with("CredentialsNotLabelled: ")
+        );
+        assert_eq!(
+            preflight_of(
+                https,
+                &secret(true, Some("other.example.com, tokens.example.com")),
+                false
+            ),
+            "ok",
+            "host names compare without case"
+        );
+        let pinned = preflight_of(https, &secret(true, Some("other.example.com")), false);
+        assert!(
+            pinned.starts_with("TokenHostNotAllowed: ") && pinned.contains("other.example.com"),
+            "{pinned}"
+        );
+        let http = preflight_of("http://127.0.0.1:1/token", &secret(true, None), false);
+        assert!(http.contains("plain http"), "{http}");
+        assert_eq!(
+            preflight_of("http://127.0.0.1:1/token", &secret(true, None), true),
+            "ok"
+        );
+        let link_local = preflight_of("https://169.254.169.254/token", &secret(true, None), false);
+        assert!(link_local.contains("link-local"), "{link_local}");
+    }
+
+    #[test]
+    fn hosts_are_shown_with_their_port_and_plain_http_said() {
+        let shown = |u: &str| authority(&u.parse().unwrap());
+        assert_eq!(
+            shown("https://auth.example.com/authorize"),
+            "auth.example.com"
+        );
+        assert_eq!(
+            shown("https://auth.example.com:8443/a"),
+            "auth.example.com:8443"
+        );
+        assert_eq!(shown("http://[::1]:9000/token"), "[::1]:9000 (plain http)");
     }
 }
