@@ -60,6 +60,13 @@ async fn main() -> ExitCode {
         },
         Command::Run(args) => {
             token_rotator::telemetry::init_logging(args.log_format);
+            // Lease flags that cover no token request are refused before anything connects.
+            if args.leader.leader_election
+                && let Err(e) = token_rotator::leader::lease_timeout_cap(&args.leader)
+            {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             match token_rotator::controller::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

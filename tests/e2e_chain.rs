@@ -683,3 +683,47 @@ async fn a_refresh_token_never_follows_a_changed_endpoint() -> Result<()> {
     ensure!(rebound.is_some() && rebound.as_deref() != Some(held.as_str()));
     Ok(())
 }
+
+/// A lease shorter than a token request's timeout (6 s against the default 30 s) used to
+/// withhold every rotation forever with an empty status; the request's timeout is now capped
+/// at what the lease covers, the token is issued, and the resource says so (a lease that
+/// covers not even a 1 s request is refused at start-up: tests/cli_run.rs).
+#[tokio::test]
+async fn a_lease_shorter_than_a_request_caps_its_timeout() -> Result<()> {
+    let env = Env::new("short-lease").await?;
+    let emu = emulator().await?;
+    let (lease_name, args) = env.leader_election(6, 2).await?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _leader = Operator::start_with_env(&env, &args, &[("POD_NAME", "replica-a")]).await?;
+    eventually("a leader", CONVERGE, || lease_holder(&env, &lease_name)).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Reltio, &emu), true)
+        .await?;
+    env.create_pcred(
+        "short",
+        &format!(
+            "preset: reltio\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: creds}}}}\ntarget: {{secretName: short-token}}\n",
+            emu.token_url(Provider::Reltio)
+        ),
+    )
+    .await?;
+    env.wait_condition("short", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    let pc = env
+        .wait_condition("short", "TimeoutCapped", "True", Some("LeaseTooShort"))
+        .await?;
+    let capped = pc
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "TimeoutCapped")
+        .context("TimeoutCapped")?;
+    for part in [
+        "1s",
+        "30s",
+        "--lease-duration-seconds 6",
+        "--lease-renew-margin-seconds 2",
+    ] {
+        ensure!(capped.message.contains(part), "{part}: {}", capped.message);
+    }
+    Ok(())
+}
