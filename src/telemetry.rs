@@ -1,10 +1,11 @@
 //! Logs, metrics and health endpoints. Metric labels are hosts, outcomes, reasons and
 //! namespace/name only: never a value that could carry a secret.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -83,6 +84,9 @@ struct Schedule {
     expiry: Option<f64>,
     next_refresh: Option<f64>,
     degraded: Option<Degraded>,
+    /// The token endpoint's host (shared with [`HostSeries`]), so that its series go with
+    /// the last resource using it.
+    host: Option<Arc<str>>,
 }
 
 /// A Degraded=True condition: its last transition (Unix seconds) and its reason, one of the
@@ -110,7 +114,10 @@ fn unix_seconds(t: Timestamp) -> f64 {
 
 impl Schedule {
     fn is_empty(&self) -> bool {
-        self.expiry.is_none() && self.next_refresh.is_none() && self.degraded.is_none()
+        self.expiry.is_none()
+            && self.next_refresh.is_none()
+            && self.degraded.is_none()
+            && self.host.is_none()
     }
 }
 
@@ -123,13 +130,92 @@ type ScheduleField = fn(&Schedule) -> Option<f64>;
 struct Schedules(RwLock<ByNamespace<Schedule>>);
 
 impl Schedules {
-    fn set(&self, namespace: &str, name: &str, schedule: Schedule) {
+    /// Replaces a resource's schedule; returns the host the one replaced had.
+    fn set(&self, namespace: &str, name: &str, schedule: Schedule) -> Option<Arc<str>> {
         let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let before = table.get(namespace, name).and_then(|s| s.host.clone());
         if schedule.is_empty() {
             table.remove(namespace, name);
         } else {
             table.insert(namespace, name, schedule);
         }
+        before
+    }
+}
+
+/// Hosts with their own token request series, at most: the host label comes from specs any
+/// tenant writes. Requests to further hosts count under [`OTHER_HOSTS`].
+pub const MAX_HOST_SERIES: usize = 100;
+/// The host label of requests to hosts past [`MAX_HOST_SERIES`].
+pub const OTHER_HOSTS: &str = "(other hosts)";
+
+/// Which hosts have series, and how many resources use each: a host's series go when the
+/// last resource using it does (deleted, or moved to another endpoint).
+#[derive(Debug, Default)]
+struct HostSeries {
+    /// Resources whose token endpoint is on each host.
+    users: HashMap<Arc<str>, usize>,
+    /// Hosts with their own series, each with the outcomes it has series for.
+    labelled: HashMap<Arc<str>, Vec<String>>,
+}
+
+/// Series to remove: a host and its outcomes.
+type Dropped = Vec<(Arc<str>, Vec<String>)>;
+
+impl HostSeries {
+    /// One more resource on `host`; the shared copy of its name.
+    fn add_user(&mut self, host: &str) -> Arc<str> {
+        let shared = match self.users.get_key_value(host) {
+            Some((shared, _)) => shared.clone(),
+            None => host.into(),
+        };
+        *self.users.entry(shared.clone()).or_default() += 1;
+        shared
+    }
+
+    /// One resource fewer on `host`: its series, if it was the last.
+    fn remove_user(&mut self, host: &str) -> Dropped {
+        match self.users.get_mut(host) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                return Vec::new();
+            }
+            Some(_) => {
+                self.users.remove(host);
+            }
+            None => {}
+        }
+        self.labelled.remove_entry(host).into_iter().collect()
+    }
+
+    /// The host label for a request to `host` with `outcome`, and the series of unused hosts
+    /// given up to make room.
+    fn label(&mut self, host: &str, outcome: &str) -> (String, Dropped) {
+        let mut dropped = Vec::new();
+        if !self.labelled.contains_key(host) && self.labelled.len() >= MAX_HOST_SERIES {
+            // Hosts no resource uses (their last request came after the resource went).
+            let users = &self.users;
+            let unused: Vec<Arc<str>> = self
+                .labelled
+                .keys()
+                .filter(|h| !users.contains_key(&***h))
+                .cloned()
+                .collect();
+            for h in unused {
+                dropped.extend(self.labelled.remove_entry(&h));
+            }
+        }
+        if !self.labelled.contains_key(host) && self.labelled.len() >= MAX_HOST_SERIES {
+            return (OTHER_HOSTS.to_string(), dropped);
+        }
+        let outcomes = match self.labelled.get_mut(host) {
+            Some(outcomes) => outcomes,
+            None => self.labelled.entry(host.into()).or_default(),
+        };
+        if !outcomes.iter().any(|o| o == outcome) {
+            outcomes.push(outcome.to_string());
+        }
+        (host.to_string(), dropped)
     }
 }
 
@@ -185,6 +271,7 @@ pub struct Metrics {
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconciles: Counter,
     schedules: Arc<Schedules>,
+    hosts: Mutex<HostSeries>,
     refresh_tokens_discarded: Counter,
     requests_withheld: Family<ReasonLabels, Counter>,
     managed: Gauge,
@@ -252,6 +339,7 @@ impl Metrics {
             reconcile_errors,
             reconciles,
             schedules,
+            hosts: Mutex::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -262,16 +350,52 @@ impl Metrics {
         result: &Result<IssuedToken, FetchError>,
         took: Duration,
     ) {
-        let host = config.token_url.host_str().unwrap_or_default().to_string();
         let outcome = match result {
             Ok(_) => "ok".to_string(),
             Err(e) => e.class().reason().to_string(),
         };
+        let (host, dropped) = self
+            .host_series()
+            .label(config.token_url.host_str().unwrap_or_default(), &outcome);
+        self.drop_series(dropped);
         let labels = RequestLabels { host, outcome };
         self.token_requests.get_or_create(&labels).inc();
         self.request_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    fn host_series(&self) -> std::sync::MutexGuard<'_, HostSeries> {
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn drop_series(&self, dropped: Dropped) {
+        for (host, outcomes) in dropped {
+            for outcome in outcomes {
+                let labels = RequestLabels {
+                    host: host.to_string(),
+                    outcome,
+                };
+                self.token_requests.remove(&labels);
+                self.request_seconds.remove(&labels);
+            }
+        }
+    }
+
+    /// A resource's schedule (and host) replaced: the series of a host no longer used go.
+    fn set_schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        mut schedule: Schedule,
+        host: Option<&str>,
+    ) {
+        let mut hosts = self.host_series();
+        schedule.host = host.map(|h| hosts.add_user(h));
+        let before = self.schedules.set(namespace, name, schedule);
+        let dropped = before.map(|h| hosts.remove_user(&h)).unwrap_or_default();
+        drop(hosts);
+        self.drop_series(dropped);
     }
 
     pub fn refresh_token_discarded(&self) {
@@ -305,19 +429,22 @@ impl Metrics {
         next: Option<Timestamp>,
         degraded: Option<Degraded>,
     ) {
-        self.schedules.set(
+        let url = url::Url::parse(pc.spec.token_endpoint.url.trim()).ok();
+        self.set_schedule(
             pc.metadata.namespace.as_deref().unwrap_or_default(),
             pc.metadata.name.as_deref().unwrap_or_default(),
             Schedule {
                 expiry: expires_at.map(unix_seconds),
                 next_refresh: next.map(unix_seconds),
                 degraded,
+                host: None,
             },
+            url.as_ref().and_then(|u| u.host_str()),
         );
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.schedules.set(namespace, name, Schedule::default());
+        self.set_schedule(namespace, name, Schedule::default(), None);
     }
 
     /// One watch's count of ProviderCredentials changed by `delta` (several watches, one per
@@ -370,6 +497,8 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn pc(namespace: &str, name: &str) -> ProviderCredential {
@@ -426,6 +555,113 @@ mod tests {
         metrics.token_scheduled(&pc("ns", "b"), None, None, None);
         let text = metrics.render();
         assert!(!series(&text).iter().any(|l| l.contains("name=")), "{text}");
+    }
+
+    fn on_host(namespace: &str, name: &str, host: &str) -> ProviderCredential {
+        let mut pc = pc(namespace, name);
+        pc.spec.token_endpoint.url = format!("https://{host}/token");
+        pc
+    }
+
+    /// Records one token request of a resource (failed: unavailable, or refused by the
+    /// configuration) and then its report, as a reconcile does.
+    fn request(metrics: &Metrics, pc: &ProviderCredential, unavailable: bool) {
+        let config = crate::api::provider_config(&pc.spec).unwrap();
+        let error = if unavailable {
+            FetchError::ProviderUnavailable {
+                cause: "down".into(),
+                status: None,
+                retry_after: None,
+                words: String::new(),
+            }
+        } else {
+            FetchError::Configuration("x".into())
+        };
+        metrics.token_request(&config, &Err(error), Duration::from_millis(5));
+        metrics.token_scheduled(pc, None, None, None);
+    }
+
+    /// The hosts that have token request series.
+    fn hosts(metrics: &Metrics) -> BTreeSet<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("token_rotator_token_requests_total{"))
+            .filter_map(|l| {
+                l.split("host=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(String::from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hosts_series_go_with_the_last_resource_using_it() {
+        let metrics = Metrics::new();
+        let (a1, a2, b) = (
+            on_host("ns", "a1", "a.test"),
+            on_host("ns", "a2", "a.test"),
+            on_host("other-ns", "b", "b.test"),
+        );
+        request(&metrics, &a1, true);
+        request(&metrics, &a1, false);
+        request(&metrics, &a2, true);
+        request(&metrics, &b, true);
+        assert_eq!(
+            hosts(&metrics),
+            BTreeSet::from(["a.test".into(), "b.test".into()])
+        );
+        metrics.forget("ns", "a1");
+        assert_eq!(
+            hosts(&metrics),
+            BTreeSet::from(["a.test".into(), "b.test".into()]),
+            "a2 still uses a.test"
+        );
+        metrics.forget("ns", "a2");
+        assert_eq!(hosts(&metrics), BTreeSet::from(["b.test".into()]));
+        // b moves to another endpoint: b.test's series go at its next report.
+        let moved = on_host("other-ns", "b", "c.test");
+        metrics.token_scheduled(&moved, None, None, None);
+        assert!(hosts(&metrics).is_empty(), "{}", metrics.render());
+        let text = metrics.render();
+        assert!(
+            !text.contains("b.test") && !text.contains("a.test"),
+            "{text}"
+        );
+    }
+
+    /// Distinct hosts, each in use, past the bound: the series stay within it, the rest
+    /// counted under one label; a host freed makes room again.
+    #[test]
+    fn host_series_are_bounded_whatever_hosts_specs_name() {
+        let metrics = Metrics::new();
+        let extra = 50;
+        for i in 0..MAX_HOST_SERIES + extra {
+            request(
+                &metrics,
+                &on_host("ns", &format!("r{i}"), &format!("h{i}.test")),
+                true,
+            );
+        }
+        let seen = hosts(&metrics);
+        assert_eq!(seen.len(), MAX_HOST_SERIES + 1);
+        assert!(seen.contains(OTHER_HOSTS));
+        let others = metrics
+            .render()
+            .lines()
+            .find(|l| {
+                l.starts_with("token_rotator_token_requests_total{") && l.contains(OTHER_HOSTS)
+            })
+            .map(String::from);
+        assert!(others.is_some_and(|l| l.ends_with(&format!(" {extra}"))));
+        // A resource deleted: its host's series go, and a new host has a series of its own.
+        metrics.forget("ns", "r0");
+        request(&metrics, &on_host("ns", "new", "new.test"), true);
+        let seen = hosts(&metrics);
+        assert!(seen.contains("new.test") && !seen.contains("h0.test"));
+        assert_eq!(seen.len(), MAX_HOST_SERIES + 1);
     }
 
     #[test]
