@@ -5,8 +5,8 @@
 #     --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy
 #
 # (as for a cluster serving ValidatingAdmissionPolicy, Kubernetes 1.30+, so the operator's
-# own Secret writes are limited by the chart's admission policy; on older clusters delete the
-# ValidatingAdmissionPolicy and its binding from deploy/token-rotator.yaml)
+# own writes are limited by the chart's admission policies; on older clusters delete the
+# ValidatingAdmissionPolicies and their bindings from deploy/token-rotator.yaml)
 #
 # split into
 #   deploy/crd.yaml            the CRDs (ProviderCredential, TokenDeliveryGrant)

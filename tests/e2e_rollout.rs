@@ -1,8 +1,10 @@
 //! spec.rollout on the real control plane, with kube-controller-manager's Deployment and
 //! ReplicaSet controllers: a rotation restarts each consenting workload once (a new
 //! ReplicaSet), two resources rotating together share one restart, and a workload that does
-//! not exist or does not consent is a condition, never touched.
+//! not exist or does not consent is a condition, never touched. All of it under the chart's
+//! admission policies, which let the operator's identity write only what the operator writes.
 
+mod admission;
 mod e2e;
 mod support;
 
@@ -167,6 +169,27 @@ async fn a_rotation_restarts_each_consenting_workload_once() -> Result<()> {
         ),
     )
     .await?;
+    // The restarts below are the operator's own writes, under the chart's admission policies.
+    let policies = admission::install(&env).await?;
+    let as_operator = Api::<Deployment>::namespaced(
+        env.cp
+            .service_account_client(env.name(), OPERATOR_SA)
+            .await?,
+        env.name(),
+    );
+    let refusal = admission::refused_once_in_force("the workload policy", || {
+        let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2030-01-01T00:00:00Z"}}}}});
+        let api = as_operator.clone();
+        async move {
+            api.patch("other", &PatchParams::default().dry_run(), &Patch::Merge(patch))
+                .await
+        }
+    })
+    .await?;
+    ensure!(
+        refusal.contains("may restart only workloads that consent"),
+        "{refusal}"
+    );
     let _op = Operator::start_with(&env, &["--restart-workloads"]).await?;
 
     let a = restarted(&env, "a", "True", "UpToDate").await?;
@@ -272,5 +295,6 @@ async fn a_rotation_restarts_each_consenting_workload_once() -> Result<()> {
         "rollout: two rotations together → 1 restart; one more rotation → 1 more, {}s after the first; non-consenting and missing workloads reported, untouched",
         second.duration_since(restarted_at).as_secs()
     );
+    policies.remove().await?;
     Ok(())
 }
