@@ -133,10 +133,10 @@ pub fn label_selector(schema: &mut Schema) {
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
     };
-    if let Some(labels) = properties.get_mut("matchLabels") {
-        if let Ok(labels) = <&mut Schema>::try_from(labels) {
-            bound_map(labels, SELECTOR_TERMS, LABEL_VALUE);
-        }
+    if let Some(labels) = properties.get_mut("matchLabels")
+        && let Ok(labels) = <&mut Schema>::try_from(labels)
+    {
+        bound_map(labels, SELECTOR_TERMS, LABEL_VALUE);
     }
     if let Some(expressions) = properties
         .get_mut("matchExpressions")
