@@ -73,6 +73,7 @@ pub async fn execute(
             let (baseline, plan) = parked;
             let uid = pc.uid().unwrap_or_default();
             let parked = Parked {
+                pc: Box::new(pc.clone()),
                 baseline,
                 plan,
                 executed,

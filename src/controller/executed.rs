@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 
+use crate::api::ProviderCredential;
 use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{Baseline, ChainEnd, Plan, StoreFailure};
@@ -41,6 +42,9 @@ pub enum ExecuteError {
 /// A request that ended after its reconcile had returned: what that reconcile would have
 /// reported from, kept until the next reconcile of the resource reports it.
 pub struct Parked {
+    /// The resource as the reconcile that started the request saw it (reported from at
+    /// shutdown, when no reconcile comes).
+    pub pc: Box<ProviderCredential>,
     pub baseline: Baseline,
     pub plan: Arc<Plan>,
     pub executed: Result<Executed, ExecuteError>,

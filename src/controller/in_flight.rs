@@ -110,6 +110,23 @@ impl<T> InFlight<T> {
         }
     }
 
+    /// Every finished result, taken (at shutdown, when no reconcile will come for them).
+    pub fn take_finished(&self) -> Vec<Box<T>> {
+        let mut entries = self.lock();
+        let finished: Vec<Box<str>> = entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Finished(_)))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        finished
+            .into_iter()
+            .filter_map(|uid| match entries.remove(&uid) {
+                Some(Entry::Finished(result)) => Some(result),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Resolves once no detached task runs.
     pub async fn drained(&self) {
         let mut running = self.running.subscribe();
@@ -147,6 +164,13 @@ mod tests {
         assert!(matches!(table.take("a"), Found::Finished(r) if *r == 7));
         assert!(matches!(table.take("a"), Found::Nothing));
         assert_eq!(table.len(), 0);
+        // At shutdown, whatever finished is taken at once; what runs stays.
+        table.detach("b");
+        table.detach("c");
+        table.finish("b", 8);
+        let taken: Vec<u32> = table.take_finished().into_iter().map(|r| *r).collect();
+        assert_eq!(taken, vec![8]);
+        assert!(matches!(table.take("c"), Found::Running));
     }
 
     #[test]

@@ -223,6 +223,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "rotations in flight did not finish in time"
         );
     }
+    if tokio::time::timeout(
+        shutdown::STORE_BOUND,
+        reconcile::report_parked_at_exit(&ctx),
+    )
+    .await
+    .is_err()
+    {
+        warn!("the outcomes of requests that ended at shutdown were not all reported in time");
+    }
     shutdown::store_held(&ctx).await;
     if let Some(lease) = lease {
         lease.release().await;

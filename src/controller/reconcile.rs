@@ -270,6 +270,7 @@ async fn report_parked(
     parked: Box<Parked>,
 ) -> Result<Next, ReconcileError> {
     let Parked {
+        pc: started_from,
         baseline,
         plan,
         executed,
@@ -282,6 +283,7 @@ async fn report_parked(
     let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None).await;
     if result.is_err() {
         let parked = Parked {
+            pc: started_from,
             baseline,
             plan,
             executed: Ok(executed),
@@ -289,6 +291,18 @@ async fn report_parked(
         ctx.in_flight.finish(&pc.uid().unwrap_or_default(), parked);
     }
     result
+}
+
+/// At shutdown: the requests that ended after their reconciles returned are reported from
+/// what those reconciles saw (no reconcile comes for them any more).
+pub async fn report_parked_at_exit(ctx: &Context) {
+    for parked in ctx.in_flight.take_finished() {
+        let pc = parked.pc.clone();
+        let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
+        if let Err(e) = report_parked(ctx, &pc, parked).instrument(span).await {
+            warn!(error = %e, "the outcome of a request that ended at shutdown is not reported");
+        }
+    }
 }
 
 /// The target as the request's own write left it, for spec.delivery's copies.
