@@ -163,8 +163,66 @@ async fn status_and_refresh_from_the_command_line() -> Result<()> {
     let help = String::from_utf8_lossy(&help.stdout);
     ensure!(help.contains("kubectl token-rotator"), "{help}");
     std::fs::remove_dir_all(&plugins)?;
+
+    // Suspended: said at once (before: the whole timeout, then "not handled in time (Ready
+    // reason: TokenIssued)"), and nothing requested.
+    let merge = |value: serde_json::Value| kube::api::Patch::Merge(value);
+    let pp = kube::api::PatchParams::default();
+    env.pcreds()
+        .patch(
+            "good",
+            &pp,
+            &merge(serde_json::json!({"spec": {"suspend": true}})),
+        )
+        .await?;
+    env.wait_condition("good", "Degraded", "False", Some("Suspended"))
+        .await?;
+    let issued = c.counters(Provider::Rently).issued;
+    let started = std::time::Instant::now();
+    let (code, out, err) = cli(
+        &env,
+        binary(),
+        &["refresh", "good", "-n", ns, "--wait", "--timeout", "60s"],
+    )
+    .await?;
+    ensure!(
+        code == 1,
+        "refresh of a suspended one exited {code}: {out}{err}"
+    );
+    ensure!(
+        out.starts_with(&format!("{ns}/good: suspended (spec.suspend is true)")),
+        "{out}"
+    );
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "not said at once: {:?}",
+        started.elapsed()
+    );
+    // A refresh asked for by hand while suspended is recorded as seen, and spends nothing.
+    env.pcreds()
+        .patch(
+            "good",
+            &pp,
+            &merge(serde_json::json!({"metadata": {"annotations": {
+                token_rotator::api::REFRESH_ANNOTATION: "while-suspended"}}})),
+        )
+        .await?;
+    eventually(
+        "the refresh request seen while suspended",
+        CONVERGE,
+        || async {
+            let pc = env.pcred("good").await?;
+            let seen = pc.status.and_then(|s| s.last_refresh_request);
+            Ok((seen.as_deref() == Some("while-suspended")).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        c.counters(Provider::Rently).issued == issued,
+        "a suspended resource requested a token"
+    );
     eprintln!(
-        "day 2: status sorted {} lines, refresh --wait refreshed one (1 token request) and reported the rejected one; kubectl token-rotator answered",
+        "day 2: status sorted {} lines, refresh --wait refreshed one (1 token request) and reported the rejected one; kubectl token-rotator answered; a suspended one was said at once",
         lines.len() - 1
     );
     Ok(())
