@@ -5,6 +5,7 @@
 //! written over a Secret that is not theirs, and are removed when the consent, the selection
 //! or the resource goes — also when that happens while the operator is down.
 
+mod admission;
 mod e2e;
 mod support;
 
@@ -65,6 +66,11 @@ async fn copies_go_only_where_consented_follow_rotations_and_leave_with_consent(
         ),
     )
     .await?;
+    // The operator's own writes (copies, their removal, its finalizer) under the chart's
+    // admission policies.
+    let policies = admission::install(&env).await?;
+    admission::secret_policy_in_force(&env).await?;
+    admission::providercredential_policy_in_force(&env, "shared").await?;
     let op = start_cluster_wide(&env).await?;
     env.wait_condition("shared", "Ready", "True", Some("TokenIssued"))
         .await?;
@@ -191,6 +197,7 @@ async fn copies_go_only_where_consented_follow_rotations_and_leave_with_consent(
     );
     let log = op.log_text();
     drop(op);
+    policies.remove().await?;
     unbind(&env, &binding).await?;
     let token = second_a
         .data
@@ -236,6 +243,11 @@ async fn copies_are_removed_after_changes_made_while_the_operator_was_down() -> 
         &spec(&emu, "two-token", &format!("{{namespaces: [{dest}]}}")),
     )
     .await?;
+    // Adding and releasing its finalizer, also on a resource being deleted, under the chart's
+    // admission policies.
+    let policies = admission::install(&env).await?;
+    admission::secret_policy_in_force(&env).await?;
+    admission::providercredential_policy_in_force(&env, "one").await?;
     let mut op = start_cluster_wide(&env).await?;
     copy_matches_target(&env, dest, "one-token", "one-token").await?;
     copy_matches_target(&env, dest, "two-token", "two-token").await?;
@@ -284,6 +296,7 @@ async fn copies_are_removed_after_changes_made_while_the_operator_was_down() -> 
     })
     .await?;
     drop(op);
+    policies.remove().await?;
     unbind(&env, &binding).await?;
     eprintln!(
         "delivery: a resource deleted and a consent withdrawn while the operator was down → both copies removed on its return"

@@ -119,3 +119,65 @@ pub async fn refusal<T>(
         Ok(_) => anyhow::bail!("{what}: admitted"),
     }
 }
+
+/// The operator's identity, for probes.
+async fn as_operator(env: &Env) -> Result<kube::Client> {
+    Ok(env
+        .cp
+        .service_account_client(env.name(), OPERATOR_SA)
+        .await?)
+}
+
+/// Waits until the Secret policy is in force: the operator's identity may not create a
+/// Secret it does not manage (a dry run).
+pub async fn secret_policy_in_force(env: &Env) -> Result<()> {
+    let secrets =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(as_operator(env).await?, env.name());
+    let refusal = refused_once_in_force("the Secret policy", || {
+        let secrets = secrets.clone();
+        async move {
+            let unmanaged = k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("not-managed".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let dry = kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            secrets.create(&dry, &unmanaged).await
+        }
+    })
+    .await?;
+    ensure!(
+        refusal.contains("may write or delete only Secrets it manages"),
+        "{refusal}"
+    );
+    Ok(())
+}
+
+/// Waits until the ProviderCredential policy is in force: the operator's identity may not
+/// change the spec of `name` (a dry run).
+pub async fn providercredential_policy_in_force(env: &Env, name: &str) -> Result<()> {
+    let pcreds = Api::<token_rotator::api::ProviderCredential>::namespaced(
+        as_operator(env).await?,
+        env.name(),
+    );
+    let refusal = refused_once_in_force("the ProviderCredential policy", || {
+        let pcreds = pcreds.clone();
+        let patch = Patch::Merge(serde_json::json!({"spec": {"suspend": true}}));
+        async move {
+            pcreds
+                .patch(name, &PatchParams::default().dry_run(), &patch)
+                .await
+        }
+    })
+    .await?;
+    ensure!(
+        refusal.contains("may change nothing in a ProviderCredential but metadata.finalizers"),
+        "{refusal}"
+    );
+    Ok(())
+}
