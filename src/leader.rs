@@ -7,7 +7,10 @@
 //!   request only while the lease stays confirmed for the request's whole timeout plus
 //!   [`CLOCK_SKEW`]: with a 30 s timeout, for 28 s after each renewal;
 //! - so a request sent by a leader whose renewals start failing (API trouble, a frozen
-//!   process thawing) is answered or abandoned before any other replica can lead.
+//!   process thawing) is answered or abandoned before any other replica can lead;
+//! - a lease too short for a request's timeout caps the timeout at what it covers
+//!   ([`request_timeout_cap`]) rather than withholding the request forever, and one that
+//!   covers not even 1 s is refused at start-up.
 //!
 //! A lost lease or SIGTERM closes the [`Gate`]: no new request starts, rotations in flight
 //! finish, held state is stored, then the process exits.
@@ -56,6 +59,8 @@ pub struct LeaderArgs {
     #[arg(long, default_value = "token-rotator")]
     pub leader_election_lease_name: String,
     /// How long a lease lasts without renewal, in seconds: the longest failover after a crash.
+    /// Below 35 s (with a renew margin below 33 s) it cannot cover a 30 s token request: token
+    /// requests' timeouts are then capped at what it covers (duration - 5 s, or margin - 3 s).
     #[arg(long, default_value_t = 60)]
     pub lease_duration_seconds: u64,
     /// How long before expiry the leader renews, in seconds (below the duration). Token
