@@ -157,7 +157,8 @@ pub struct TokenEndpoint {
     pub timeout_seconds: Option<u32>,
 
     /// At most this many token requests per second to this endpoint's host, shared by every
-    /// ProviderCredential using it (default from the preset: 10 for reltio, else unlimited).
+    /// ProviderCredential of this namespace using it (default from the preset: 10 for reltio,
+    /// else unlimited). Other namespaces are not slowed by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub requests_per_second: Option<u32>,
