@@ -710,8 +710,9 @@ async fn without_the_finalizers_permission_no_owned_secret_can_be_created() -> R
     env.create_pcred("rently", &spec(Provider::Rently, &emu, "creds", "token"))
         .await?;
     let op = env.start_operator().await?;
+    // In the short form every API error takes (code and reason, never the message).
     eventually("the denied write to show in the log", CONVERGE, || async {
-        Ok(op.log_text().contains("forbidden").then_some(()))
+        Ok(op.log_text().contains("403 Forbidden").then_some(()))
     })
     .await?;
     ensure!(

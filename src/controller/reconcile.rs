@@ -192,13 +192,10 @@ pub async fn reconcile(
                     }
                 }
                 written_target = issued_target(&executed);
-                match rotated(plan, &executed) {
+                match reported(ctx, plan, &executed) {
                     Ok(outcome) => outcome,
-                    Err(withheld) => match kept_back(ctx, plan, withheld) {
-                        Some(outcome) => outcome,
-                        // Nothing was sent and nothing changed: no status write.
-                        None => return Ok(withheld_retry(withheld)),
-                    },
+                    // Nothing was sent and nothing changed: no status write.
+                    Err(next) => return Ok(next),
                 }
             }
         };
@@ -276,9 +273,9 @@ async fn report_parked(
         executed,
     } = *parked;
     let executed = executed.map_err(ReconcileError::Execute)?;
-    let outcome = match rotated(&plan, &executed) {
+    let outcome = match reported(ctx, &plan, &executed) {
         Ok(outcome) => outcome,
-        Err(withheld) => return Ok(withheld_retry(withheld)),
+        Err(next) => return Ok(next),
     };
     let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None).await;
     if result.is_err() {
@@ -311,6 +308,17 @@ fn issued_target(executed: &Executed) -> Option<&Secret> {
         Executed::Issued { target, .. } => target.as_deref(),
         _ => None,
     }
+}
+
+/// The outcome to report. `Err`: the request was withheld and nothing is reported (unless
+/// the lease kept it back for long), only when to look again.
+fn reported<'a>(
+    ctx: &Context,
+    plan: &'a Plan,
+    executed: &'a Executed,
+) -> Result<Outcome<'a>, Next> {
+    rotated(plan, executed)
+        .or_else(|withheld| kept_back(ctx, plan, withheld).ok_or(withheld_retry(withheld)))
 }
 
 /// A withheld request sent nothing and changed nothing: no status write.
