@@ -42,6 +42,11 @@ pub struct RunArgs {
     /// once; more wait for a slot (outside the reconcile slots every namespace shares).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub requests_in_flight_per_namespace: u32,
+    /// At most this many reconciles per second of one namespace's resources (bursts of twice
+    /// as many); more are requeued for later without any API call, so one namespace's churn
+    /// cannot take the controller from the others. 0: no limit.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub reconciles_per_second_per_namespace: u32,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]

@@ -49,6 +49,8 @@ pub struct Context {
     pub restart_workloads: bool,
     /// --cross-namespace-delivery: what spec.delivery decides from.
     pub delivery: Option<super::delivery_views::Delivery>,
+    /// Reconciles per namespace: one namespace's churn cannot take every reconcile slot.
+    pub reconcile_rate: super::reconcile_rate::ReconcileRate,
 }
 
 /// The optional features the operator runs with.
@@ -59,6 +61,8 @@ pub struct Features {
     pub host_rates: Vec<(String, u32)>,
     /// `--requests-in-flight-per-namespace` (0: the default).
     pub requests_in_flight_per_namespace: usize,
+    /// `--reconciles-per-second-per-namespace` (0: no limit).
+    pub reconciles_per_second_per_namespace: u32,
     pub delivery: Option<super::delivery_views::Delivery>,
 }
 
@@ -168,6 +172,9 @@ impl Context {
             held: Mutex::default(),
             restart_workloads: features.restart_workloads,
             delivery: features.delivery,
+            reconcile_rate: super::reconcile_rate::ReconcileRate::new(
+                features.reconciles_per_second_per_namespace,
+            ),
         }
     }
 

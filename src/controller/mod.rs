@@ -12,6 +12,7 @@ mod executed;
 mod in_flight;
 mod observe;
 pub mod reconcile;
+mod reconcile_rate;
 mod report;
 mod rollout;
 mod shutdown;
@@ -167,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             restart_workloads: args.restart_workloads,
             host_rates: args.token_host_rates.clone(),
             requests_in_flight_per_namespace: args.requests_in_flight_per_namespace as usize,
+            reconciles_per_second_per_namespace: args.reconciles_per_second_per_namespace,
             delivery,
         },
     ));
@@ -463,19 +465,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             async move { ctx.gate.stopped().await }
         })
         .run(
-            move |pc, ctx| {
-                let (due, cached) = (due.clone(), cached.clone());
-                async move {
-                    let next = reconcile_guarded(pc.clone(), ctx).await?;
-                    // Deleted while it ran: nothing to schedule (its Delete has gone by).
-                    let current = cached.get(&ObjectRef::from(pc.as_ref()));
-                    if current.is_none_or(|c| c.uid() != pc.uid()) {
-                        due.forget(&pc);
-                        return Ok(Action::await_change());
-                    }
-                    Ok(due.next(pc, next))
-                }
-            },
+            move |pc, ctx| reconcile_one(pc, ctx, due.clone(), cached.clone()),
             error_policy,
             ctx,
         )
@@ -494,6 +484,32 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             }
         })
         .await;
+}
+
+/// One reconcile, unless its namespace is over its rate (then requeued for its turn, with no
+/// API call), and the next one scheduled.
+async fn reconcile_one(
+    pc: Arc<Guarded>,
+    ctx: Arc<Context>,
+    due: Arc<due::Due<Guarded>>,
+    cached: reflector::Store<Guarded>,
+) -> Result<Action, ReconcileError> {
+    let namespace = pc.namespace().unwrap_or_default();
+    if let Some(wait) = ctx
+        .reconcile_rate
+        .admit(&namespace, &pc.uid().unwrap_or_default())
+    {
+        debug!(%namespace, name = %pc.name_any(), wait_ms = wait.as_millis(), "over the namespace's reconcile rate; requeued");
+        return Ok(due.next(pc, Some(wait)));
+    }
+    let next = reconcile_guarded(pc.clone(), ctx).await?;
+    // Deleted while it ran: nothing to schedule (its Delete has gone by).
+    let current = cached.get(&ObjectRef::from(pc.as_ref()));
+    if current.is_none_or(|c| c.uid() != pc.uid()) {
+        due.forget(&pc);
+        return Ok(Action::await_change());
+    }
+    Ok(due.next(pc, next))
 }
 
 /// Each watch feeding the controller backs off on its own (`default_backoff`). The
