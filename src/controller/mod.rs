@@ -12,6 +12,7 @@ mod executed;
 mod in_flight;
 mod observe;
 pub mod reconcile;
+mod readers;
 mod reconcile_rate;
 mod report;
 mod rollout;
@@ -39,7 +40,8 @@ use reconcile::{ReconcileError, reconcile_guarded};
 
 use crate::api::Guarded;
 use crate::api::{
-    CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, TokenDeliveryGrant,
+    CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, REFRESH_ANNOTATION,
+    TokenDeliveryGrant,
 };
 use crate::cli::run::RunArgs;
 use crate::provider::{HttpPolicy, TokenClient};
@@ -257,9 +259,10 @@ async fn kube_client() -> Result<Client, kube::Error> {
     Client::try_from(config)
 }
 
-/// The annotations of a ProviderCredential the controller reads (a refresh request; in tests, a
-/// fault) all start with this.
-const OWN_ANNOTATIONS: &str = "tokenrotator.dev/";
+/// The annotations of a ProviderCredential the controller reads: a refresh request; in tests,
+/// a fault. No other is kept, its own prefix included: anyone who may edit the resource can add
+/// annotations up to the apiserver's 256 KiB, and the cache holds every resource.
+const READ_ANNOTATIONS: [&str; 2] = [REFRESH_ANNOTATION, "tokenrotator.dev/test-panic"];
 
 /// The metadata the cache keeps of a ProviderCredential: what the controller reads (identity,
 /// resourceVersion, generation, deletion and finalizers, its own annotations). Every resource
@@ -273,7 +276,7 @@ fn keep_what_is_read(meta: &mut kube::api::ObjectMeta) {
     meta.generate_name = None;
     meta.self_link = None;
     if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+        annotations.retain(|key, _| READ_ANNOTATIONS.contains(&key.as_str()));
         if annotations.is_empty() {
             meta.annotations = None;
         }
@@ -435,7 +438,14 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(|g| g.managed_fields_mut().clear())
+        // Only the identity and the spec are read: a grant's labels and annotations (up to
+        // 256 KiB each, in any number of grants a tenant creates) are not kept.
+        .modify(|g| {
+            g.managed_fields_mut().clear();
+            g.annotations_mut().clear();
+            g.labels_mut().clear();
+            g.owner_references_mut().clear();
+        })
         .reflect(writers.grants)
         .touched_objects();
         // Metadata only: the labels are all that is read.
@@ -590,9 +600,9 @@ mod tests {
         expected.owner_references = None;
         expected.creation_timestamp = None;
         assert_eq!(meta, expected);
-        // Without any of its own annotations, none are kept.
+        // Without any annotation it reads, none are kept (its own prefix is no exception).
         let mut other = kube::api::ObjectMeta {
-            annotations: pairs(&[("a", "b")]),
+            annotations: pairs(&[("a", "b"), ("tokenrotator.dev/padding", "x")]),
             ..Default::default()
         };
         keep_what_is_read(&mut other);
