@@ -47,6 +47,14 @@ impl<V> ByNamespace<V> {
         self.0.is_empty()
     }
 
+    /// The entries of one namespace: name, value.
+    pub fn in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = (&'a str, &'a V)> {
+        self.0
+            .get(namespace)
+            .into_iter()
+            .flat_map(|names| names.iter().map(|(n, v)| (&**n, v)))
+    }
+
     /// Every entry: namespace, name, value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &V)> {
         self.0

@@ -40,17 +40,19 @@ fn source_key(uid: &str, namespace: &str, name: &str) -> SourceKey {
     format!("{uid}/{namespace}/{name}").into()
 }
 
-/// The namespace and name of a source key.
-fn named_by(key: &str) -> Option<(&str, &str)> {
-    let (_, rest) = key.split_once('/')?;
-    rest.split_once('/')
+/// The UID, namespace and name of a source key.
+fn named_by(key: &str) -> Option<(&str, &str, &str)> {
+    let (uid, rest) = key.split_once('/')?;
+    let (namespace, name) = rest.split_once('/')?;
+    Some((uid, namespace, name))
 }
 
 #[derive(Default)]
 struct Table {
     by_source: HashMap<SourceKey, BTreeMap<Place, CopySeen>>,
-    /// Which source each place holds a copy of (a label can change).
-    source_of: HashMap<Place, SourceKey>,
+    /// Which source each place holds a copy of (a label can change), by namespace: a
+    /// namespace's or grant's event looks up the copies in that namespace only.
+    source_of: crate::by_namespace::ByNamespace<SourceKey>,
 }
 
 /// What makes a Secret a copy: the source's UID and `<namespace>/<name>`, no owner.
@@ -77,7 +79,8 @@ pub fn stamp_of(annotations: &BTreeMap<String, String>) -> u64 {
 
 impl Table {
     fn remove(&mut self, place: &Place) -> Option<CopySeen> {
-        let key = self.source_of.remove(place)?;
+        let key = self.source_of.get(&place.0, &place.1)?.clone();
+        self.source_of.remove(&place.0, &place.1);
         let copies = self.by_source.get_mut(&key)?;
         let seen = copies.remove(place);
         if copies.is_empty() {
@@ -116,7 +119,7 @@ impl Table {
             resource_version: rv.into(),
         };
         let key = source_key(uid, namespace, name);
-        self.source_of.insert(place.clone(), key.clone());
+        self.source_of.insert(&place.0, &place.1, key.clone());
         self.by_source.entry(key).or_default().insert(place, seen);
     }
 }
@@ -178,16 +181,16 @@ impl Copies {
             .collect()
     }
 
-    /// The resources (namespace, name) with a copy in `namespace`.
-    pub fn sources_in(&self, namespace: &str) -> Vec<(String, String)> {
+    /// The resources (UID, namespace, name) that the copies in `namespace` claim to come from:
+    /// a lookup of that namespace's copies.
+    pub fn sources_in(&self, namespace: &str) -> Vec<(String, String, String)> {
         let state = self.lock();
-        let mut sources: Vec<(String, String)> = state
+        let mut sources: Vec<(String, String, String)> = state
             .current
             .source_of
-            .iter()
-            .filter(|((ns, _), _)| &**ns == namespace)
+            .in_namespace(namespace)
             .filter_map(|(_, key)| named_by(key))
-            .map(|(ns, name)| (ns.to_string(), name.to_string()))
+            .map(|(uid, ns, name)| (uid.to_string(), ns.to_string(), name.to_string()))
             .collect();
         sources.sort();
         sources.dedup();
@@ -258,7 +261,10 @@ mod tests {
         assert_eq!(of.len(), 2);
         assert_eq!(of[0].1.stamp, stamp("f1", "s"));
         assert!(copies.of("u1", "src", "other").is_empty(), "must name it");
-        assert_eq!(copies.sources_in("a"), vec![("src".into(), "pc".into())]);
+        assert_eq!(
+            copies.sources_in("a"),
+            vec![("u1".into(), "src".into(), "pc".into())]
+        );
         assert!(copies.sources_in("c").is_empty());
         // A new version; a label moved to another source; a delete.
         copies.watched(&Event::Apply(copy("a", "t", Some("u1"), "f2", "4")));
@@ -323,7 +329,7 @@ mod tests {
         assert_eq!(copies.of("u1", "src", "other/x").len(), 1);
         assert_eq!(
             copies.sources_in("attacker"),
-            vec![("attacker".into(), "decoy".into())]
+            vec![("u1".into(), "attacker".into(), "decoy".into())]
         );
         // And after live events too.
         copies.watched(&Event::Apply(forged("attacker", "attacker/decoy", "5")));

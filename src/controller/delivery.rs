@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{
     Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
-use kube::core::{PartialObjectMeta, SelectorExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
@@ -73,52 +73,56 @@ fn api_error(action: &'static str) -> impl FnOnce(kube::Error) -> DeliveryError 
     }
 }
 
-/// The resources a TokenDeliveryGrant's change concerns: those it names, and those with a
-/// copy in its namespace (a grant edited to no longer name one).
-pub fn grant_readers(ctx: &Context, grant: &GuardedGrant) -> Vec<ObjectRef<Guarded>> {
+/// The resources a TokenDeliveryGrant's change concerns: those it names and those with a copy
+/// in its namespace (a grant edited to no longer name one), if the cache holds them and their
+/// spec.delivery reaches its namespace. A lookup per name and per copy there, no scan.
+pub fn grant_readers(
+    delivery: &Delivery,
+    cached: &Store<Guarded>,
+    grant: &GuardedGrant,
+) -> Vec<ObjectRef<Guarded>> {
+    let Some(namespace) = grant.namespace() else {
+        return Vec::new();
+    };
+    let labels = delivery.labels_of(&namespace);
     let named = grant
         .0
         .as_ref()
         .map(|g| g.spec.from.as_slice())
-        .unwrap_or_default();
-    let mut refs: Vec<ObjectRef<Guarded>> = named
+        .unwrap_or_default()
         .iter()
-        .map(|f| ObjectRef::new(&f.name).within(&f.namespace.0))
+        .map(|f| ObjectRef::new(&f.name).within(&f.namespace.0));
+    let mut refs: Vec<ObjectRef<Guarded>> = named
+        .chain(delivery.sources_in(&namespace, cached))
+        .filter(|r| {
+            cached.get(r).is_some_and(|g| {
+                g.0.as_ref()
+                    .is_ok_and(|pc| super::readers::reaches(pc, &namespace, &labels))
+            })
+        })
         .collect();
-    if let (Some(delivery), Some(ns)) = (&ctx.delivery, grant.namespace()) {
-        refs.extend(delivery.sources_in(&ns));
-    }
+    sorted(&mut refs);
     refs
 }
 
+fn sorted(refs: &mut Vec<ObjectRef<Guarded>>) {
+    refs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    refs.dedup();
+}
+
 /// The resources a namespace's change concerns: those that name it, those whose selector
-/// matches it, and those with a copy in it (it may have left their selection).
+/// matches it (the index of readers), and those with a copy in it (it may have left their
+/// selection).
 pub fn namespace_readers(
-    ctx: &Context,
-    resources: &Store<Guarded>,
+    delivery: &Delivery,
+    readers: &super::readers::Readers,
+    cached: &Store<Guarded>,
     namespace: &PartialObjectMeta<Namespace>,
 ) -> Vec<ObjectRef<Guarded>> {
     let name = namespace.name_any();
-    let labels = namespace.labels();
-    let mut refs: Vec<ObjectRef<Guarded>> = resources
-        .state()
-        .into_iter()
-        .filter(|guard| {
-            guard.0.as_ref().is_ok_and(|pc| {
-                pc.spec.delivery.as_deref().is_some_and(|d| {
-                    d.namespaces.iter().any(|n| n.0 == name)
-                        || d.namespace_selector
-                            .as_ref()
-                            .and_then(|s| delivery::selector(s).ok())
-                            .is_some_and(|s| s.matches(labels))
-                })
-            })
-        })
-        .map(|guard| ObjectRef::from(guard.as_ref()))
-        .collect();
-    if let Some(delivery) = &ctx.delivery {
-        refs.extend(delivery.sources_in(&name));
-    }
+    let mut refs = readers.reaching(&name, namespace.labels(), cached);
+    refs.extend(delivery.sources_in(&name, cached));
+    sorted(&mut refs);
     refs
 }
 
@@ -752,8 +756,12 @@ fn requeue_within(after: &mut Report, delay: Duration) {
     after.requeue = Some(after.requeue.map_or(delay, |r| r.min(delay)));
 }
 
-/// For the resources' mapper: which resource a copy came from.
-pub fn copy_source(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<Guarded>> {
-    let (_, namespace, name) = super::copies::copy_of(secret)?;
-    Some(ObjectRef::new(name).within(namespace))
+/// The resource a copy in another namespace came from, if the cache holds it with the UID
+/// the copy's label names: a Secret claiming any resource's name triggers nothing.
+pub fn copy_source(
+    secret: &PartialObjectMeta<Secret>,
+    cached: &Store<Guarded>,
+) -> Option<ObjectRef<Guarded>> {
+    let (uid, namespace, name) = super::copies::copy_of(secret)?;
+    super::delivery_views::cached_with_uid(cached, uid, namespace, name)
 }

@@ -2,8 +2,11 @@
 //! TokenDeliveryGrants, and the copies (from the managed-Secrets watch). Shared by the
 //! controller's mappers and by spec.delivery's reconcile step (controller/delivery.rs).
 
+use std::collections::BTreeMap;
+
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Resource;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 
@@ -55,14 +58,38 @@ impl Delivery {
             && self.copies.listed()
     }
 
-    /// The resources (namespace, name) with a copy in `namespace`.
+    /// The resources with a copy in `namespace`: only those the cache holds, with the UID the
+    /// copy claims (a Secret naming any resource, or a resource deleted and created again
+    /// under its name, triggers nothing).
     pub(super) fn sources_in(
         &self,
         namespace: &str,
-    ) -> impl Iterator<Item = ObjectRef<Guarded>> + use<> {
+        cached: &Store<Guarded>,
+    ) -> Vec<ObjectRef<Guarded>> {
         self.copies
             .sources_in(namespace)
             .into_iter()
-            .map(|(ns, name)| ObjectRef::new(&name).within(&ns))
+            .filter_map(|(uid, ns, name)| cached_with_uid(cached, &uid, &ns, &name))
+            .collect()
     }
+
+    /// The labels of a namespace as its watch shows it (none if it does not).
+    pub(super) fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// The resource at `namespace`/`name` if the cache holds it with this UID.
+pub(super) fn cached_with_uid(
+    cached: &Store<Guarded>,
+    uid: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<ObjectRef<Guarded>> {
+    let at = ObjectRef::new(name).within(namespace);
+    let held = cached.get(&at)?;
+    (held.meta().uid.as_deref() == Some(uid)).then_some(at)
 }

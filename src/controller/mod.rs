@@ -1,6 +1,7 @@
 //! The controller: watches ProviderCredentials and the Secrets around them (label-selected
 //! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
 
+mod changes;
 mod context;
 mod copies;
 mod delivery;
@@ -11,8 +12,8 @@ mod execute;
 mod executed;
 mod in_flight;
 mod observe;
-pub mod reconcile;
 mod readers;
+pub mod reconcile;
 mod reconcile_rate;
 mod report;
 mod rollout;
@@ -294,50 +295,41 @@ struct Watched {
     delivery: Option<delivery::DeliveryWriters>,
 }
 
-async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, concurrency: u16) {
-    let Watched {
-        namespace,
-        selector,
-        delivery: delivery_writers,
-    } = watched;
-    let watch_client = client.clone();
-    // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
-    // the watch for the others.
-    let (pcs, secrets, credentials_secrets): (
-        Api<Guarded>,
-        Api<PartialObjectMeta<Secret>>,
-        Api<Secret>,
-    ) = match &namespace {
+/// The Apis one controller watches through: resources, managed Secrets (metadata only) and
+/// credentials Secrets (whole), in its namespace or all.
+fn apis(
+    client: &Client,
+    namespace: &Option<String>,
+) -> (Api<Guarded>, Api<PartialObjectMeta<Secret>>, Api<Secret>) {
+    match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
+            Api::namespaced(client.clone(), ns),
         ),
         None => (
             Api::all(client.clone()),
             Api::all(client.clone()),
-            Api::all(client),
+            Api::all(client.clone()),
         ),
-    };
-    let managed =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    // Whole objects: a new resource then reads no credentials (views.rs). Small pages: anyone
-    // may label a Secret as credentials, and a page of the largest is 1 MiB per Secret.
-    let credentials = watcher::Config::default()
-        .labels(&format!("{CREDENTIALS_LABEL}=true"))
-        .page_size(CREDENTIALS_PAGE_SIZE);
-    // The cache holds ProviderCredentials only, without the bulky fields never read: memory
-    // stays proportional to the resources managed. Managed Secrets are watched as metadata only.
-    let (store, writer) = reflector::store::<Guarded>();
-    let forget = ctx.clone();
-    // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
-    let due = Arc::new(due::Due::<Guarded>::default());
-    let forget_due = due.clone();
-    let mut shard = watcher::Config::default();
-    if let Some(selector) = &selector {
-        shard = shard.labels(selector);
     }
-    let resources = watcher(pcs, shard)
+}
+
+/// The resources' watch: cached without the bulky fields never read (memory stays
+/// proportional to the resources managed), indexed by what they read (readers.rs).
+fn resources_stream(
+    pcs: Api<Guarded>,
+    shard: watcher::Config,
+    (store, writer): (reflector::Store<Guarded>, reflector::store::Writer<Guarded>),
+    ctx: &Arc<Context>,
+    due: &Arc<due::Due<Guarded>>,
+    readers: &Arc<readers::Readers>,
+) -> impl futures::Stream<Item = Result<Guarded, watcher::Error>> + Send + 'static {
+    let (forget, forget_due) = (ctx.clone(), due.clone());
+    let (index, before) = (readers.clone(), store.clone());
+    let (rebuild, after) = (readers.clone(), store.clone());
+    let (metrics, mut counted) = (ctx.metrics.clone(), 0i64);
+    watcher(pcs, shard)
         .default_backoff()
         // Deleted resources are never reconciled again: drop their per-resource series and
         // anything held for them here.
@@ -354,29 +346,93 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             keep_what_is_read(pc.meta_mut());
             crate::api::limits::shed_oversized(pc);
         })
+        // Before the cache takes the event: it still holds what the index holds.
+        .inspect_ok(move |event| index.watched(event, &before))
         .reflect(writer)
-        .inspect_ok({
-            let (store, metrics, mut counted) = (store.clone(), ctx.metrics.clone(), 0i64);
-            move |_| {
-                let now = i64::try_from(store.len()).unwrap_or(i64::MAX);
-                metrics.managed_changed(now - counted);
-                counted = now;
+        .inspect_ok(move |event| {
+            if let watcher::Event::InitDone = event {
+                rebuild.rebuild(&after);
             }
+            let now = i64::try_from(after.len()).unwrap_or(i64::MAX);
+            metrics.managed_changed(now - counted);
+            counted = now;
         })
-        .applied_objects();
+        .applied_objects()
+}
+
+/// A watch's objects whose digest of what the operator reads changed (changes.rs), instead of
+/// every event's.
+fn changed<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    digest: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Default + Send + 'static,
+{
+    let changes = changes::Changes::default();
+    events
+        .map_ok(move |event| {
+            futures::stream::iter(changes.filter(event, digest).into_iter().map(Ok))
+        })
+        .try_flatten()
+}
+
+/// The owners of a managed Secret (if the cache holds them with that UID) and, for a copy in
+/// another namespace, its source.
+fn managed_readers(
+    secret: &PartialObjectMeta<Secret>,
+    cached: &reflector::Store<Guarded>,
+) -> Vec<ObjectRef<Guarded>> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let owners = secret
+        .owner_references()
+        .iter()
+        .filter(|r| {
+            r.kind == "ProviderCredential" && r.api_version.starts_with("tokenrotator.dev/")
+        })
+        .filter_map(|r| delivery_views::cached_with_uid(cached, &r.uid, &namespace, &r.name));
+    owners
+        .chain(delivery::copy_source(secret, cached))
+        .collect()
+}
+
+async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, concurrency: u16) {
+    let Watched {
+        namespace,
+        selector,
+        delivery: delivery_writers,
+    } = watched;
+    // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
+    // the watch for the others.
+    let (pcs, secrets, credentials_secrets) = apis(&client, &namespace);
+    let managed =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    // Whole objects: a new resource then reads no credentials (views.rs). Small pages: anyone
+    // may label a Secret as credentials, and a page of the largest is 1 MiB per Secret.
+    let credentials = watcher::Config::default()
+        .labels(&format!("{CREDENTIALS_LABEL}=true"))
+        .page_size(CREDENTIALS_PAGE_SIZE);
+    let (store, writer) = reflector::store::<Guarded>();
+    // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
+    let due = Arc::new(due::Due::<Guarded>::default());
+    let readers = Arc::new(readers::Readers::default());
+    let mut shard = watcher::Config::default();
+    if let Some(selector) = &selector {
+        shard = shard.labels(selector);
+    }
+    let resources = resources_stream(pcs, shard, (store.clone(), writer), &ctx, &due, &readers);
     // Followed (their resourceVersions only) so that a reconcile can tell whether the target
     // and state Secrets it read or wrote last are still that version (see views.rs).
     let watch = ctx.views.new_watch(namespace.clone());
     let follow = ctx.clone();
-    let owned = watcher(secrets.clone(), managed)
+    let owned = watcher(secrets, managed)
         .default_backoff()
         .inspect_ok(move |event| {
             follow.views.watched(watch, event);
             if let Some(delivery) = &follow.delivery {
                 delivery.copies.watched(event);
             }
-        })
-        .touched_objects();
+        });
     let credentials_watch = ctx.views.new_watch(namespace.clone());
     let follow_credentials = ctx.clone();
     let credential_secrets = watcher(credentials_secrets, credentials)
@@ -385,90 +441,88 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
             follow_credentials
                 .views
                 .credentials_watched(credentials_watch, event)
-        })
-        .touched_objects();
-    let mapper_store = store.clone();
-    let namespace_readers = store.clone();
-    let cached = store.clone();
-    let mut controller = Controller::for_stream(resources, store)
+        });
+    let (owners_of, credentials_readers) = (store.clone(), readers.clone());
+    let mut controller = Controller::for_stream(resources, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(due.clone().fired())
         // Requests that ended after their reconcile returned (execute.rs).
         .reconcile_on(ctx.reconcile_requests())
         .trigger_backoff(ShortPause)
-        // A managed Secret concerns its owner, and a copy in another namespace its source.
-        .watches_stream(owned, |secret: PartialObjectMeta<Secret>| {
-            let namespace = secret.namespace();
-            let owners = secret
-                .owner_references()
-                .iter()
-                .filter(|r| {
-                    r.kind == "ProviderCredential" && r.api_version.starts_with("tokenrotator.dev/")
-                })
-                .map(|r| {
-                    let owner = ObjectRef::new(&r.name);
-                    match &namespace {
-                        Some(ns) => owner.within(ns),
-                        None => owner,
-                    }
-                })
-                .collect::<Vec<_>>();
-            owners.into_iter().chain(delivery::copy_source(&secret))
-        })
-        .watches_stream(credential_secrets, move |secret: Secret| {
-            // Every resource in the Secret's namespace that reads it.
-            let ns = secret.namespace();
-            let name = secret.name_any();
-            mapper_store
-                .state()
-                .into_iter()
-                .filter(|guard| {
-                    guard.namespace() == ns
-                        && guard
-                            .0
-                            .as_ref()
-                            .is_ok_and(|pc| pc.spec.credentials.secret_ref.name == name)
-                })
-                .map(|guard| ObjectRef::from(guard.as_ref()))
-                .collect::<Vec<_>>()
-        });
+        // A managed Secret concerns its owner, and a copy in another namespace its source:
+        // only when something the operator reads of it changed.
+        .watches_stream(
+            changed(owned, changes::managed_digest),
+            move |secret: PartialObjectMeta<Secret>| managed_readers(&secret, &owners_of),
+        )
+        // A credentials Secret concerns the resources naming it (an index, not a scan), only
+        // when its data, opt-in label or allowed-token-hosts annotation changed.
+        .watches_stream(
+            changed(credential_secrets, changes::credentials_digest),
+            move |secret: Secret| {
+                credentials_readers
+                    .of_credentials(&secret.namespace().unwrap_or_default(), &secret.name_any())
+            },
+        );
     if let Some(writers) = delivery_writers {
-        let grants = watcher(
-            Api::<delivery::GuardedGrant>::all(watch_client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        // Only the identity and the spec are read: a grant's labels and annotations (up to
-        // 256 KiB each, in any number of grants a tenant creates) are not kept.
-        .modify(|g| {
-            g.managed_fields_mut().clear();
-            g.annotations_mut().clear();
-            g.labels_mut().clear();
-            g.owner_references_mut().clear();
-        })
-        .reflect(writers.grants)
-        .touched_objects();
-        // Metadata only: the labels are all that is read.
-        let namespaces = watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(watch_client),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|n| {
-            n.managed_fields_mut().clear();
-            n.annotations_mut().clear();
-        })
-        .reflect(writers.namespaces)
-        .touched_objects();
-        let (grant_ctx, namespace_ctx) = (ctx.clone(), ctx.clone());
-        controller = controller
-            .watches_stream(grants, move |grant| {
-                delivery::grant_readers(&grant_ctx, &grant)
-            })
-            .watches_stream(namespaces, move |ns| {
-                delivery::namespace_readers(&namespace_ctx, &namespace_readers, &ns)
-            });
+        controller = with_delivery(controller, client, writers, &ctx, &store, &readers);
     }
+    run_controller(controller, ctx, due, store).await;
+}
+
+/// With --cross-namespace-delivery: TokenDeliveryGrants and namespaces (labels only) concern
+/// the resources whose delivery reaches them (delivery.rs).
+fn with_delivery(
+    controller: Controller<Guarded>,
+    client: Client,
+    writers: delivery::DeliveryWriters,
+    ctx: &Arc<Context>,
+    store: &reflector::Store<Guarded>,
+    readers: &Arc<readers::Readers>,
+) -> Controller<Guarded> {
+    let grants = watcher(
+        Api::<delivery::GuardedGrant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|g| g.managed_fields_mut().clear())
+    .reflect(writers.grants)
+    .touched_objects();
+    // Metadata only: the labels are all that is read.
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|n| {
+        n.managed_fields_mut().clear();
+        n.annotations_mut().clear();
+    })
+    .reflect(writers.namespaces)
+    .touched_objects();
+    let (grant_ctx, namespace_ctx) = (ctx.clone(), ctx.clone());
+    let (grant_store, namespace_store) = (store.clone(), store.clone());
+    let readers = readers.clone();
+    controller
+        .watches_stream(grants, move |grant| match &grant_ctx.delivery {
+            Some(delivery) => delivery::grant_readers(delivery, &grant_store, &grant),
+            None => Vec::new(),
+        })
+        .watches_stream(namespaces, move |ns| match &namespace_ctx.delivery {
+            Some(delivery) => {
+                delivery::namespace_readers(delivery, &readers, &namespace_store, &ns)
+            }
+            None => Vec::new(),
+        })
+}
+
+/// Runs the controller until the gate closes (shutdown, or a lost lease).
+async fn run_controller(
+    controller: Controller<Guarded>,
+    ctx: Arc<Context>,
+    due: Arc<due::Due<Guarded>>,
+    cached: reflector::Store<Guarded>,
+) {
     controller
         .graceful_shutdown_on({
             let ctx = ctx.clone();
@@ -558,7 +612,187 @@ fn error_policy(pc: Arc<Guarded>, error: &ReconcileError, ctx: Arc<Context>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::REFRESH_ANNOTATION;
+    use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, REFRESH_ANNOTATION};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::watcher::Event;
+    use readers::tests::pc;
+
+    fn refs(refs: Vec<ObjectRef<Guarded>>) -> Vec<String> {
+        refs.iter()
+            .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name))
+            .collect()
+    }
+
+    /// A cache holding these resources (UIDs `uid-<namespace>-<name>`).
+    fn cache(resources: Vec<Guarded>) -> reflector::Store<Guarded> {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        for r in resources {
+            writer.apply_watcher_event(&Event::InitApply(r));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        store
+    }
+
+    fn secret(ns: &str, name: &str) -> PartialObjectMeta<Secret> {
+        let mut s = PartialObjectMeta::<Secret>::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    fn copy(ns: &str, uid: &str, from: &str) -> PartialObjectMeta<Secret> {
+        let mut s = secret(ns, "token");
+        s.metadata.labels = Some([(DELIVERED_FROM_UID_LABEL.to_string(), uid.to_string())].into());
+        s.metadata.annotations =
+            Some([(DELIVERED_FROM_ANNOTATION.to_string(), from.to_string())].into());
+        s
+    }
+
+    #[test]
+    fn a_managed_secret_triggers_only_an_owner_or_source_the_cache_holds_with_that_uid() {
+        let cached = cache(vec![pc("src", "pc", "c", None)]);
+        let owned_by = |name: &str, uid: &str| {
+            let mut s = secret("src", "pc-token");
+            s.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "tokenrotator.dev/v1alpha1".into(),
+                kind: "ProviderCredential".into(),
+                name: name.into(),
+                uid: uid.into(),
+                ..Default::default()
+            }]);
+            s
+        };
+        assert_eq!(
+            refs(managed_readers(&owned_by("pc", "uid-src-pc"), &cached)),
+            ["src/pc"]
+        );
+        // An owner reference to a resource that is not there, or is another one by that name.
+        assert!(managed_readers(&owned_by("nobody", "uid-src-nobody"), &cached).is_empty());
+        assert!(managed_readers(&owned_by("pc", "uid-old"), &cached).is_empty());
+        // A copy: its source only if the UID it claims is the resource's.
+        let real = copy("dest", "uid-src-pc", "src/pc");
+        assert_eq!(refs(managed_readers(&real, &cached)), ["src/pc"]);
+        for forged in [
+            copy("dest", "forged", "src/pc"),
+            copy("dest", "uid-src-pc", "src/other"),
+            copy("dest", "uid-x-y", "x/y"),
+        ] {
+            assert!(managed_readers(&forged, &cached).is_empty());
+        }
+    }
+
+    fn grant(ns: &str, from: &[(&str, &str)]) -> delivery::GuardedGrant {
+        let from: Vec<serde_json::Value> = from
+            .iter()
+            .map(|(ns, name)| serde_json::json!({"namespace": ns, "name": name}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "TokenDeliveryGrant",
+            "metadata": {"namespace": ns, "name": "g"},
+            "spec": {"from": from},
+        }))
+        .unwrap()
+    }
+
+    fn namespace(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Namespace> {
+        let mut n = PartialObjectMeta::<Namespace>::default();
+        n.metadata.name = Some(name.into());
+        n.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        n
+    }
+
+    /// --cross-namespace-delivery's stores, with these namespaces.
+    fn delivery_with(namespaces: Vec<PartialObjectMeta<Namespace>>) -> delivery::Delivery {
+        let (delivery, mut writers) = delivery::Delivery::new();
+        writers.namespaces.apply_watcher_event(&Event::Init);
+        for n in namespaces {
+            writers.namespaces.apply_watcher_event(&Event::InitApply(n));
+        }
+        writers.namespaces.apply_watcher_event(&Event::InitDone);
+        delivery
+    }
+
+    #[test]
+    fn a_grant_triggers_only_resources_the_cache_holds_whose_delivery_reaches_its_namespace() {
+        let named = serde_json::json!({"namespaces": ["dest"]});
+        let selecting = serde_json::json!({"namespaceSelector": {"matchLabels": {"t": "a"}}});
+        let resources = vec![
+            pc("src", "named", "c", Some(named)),
+            pc("src", "selecting", "c", Some(selecting)),
+            pc("src", "undelivered", "c", None),
+        ];
+        let cached = cache(resources);
+        let delivery = delivery_with(vec![namespace("dest", &[("t", "a")]), namespace("b", &[])]);
+        let from = [
+            ("src", "named"),
+            ("src", "selecting"),
+            ("src", "undelivered"),
+            ("src", "absent"),
+            ("elsewhere", "anything"),
+        ];
+        assert_eq!(
+            refs(delivery::grant_readers(
+                &delivery,
+                &cached,
+                &grant("dest", &from)
+            )),
+            ["src/named", "src/selecting"]
+        );
+        // In a namespace none of them reaches: nothing at all.
+        assert!(delivery::grant_readers(&delivery, &cached, &grant("b", &from)).is_empty());
+        // A copy there claiming a resource (a forged one, a real one) adds only a real source
+        // that reaches the namespace.
+        delivery
+            .copies
+            .watched(&Event::Apply(copy("dest", "uid-src-named", "src/named")));
+        delivery.copies.watched(&Event::Apply({
+            let mut c = copy("dest", "uid-src-undelivered", "src/undelivered");
+            c.metadata.name = Some("other".into());
+            c
+        }));
+        assert_eq!(
+            refs(delivery::grant_readers(
+                &delivery,
+                &cached,
+                &grant("dest", &[])
+            )),
+            ["src/named"]
+        );
+    }
+
+    #[test]
+    fn a_namespace_triggers_the_resources_reaching_it_and_the_sources_of_its_copies() {
+        let named = serde_json::json!({"namespaces": ["dest"]});
+        let selecting = serde_json::json!({"namespaceSelector": {"matchLabels": {"t": "a"}}});
+        let resources = vec![
+            pc("src", "named", "c", Some(named)),
+            pc("src", "selecting", "c", Some(selecting)),
+            pc("src", "left", "c", None),
+        ];
+        let readers = readers::Readers::default();
+        for r in &resources {
+            readers.watched(&Event::Apply(r.clone()), &cache(Vec::new()));
+        }
+        let cached = cache(resources);
+        let delivery = delivery_with(Vec::new());
+        let dest = |labels| {
+            delivery::namespace_readers(&delivery, &readers, &cached, &namespace("dest", labels))
+        };
+        assert_eq!(refs(dest(&[("t", "a")])), ["src/named", "src/selecting"]);
+        assert_eq!(refs(dest(&[])), ["src/named"]);
+        // A resource that no longer reaches it but left a copy there: its copy must go.
+        delivery
+            .copies
+            .watched(&Event::Apply(copy("dest", "uid-src-left", "src/left")));
+        assert_eq!(refs(dest(&[])), ["src/left", "src/named"]);
+    }
 
     #[test]
     fn the_cache_keeps_the_metadata_the_controller_reads_and_nothing_else() {
