@@ -123,11 +123,21 @@ pub async fn read_owned(
     name: &str,
     owner_uid: &str,
 ) -> Result<Slot<Secret>, SecretsError> {
+    Ok(read_owned_or_version(api, name, owner_uid).await?.0)
+}
+
+/// As [`read_owned`], and the resourceVersion of a Secret there that is someone else's (so
+/// that what was found can be remembered without its contents).
+pub async fn read_owned_or_version(
+    api: &Api<Secret>,
+    name: &str,
+    owner_uid: &str,
+) -> Result<(Slot<Secret>, Option<String>), SecretsError> {
     Ok(
         match api.get_opt(name).await.map_err(api_error("read", name))? {
-            None => Slot::Absent,
-            Some(s) if is_owned_by(&s, owner_uid) => Slot::Owned(s),
-            Some(_) => Slot::Foreign,
+            None => (Slot::Absent, None),
+            Some(s) if is_owned_by(&s, owner_uid) => (Slot::Owned(s), None),
+            Some(s) => (Slot::Foreign, s.metadata.resource_version),
         },
     )
 }

@@ -3,8 +3,8 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 use kube::api::Api;
+use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use super::context::Context;
@@ -59,16 +59,52 @@ async fn read_target(
     {
         return Ok(Slot::Owned(view));
     }
-    let target = secrets::read_owned(api, name, &uid)
-        .await?
-        .map(|s| TargetView {
-            resource_version: s.metadata.resource_version.clone(),
-            secret_type: s.type_.clone(),
-            token: ObservedTarget::from_annotations(s.annotations()),
-        });
-    ctx.views
-        .remember_target(&uid, &namespace, name, owned(&target));
+    // Absent, or someone else's, as last read: not read again for an unrelated trigger.
+    if let Some(slot) = ctx
+        .views
+        .target_unowned(&uid, &namespace, name, pc.meta().generation)
+    {
+        return Ok(slot);
+    }
+    let (target, foreign_version) = secrets::read_owned_or_version(api, name, &uid).await?;
+    let target = target.map(|s| TargetView {
+        resource_version: s.metadata.resource_version.clone(),
+        secret_type: s.type_.clone(),
+        token: ObservedTarget::from_annotations(s.annotations()),
+    });
+    remember_target(ctx, pc, &target, foreign_version.as_deref());
     Ok(target)
+}
+
+/// Remembers the target as read: owned (its view), absent, or someone else's (its version,
+/// until the TargetConflict recheck this reconcile is about to ask for).
+fn remember_target(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    target: &Slot<TargetView>,
+    foreign_version: Option<&str>,
+) {
+    let (uid, namespace) = (
+        pc.uid().unwrap_or_default(),
+        pc.namespace().unwrap_or_default(),
+    );
+    let name = &pc.spec.target.secret_name;
+    match (target, foreign_version) {
+        (Slot::Owned(view), _) => {
+            ctx.views
+                .remember_target(&uid, &namespace, name, Some(view.clone()))
+        }
+        (Slot::Absent, _) => ctx.views.remember_target_absent(&uid, &namespace, name),
+        (Slot::Foreign, Some(version)) => ctx.views.remember_target_foreign(
+            &uid,
+            &namespace,
+            name,
+            pc.meta().generation,
+            version,
+            rotation::blocked_recheck(ctx.attempts(&uid)),
+        ),
+        (Slot::Foreign, None) => ctx.views.remember_target(&uid, &namespace, name, None),
+    }
 }
 
 /// How long a reconcile at start-up waits for the watches' first list to make progress (the

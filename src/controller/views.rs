@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::rotation::{CredentialsView, StateView, TargetView};
+use crate::rotation::{CredentialsView, Slot, StateView, TargetView};
 use crate::secrets::credentials_view;
 
 /// Credentials Secrets with more data than this are not kept from the watch (read when used):
@@ -45,6 +45,22 @@ struct Seen<T> {
 struct Remembered {
     target: Option<Seen<TargetView>>,
     state: Option<Seen<StateView>>,
+    /// The target as found when it was not this resource's: absent, or someone else's.
+    unowned: Option<Box<Unowned>>,
+}
+
+/// A target that was absent (404) or someone else's when read. Absent stays absent until the
+/// watch of managed Secrets shows something there (or the create fails: someone else's then).
+/// Someone else's is read again on the resource's own change (a new generation), at its
+/// TargetConflict recheck, or when the watch shows another version there than when read.
+struct Unowned {
+    secret: u64,
+    /// `None`: absent. Else someone else's Secret at this resourceVersion.
+    foreign: Option<Box<str>>,
+    /// What the watch of managed Secrets showed there when this was remembered.
+    shown: Option<Box<str>>,
+    generation: Option<i64>,
+    recheck_at: Option<tokio::time::Instant>,
 }
 
 fn secret_id(namespace: &str, name: &str) -> u64 {
@@ -449,7 +465,10 @@ impl SecretViews {
         view: Option<TargetView>,
     ) {
         let target = seen(namespace, name, view, false);
-        self.update(uid, |r| r.target = target);
+        self.update(uid, |r| {
+            r.target = target;
+            r.unowned = None;
+        });
     }
 
     /// Remembers a target as this process wrote it (the watch shows it later).
@@ -461,7 +480,87 @@ impl SecretViews {
         view: TargetView,
     ) {
         let target = seen(namespace, name, Some(view), true);
-        self.update(uid, |r| r.target = target);
+        self.update(uid, |r| {
+            r.target = target;
+            r.unowned = None;
+        });
+    }
+
+    /// Remembers a target found absent (a 404): not read again while the watch of managed
+    /// Secrets shows nothing there. If someone creates an unlabelled Secret there meanwhile,
+    /// the operator's create fails (409, NotOwned) and the next read finds it.
+    pub fn remember_target_absent(&self, uid: &str, namespace: &str, name: &str) {
+        let unowned = self.unowned(namespace, name, None, None, None);
+        self.update(uid, |r| {
+            r.target = None;
+            r.unowned = Some(unowned);
+        });
+    }
+
+    /// Remembers a target found to be someone else's, at `resource_version`: not read again
+    /// before `recheck` (the TargetConflict recheck), unless the resource's generation or the
+    /// version the watch shows there changes.
+    pub fn remember_target_foreign(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        generation: Option<i64>,
+        resource_version: &str,
+        recheck: std::time::Duration,
+    ) {
+        let recheck_at = tokio::time::Instant::now() + recheck;
+        let unowned = self.unowned(
+            namespace,
+            name,
+            Some(resource_version.into()),
+            generation,
+            Some(recheck_at),
+        );
+        self.update(uid, |r| {
+            r.target = None;
+            r.unowned = Some(unowned);
+        });
+    }
+
+    fn unowned(
+        &self,
+        namespace: &str,
+        name: &str,
+        foreign: Option<Box<str>>,
+        generation: Option<i64>,
+        recheck_at: Option<tokio::time::Instant>,
+    ) -> Box<Unowned> {
+        Box::new(Unowned {
+            secret: secret_id(namespace, name),
+            foreign,
+            shown: self.watched_version(namespace, name).map(Into::into),
+            generation,
+            recheck_at,
+        })
+    }
+
+    /// The target as remembered when it was absent or someone else's, if still valid.
+    pub fn target_unowned(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        generation: Option<i64>,
+    ) -> Option<Slot<TargetView>> {
+        let shown = self.watched_version(namespace, name);
+        let views = self.lock_views();
+        let u = views.get(uid)?.unowned.as_deref()?;
+        if u.secret != secret_id(namespace, name) || u.shown.as_deref() != shown.as_deref() {
+            return None;
+        }
+        if u.foreign.is_none() {
+            return Some(Slot::Absent);
+        }
+        let due = u
+            .recheck_at
+            .is_none_or(|at| tokio::time::Instant::now() >= at);
+        (u.generation == generation && !due).then_some(Slot::Foreign)
     }
 
     pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
@@ -488,7 +587,8 @@ impl SecretViews {
         let mut views = self.lock_views();
         let remembered = views.entry(uid.into()).or_default();
         change(remembered);
-        if remembered.target.is_none() && remembered.state.is_none() {
+        if remembered.target.is_none() && remembered.state.is_none() && remembered.unowned.is_none()
+        {
             views.remove(uid);
         }
     }
@@ -916,6 +1016,73 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    fn unowned_kind(views: &SecretViews, generation: i64) -> &'static str {
+        match views.target_unowned("uid", "ns", "t", Some(generation)) {
+            Some(Slot::Absent) => "absent",
+            Some(Slot::Foreign) => "foreign",
+            Some(Slot::Owned(_)) => "owned",
+            None => "read it",
+        }
+    }
+
+    /// A target found absent or someone else's is not read again by every reconcile that
+    /// something unrelated triggers (a credentials change used by hundreds of resources).
+    #[tokio::test(start_paused = true)]
+    async fn an_absent_or_foreign_target_is_remembered_until_something_says_otherwise() {
+        let views = SecretViews::default();
+        let watch = views.new_watch(None);
+        assert_eq!(unowned_kind(&views, 1), "read it");
+        views.remember_target_absent("uid", "ns", "t");
+        assert_eq!(unowned_kind(&views, 1), "absent");
+        // Absent whatever the generation: only the watch (or a failed create) says otherwise.
+        assert_eq!(unowned_kind(&views, 2), "absent");
+        assert!(
+            views
+                .target_unowned("uid", "ns", "other", Some(1))
+                .is_none()
+        );
+        assert!(views.target_unowned("uid2", "ns", "t", Some(1)).is_none());
+        views.watched(watch, &Event::Apply(meta("ns", "t", "3")));
+        assert_eq!(
+            unowned_kind(&views, 2),
+            "read it",
+            "a managed Secret appeared there"
+        );
+
+        // Foreign at version 3, as the watch shows it: kept until the recheck is due.
+        let recheck = std::time::Duration::from_secs(40);
+        views.remember_target_foreign("uid", "ns", "t", Some(2), "3", recheck);
+        assert_eq!(unowned_kind(&views, 2), "foreign");
+        tokio::time::advance(recheck / 2).await;
+        assert_eq!(unowned_kind(&views, 2), "foreign");
+        // The resource's own change reads it again.
+        assert_eq!(unowned_kind(&views, 3), "read it");
+        // Another version in the watch: read it again.
+        views.watched(watch, &Event::Apply(meta("ns", "t", "4")));
+        assert_eq!(unowned_kind(&views, 2), "read it");
+        views.remember_target_foreign("uid", "ns", "t", Some(2), "4", recheck);
+        views.watched(watch, &Event::Delete(meta("ns", "t", "4")));
+        assert_eq!(unowned_kind(&views, 2), "read it", "deleted");
+        // Not in the watch at all (unlabelled): until the recheck.
+        views.remember_target_foreign("uid", "ns", "t", Some(2), "9", recheck);
+        assert_eq!(unowned_kind(&views, 2), "foreign");
+        tokio::time::advance(recheck).await;
+        assert_eq!(unowned_kind(&views, 2), "read it", "the recheck reads it");
+        // Owned now (written or read): the owned view replaces what was remembered.
+        views.remember_target_foreign("uid", "ns", "t", Some(2), "9", recheck);
+        views.remember_target("uid", "ns", "t", Some(target("10")));
+        assert!(views.target_unowned("uid", "ns", "t", Some(2)).is_none());
+        views.remember_target_absent("uid", "ns", "t");
+        views.remember_target("uid", "ns", "t", None);
+        assert!(
+            views.target_unowned("uid", "ns", "t", Some(2)).is_none(),
+            "forgotten"
+        );
+        views.remember_target_absent("uid", "ns", "t");
+        views.forget("uid");
+        assert!(views.target_unowned("uid", "ns", "t", Some(2)).is_none());
     }
 
     #[test]

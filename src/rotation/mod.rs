@@ -21,8 +21,8 @@ pub use plan::{
     TokenSource, plan, sent_refresh_token, usable_credentials,
 };
 pub use schedule::{
-    BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff, jitter_for,
-    next_refresh_at, renewal,
+    BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff,
+    blocked_recheck, jitter_for, next_refresh_at, renewal,
 };
 pub use settle::{ChainEnd, ChainWrite, Rebase, Settled, rebase, settle};
 pub use status::{

@@ -89,6 +89,13 @@ pub fn backoff(consecutive_failures: u32, retry_after: Option<Duration>, jitter:
     }
 }
 
+/// How soon a Blocked state that may clear without any watch event (a foreign Secret removed)
+/// is looked at again, after `attempts` reconciles in a row that ended blocked or in error:
+/// what `status_after` asks of a Blocked recheck (with the token's expiry, when sooner).
+pub fn blocked_recheck(attempts: u32) -> Duration {
+    backoff(attempts.saturating_add(1), None, 0.5)
+}
+
 /// Jitter for one rotation, derived from the token's fingerprint: drawn once per token, the
 /// same in every reconcile and after a restart, different across tokens.
 pub fn jitter_for(fingerprint: &str) -> f64 {
