@@ -23,6 +23,8 @@
 //! credentials without spec.delivery are the baseline, run by the same cluster-wide operator
 //! build: memory and API calls per copy at the cold start and per rotation.
 //! BENCH_ONLY_DELIVERY=1 runs this part alone.
+//! Tenant actions: API calls per annotation and per data change of a credentials Secret that
+//! BENCH_TENANT_RESOURCES (default 300) resources name; BENCH_ONLY_TENANT=1 runs this alone.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use provider_emulator::{Emulator, Options, Provider, fixtures};
 use token_rotator::api::{ProviderCredential, TokenDeliveryGrant};
 
@@ -632,6 +634,86 @@ async fn delivery_bench(cp: &testkit::ControlPlane, emu: &Emulator, bin: &str) -
     Ok(())
 }
 
+/// API calls per tenant action on a credentials Secret that BENCH_TENANT_RESOURCES (default
+/// 300) resources name, half suspended with no target yet, half with a target that is someone
+/// else's Secret (TargetConflict): an annotation of no concern to the operator, then a change
+/// of its data. Counted by the apiserver (all clients; the control plane's own controllers
+/// add a few), 10 s after each action.
+async fn tenant_actions(cp: &testkit::ControlPlane, emu: &Emulator, bin: &str) -> Result<()> {
+    let n = env_usize("BENCH_TENANT_RESOURCES", 300);
+    let client = cp.client();
+    let ns = cp.new_namespace("bench-tenant").await?.keep();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), &ns);
+    let label = BTreeMap::from([(
+        "tokenrotator.dev/credentials".to_string(),
+        "true".to_string(),
+    )]);
+    let creds = BTreeMap::from([
+        ("client_id".to_string(), b"id".to_vec()),
+        ("client_secret".to_string(), b"secret".to_vec()),
+    ]);
+    secrets
+        .create(&PostParams::default(), &secret("shared", label, creds))
+        .await?;
+    let url = emu.token_url(Provider::Rently);
+    create_all(n, |i| {
+        let (pcs, secrets, url) = (pcs.clone(), secrets.clone(), url.clone());
+        Box::pin(async move {
+            let suspended = i % 2 == 0;
+            if !suspended {
+                let theirs = secret(&format!("target-{i}"), BTreeMap::new(), BTreeMap::new());
+                secrets.create(&PostParams::default(), &theirs).await?;
+            }
+            let spec = serde_saphyr::from_str(&format!(
+                "preset: rently\ntokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: shared}}}}\ntarget: {{secretName: target-{i}}}\nsuspend: {suspended}\n"
+            ))?;
+            pcs.create(&PostParams::default(), &ProviderCredential::new(&format!("pc-{i}"), spec))
+                .await?;
+            Ok(())
+        })
+    })
+    .await?;
+    let mut op = start_operator(cp, bin, &["--namespace", &ns])?;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let action = |what: &'static str, patch: serde_json::Value| {
+        let (client, secrets) = (client.clone(), secrets.clone());
+        async move {
+            let before = apiserver_requests(&client).await?;
+            secrets
+                .patch("shared", &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let after = apiserver_requests(&client).await?;
+            let delta = |pick: &dyn Fn(&(String, String)) -> bool| -> f64 {
+                after
+                    .iter()
+                    .filter(|(k, _)| pick(k))
+                    .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
+                    .sum()
+            };
+            let all = delta(&|(_, r)| !r.starts_with("leases"));
+            let gets = delta(&|(v, r)| v == "GET" && r.starts_with("secrets"));
+            println!(
+                "tenant action on credentials {n} resources use, {what}: {all:.0} API calls ({gets:.0} GET Secret)"
+            );
+            anyhow::Ok(())
+        }
+    };
+    action(
+        "an unrelated annotation",
+        serde_json::json!({"metadata": {"annotations": {"example.com/audit": "1"}}}),
+    )
+    .await?;
+    action(
+        "a data change",
+        serde_json::json!({"stringData": {"client_secret": "changed"}}),
+    )
+    .await?;
+    op.kill().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     token_rotator::install_crypto_provider();
@@ -651,6 +733,9 @@ async fn main() -> Result<()> {
     let bin = env!("CARGO_BIN_EXE_token-rotator");
     if std::env::var("BENCH_ONLY_DELIVERY").is_ok_and(|v| v == "1") {
         return delivery_bench(cp, &emu, bin).await;
+    }
+    if std::env::var("BENCH_ONLY_TENANT").is_ok_and(|v| v == "1") {
+        return tenant_actions(cp, &emu, bin).await;
     }
 
     // Side by side: the other build first, then this one, on the same control plane and
@@ -767,5 +852,6 @@ async fn main() -> Result<()> {
         c.rate_limited
     );
     op.kill().await?;
+    tenant_actions(cp, &emu, bin).await?;
     delivery_bench(cp, &emu, bin).await
 }

@@ -252,3 +252,140 @@ async fn a_slow_neighbour_holds_no_reconcile_slot() -> Result<()> {
     );
     Ok(())
 }
+
+/// Secret GETs the apiserver served, by response code (its own `apiserver_request_total`).
+async fn secret_gets(client: &kube::Client) -> Result<BTreeMap<String, f64>> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        if label("verb") == "GET"
+            && label("resource") == "secrets"
+            && label("subresource").is_empty()
+        {
+            *out.entry(label("code")).or_default() += value.trim().parse::<f64>()?;
+        }
+    }
+    Ok(out)
+}
+
+fn gets_since(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64) {
+    let all = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
+    let absent = |m: &BTreeMap<String, f64>| m.get("404").copied().unwrap_or(0.0);
+    (all(after) - all(before), absent(after) - absent(before))
+}
+
+/// A tenant's noise costs no API calls: 30 resources name one credentials Secret and have no
+/// target yet (suspended, so none is created). An annotation of no concern to the operator on
+/// that Secret reconciles none of them and reads no Secret (before: 30 reconciles, each
+/// reading its absent target, 30 GETs answered 404); a change of its data reconciles each,
+/// still without reading the targets again. Counted by the apiserver itself, on a control
+/// plane of this test's own (the shared one serves the other tests' calls too).
+#[tokio::test]
+async fn an_unrelated_annotation_on_shared_credentials_costs_no_api_calls() -> Result<()> {
+    const N: usize = 30;
+    let cp: &'static testkit::ControlPlane = Box::leak(Box::new(
+        testkit::ControlPlane::start()
+            .await
+            .context("a control plane of this test's own")?,
+    ));
+    let env = Env::on(cp, "tenant-noise").await?;
+    let emu = Emulator::start(Options::default()).await?;
+    let data = support::secret_data(Provider::Rently, &emu);
+    env.create_credentials("shared", &data, true).await?;
+    // A second credentials Secret, used by one resource: changing it is the barrier that
+    // shows the credentials watch went past the annotation (one watch, in order).
+    env.create_credentials("beacon", &data, true).await?;
+    let url = emu.token_url(Provider::Rently);
+    let suspended = |creds: &str, i: usize| {
+        format!(
+            "preset: rently\ntokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: {creds}}}}}\ntarget: {{secretName: absent-{i}}}\nsuspend: true\n"
+        )
+    };
+    for i in 0..N {
+        env.create_pcred(&format!("pc-{i}"), &suspended("shared", i))
+            .await?;
+    }
+    env.create_pcred("beacon", &suspended("beacon", N)).await?;
+    let op = Operator::start(&env).await?;
+    for i in 0..N {
+        env.wait_condition(&format!("pc-{i}"), "Ready", "False", Some("Suspended"))
+            .await?;
+    }
+    env.wait_condition("beacon", "Ready", "False", Some("Suspended"))
+        .await?;
+    // Settled: every resource reconciled once and was triggered by its own status write.
+    let settled = || async {
+        let before = op.metric("token_rotator_reconciles_total").await?;
+        let gets = secret_gets(&env.client).await?;
+        Ok::<_, anyhow::Error>((before, gets))
+    };
+    let (reconciles, gets) = settled().await?;
+
+    let secrets = env.secrets();
+    let noise = json!({"metadata": {"annotations": {"example.com/last-audit": "monday"}}});
+    secrets
+        .patch("shared", &PatchParams::default(), &Patch::Merge(&noise))
+        .await?;
+    env.set_credential("beacon", "client_secret", "rotated")
+        .await?;
+    let after = eventually("the beacon's reconcile", CONVERGE, || async {
+        let now = op.metric("token_rotator_reconciles_total").await?;
+        Ok((now > reconciles).then_some(now))
+    })
+    .await?;
+    let (all, absent) = gets_since(&gets, &secret_gets(&env.client).await?);
+    eprintln!(
+        "tenancy: an unrelated annotation on credentials {N} resources use: {} reconciles, {all} Secret GETs ({absent} answered 404)",
+        after - reconciles
+    );
+    ensure!(
+        after - reconciles == 1.0,
+        "only the beacon reconciles, not the {N} resources using the annotated Secret: {}",
+        after - reconciles
+    );
+    ensure!(
+        all <= 2.0 && absent == 0.0,
+        "Secret GETs: {all}, of which 404: {absent}"
+    );
+
+    // Its data changes: each resource using it reconciles, and reads no target again.
+    let (reconciles, gets) = settled().await?;
+    env.set_credential("shared", "client_secret", "changed")
+        .await?;
+    let after = eventually(
+        "each resource using the changed Secret reconciles",
+        CONVERGE,
+        || async {
+            let now = op.metric("token_rotator_reconciles_total").await?;
+            Ok((now >= reconciles + N as f64).then_some(now))
+        },
+    )
+    .await?;
+    let (all, absent) = gets_since(&gets, &secret_gets(&env.client).await?);
+    eprintln!(
+        "tenancy: a data change of credentials {N} resources use: {} reconciles, {all} Secret GETs ({absent} answered 404)",
+        after - reconciles
+    );
+    ensure!(
+        all <= N as f64 && absent == 0.0,
+        "Secret GETs: {all} (404: {absent}) for {N} resources"
+    );
+    drop(op);
+    cp.stop();
+    Ok(())
+}

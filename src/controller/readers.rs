@@ -23,11 +23,13 @@ use crate::rotation::delivery;
 
 /// A resource: namespace and name.
 type Named = (Box<str>, Box<str>);
+/// Credentials Secret name → names of the resources (in its namespace) naming it.
+type BySecret = HashMap<Box<str>, BTreeSet<Box<str>>>;
 
 #[derive(Default)]
 struct Index {
     /// Namespace → credentials Secret name → names of the resources naming it.
-    credentials: HashMap<Box<str>, HashMap<Box<str>, BTreeSet<Box<str>>>>,
+    credentials: HashMap<Box<str>, BySecret>,
     /// Destination namespace → the resources naming it in spec.delivery.namespaces.
     destinations: HashMap<Box<str>, BTreeSet<Named>>,
     /// The resources with spec.delivery.namespaceSelector.
