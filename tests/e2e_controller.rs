@@ -782,20 +782,28 @@ async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
     })
     .await?;
     let secrets_before = resource_versions(&env.secrets(), "-creds").await?;
-    let pcs_before = resource_versions(&env.pcreds(), "-").await?;
     let requests_before = emu.control().counters(Provider::Rently).requests
         + emu.control().counters(Provider::Retently).requests;
-    // Touch the credentials Secrets' metadata: each touch triggers a reconcile that must
-    // decide "nothing to do".
+    // Touch the credentials Secrets' metadata (nothing the operator reads: no reconcile) and
+    // the resources' (each touch triggers a reconcile that must decide "nothing to do").
+    let touch = json!({"metadata": {"annotations": {"touched": "yes"}}});
+    // The resources as touched: a status write after that would be a new version.
+    let mut pcs_touched = Vec::new();
     for p in [Provider::Rently, Provider::Retently] {
         env.secrets()
             .patch(
                 &format!("{}-creds", preset(p)),
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
+                &Patch::Merge(&touch),
             )
             .await?;
+        let touched = env
+            .pcreds()
+            .patch(preset(p), &PatchParams::default(), &Patch::Merge(&touch))
+            .await?;
+        pcs_touched.push((touched.name_any(), touched.resource_version()));
     }
+    pcs_touched.sort();
     eventually("the touches to be reconciled", CONVERGE, || async {
         Ok((reconciles(&op).await? >= settled + 2).then_some(()))
     })
@@ -805,8 +813,8 @@ async fn between_rotations_nothing_is_written_or_requested() -> Result<()> {
     let requests_after = emu.control().counters(Provider::Rently).requests
         + emu.control().counters(Provider::Retently).requests;
     ensure!(
-        pcs_after == pcs_before,
-        "no status writes: {pcs_before:?} → {pcs_after:?}"
+        pcs_after == pcs_touched,
+        "no status writes: {pcs_touched:?} → {pcs_after:?}"
     );
     let managed_before = secrets_before;
     ensure!(
