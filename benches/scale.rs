@@ -700,6 +700,12 @@ async fn tenant_actions(cp: &testkit::ControlPlane, emu: &Emulator, bin: &str) -
             anyhow::Ok(())
         }
     };
+    // The same window without any action: TargetConflict rechecks (backing off) go on.
+    action(
+        "nothing (a quiet window, for comparison)",
+        serde_json::json!({}),
+    )
+    .await?;
     action(
         "an unrelated annotation",
         serde_json::json!({"metadata": {"annotations": {"example.com/audit": "1"}}}),
