@@ -45,7 +45,7 @@ pub struct RunArgs {
     /// At most this many reconciles per second of one namespace's resources (bursts of twice
     /// as many); more are requeued for later without any API call, so one namespace's churn
     /// cannot take the controller from the others. 0: no limit.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub reconciles_per_second_per_namespace: u32,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).

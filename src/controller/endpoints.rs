@@ -172,7 +172,10 @@ pub const DEFAULT_REQUESTS_IN_FLIGHT: usize = 16;
 pub type RequestSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// The semaphore of each namespace with requests in flight, and when it was last swept.
-type SlotTable = (HashMap<String, Arc<tokio::sync::Semaphore>>, Option<Instant>);
+type SlotTable = (
+    HashMap<String, Arc<tokio::sync::Semaphore>>,
+    Option<Instant>,
+);
 
 /// The bound on requests in flight per namespace: a semaphore each, first come first served,
 /// forgotten when none of its slots is held.
