@@ -264,7 +264,7 @@ async fn remove(ctx: &Context, removal: &Removal) -> Removed {
         }
         Err(kube::Error::Api(e)) if e.code == 404 => Removed::Done,
         Err(kube::Error::Api(e)) if matches!(e.code, 403 | 409 | 422) => {
-            warn!(namespace = %removal.namespace, secret = %removal.name, error = %format!("{} {}", e.code, e.reason),
+            warn!(namespace = %removal.namespace, secret = %removal.name, error = %short_api_error(&kube::Error::Api(e)),
                 "a copy is no longer this resource's to remove; left alone");
             Removed::Done
         }

@@ -212,12 +212,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         warn!(signal = name, "second signal: exiting at once");
         std::process::exit(1);
     });
-    // The reconciles in flight, then the token requests that outlived theirs.
+    // The reconciles in flight, then the token requests that outlived theirs and their
+    // reports, all within the drain bound: storing held state must keep its own time, inside
+    // the pod's grace period.
     let drain = async {
         if !drained {
             (&mut controllers).await;
         }
         ctx.in_flight.drained().await;
+        reconcile::report_parked_at_exit(&ctx).await;
     };
     if tokio::time::timeout(shutdown::DRAIN_BOUND, drain)
         .await
@@ -227,15 +230,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             bound_s = shutdown::DRAIN_BOUND.as_secs(),
             "rotations in flight did not finish in time"
         );
-    }
-    if tokio::time::timeout(
-        shutdown::STORE_BOUND,
-        reconcile::report_parked_at_exit(&ctx),
-    )
-    .await
-    .is_err()
-    {
-        warn!("the outcomes of requests that ended at shutdown were not all reported in time");
     }
     shutdown::store_held(&ctx).await;
     if let Some(lease) = lease {
@@ -566,11 +560,14 @@ async fn reconcile_one(
         debug!(%namespace, name = %pc.name_any(), wait_ms = wait.as_millis(), "over the namespace's reconcile rate; requeued");
         return Ok(due.next(pc, Some(wait)));
     }
-    let next = reconcile_guarded(pc.clone(), ctx).await?;
+    let next = reconcile_guarded(pc.clone(), ctx.clone()).await?;
     // Deleted while it ran: nothing to schedule (its Delete has gone by).
     let current = cached.get(&ObjectRef::from(pc.as_ref()));
     if current.is_none_or(|c| c.uid() != pc.uid()) {
         due.forget(&pc);
+        // Its Delete may have come before this reconcile detached a request: whatever that
+        // request leaves is dropped rather than kept for a resource that is gone.
+        ctx.forget(&pc.uid().unwrap_or_default());
         return Ok(Action::await_change());
     }
     Ok(due.next(pc, next))

@@ -214,6 +214,10 @@ pub async fn reconcile(
 /// milliseconds and reconciles by itself).
 const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How soon a resource is looked at again after a request that ended without its reconcile
+/// was reported (that look asks for the real next time).
+const AFTER_PARKED: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How soon a rotation withheld by an unconfirmed lease is tried again (the lease watch
 /// confirms the next renewal within about this long).
 const WITHHELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -277,7 +281,11 @@ async fn report_parked(
         Ok(outcome) => outcome,
         Err(next) => return Ok(next),
     };
-    let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None).await;
+    let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None)
+        .await
+        // What changed while the request was in flight (the spec, a refresh request) was
+        // seen by reconciles that did nothing: look again at once.
+        .map(|_| Some(AFTER_PARKED));
     if result.is_err() {
         let parked = Parked {
             pc: started_from,

@@ -19,7 +19,7 @@ const FIELD_MANAGER: &str = "token-rotator";
 pub enum ReportError {
     #[error("the resource changed while it was being reconciled; reconciling the new version")]
     StaleObject,
-    #[error("cannot update the status: {0}")]
+    #[error("cannot update the status: {}", crate::secrets::short_api_error(.0))]
     Status(#[source] kube::Error),
 }
 
@@ -88,7 +88,7 @@ pub async fn report(
             secondary: None,
         };
         if let Err(e) = ctx.publish(&event, &pc.object_ref(&())).await {
-            warn!(error = %e, "cannot publish an Event");
+            warn!(error = %crate::secrets::short_api_error(&e), "cannot publish an Event");
         }
     }
     Ok(())
@@ -104,7 +104,7 @@ pub async fn warn_event(ctx: &Context, pc: &ProviderCredential, reason: &str, no
         secondary: None,
     };
     if let Err(e) = ctx.publish(&event, &pc.object_ref(&())).await {
-        warn!(error = %e, "cannot publish an Event");
+        warn!(error = %crate::secrets::short_api_error(&e), "cannot publish an Event");
     }
 }
 

@@ -173,7 +173,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
         let (seen, version) = match look(&api, workload, &name).await {
             Ok(found) => found,
             Err(e) => {
-                warn!(workload = %shown, error = %e, "cannot read a workload to restart");
+                warn!(workload = %shown, error = %crate::secrets::short_api_error(&e), "cannot read a workload to restart");
                 first_refusal.get_or_insert(reason::RESTART_FAILED);
                 refused.push(format!(
                     "{shown} cannot be read ({})",
@@ -202,7 +202,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
                     restarted.push(shown);
                 }
                 Err(e) => {
-                    warn!(workload = %shown, error = %e, "cannot restart a workload");
+                    warn!(workload = %shown, error = %crate::secrets::short_api_error(&e), "cannot restart a workload");
                     first_refusal.get_or_insert(reason::RESTART_FAILED);
                     refused.push(format!(
                         "{shown}: the restart failed ({})",
