@@ -365,6 +365,11 @@ impl Context {
         })
     }
 
+    /// Whether a request of `namespace` would get one of its slots now.
+    pub fn request_slot_free(&self, namespace: &str) -> bool {
+        self.request_slots.has_free(namespace)
+    }
+
     /// Has a controller reconcile `pc` soon (sent to every controller: only the one that
     /// holds it reconciles it).
     pub fn reconcile_soon(&self, pc: &ProviderCredential) {

@@ -220,6 +220,16 @@ impl RequestSlots {
         }
     }
 
+    /// Whether a request of `namespace` would get a slot now (a reconcile whose request would
+    /// only queue does not wait for it at all).
+    pub fn has_free(&self, namespace: &str) -> bool {
+        let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .0
+            .get(namespace)
+            .is_none_or(|s| s.available_permits() > 0)
+    }
+
     #[cfg(test)]
     fn namespaces(&self) -> usize {
         self.slots.lock().unwrap().0.len()
@@ -373,6 +383,7 @@ mod tests {
         ];
         let third = tokio::time::timeout(Duration::ZERO, slots.acquire("hostile")).await;
         assert!(third.is_err(), "the third request of the namespace waits");
+        assert!(!slots.has_free("hostile") && slots.has_free("victim"));
         for _ in 0..10 {
             let free = tokio::time::timeout(Duration::ZERO, slots.acquire("victim")).await;
             assert!(free.is_ok(), "another namespace never waits for it");

@@ -83,8 +83,14 @@ pub async fn execute(
             }
         }
     };
+    // A request that would only queue for its namespace's slots is not waited for at all.
+    let wait = if ctx.request_slot_free(&pc.namespace().unwrap_or_default()) {
+        DETACH_AFTER
+    } else {
+        Duration::ZERO
+    };
     tokio::spawn(task.in_current_span());
-    match tokio::time::timeout(DETACH_AFTER, &mut answered).await {
+    match tokio::time::timeout(wait, &mut answered).await {
         Ok(result) => Started::Done(result.unwrap_or(Err(ExecuteError::Task("cancelled")))),
         Err(_) => {
             ctx.in_flight.detach(&uid);
