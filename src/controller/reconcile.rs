@@ -140,14 +140,8 @@ pub async fn reconcile(
             return Ok(None);
         }
         let uid = pc.uid().unwrap_or_default();
-        match ctx.in_flight.take(&uid) {
-            Found::Nothing => {}
-            // Its end brings the next reconcile; meanwhile nothing is decided twice.
-            Found::Running => {
-                debug!("a token request of this resource is still in flight");
-                return Ok(None);
-            }
-            Found::Finished(parked) => return report_parked(ctx, pc, parked).await,
+        if let Some(done) = in_flight(ctx, pc, &uid).await {
+            return done;
         }
         if ctx.predates_own_status_write(&uid, pc.meta().resource_version.as_deref()) {
             // Triggered (by a Secret this operator just wrote) before the watch brought
@@ -238,6 +232,24 @@ fn kept_back(ctx: &Context, plan: &Plan, withheld: Withheld) -> Option<Outcome<'
         reason: withheld.reason(),
         retry: WITHHELD_RETRY,
     })
+}
+
+/// A token request of this resource still in flight (its end brings the next reconcile;
+/// meanwhile nothing is decided twice), or one that ended without its reconcile (reported
+/// now): what this reconcile returns. `None`: nothing in flight.
+async fn in_flight(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    uid: &str,
+) -> Option<Result<Next, ReconcileError>> {
+    match ctx.in_flight.take(uid) {
+        Found::Nothing => None,
+        Found::Running => {
+            debug!("a token request of this resource is still in flight");
+            Some(Ok(None))
+        }
+        Found::Finished(parked) => Some(report_parked(ctx, pc, parked).await),
+    }
 }
 
 /// status_after, then the features that add to its report, then the report: how every
