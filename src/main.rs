@@ -38,6 +38,11 @@ enum Command {
     /// Consent once in a browser (authorizationCode grant) and hand the operator the
     /// resulting refresh token.
     Authorize(cli::authorize::AuthorizeArgs),
+    /// Print a shell completion script (for `kubectl token-rotator`, see the README).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[tokio::main]
@@ -45,6 +50,15 @@ async fn main() -> ExitCode {
     token_rotator::install_crypto_provider();
     let cli = parse();
     match cli.command {
+        Command::Completions { shell } => {
+            cli::completion::write_script(
+                shell,
+                &mut Cli::command(),
+                "token-rotator",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::Crd { only } => match cli::crd::render_only(only.as_deref()) {
             Some(yaml) => {
                 print!("{yaml}");
@@ -125,18 +139,25 @@ async fn main() -> ExitCode {
 }
 
 /// The arguments; installed as `kubectl-token_rotator` (a kubectl plugin), the help says
-/// `kubectl token-rotator`, as the user typed it.
+/// `kubectl token-rotator`, as the user typed it. Installed as `kubectl_complete-token_rotator`,
+/// it answers kubectl's completion of the plugin's arguments and exits.
 fn parse() -> Cli {
-    let as_plugin = std::env::args_os()
+    let program = std::env::args_os()
         .next()
         .map(std::path::PathBuf::from)
-        .and_then(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().starts_with("kubectl-"))
-        })
-        .unwrap_or(false);
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
     let mut command = Cli::command();
-    if as_plugin {
+    if program.starts_with("kubectl_complete-") {
+        command.build();
+        let words: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        cli::completion::write_plugin_candidates(&command, &words, &mut std::io::stdout());
+        std::process::exit(0);
+    }
+    if program.starts_with("kubectl-") {
         command = command.bin_name("kubectl token-rotator");
     }
     Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())

@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod cluster;
+pub mod completion;
 pub mod crd;
 pub mod fetch;
 pub mod manifest;
