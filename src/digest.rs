@@ -106,6 +106,20 @@ pub fn request_inputs(salt: &str, config: &ProviderConfig, credentials: &Credent
     if let Some(assertion) = &assertion {
         parts.extend(["assertion", assertion.as_str()]);
     }
+    // Which ServiceAccount, for which audience and how long: appended only when set, so
+    // other resources' digests stay what they were.
+    let lifetime = config
+        .service_account
+        .as_ref()
+        .map(|sa| sa.lifetime_seconds.to_string());
+    if let (Some(sa), Some(lifetime)) = (&config.service_account, &lifetime) {
+        parts.extend([
+            "service-account",
+            sa.name.as_str(),
+            sa.audience.as_str(),
+            lifetime.as_str(),
+        ]);
+    }
     for param in KEY_CREDENTIALS {
         if let Some(value) = credentials.get(param) {
             parts.extend([param.oauth_name(), value.expose_secret()]);

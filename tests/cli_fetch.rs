@@ -732,12 +732,12 @@ fn every_example_parses_resolves_and_has_its_credentials() {
             .unwrap_or_else(|e| panic!("{label}/credentials.yaml: {e}"));
         assert_eq!(
             secret.metadata.name.as_deref(),
-            Some(pc.spec.credentials.secret_ref.name.as_str()),
+            pc.spec.credentials.secret_name(),
             "{label}: the ProviderCredential names its credentials Secret"
         );
         assert_ne!(
-            pc.spec.target.secret_name,
-            pc.spec.credentials.secret_ref.name
+            Some(pc.spec.target.secret_name.as_str()),
+            pc.spec.credentials.secret_name()
         );
         assert!(opted_in(&secret), "{label}: the credentials Secret opts in");
         // The Secret holds every key the primary grant needs.

@@ -9,7 +9,7 @@ pub mod status;
 pub use delivery::*;
 pub use resolve::{
     AuthorizationSettings, SpecError, authorization_settings, credentials_from_data,
-    provider_config,
+    credentials_from_spec, provider_config,
 };
 pub use spec::*;
 pub use status::*;
@@ -20,6 +20,8 @@ pub const CREDENTIALS_LABEL: &str = "tokenrotator.dev/credentials";
 /// On a credentials Secret: the only token endpoint hosts (comma-separated) any
 /// ProviderCredential may send its credentials to.
 pub const ALLOWED_TOKEN_HOSTS_ANNOTATION: &str = "tokenrotator.dev/allowed-token-hosts";
+/// On a ServiceAccount: the only audiences (comma-separated) its tokens may be minted for.
+pub const ALLOWED_AUDIENCES_ANNOTATION: &str = "tokenrotator.dev/allowed-audiences";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "token-rotator";
 /// Annotation on the target Secret with the token's expiry (RFC 3339).

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::provider::{Credentials, Limits, Param, ProviderConfig};
+use crate::provider::config::ServiceAccountSettings;
+use crate::provider::{
+    ClientAuthentication, Credentials, GrantType, Limits, Param, ProviderConfig,
+};
 
 use super::spec::{AssertionSpec, CredentialKeys, ProviderCredentialSpec, RefreshSpec};
 use crate::provider::assertion::{AssertionSettings, REGISTERED_CLAIMS};
@@ -41,6 +44,12 @@ pub enum SpecError {
         "spec.grant.authorizationUrl is not set and the preset has none: set it to the provider's authorization endpoint"
     )]
     MissingAuthorizationUrl,
+    #[error("spec.credentials.serviceAccount: {0}")]
+    ServiceAccount(&'static str),
+    #[error(
+        "{0} needs spec.credentials.serviceAccount (the ServiceAccount token is what it sends)"
+    )]
+    NeedsServiceAccount(&'static str),
     /// A field over the CRD's bound: the API server admitted it before the bound existed.
     #[error(transparent)]
     OverLimit(#[from] super::limits::Exceeded),
@@ -164,12 +173,17 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
             .unwrap_or(defaults.limits.overall_timeout),
         ..defaults.limits
     };
+    let service_account = service_account_settings(spec)?;
+    let client_authentication = client_authentication(
+        grant_type,
+        grant.client_authentication,
+        defaults.client_authentication,
+        service_account.is_some(),
+    )?;
     Ok(ProviderConfig {
         token_url,
         grant: grant_type,
-        client_authentication: grant
-            .client_authentication
-            .unwrap_or(defaults.client_authentication),
+        client_authentication,
         encoding: request.encoding.unwrap_or(defaults.encoding),
         send_grant_type: grant.send_grant_type.unwrap_or(defaults.send_grant_type),
         field_names,
@@ -185,8 +199,90 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
             .requests_per_second
             .or(defaults.requests_per_second),
         assertion,
+        service_account,
     })
 }
+
+/// The lifetime of a ServiceAccount token when spec.credentials.serviceAccount gives none.
+pub const DEFAULT_SERVICE_ACCOUNT_TOKEN_SECONDS: u32 = 600;
+
+fn service_account_settings(
+    spec: &ProviderCredentialSpec,
+) -> Result<Option<ServiceAccountSettings>, SpecError> {
+    let Some(sa) = spec.credentials.service_account.as_deref() else {
+        return Ok(None);
+    };
+    // Every pod of the namespace runs as `default`: its tokens are nobody's consent.
+    if sa.name == "default" {
+        return Err(SpecError::ServiceAccount(
+            "name cannot be default: every pod of the namespace runs as it; create a ServiceAccount for this integration",
+        ));
+    }
+    if sa.audience.trim().is_empty() {
+        return Err(SpecError::ServiceAccount(
+            "audience is required: the one audience the token endpoint expects",
+        ));
+    }
+    Ok(Some(ServiceAccountSettings {
+        name: sa.name.clone(),
+        audience: sa.audience.clone(),
+        lifetime_seconds: sa
+            .lifetime_seconds
+            .unwrap_or(DEFAULT_SERVICE_ACCOUNT_TOKEN_SECONDS)
+            .clamp(600, 3600),
+    }))
+}
+
+/// How the client authenticates. With a ServiceAccount there is no secret to send: its token
+/// is the client assertion (the default, for grants that take client authentication) or the
+/// grant itself, and methods that need a secret are refused; without one, nothing can send a
+/// ServiceAccount token.
+fn client_authentication(
+    grant: GrantType,
+    asked: Option<ClientAuthentication>,
+    preset: ClientAuthentication,
+    service_account: bool,
+) -> Result<ClientAuthentication, SpecError> {
+    use ClientAuthentication as C;
+    if !service_account {
+        if asked == Some(C::ServiceAccountToken) {
+            return Err(SpecError::NeedsServiceAccount(
+                "spec.grant.clientAuthentication serviceAccountToken",
+            ));
+        }
+        if grant == GrantType::TokenExchange {
+            return Err(SpecError::NeedsServiceAccount("the tokenExchange grant"));
+        }
+        return Ok(asked.unwrap_or(preset));
+    }
+    if matches!(grant, GrantType::Password | GrantType::AuthorizationCode) {
+        return Err(SpecError::ServiceAccount(
+            "the password and authorizationCode grants need a credentials Secret; use clientCredentials, jwtBearer or tokenExchange",
+        ));
+    }
+    let default = match grant {
+        GrantType::ClientCredentials => C::ServiceAccountToken,
+        _ => C::None,
+    };
+    match asked.unwrap_or(default) {
+        method @ (C::ServiceAccountToken | C::None) => Ok(method),
+        _ => Err(SpecError::ServiceAccount(
+            "spec.grant.clientAuthentication must be serviceAccountToken or none: the other methods send a secret, and there is no credentials Secret",
+        )),
+    }
+}
+
+/// The credentials of a resource that authenticates as a ServiceAccount: only the client id
+/// the spec gives (the token itself is minted right before each request).
+pub fn credentials_from_spec(spec: &ProviderCredentialSpec) -> Credentials {
+    let mut credentials = Credentials::new();
+    if let Some(id) = &spec.credentials.client_id {
+        credentials.insert(Param::ClientId, CLIENT_ID_FIELD, id.clone());
+    }
+    credentials
+}
+
+const CLIENT_ID_FIELD: &str = "spec.credentials.clientId";
 
 /// `spec.grant.assertion`, resolved; the claims the operator sets itself are refused.
 fn assertion_settings(spec: Option<AssertionSpec>) -> Result<AssertionSettings, SpecError> {
@@ -267,6 +363,12 @@ pub fn credentials_from_data(
         credentials.insert(param, key, value);
     }
     service_account_fields(&mut credentials);
+    if let (None, Some(id)) = (
+        credentials.get(Param::ClientId),
+        &spec.credentials.client_id,
+    ) {
+        credentials.insert(Param::ClientId, CLIENT_ID_FIELD, id.clone());
+    }
     credentials
 }
 
@@ -367,6 +469,213 @@ const MAX_DURATION_LEN: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{GrantRequest, build_request};
+    use secrecy::SecretString;
+
+    const SA_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.sa-token-claims.sa-token-signature";
+
+    fn sa_spec(extra: serde_json::Value) -> ProviderCredentialSpec {
+        let mut spec = serde_json::json!({
+            "tokenEndpoint": {"url": "https://idp.example.test/realms/r/protocol/openid-connect/token"},
+            "credentials": {"serviceAccount": {"name": "billing", "audience": "https://idp.example.test/realms/r"}},
+            "target": {"secretName": "token"},
+        });
+        json_merge(&mut spec, extra);
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn json_merge(into: &mut serde_json::Value, from: serde_json::Value) {
+        match (into, from) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    json_merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+
+    /// The form body a spec sends with a minted ServiceAccount token.
+    fn sent(spec: &ProviderCredentialSpec) -> (BTreeMap<String, String>, Vec<String>) {
+        let config = provider_config(spec).unwrap();
+        let mut credentials = credentials_from_spec(spec);
+        credentials.insert(Param::ServiceAccountToken, "minted", SA_TOKEN);
+        let request = build_request(&config, &credentials, &GrantRequest::Primary).unwrap();
+        let body = secrecy::ExposeSecret::expose_secret(&request.body).to_string();
+        let fields = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let secrets = request
+            .sent_secrets
+            .iter()
+            .map(|s: &SecretString| s.expose_secret().to_string())
+            .collect();
+        (fields, secrets)
+    }
+
+    #[test]
+    fn a_service_account_token_is_the_client_assertion_by_default() {
+        let (fields, secrets) = sent(&sa_spec(serde_json::json!({})));
+        assert_eq!(fields["grant_type"], "client_credentials");
+        assert_eq!(fields["client_assertion"], SA_TOKEN);
+        assert_eq!(
+            fields["client_assertion_type"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
+        // Keycloak refuses a client_id that differs from the token's sub: none unless given.
+        assert!(!fields.contains_key("client_id"), "{fields:?}");
+        assert!(
+            secrets.contains(&SA_TOKEN.to_string()),
+            "scrubbed like any credential"
+        );
+
+        let entra = sa_spec(serde_json::json!({
+            "credentials": {"clientId": "app-1234"},
+            "grant": {"scope": "https://graph.example.test/.default"},
+        }));
+        let (fields, _) = sent(&entra);
+        assert_eq!(fields["client_id"], "app-1234");
+        assert_eq!(fields["client_assertion"], SA_TOKEN);
+        assert_eq!(fields["scope"], "https://graph.example.test/.default");
+    }
+
+    #[test]
+    fn a_service_account_token_is_the_subject_of_a_token_exchange() {
+        let spec = sa_spec(
+            serde_json::json!({"grant": {"type": "tokenExchange", "extraParameters": {
+                "audience": "//iam.example.test/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+                "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            }}}),
+        );
+        let (fields, secrets) = sent(&spec);
+        assert_eq!(
+            fields["grant_type"],
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        );
+        assert_eq!(fields["subject_token"], SA_TOKEN);
+        assert_eq!(
+            fields["subject_token_type"],
+            "urn:ietf:params:oauth:token-type:jwt"
+        );
+        assert_eq!(
+            fields["requested_token_type"],
+            "urn:ietf:params:oauth:token-type:access_token"
+        );
+        assert!(fields["audience"].starts_with("//iam.example.test/"));
+        assert!(!fields.contains_key("client_assertion"), "{fields:?}");
+        assert!(secrets.contains(&SA_TOKEN.to_string()));
+        // The subject token type is data too.
+        let spec = sa_spec(
+            serde_json::json!({"grant": {"type": "tokenExchange", "extraParameters": {
+                "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+            }}}),
+        );
+        assert_eq!(
+            sent(&spec).0["subject_token_type"],
+            "urn:ietf:params:oauth:token-type:id_token"
+        );
+    }
+
+    #[test]
+    fn a_service_account_token_is_the_jwt_bearer_assertion() {
+        let spec = sa_spec(serde_json::json!({"grant": {"type": "jwtBearer"}}));
+        let (fields, _) = sent(&spec);
+        assert_eq!(
+            fields["grant_type"],
+            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        );
+        assert_eq!(fields["assertion"], SA_TOKEN);
+        assert!(!fields.contains_key("client_assertion"), "{fields:?}");
+    }
+
+    #[test]
+    fn without_a_minted_token_nothing_is_built() {
+        let spec = sa_spec(serde_json::json!({}));
+        let config = provider_config(&spec).unwrap();
+        let error = build_request(
+            &config,
+            &credentials_from_spec(&spec),
+            &GrantRequest::Primary,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            crate::provider::FetchError::MissingCredential { .. }
+        ));
+    }
+
+    #[test]
+    fn service_account_specs_that_cannot_work_are_refused() {
+        let refused = |extra: serde_json::Value| provider_config(&sa_spec(extra)).unwrap_err();
+        for method in ["basic", "body", "privateKeyJwt", "clientSecretJwt", "tls"] {
+            assert!(matches!(
+                refused(serde_json::json!({"grant": {"clientAuthentication": method}})),
+                SpecError::ServiceAccount(_)
+            ));
+        }
+        for grant in ["password", "authorizationCode"] {
+            assert!(matches!(
+                refused(
+                    serde_json::json!({"grant": {"type": grant, "redirectUri": "https://a.test/cb"}})
+                ),
+                SpecError::ServiceAccount(_)
+            ));
+        }
+        assert!(matches!(
+            refused(serde_json::json!({"credentials": {"serviceAccount": {"name": "default"}}})),
+            SpecError::ServiceAccount(m) if m.contains("default")
+        ));
+        // Without a ServiceAccount, nothing sends its token.
+        let secret = |grant: serde_json::Value| {
+            let mut spec = serde_json::json!({
+                "tokenEndpoint": {"url": "https://idp.example.test/token"},
+                "credentials": {"secretRef": {"name": "c"}},
+                "target": {"secretName": "token"},
+                "grant": grant,
+            });
+            json_merge(&mut spec, serde_json::json!({}));
+            provider_config(&serde_json::from_value(spec).unwrap())
+        };
+        assert!(matches!(
+            secret(serde_json::json!({"type": "tokenExchange"})),
+            Err(SpecError::NeedsServiceAccount(_))
+        ));
+        assert!(matches!(
+            secret(serde_json::json!({"clientAuthentication": "serviceAccountToken"})),
+            Err(SpecError::NeedsServiceAccount(_))
+        ));
+    }
+
+    #[test]
+    fn the_service_account_audience_and_lifetime_are_request_inputs() {
+        let base = sa_spec(serde_json::json!({}));
+        let digest = |spec: &ProviderCredentialSpec| {
+            crate::digest::request_inputs(
+                "uid",
+                &provider_config(spec).unwrap(),
+                &credentials_from_spec(spec),
+            )
+        };
+        let other_audience = sa_spec(
+            serde_json::json!({"credentials": {"serviceAccount": {"audience": "api://AzureADTokenExchange"}}}),
+        );
+        let longer = sa_spec(
+            serde_json::json!({"credentials": {"serviceAccount": {"lifetimeSeconds": 3600}}}),
+        );
+        let other_account =
+            sa_spec(serde_json::json!({"credentials": {"serviceAccount": {"name": "other"}}}));
+        for changed in [&other_audience, &longer, &other_account] {
+            assert_ne!(digest(&base), digest(changed));
+        }
+        assert_eq!(
+            provider_config(&base)
+                .unwrap()
+                .service_account
+                .unwrap()
+                .lifetime_seconds,
+            DEFAULT_SERVICE_ACCOUNT_TOKEN_SECONDS
+        );
+    }
 
     #[test]
     fn durations() {

@@ -26,7 +26,7 @@ use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
     printcolumn(name = "Last Refresh", type_ = "date", json_path = ".status.accessToken.issuedAt"),
     printcolumn(name = "Reason", type_ = "string", priority = "1", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.spec.target.secretName != self.spec.credentials.secretRef.name").message("spec.target.secretName must differ from spec.credentials.secretRef.name: the operator never writes into the credentials Secret"),
+    validation = Rule::new("!has(self.spec.credentials.secretRef) || self.spec.target.secretName != self.spec.credentials.secretRef.name").message("spec.target.secretName must differ from spec.credentials.secretRef.name: the operator never writes into the credentials Secret"),
     validation = Rule::new("self.spec.target.secretName != self.metadata.name + '-rotator-state'").message("spec.target.secretName must differ from <name>-rotator-state, where this resource keeps its refresh token"),
     validation = Rule::new("size(self.metadata.name) <= 239").message("metadata.name must be at most 239 characters: the state Secret <name>-rotator-state must fit in 253"),
 )]
@@ -300,16 +300,58 @@ pub struct ResponseSpec {
     pub default_lifetime_seconds: Option<u32>,
 }
 
-/// The Secret holding the credentials, in the same namespace. It must carry the label
-/// tokenrotator.dev/credentials=true.
+/// What the operator authenticates with: a credentials Secret in the same namespace (it must
+/// carry the label tokenrotator.dev/credentials=true), or a ServiceAccount of this namespace
+/// whose short-lived token is minted for each request. Exactly one of the two.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.serviceAccount)").message("spec.credentials needs exactly one of secretRef (a credentials Secret) and serviceAccount (a ServiceAccount of this namespace)"))]
 pub struct CredentialsSpec {
-    pub secret_ref: LocalSecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalSecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<Box<ServiceAccountCredential>>,
+    /// The client id, when it is not secret (with serviceAccount, the only way to give one;
+    /// with secretRef, used when the Secret has no client id key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::CLAIM))]
+    pub client_id: Option<String>,
     /// Secret keys to read, when they differ from the defaults client_id, client_secret,
     /// username, password, code and refresh_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Box<CredentialKeys>>,
+}
+
+impl CredentialsSpec {
+    /// The credentials Secret's name, unless the resource authenticates as a ServiceAccount.
+    pub fn secret_name(&self) -> Option<&str> {
+        self.secret_ref.as_ref().map(|r| r.name.as_str())
+    }
+}
+
+/// A ServiceAccount of this namespace (there is no way to name another namespace's) whose
+/// token the operator requests through the TokenRequest API for each token request, for the
+/// audience below, and keeps in memory only. The ServiceAccount must carry the label
+/// tokenrotator.dev/credentials=true; `default` is never used.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountCredential {
+    /// The ServiceAccount's name.
+    #[schemars(
+        length(min = 1, max = limits::NAME),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self != 'default'").message("spec.credentials.serviceAccount.name cannot be default: every pod of the namespace runs as it; create a ServiceAccount for this integration"))]
+    pub name: String,
+    /// The token's one audience: what the token endpoint expects (Keycloak: the realm's issuer
+    /// URL; Entra ID: api://AzureADTokenExchange; Google: the workload identity provider).
+    /// Never the cluster's own API audience.
+    #[schemars(length(min = 1, max = limits::URL))]
+    pub audience: String,
+    /// The token's lifetime in seconds, 600–3600 (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 600, max = 3600))]
+    pub lifetime_seconds: Option<u32>,
 }
 
 /// A Secret in the resource's own namespace.

@@ -122,7 +122,10 @@ async fn read_credentials(
     pc: &ProviderCredential,
 ) -> Result<CredentialsView, SecretsError> {
     let namespace = pc.namespace().unwrap_or_default();
-    let name = &pc.spec.credentials.secret_ref.name;
+    // A ServiceAccount instead: nothing to read here (its token is minted by execute).
+    let Some(name) = pc.spec.credentials.secret_name() else {
+        return Ok(CredentialsView::NotFound);
+    };
     if let Some(view) = ctx.views.credentials(&namespace, name) {
         return Ok(view);
     }

@@ -53,12 +53,14 @@ fn object_ref((namespace, name): &Named) -> ObjectRef<Guarded> {
 impl Index {
     fn add(&mut self, pc: &ProviderCredential) {
         let (namespace, name) = named(pc);
-        self.credentials
-            .entry(namespace.clone())
-            .or_default()
-            .entry(pc.spec.credentials.secret_ref.name.as_str().into())
-            .or_default()
-            .insert(name.clone());
+        if let Some(secret) = pc.spec.credentials.secret_name() {
+            self.credentials
+                .entry(namespace.clone())
+                .or_default()
+                .entry(secret.into())
+                .or_default()
+                .insert(name.clone());
+        }
         let Some(d) = pc.spec.delivery.as_deref() else {
             return;
         };
@@ -75,8 +77,9 @@ impl Index {
 
     fn remove(&mut self, pc: &ProviderCredential) {
         let key = named(pc);
-        if let Some(secrets) = self.credentials.get_mut(&key.0) {
-            let secret = pc.spec.credentials.secret_ref.name.as_str();
+        if let Some(secrets) = self.credentials.get_mut(&key.0)
+            && let Some(secret) = pc.spec.credentials.secret_name()
+        {
             if let Some(names) = secrets.get_mut(secret) {
                 names.remove(&key.1);
                 if names.is_empty() {

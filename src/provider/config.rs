@@ -17,8 +17,13 @@ pub enum GrantType {
     Password,
     /// `grant_type=authorization_code` with a one-time `code` and `redirect_uri`.
     AuthorizationCode,
-    /// The JWT bearer grant (RFC 7523 §2.1): a JWT signed with the private key is the grant.
+    /// The JWT bearer grant (RFC 7523 §2.1): a JWT signed with the private key is the grant
+    /// (with spec.credentials.serviceAccount: the ServiceAccount token is).
     JwtBearer,
+    /// RFC 8693 token exchange: the ServiceAccount token is the `subject_token`
+    /// (spec.credentials.serviceAccount only); audience, resource and requested_token_type go
+    /// in spec.grant.extraParameters.
+    TokenExchange,
 }
 
 impl GrantType {
@@ -28,9 +33,15 @@ impl GrantType {
             GrantType::Password => "password",
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::JwtBearer => super::assertion::JWT_BEARER_GRANT,
+            GrantType::TokenExchange => TOKEN_EXCHANGE_GRANT,
         }
     }
 }
+
+/// `grant_type` of RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 §3: the `subject_token_type` of a JWT (a ServiceAccount token is one).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// How the client id and secret travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -48,6 +59,9 @@ pub enum ClientAuthentication {
     ClientSecretJwt,
     /// The client certificate on the TLS connection (RFC 8705); `client_id` in the body.
     Tls,
+    /// The ServiceAccount token (spec.credentials.serviceAccount) as the client assertion
+    /// (RFC 7523 §2.2, `client_assertion_type` jwt-bearer); `client_id` only when one is given.
+    ServiceAccountToken,
 }
 
 /// How the request body is encoded.
@@ -88,6 +102,9 @@ pub enum Param {
     TlsKey,
     /// A Google service account JSON key: client_email, private_key and private_key_id.
     ServiceAccountJson,
+    /// A Kubernetes ServiceAccount token minted for this one request (never read from a
+    /// Secret, never stored).
+    ServiceAccountToken,
 }
 
 impl Param {
@@ -121,6 +138,7 @@ impl Param {
             Param::TlsCertificate => "tls.crt",
             Param::TlsKey => "tls.key",
             Param::ServiceAccountJson => "service-account.json",
+            Param::ServiceAccountToken => "the ServiceAccount token",
         }
     }
 
@@ -174,6 +192,15 @@ impl Default for Limits {
     }
 }
 
+/// The ServiceAccount whose token authenticates (spec.credentials.serviceAccount): minted
+/// for each request with this audience and lifetime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountSettings {
+    pub name: String,
+    pub audience: String,
+    pub lifetime_seconds: u32,
+}
+
 /// A complete, validated provider dialect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderConfig {
@@ -198,6 +225,8 @@ pub struct ProviderConfig {
     pub requests_per_second: Option<u32>,
     /// How JWT assertions are made (privateKeyJwt, clientSecretJwt, the jwtBearer grant).
     pub assertion: super::assertion::AssertionSettings,
+    /// Authenticate with a ServiceAccount token instead of a credentials Secret.
+    pub service_account: Option<ServiceAccountSettings>,
 }
 
 impl ProviderConfig {

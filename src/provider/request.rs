@@ -8,7 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 use jiff::Timestamp;
 
 use super::assertion;
-use super::config::{BodyEncoding, ClientAuthentication, GrantType, Param, ProviderConfig};
+use super::config::{
+    BodyEncoding, ClientAuthentication, GrantType, JWT_TOKEN_TYPE, Param, ProviderConfig,
+};
 use super::credentials::Credentials;
 use super::error::FetchError;
 
@@ -115,6 +117,20 @@ pub fn build_request(
                     push(Param::CodeVerifier, verifier.expose_secret(), &mut fields);
                     sent_secrets.push(verifier.clone());
                 }
+            }
+            GrantType::JwtBearer if credentials.get(Param::ServiceAccountToken).is_some() => {
+                // RFC 7523 §2.1 with an assertion another issuer (the cluster) signed.
+                let token = required(Param::ServiceAccountToken)?;
+                fields.push(("assertion".into(), token.expose_secret().to_string()));
+                sent_secrets.push(token.clone());
+            }
+            GrantType::TokenExchange => {
+                // RFC 8693 §2.1; extraParameters may replace subject_token_type and add
+                // audience, resource and requested_token_type.
+                let token = required(Param::ServiceAccountToken)?;
+                fields.push(("subject_token".into(), token.expose_secret().to_string()));
+                fields.push(("subject_token_type".into(), JWT_TOKEN_TYPE.into()));
+                sent_secrets.push(token.clone());
             }
             GrantType::JwtBearer => {
                 let issuer = match &config.assertion.issuer {
@@ -224,6 +240,21 @@ pub fn build_request(
                 client_assertion.expose_secret().to_string(),
             ));
             sent_secrets.extend([id.clone(), client_assertion]);
+        }
+        ClientAuthentication::ServiceAccountToken => {
+            let token = required(Param::ServiceAccountToken)?;
+            // Keycloak refuses a client_id that differs from the token's sub: sent only when
+            // one is given (Entra ID needs it).
+            if let Some(id) = credentials.get(Param::ClientId) {
+                push(Param::ClientId, id.expose_secret(), &mut fields);
+                sent_secrets.push(id.clone());
+            }
+            fields.push((
+                "client_assertion_type".into(),
+                assertion::CLIENT_ASSERTION_TYPE.into(),
+            ));
+            fields.push(("client_assertion".into(), token.expose_secret().to_string()));
+            sent_secrets.push(token.clone());
         }
         ClientAuthentication::Tls => {
             // RFC 8705 §2: the certificate authenticates (see http.rs); client_id is required.

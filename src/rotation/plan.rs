@@ -15,8 +15,8 @@ use super::schedule;
 use crate::api::resolve::{RenewalPolicy, renewal_policy};
 use crate::api::{
     ALLOWED_TOKEN_HOSTS_ANNOTATION, AccessTokenStatus, ProviderCredential,
-    ProviderCredentialStatus, REFRESH_ANNOTATION, credentials_from_data, provider_config,
-    state_secret_name,
+    ProviderCredentialStatus, REFRESH_ANNOTATION, credentials_from_data, credentials_from_spec,
+    provider_config, state_secret_name,
 };
 use crate::conditions::{self, DEGRADED, reason};
 use crate::digest;
@@ -306,9 +306,14 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         ));
     }
 
-    let creds_name = &spec.credentials.secret_ref.name;
-    let data = usable_credentials(creds_name, &o.credentials, &config.token_url)?;
-    let mut credentials = credentials_from_data(spec, data);
+    let creds_name = spec.credentials.secret_name().unwrap_or_default();
+    let mut credentials = match spec.credentials.secret_name() {
+        Some(name) => credentials_from_data(
+            spec,
+            usable_credentials(name, &o.credentials, &config.token_url)?,
+        ),
+        None => credentials_from_spec(spec),
+    };
     let seed = credentials.remove(Param::RefreshToken);
 
     let state = match &o.state {

@@ -78,6 +78,10 @@ pub enum AuthorizeError {
         "the credentials have no {0}: the authorization request names the client (add it to the credentials Secret)"
     )]
     MissingClientId(String),
+    #[error(
+        "this resource authenticates as a ServiceAccount (spec.credentials.serviceAccount); authorize needs a credentials Secret to hold the code and refresh token"
+    )]
+    NoCredentialsSecret,
     /// The operator's own rule for credentials Secrets (opt-in label, the owner's host pin).
     #[error("{}: {}", .0.reason, .0.message)]
     Credentials(Blocked),
@@ -180,7 +184,12 @@ async fn inputs(args: &AuthorizeArgs) -> Result<Inputs, AuthorizeError> {
     let credentials = match (file_credentials, &client) {
         (Some(s), _) => s,
         (None, Some(client)) => {
-            let name = resource.spec.credentials.secret_ref.name.clone();
+            let name = resource
+                .spec
+                .credentials
+                .secret_name()
+                .ok_or(AuthorizeError::NoCredentialsSecret)?
+                .to_string();
             let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
             api.get(&name)
                 .await
@@ -320,7 +329,11 @@ fn preflight<'v>(
     token_url: &url::Url,
     args: &AuthorizeArgs,
 ) -> Result<(&'v BTreeMap<String, Vec<u8>>, TokenClient), AuthorizeError> {
-    let creds_name = &resource.spec.credentials.secret_ref.name;
+    let creds_name = resource
+        .spec
+        .credentials
+        .secret_name()
+        .ok_or(AuthorizeError::NoCredentialsSecret)?;
     let data =
         usable_credentials(creds_name, view, token_url).map_err(AuthorizeError::Credentials)?;
     let token_client = TokenClient::new(HttpPolicy {
