@@ -150,11 +150,25 @@ async fn run(
                     return Ok(Executed::Withheld(withheld));
                 }
             };
+            // A ServiceAccount token is minted now, for this request only; without it no
+            // request is sent.
+            let credentials = match super::service_account::credentials_for(
+                &ctx.client,
+                pc,
+                &plan.config,
+                &plan.credentials,
+            )
+            .await
+            {
+                Ok(credentials) => credentials,
+                Err(failure) => {
+                    ctx.refund_request(&uid);
+                    return Ok(Executed::NotStored(failure));
+                }
+            };
             let started = Instant::now();
-            let answer = ctx
-                .tokens
-                .fetch(&plan.config, &plan.credentials, grant)
-                .await;
+            let answer = ctx.tokens.fetch(&plan.config, &credentials, grant).await;
+            drop(credentials);
             ctx.metrics
                 .token_request(&plan.config, &answer, started.elapsed());
             if let Err(e @ FetchError::RateLimited { .. }) = &answer {

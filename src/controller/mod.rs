@@ -17,6 +17,7 @@ pub mod reconcile;
 mod reconcile_rate;
 mod report;
 mod rollout;
+mod service_account;
 mod shutdown;
 mod views;
 

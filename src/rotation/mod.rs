@@ -10,6 +10,7 @@ pub mod delivery;
 mod plan;
 pub mod rollout;
 mod schedule;
+pub mod service_account;
 mod settle;
 mod status;
 
