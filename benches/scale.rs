@@ -25,6 +25,12 @@
 //! BENCH_ONLY_DELIVERY=1 runs this part alone.
 //! Tenant actions: API calls per annotation and per data change of a credentials Secret that
 //! BENCH_TENANT_RESOURCES (default 300) resources name; BENCH_ONLY_TENANT=1 runs this alone.
+//! A hostile namespace of maximal objects beside a victim's (scale/hostile.rs): peak RSS
+//! against the chart's limit; BENCH_ONLY_HOSTILE=1 runs this alone (with BENCH_COMPARE_BIN,
+//! side by side with that build).
+
+#[path = "scale/hostile.rs"]
+mod hostile;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -742,6 +748,9 @@ async fn main() -> Result<()> {
     }
     if std::env::var("BENCH_ONLY_TENANT").is_ok_and(|v| v == "1") {
         return tenant_actions(cp, &emu, bin).await;
+    }
+    if std::env::var("BENCH_ONLY_HOSTILE").is_ok_and(|v| v == "1") {
+        return hostile::run(cp, &emu, bin, compare.as_deref()).await;
     }
 
     // Side by side: the other build first, then this one, on the same control plane and

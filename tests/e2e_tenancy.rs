@@ -389,3 +389,107 @@ async fn an_unrelated_annotation_on_shared_credentials_costs_no_api_calls() -> R
     cp.stop();
     Ok(())
 }
+
+/// A spec near the CRD's bounds (~0.5 MB as cached), suspended: it costs memory only.
+fn bulky_spec(i: usize) -> String {
+    let map = |prefix: &str, entries: usize| {
+        (0..entries)
+            .map(|j| {
+                (
+                    format!("example.com/{prefix}{i}-{j:0>40}"),
+                    json!("v".repeat(4096)),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "suspend": true,
+        "tokenEndpoint": {"url": "https://127.0.0.1:9/token", "caBundle": "c".repeat(65536)},
+        "credentials": {"secretRef": {"name": "absent"}},
+        "grant": {"extraParameters": map("p", 32)},
+        "target": {"secretName": format!("big-{i}"), "annotations": map("a", 64)},
+    })
+    .to_string()
+}
+
+/// The hostile namespace's resources: (reported, not served for the namespace's budget).
+async fn budget_report(hostile: &Env, count: usize) -> Result<(usize, usize)> {
+    let (mut reported, mut over) = (0, 0);
+    for i in 0..count {
+        let pc = hostile.pcred(&format!("big-{i}")).await?;
+        let ready = pc
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter())
+            .find(|c| c.type_ == "Ready");
+        if let Some(ready) = ready {
+            reported += 1;
+            over += usize::from(ready.message.contains("cache budget"));
+        }
+    }
+    Ok((reported, over))
+}
+
+/// A tenant fills its namespace with the largest ProviderCredentials the CRD admits: beyond the
+/// namespace's cache budget they are not served and say so, and a victim in another namespace
+/// is served as ever; a deletion makes room for the next change.
+#[tokio::test]
+async fn a_namespace_over_its_cache_budget_is_told_so_and_its_neighbour_is_served() -> Result<()> {
+    let env = Env::new("tenant-budget").await?;
+    let binding = bind_cluster_wide(&env).await?;
+    let emu = Emulator::start(Options::default()).await?;
+    env.create_credentials("creds", &support::secret_data(Provider::Rently, &emu), true)
+        .await?;
+    let hostile = Env::new("tenant-budget-hostile").await?;
+    const BULKY: usize = 4;
+    for i in 0..BULKY {
+        create_pcred_in(&env, hostile.name(), &format!("big-{i}"), &bulky_spec(i)).await?;
+    }
+    let op = start_cluster_wide_with(&env, &["--cache-mib-per-namespace", "1"]).await?;
+    create_pcred(&env, "victim", &spec(&emu, "victim-token", "null")).await?;
+    env.wait_condition("victim", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    let (_, over) = eventually("every hostile resource reported", CONVERGE, || async {
+        let found = budget_report(&hostile, BULKY).await?;
+        Ok((found.0 == BULKY).then_some(found))
+    })
+    .await?;
+    // ~0.5 MB each against 1 MiB: one or two fit, the others are not served.
+    ensure!(
+        (2..BULKY).contains(&over),
+        "{over} of {BULKY} not served for the budget"
+    );
+    let stubbed = hostile.pcred("big-3").await?;
+    let message = &stubbed
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == "Ready")
+        .context("a Ready condition")?
+        .message;
+    ensure!(
+        message.contains("--cache-mib-per-namespace"),
+        "the status names the setting: {message}"
+    );
+    // Room again: the others go, and the last one is served at its next change.
+    for i in 0..BULKY - 1 {
+        hostile
+            .pcreds()
+            .delete(&format!("big-{i}"), &Default::default())
+            .await?;
+    }
+    let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    hostile
+        .pcreds()
+        .patch("big-3", &PatchParams::default(), &Patch::Merge(&touch))
+        .await?;
+    hostile
+        .wait_condition("big-3", "Ready", "False", Some("Suspended"))
+        .await?;
+    drop(op);
+    unbind(&env, &binding).await?;
+    eprintln!(
+        "tenancy: {over} of {BULKY} bulky resources over a 1 MiB budget not served; the victim Ready"
+    );
+    Ok(())
+}

@@ -51,6 +51,8 @@ pub struct Context {
     pub delivery: Option<super::delivery_views::Delivery>,
     /// Reconciles per namespace: one namespace's churn cannot take every reconcile slot.
     pub reconcile_rate: super::reconcile_rate::ReconcileRate,
+    /// What each namespace's cached resources, and kept credentials, may take (budget.rs).
+    pub cache_bytes_per_namespace: usize,
 }
 
 /// The optional features the operator runs with.
@@ -63,6 +65,8 @@ pub struct Features {
     pub requests_in_flight_per_namespace: usize,
     /// `--reconciles-per-second-per-namespace` (0: no limit).
     pub reconciles_per_second_per_namespace: u32,
+    /// `--cache-mib-per-namespace`, in bytes (0: the default).
+    pub cache_bytes_per_namespace: usize,
     pub delivery: Option<super::delivery_views::Delivery>,
 }
 
@@ -156,6 +160,10 @@ impl Context {
         requests_per_minute: u32,
         features: Features,
     ) -> Self {
+        let cache_bytes_per_namespace = match features.cache_bytes_per_namespace {
+            0 => super::budget::DEFAULT_BYTES_PER_NAMESPACE,
+            bytes => bytes,
+        };
         Context {
             warnings: Recorder::new(client.clone(), reporter.clone()),
             client,
@@ -168,13 +176,14 @@ impl Context {
             request_slots: RequestSlots::new(features.requests_in_flight_per_namespace),
             in_flight: InFlight::default(),
             reconcile_requests: Mutex::default(),
-            views: SecretViews::default(),
+            views: SecretViews::with_credentials_budget(cache_bytes_per_namespace),
             held: Mutex::default(),
             restart_workloads: features.restart_workloads,
             delivery: features.delivery,
             reconcile_rate: super::reconcile_rate::ReconcileRate::new(
                 features.reconciles_per_second_per_namespace,
             ),
+            cache_bytes_per_namespace,
         }
     }
 

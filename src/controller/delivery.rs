@@ -168,6 +168,27 @@ pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bo
     }
 }
 
+/// As [`finalize`], for a resource cached as a stub over its namespace's budget (budget.rs
+/// keeps only the operator's own finalizer of its list): the list written back is read fresh.
+pub async fn finalize_stub(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
+    if !has_finalizer(meta) {
+        return Ok(());
+    }
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let fresh = Api::<ProviderCredential>::namespaced(ctx.client.clone(), namespace)
+        .list_metadata(&ListParams::default().fields(&format!("metadata.name={name}")))
+        .await
+        .map_err(api_error("read the finalizers"))?
+        .items
+        .into_iter()
+        .find(|pc| pc.metadata.uid == meta.uid);
+    match fresh {
+        Some(fresh) => finalize(ctx, &fresh.metadata).await,
+        None => Ok(()),
+    }
+}
+
 /// The finalizer goes, and nothing else of the list: the resourceVersion is a precondition.
 async fn release_finalizer(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
     let kept: Vec<&String> = meta

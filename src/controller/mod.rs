@@ -1,6 +1,7 @@
 //! The controller: watches ProviderCredentials and the Secrets around them (label-selected
 //! only, so memory does not grow with unrelated Secrets) and reconciles each resource.
 
+mod budget;
 mod changes;
 mod context;
 mod copies;
@@ -11,6 +12,7 @@ mod endpoints;
 mod execute;
 mod executed;
 mod in_flight;
+mod kept_credentials;
 mod observe;
 mod readers;
 pub mod reconcile;
@@ -34,9 +36,15 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-/// Credentials Secrets per list page (the default is 500).
-const CREDENTIALS_PAGE_SIZE: u32 = 50;
+/// Objects per list page (the default is 500). A page is held whole while it is parsed, and
+/// anyone who can write one of these objects sets its size: a page of the largest costs
+/// ~20 MiB of credentials Secrets (1 MiB each), ~40 MiB of ProviderCredentials (~0.8 MiB
+/// each, the CRD's bounds) and ~25 MiB of managed Secrets' metadata (256 KiB each).
+const CREDENTIALS_PAGE_SIZE: u32 = 20;
+const RESOURCES_PAGE_SIZE: u32 = 50;
+const MANAGED_PAGE_SIZE: u32 = 100;
 
+pub use budget::DEFAULT_MIB_PER_NAMESPACE as DEFAULT_CACHE_MIB_PER_NAMESPACE;
 pub use context::Context;
 use reconcile::{ReconcileError, reconcile_guarded};
 
@@ -173,6 +181,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             host_rates: args.token_host_rates.clone(),
             requests_in_flight_per_namespace: args.requests_in_flight_per_namespace as usize,
             reconciles_per_second_per_namespace: args.reconciles_per_second_per_namespace,
+            cache_bytes_per_namespace: (args.cache_mib_per_namespace as usize) << 20,
             delivery,
         },
     ));
@@ -324,6 +333,7 @@ fn resources_stream(
     let (index, before) = (readers.clone(), store.clone());
     let (rebuild, after) = (readers.clone(), store.clone());
     let (metrics, mut counted) = (ctx.metrics.clone(), 0i64);
+    let mut budget = budget::ResourcesBudget::new(ctx.cache_bytes_per_namespace);
     watcher(pcs, shard)
         .default_backoff()
         // Deleted resources are never reconciled again: drop their per-resource series and
@@ -340,6 +350,11 @@ fn resources_stream(
         .modify(|pc| {
             keep_what_is_read(pc.meta_mut());
             crate::api::limits::shed_oversized(pc);
+        })
+        // Within its namespace's budget, or a stub that says why (budget.rs).
+        .map_ok(move |mut event| {
+            budget.apply(&mut event);
+            event
         })
         // Before the cache takes the event: it still holds what the index holds.
         .inspect_ok(move |event| index.watched(event, &before))
@@ -400,10 +415,10 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
     // the watch for the others.
     let (pcs, secrets, credentials_secrets) = apis(&client, &namespace);
-    let managed =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    // Whole objects: a new resource then reads no credentials (views.rs). Small pages: anyone
-    // may label a Secret as credentials, and a page of the largest is 1 MiB per Secret.
+    let managed = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
+        .page_size(MANAGED_PAGE_SIZE);
+    // Whole objects: a new resource then reads no credentials (views.rs).
     let credentials = watcher::Config::default()
         .labels(&format!("{CREDENTIALS_LABEL}=true"))
         .page_size(CREDENTIALS_PAGE_SIZE);
@@ -411,7 +426,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
     // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
     let due = Arc::new(due::Due::<Guarded>::default());
     let readers = Arc::new(readers::Readers::default());
-    let mut shard = watcher::Config::default();
+    let mut shard = watcher::Config::default().page_size(RESOURCES_PAGE_SIZE);
     if let Some(selector) = &selector {
         shard = shard.labels(selector);
     }

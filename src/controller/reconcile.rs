@@ -105,7 +105,11 @@ async fn unreadable(
     let uid = guard.uid().unwrap_or_default();
     if guard.meta().deletion_timestamp.is_some() {
         // Its copies in other namespaces go even though its spec cannot be read.
-        super::delivery::finalize(ctx, guard.meta()).await?;
+        if invalid.error.contains(super::budget::OVER_BUDGET) {
+            super::delivery::finalize_stub(ctx, guard.meta()).await?;
+        } else {
+            super::delivery::finalize(ctx, guard.meta()).await?;
+        }
         return Ok(None);
     }
     // A refresh token held for it is stored first, whatever became of the spec.
@@ -117,10 +121,13 @@ async fn unreadable(
         return Ok(None);
     }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
-    let message = crate::provider::scrub::truncate_chars(
-        &format!("the operator cannot read this resource ({invalid}); fix the field it names"),
-        500,
-    );
+    // A stub over its namespace's cache budget says itself what to do (budget.rs).
+    let message = if invalid.error.contains(super::budget::OVER_BUDGET) {
+        invalid.error.clone()
+    } else {
+        format!("the operator cannot read this resource ({invalid}); fix the field it names")
+    };
+    let message = crate::provider::scrub::truncate_chars(&message, 500);
     report_unreadable(ctx, guard, &message)
         .await
         .map_err(ReconcileError::Report)?;

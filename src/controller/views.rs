@@ -16,6 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
+use tracing::debug;
+
+use super::kept_credentials::{KeptByName, KeptCredentials};
 use crate::rotation::{CredentialsView, Slot, StateView, TargetView};
 use crate::secrets::credentials_view;
 
@@ -140,61 +143,10 @@ pub struct SecretViews {
     /// By resource UID: its target and state Secrets as last seen.
     views: Mutex<HashMap<Box<str>, Remembered>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
-    credentials: Mutex<HashMap<(String, String), (String, KeptCredentials)>>,
+    credentials: Mutex<KeptByName>,
     /// Counts what the watches showed (a new version, a deletion, a completed list), so a
     /// reconcile can wait for the first list or for a version it wrote.
     shown: tokio::sync::watch::Sender<u64>,
-}
-
-/// One key of a credentials Secret and its value.
-type KeptEntry = (Box<str>, Box<[u8]>);
-
-/// A usable credentials Secret's contents, packed: one per credentials Secret for as long as
-/// it exists, where a map would take a 500-byte node even for two keys.
-struct KeptCredentials {
-    data: Box<[KeptEntry]>,
-    /// The owner's `tokenrotator.dev/allowed-token-hosts`, if set.
-    allowed_hosts: Option<Box<[Box<str>]>>,
-}
-
-impl KeptCredentials {
-    /// Only what a reconcile may use is kept.
-    fn of(view: &CredentialsView) -> Option<Self> {
-        let pack = |data: &std::collections::BTreeMap<String, Vec<u8>>| {
-            data.iter()
-                .map(|(k, v)| (k.as_str().into(), v.as_slice().into()))
-                .collect()
-        };
-        match view {
-            CredentialsView::Found(data) => Some(Self {
-                data: pack(data),
-                allowed_hosts: None,
-            }),
-            CredentialsView::Pinned {
-                data,
-                allowed_hosts,
-            } => Some(Self {
-                data: pack(data),
-                allowed_hosts: Some(allowed_hosts.iter().map(|h| h.as_str().into()).collect()),
-            }),
-            CredentialsView::NotFound | CredentialsView::NotLabelled => None,
-        }
-    }
-
-    fn view(&self) -> CredentialsView {
-        let data = self
-            .data
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect();
-        match &self.allowed_hosts {
-            None => CredentialsView::Found(data),
-            Some(hosts) => CredentialsView::Pinned {
-                data,
-                allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            },
-        }
-    }
 }
 
 /// What is known about a Secret without reading it.
@@ -207,6 +159,14 @@ pub enum Known<T> {
 }
 
 impl SecretViews {
+    /// Keeps at most `bytes_per_namespace` of each namespace's credentials Secrets.
+    pub fn with_credentials_budget(bytes_per_namespace: usize) -> Self {
+        Self {
+            credentials: Mutex::new(KeptByName::new(bytes_per_namespace)),
+            ..Self::default()
+        }
+    }
+
     /// Registers a watch of Secrets in `scope` (`None`: all namespaces); its events go to
     /// [`SecretViews::watched`].
     pub fn new_watch(&self, scope: Option<String>) -> usize {
@@ -270,7 +230,7 @@ impl SecretViews {
                 // watch is listing now: at start-up the watch of managed Secrets finishes its
                 // list while that of credentials is still paging through them.
                 let watches = &*watches;
-                self.lock_credentials().retain(|(ns, name), _| {
+                self.lock_credentials().retain(|(ns, name)| {
                     watches
                         .iter()
                         .any(|v| v.current.contains(ns, name) || v.relisting.contains(ns, name))
@@ -279,9 +239,7 @@ impl SecretViews {
         }
     }
 
-    fn lock_credentials(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, KeptCredentials)>> {
+    fn lock_credentials(&self) -> std::sync::MutexGuard<'_, KeptByName> {
         self.credentials.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -306,7 +264,9 @@ impl SecretViews {
         let mut cached = self.lock_credentials();
         match (resource_version, KeptCredentials::of(view)) {
             (Some(rv), Some(kept)) => {
-                cached.insert(key, (rv, kept));
+                if !cached.insert(key, rv, kept) {
+                    debug!(%namespace, %name, "over its namespace's budget for kept credentials; read when used");
+                }
             }
             _ => {
                 cached.remove(&key);

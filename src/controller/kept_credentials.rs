@@ -1,0 +1,194 @@
+//! Opted-in credentials Secrets kept from their watch, packed, within a byte budget per
+//! namespace: anyone may label a Secret as credentials, so a namespace's Secrets beyond its
+//! budget are not kept (a reconcile that uses one reads it), and no namespace can fill the
+//! operator's memory with them.
+
+use std::collections::HashMap;
+
+use super::budget::NamespaceBudget;
+use crate::rotation::CredentialsView;
+
+/// One key of a credentials Secret and its value.
+type KeptEntry = (Box<str>, Box<[u8]>);
+
+/// A usable credentials Secret's contents, packed: one per credentials Secret for as long as
+/// it exists, where a map would take a 500-byte node even for two keys.
+pub struct KeptCredentials {
+    data: Box<[KeptEntry]>,
+    /// The owner's `tokenrotator.dev/allowed-token-hosts`, if set.
+    allowed_hosts: Option<Box<[Box<str>]>>,
+}
+
+impl KeptCredentials {
+    /// Only what a reconcile may use is kept.
+    pub fn of(view: &CredentialsView) -> Option<Self> {
+        let pack = |data: &std::collections::BTreeMap<String, Vec<u8>>| {
+            data.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_slice().into()))
+                .collect()
+        };
+        match view {
+            CredentialsView::Found(data) => Some(Self {
+                data: pack(data),
+                allowed_hosts: None,
+            }),
+            CredentialsView::Pinned {
+                data,
+                allowed_hosts,
+            } => Some(Self {
+                data: pack(data),
+                allowed_hosts: Some(allowed_hosts.iter().map(|h| h.as_str().into()).collect()),
+            }),
+            CredentialsView::NotFound | CredentialsView::NotLabelled => None,
+        }
+    }
+
+    pub fn view(&self) -> CredentialsView {
+        let data = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        match &self.allowed_hosts {
+            None => CredentialsView::Found(data),
+            Some(hosts) => CredentialsView::Pinned {
+                data,
+                allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            },
+        }
+    }
+
+    /// What it takes in memory, roughly: its bytes plus a pointer pair per entry.
+    fn bytes(&self) -> usize {
+        const OVERHEAD: usize = 32;
+        let data: usize = self
+            .data
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + OVERHEAD)
+            .sum();
+        let hosts: usize = self
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .map(|h| h.len() + OVERHEAD / 2)
+            .sum();
+        data + hosts + OVERHEAD
+    }
+}
+
+type Key = (String, String);
+
+/// By namespace and name: the resourceVersion kept and the contents.
+pub struct KeptByName {
+    entries: HashMap<Key, (String, KeptCredentials)>,
+    budget: NamespaceBudget,
+}
+
+fn budget_key((namespace, name): &Key) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl Default for KeptByName {
+    fn default() -> Self {
+        Self::new(super::budget::DEFAULT_BYTES_PER_NAMESPACE)
+    }
+}
+
+impl KeptByName {
+    pub fn new(bytes_per_namespace: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            budget: NamespaceBudget::new(bytes_per_namespace),
+        }
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&(String, KeptCredentials)> {
+        self.entries.get(key)
+    }
+
+    /// Keeps `kept` if its namespace's budget has room for it; otherwise keeps nothing of that
+    /// Secret (any older version is dropped too).
+    pub fn insert(&mut self, key: Key, resource_version: String, kept: KeptCredentials) -> bool {
+        let fits = self
+            .budget
+            .charge(&key.0, &budget_key(&key), key.1.len() + kept.bytes());
+        if fits {
+            self.entries.insert(key, (resource_version, kept));
+        } else {
+            self.entries.remove(&key);
+        }
+        fits
+    }
+
+    pub fn remove(&mut self, key: &Key) {
+        self.budget.release(&budget_key(key));
+        self.entries.remove(key);
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
+        let budget = &mut self.budget;
+        self.entries.retain(|key, _| {
+            let kept = keep(key);
+            if !kept {
+                budget.release(&budget_key(key));
+            }
+            kept
+        });
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(value_len: usize) -> CredentialsView {
+        CredentialsView::Found([("client-secret".to_string(), vec![b'x'; value_len])].into())
+    }
+
+    fn key(namespace: &str, name: &str) -> Key {
+        (namespace.into(), name.into())
+    }
+
+    #[test]
+    fn a_namespace_keeps_credentials_up_to_its_budget_and_no_further() {
+        let mut kept = KeptByName::new(10 * 1024);
+        let mut accepted = 0;
+        for i in 0..100 {
+            let secret = KeptCredentials::of(&view(1000)).unwrap();
+            if kept.insert(key("hostile", &format!("s{i}")), "1".into(), secret) {
+                accepted += 1;
+            }
+        }
+        assert!((5..10).contains(&accepted), "{accepted} kept");
+        // Another namespace keeps its own.
+        let victim = KeptCredentials::of(&view(1000)).unwrap();
+        assert!(kept.insert(key("victim", "s"), "1".into(), victim));
+        assert!(kept.get(&key("victim", "s")).is_some());
+        // Removing some makes room in that namespace again.
+        for i in 0..100 {
+            kept.remove(&key("hostile", &format!("s{i}")));
+        }
+        kept.retain(|(ns, _)| ns != "victim");
+        assert!(kept.is_empty());
+        let again = KeptCredentials::of(&view(9000)).unwrap();
+        assert!(kept.insert(key("hostile", "big"), "2".into(), again));
+    }
+
+    #[test]
+    fn a_new_version_that_does_not_fit_drops_the_old_one() {
+        let mut kept = KeptByName::new(4096);
+        let small = KeptCredentials::of(&view(100)).unwrap();
+        assert!(kept.insert(key("ns", "s"), "1".into(), small));
+        let big = KeptCredentials::of(&view(8000)).unwrap();
+        assert!(!kept.insert(key("ns", "s"), "2".into(), big));
+        assert!(
+            kept.get(&key("ns", "s")).is_none(),
+            "never the stale version"
+        );
+    }
+}
