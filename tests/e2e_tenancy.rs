@@ -12,7 +12,7 @@ use e2e::delivery::*;
 use e2e::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use provider_emulator::{Emulator, Options, Provider};
+use provider_emulator::{Emulator, Fault, Options, Provider};
 use serde_json::json;
 
 /// Someone who may write ProviderCredentials in the victim's namespace (but not read its
@@ -491,5 +491,72 @@ async fn a_namespace_over_its_cache_budget_is_told_so_and_its_neighbour_is_serve
     eprintln!(
         "tenancy: {over} of {BULKY} bulky resources over a 1 MiB budget not served; the victim Ready"
     );
+    Ok(())
+}
+
+/// A token request that waits for its namespace's turn (here a 429 pause) is checked again
+/// before it is sent: the owner of its credentials withdrew consent meanwhile (removed the
+/// opt-in label), so nothing goes out with them.
+#[tokio::test]
+async fn consent_withdrawn_while_a_request_waits_sends_nothing() -> Result<()> {
+    let env = Env::new("tenant-recheck").await?;
+    let binding = bind_cluster_wide(&env).await?;
+    let emu = Emulator::start(Options::default()).await?;
+    let data = support::secret_data(Provider::Rently, &emu);
+    env.create_credentials("creds", &data, true).await?;
+    env.create_credentials("withdrawn", &data, true).await?;
+    emu.control().inject(
+        Provider::Rently,
+        Fault::RateLimited {
+            retry_after_secs: 8,
+        },
+        1,
+    );
+    let op = start_cluster_wide_with(&env, &[]).await?;
+    create_pcred(&env, "first", &spec(&emu, "first-token", "null")).await?;
+    eventually("the 429 that pauses the namespace", CONVERGE, || async {
+        Ok((emu.control().counters(Provider::Rently).requests == 1).then_some(()))
+    })
+    .await?;
+    let second = format!(
+        "preset: rently\ntokenEndpoint: {{url: \"{}\"}}\ncredentials: {{secretRef: {{name: withdrawn}}}}\ntarget: {{secretName: second-token}}\n",
+        emu.token_url(Provider::Rently)
+    );
+    create_pcred(&env, "second", &second).await?;
+    eventually(
+        "the second request waiting for its turn",
+        CONVERGE,
+        || async {
+            let log = op.log_text();
+            Ok(log
+                .lines()
+                .any(|l| l.contains("name=second") && l.contains("goes on without this reconcile"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    let unlabel = json!({"metadata": {"labels": {"tokenrotator.dev/credentials": null}}});
+    env.secrets()
+        .patch(
+            "withdrawn",
+            &PatchParams::default(),
+            &Patch::Merge(&unlabel),
+        )
+        .await?;
+    env.wait_condition("second", "Ready", "False", Some("CredentialsNotLabelled"))
+        .await?;
+    env.wait_condition("first", "Ready", "True", Some("TokenIssued"))
+        .await?;
+    let c = emu.control().counters(Provider::Rently);
+    ensure!(
+        c.requests == 2 && c.issued == 1,
+        "only the first resource's 429 and its retry were sent ({c:?})"
+    );
+    ensure!(
+        op.log_text().contains("is not sent"),
+        "the log says the waiting request was dropped"
+    );
+    drop(op);
+    unbind(&env, &binding).await?;
     Ok(())
 }

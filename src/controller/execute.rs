@@ -143,6 +143,7 @@ async fn run(
             );
             let namespace = pc.namespace().unwrap_or_default();
             // Held until the answer is stored: the namespace's bound counts whole requests.
+            let asked = Instant::now();
             let _slot = match ctx.rate_limit(&namespace, &plan.config).await {
                 Ok(slot) => slot,
                 Err(withheld) => {
@@ -150,6 +151,14 @@ async fn run(
                     return Ok(Executed::Withheld(withheld));
                 }
             };
+            // What changed while it waited is not acted on with what was planned before.
+            if asked.elapsed() >= super::recheck::RECHECK_AFTER
+                && let Err(why) = super::recheck::still_wanted(ctx, pc, plan).await
+            {
+                ctx.refund_request(&uid);
+                info!(%why, "the token request that waited is not sent");
+                return Ok(Executed::NotSent);
+            }
             // A ServiceAccount token is minted now, for this request only; without it no
             // request is sent.
             let credentials = match super::service_account::credentials_for(

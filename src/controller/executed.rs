@@ -24,6 +24,9 @@ pub enum Executed {
     },
     /// The gate is closed (shutdown, or the lease is not confirmed): nothing was sent.
     Withheld(Withheld),
+    /// It waited for its turn, and meanwhile the resource or its credentials changed (or
+    /// could not be confirmed): nothing was sent, the next reconcile plans afresh.
+    NotSent,
     Failed {
         error: FetchError,
         chain_end: ChainEnd,

@@ -15,6 +15,7 @@ mod in_flight;
 mod kept_credentials;
 mod observe;
 mod readers;
+mod recheck;
 pub mod reconcile;
 mod reconcile_rate;
 mod report;

@@ -337,17 +337,6 @@ fn issued_target(executed: &Executed) -> Option<&Secret> {
     }
 }
 
-/// The outcome to report. `Err`: the request was withheld and nothing is reported (unless
-/// the lease kept it back for long), only when to look again.
-fn reported<'a>(
-    ctx: &Context,
-    plan: &'a Plan,
-    executed: &'a Executed,
-) -> Result<Outcome<'a>, Next> {
-    rotated(plan, executed)
-        .or_else(|withheld| kept_back(ctx, plan, withheld).ok_or(withheld_retry(withheld)))
-}
-
 /// A withheld request sent nothing and changed nothing: no status write.
 fn withheld_retry(withheld: Withheld) -> Next {
     match withheld {
@@ -356,10 +345,18 @@ fn withheld_retry(withheld: Withheld) -> Next {
     }
 }
 
-/// The outcome to report, unless the request was withheld (nothing to report).
-fn rotated<'a>(plan: &'a Plan, executed: &'a Executed) -> Result<Outcome<'a>, Withheld> {
+/// The outcome to report. `Err`: nothing was sent (withheld, or no longer wanted) and nothing
+/// is reported (unless the lease kept it back for long), only when to look again.
+fn reported<'a>(
+    ctx: &Context,
+    plan: &'a Plan,
+    executed: &'a Executed,
+) -> Result<Outcome<'a>, Next> {
     Ok(match executed {
-        Executed::Withheld(withheld) => return Err(*withheld),
+        Executed::NotSent => return Err(Some(AFTER_PARKED)),
+        Executed::Withheld(withheld) => {
+            return kept_back(ctx, plan, *withheld).ok_or(withheld_retry(*withheld));
+        }
         Executed::Issued { token, .. } => Outcome::Issued { plan, token },
         Executed::Deferred { until } => Outcome::Deferred { until: *until },
         Executed::Failed { error, chain_end } => {
