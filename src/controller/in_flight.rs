@@ -7,13 +7,19 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A parked result is reported within a second by the reconcile its end triggers; one still
+/// here after this belongs to a resource deleted while the watch was not looking (no Delete
+/// event came to forget it), and goes: it would otherwise hold a resource and a token forever.
+const PARKED_AT_MOST: Duration = Duration::from_secs(600);
 
 /// What a resource has in flight.
 enum Entry<T> {
     /// Its task runs and its reconcile has returned.
     Running,
-    /// Its task ended: the result waits for a reconcile to report it.
-    Finished(Box<T>),
+    /// Its task ended (then): the result waits for a reconcile to report it.
+    Finished(Box<T>, Instant),
     /// Deleted while its task ran: the result is dropped when it comes.
     Forgotten,
 }
@@ -70,11 +76,18 @@ impl<T> InFlight<T> {
     /// The task of `uid` ended and no reconcile waits for it: park its result. `true`: a
     /// reconcile should come for it (the resource was not deleted meanwhile).
     pub fn finish(&self, uid: &str, result: T) -> bool {
+        self.finish_at(uid, result, Instant::now())
+    }
+
+    fn finish_at(&self, uid: &str, result: T, now: Instant) -> bool {
         let mut entries = self.lock();
+        entries.retain(|_, e| {
+            !matches!(e, Entry::Finished(_, at) if now.saturating_duration_since(*at) > PARKED_AT_MOST)
+        });
         let before = entries.remove(uid);
         let wanted = !matches!(before, Some(Entry::Forgotten));
         if wanted {
-            entries.insert(uid.into(), Entry::Finished(Box::new(result)));
+            entries.insert(uid.into(), Entry::Finished(Box::new(result), now));
         }
         drop(entries);
         if matches!(before, Some(Entry::Running | Entry::Forgotten)) {
@@ -88,7 +101,7 @@ impl<T> InFlight<T> {
         let mut entries = self.lock();
         match entries.remove(uid) {
             None => Found::Nothing,
-            Some(Entry::Finished(result)) => Found::Finished(result),
+            Some(Entry::Finished(result, _)) => Found::Finished(result),
             Some(running @ (Entry::Running | Entry::Forgotten)) => {
                 entries.insert(uid.into(), running);
                 Found::Running
@@ -102,7 +115,7 @@ impl<T> InFlight<T> {
         if let Some(entry) = entries.get_mut(uid) {
             match entry {
                 Entry::Running => *entry = Entry::Forgotten,
-                Entry::Finished(_) => {
+                Entry::Finished(..) => {
                     entries.remove(uid);
                 }
                 Entry::Forgotten => {}
@@ -115,13 +128,13 @@ impl<T> InFlight<T> {
         let mut entries = self.lock();
         let finished: Vec<Box<str>> = entries
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Finished(_)))
+            .filter(|(_, e)| matches!(e, Entry::Finished(..)))
             .map(|(uid, _)| uid.clone())
             .collect();
         finished
             .into_iter()
             .filter_map(|uid| match entries.remove(&uid) {
-                Some(Entry::Finished(result)) => Some(result),
+                Some(Entry::Finished(result, _)) => Some(result),
                 _ => None,
             })
             .collect()
@@ -203,6 +216,25 @@ mod tests {
         assert_eq!(table.len(), 0);
         table.forget("never-seen");
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_result_no_reconcile_came_for_goes_after_a_while() {
+        let table = InFlight::<u32>::default();
+        let start = Instant::now();
+        table.detach("deleted-while-the-watch-was-down");
+        table.finish_at("deleted-while-the-watch-was-down", 1, start);
+        table.detach("recent");
+        table.finish_at("recent", 2, start + PARKED_AT_MOST);
+        assert_eq!(table.len(), 2, "both within the bound");
+        table.detach("later");
+        table.finish_at("later", 3, start + PARKED_AT_MOST + Duration::from_secs(1));
+        assert!(matches!(
+            table.take("deleted-while-the-watch-was-down"),
+            Found::Nothing
+        ));
+        assert!(matches!(table.take("recent"), Found::Finished(r) if *r == 2));
+        assert_eq!(running(&table), 0);
     }
 
     #[tokio::test]
