@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test entry point (CI runs it through .ci/run): provisions the control plane
-# binaries, then runs formatting, lints, every test including the e2e ones, and a short fuzz run.
+# binaries and the container tools, then runs formatting, lints, every test including the e2e
+# ones (e2e_image builds and runs the image: hack/image.sh), and a short fuzz run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,6 +10,16 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "provisioning kube-apiserver, etcd, kube-controller-manager, helm and promtool (hack/provision.sh)"
 bin_dir="$(bash hack/provision.sh | tail -n 1)"
 export TOKEN_ROTATOR_K8S_BIN="${bin_dir}"
+
+step "container tools for the image test (buildah, podman, runc, mmdebstrap: hack/image.sh, e2e_image)"
+image_tools=(buildah podman runc mmdebstrap)
+missing=()
+for tool in "${image_tools[@]}"; do command -v "${tool}" >/dev/null || missing+=("${tool}"); done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  [[ "$(id -u)" == 0 ]] || { echo "install ${missing[*]} (apt-get install -y ${image_tools[*]})" >&2; exit 1; }
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${image_tools[@]}" >&2
+fi
 
 step "generated files are up to date (crds/, chart CRD copy, deploy/, helm lint)"
 HELM="${bin_dir}/helm" bash hack/check-generated.sh
