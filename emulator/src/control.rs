@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use crate::EmulatorError;
 use crate::faults::Fault;
 use crate::oauth2::clients::{self, RegisteredClient};
-use crate::oauth2::{ClientMethod, OAuth2AccessToken, OAuth2Counters};
+use crate::oauth2::{ClientMethod, FederatedClient, OAuth2AccessToken, OAuth2Counters};
 use crate::provider::Provider;
 use crate::providers;
 use crate::state::{Account, AccountState, Counters, Inner, RecordedRequest, Shared};
@@ -182,6 +182,26 @@ impl Control {
         let key = clients::parse_rsa_public_key_pem(&public_key_pem)?;
         self.shared.lock().oauth2.register_issuer(issuer, key);
         Ok(())
+    }
+
+    /// Trusts an issuer of workload tokens (a Kubernetes cluster's service-account issuer)
+    /// with its JWKS document, as fetched from its `jwks_uri`.
+    pub fn register_workload_issuer(&self, issuer: &str, jwks: &str) -> Result<(), EmulatorError> {
+        self.shared
+            .lock()
+            .oauth2
+            .federation
+            .register_issuer(issuer, jwks)
+    }
+
+    /// Registers (or replaces) a client that authenticates with a workload token: as the
+    /// client assertion, the RFC 8693 subject_token or the RFC 7523 assertion.
+    pub fn register_federated_client(&self, client_id: &str, client: FederatedClient) {
+        self.shared
+            .lock()
+            .oauth2
+            .federation
+            .register_client(client_id, client);
     }
 
     pub fn oauth2_counters(&self) -> OAuth2Counters {

@@ -55,8 +55,8 @@ pub use emulator::{Emulator, Options};
 pub use error::EmulatorError;
 pub use faults::Fault;
 pub use oauth2::{
-    CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientMethod, GRANT_TYPE_JWT_BEARER, JwsAlgorithm,
-    OAuth2AccessToken, OAuth2Counters,
+    CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientMethod, FederatedClient, GRANT_TYPE_JWT_BEARER,
+    GRANT_TYPE_TOKEN_EXCHANGE, JwsAlgorithm, OAuth2AccessToken, OAuth2Counters,
 };
 pub use provider::Provider;
 pub use state::{AccountState, Counters, RecordedRequest};

@@ -96,7 +96,7 @@ pub fn consent(
         ));
     }
     if let Some(allowed) = &seen.allowed_audiences
-        && !allowed.iter().any(|a| *a == sa.audience)
+        && !allowed.contains(&sa.audience)
     {
         return Err(failure(
             AUDIENCE_REFUSED,

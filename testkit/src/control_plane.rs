@@ -26,6 +26,8 @@ const APISERVER: &str = "kube-apiserver";
 const PORT_ATTEMPTS: usize = 3;
 /// Matches the first address that the `kubernetes` Service takes (see certs.rs).
 const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// Also accepted as an issuer (the first, the control plane's own loopback URL, signs):
+/// what in-cluster tokens are usually issued by.
 const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Controllers this project relies on: garbage collection and namespace deletion, and the
 /// ServiceAccount machinery (`default` SA per namespace, the controllers' own tokens, the
@@ -234,7 +236,15 @@ impl ControlPlane {
                 "--authorization-mode=Node,RBAC".into(),
                 // Only owners' deleters may set blockOwnerDeletion, as on real clusters.
                 "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
+                // An OIDC issuer on loopback: its discovery document and JWKS are served at
+                // this URL, so a token endpoint can verify ServiceAccount tokens as Keycloak,
+                // Entra ID and Google do (anonymously: see allow_anonymous_discovery).
+                format!("--service-account-issuer={}", cp.server_url),
                 format!("--service-account-issuer={SA_ISSUER}"),
+                format!(
+                    "--service-account-jwks-uri={}/openid/v1/jwks",
+                    cp.server_url
+                ),
                 format!("--service-account-key-file={}", path(&sa_pub)),
                 format!("--service-account-signing-key-file={}", path(&sa_key)),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
@@ -287,7 +297,45 @@ impl ControlPlane {
         cp.service_account_token("default", "default")
             .await
             .map(drop)?;
+        cp.allow_anonymous_discovery(&admin).await?;
         Ok(cp)
+    }
+
+    /// Lets anyone read the issuer's discovery document and JWKS, as a cloud identity
+    /// provider reads a cluster's (`system:service-account-issuer-discovery`, which the
+    /// bootstrap policy grants only to ServiceAccounts).
+    async fn allow_anonymous_discovery(&self, admin: &kube::Client) -> Result<()> {
+        use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+        let binding = ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some("testkit:anonymous-issuer-discovery".into()),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "system:service-account-issuer-discovery".into(),
+            },
+            subjects: Some(vec![Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Group".into(),
+                name: "system:unauthenticated".into(),
+                namespace: None,
+            }]),
+        };
+        let api: Api<ClusterRoleBinding> = Api::all(admin.clone());
+        match api.create(&PostParams::default(), &binding).await {
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            result => result
+                .map(drop)
+                .map_err(Error::kube("granting anonymous issuer discovery")),
+        }
+    }
+
+    /// The service-account issuer: the `iss` of every ServiceAccount token this control
+    /// plane signs, and where its discovery document and JWKS are served (anonymously).
+    pub fn service_account_issuer(&self) -> &str {
+        &self.server_url
     }
 
     fn spawn(&self, name: &'static str, args: &[String]) -> Result<()> {

@@ -203,6 +203,15 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.credentials.serviceAccount: the ServiceAccount's consent (its opt-in label and its
+# owner's pins, metadata only) and one token minted per token request. The operator mints
+# only for ServiceAccounts that opted in, never default, never for the API audience.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
 {{- if .Values.rolloutRestarts.enabled }}
 # spec.rollout: read and restart the workloads that consent (annotation tokenrotator.dev/restart-on).
 - apiGroups: ["apps"]

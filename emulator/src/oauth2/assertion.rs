@@ -68,6 +68,15 @@ impl Jws {
         hmac::verify(&key, self.signing_input.as_bytes(), &self.signature).is_ok()
     }
 
+    /// The first two segments, exactly as received (what the signature covers).
+    pub fn signing_input(&self) -> &str {
+        &self.signing_input
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
     /// A string claim.
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name)?.as_str()

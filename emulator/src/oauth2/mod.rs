@@ -14,6 +14,7 @@
 
 pub(crate) mod assertion;
 pub(crate) mod clients;
+pub(crate) mod federated;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 use self::assertion::{ClaimError, Jws, Policy};
 pub use self::clients::{ClientMethod, JwsAlgorithm};
 use self::clients::{PublicKey, RegisteredClient, thumbprint};
+pub use self::federated::{FederatedClient, GRANT_TYPE_TOKEN_EXCHANGE};
 use crate::faults::{self, Fault, FaultReply};
 use crate::state::{RecordedRequest, Shared};
 use crate::tls::PeerCertificate;
@@ -94,6 +96,8 @@ pub struct OAuth2AccessToken {
 pub(crate) struct Store {
     clients: HashMap<String, RegisteredClient>,
     issuers: HashMap<String, PublicKey>,
+    /// Workload identity: issuers of ServiceAccount tokens and the clients they stand for.
+    pub federation: federated::Federation,
     /// (issuer, jti) → the assertion's `exp`: refused again until then.
     seen_jtis: HashMap<(String, String), i64>,
     tokens: HashMap<String, OAuth2AccessToken>,
@@ -110,6 +114,7 @@ impl Default for Store {
         Store {
             clients: HashMap::new(),
             issuers: HashMap::new(),
+            federation: federated::Federation::default(),
             seen_jtis: HashMap::new(),
             tokens: HashMap::new(),
             lifetime_override: None,
@@ -240,6 +245,7 @@ fn token(
     match form.require("grant_type")? {
         "client_credentials" => client_credentials(store, &form, req, peer, endpoint, now),
         GRANT_TYPE_JWT_BEARER => jwt_bearer(store, &form, endpoint, now),
+        GRANT_TYPE_TOKEN_EXCHANGE => token_exchange(store, &form, now),
         other => Err(wire::unsupported_grant_type(other)),
     }
 }
@@ -257,6 +263,8 @@ fn param<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
 struct Authenticated {
     client_id: String,
     thumbprint: Option<String>,
+    /// A workload's `sub` (federated clients).
+    subject: Option<String>,
 }
 
 fn client_credentials(
@@ -275,7 +283,7 @@ fn client_credentials(
             client_id: who.client_id,
             grant_type: "client_credentials".to_owned(),
             scope: scope.clone(),
-            sub: None,
+            sub: who.subject,
             certificate_thumbprint: who.thumbprint,
             expires_at: expiry(now, lifetime),
         },
@@ -363,6 +371,7 @@ fn tls_client(
     Ok(Authenticated {
         client_id: client_id.to_owned(),
         thumbprint: Some(thumbprint.clone()),
+        subject: None,
     })
 }
 
@@ -382,6 +391,9 @@ fn jwt_client(
     let Some(iss) = jws.claim_str("iss").map(str::to_owned) else {
         return Err(invalid_client("Client assertion iss claim is required"));
     };
+    if store.federation.knows_issuer(&iss) {
+        return federated_client(store, form, compact, now);
+    }
     let Some(client) = store.clients.get(&iss) else {
         return Err(invalid_client("Unknown client"));
     };
@@ -472,7 +484,97 @@ fn jwt_client(
     Ok(Authenticated {
         client_id: iss,
         thumbprint: None,
+        subject: None,
     })
+}
+
+/// A workload token as the client assertion (Keycloak `federated-jwt`, Entra ID federated
+/// credentials): verified against its issuer's JWKS, seen once.
+fn federated_client(
+    store: &mut Store,
+    form: &Form,
+    compact: &str,
+    now: Timestamp,
+) -> Result<Authenticated, Response> {
+    let workload = verified_workload(store, compact, param(form, "client_id"), now)
+        .map_err(|why| invalid_client(&why))?;
+    Ok(Authenticated {
+        client_id: workload.client_id,
+        thumbprint: None,
+        subject: Some(workload.subject),
+    })
+}
+
+/// A workload token verified, its `jti` remembered until it expires.
+fn verified_workload(
+    store: &mut Store,
+    compact: &str,
+    client_id: Option<&str>,
+    now: Timestamp,
+) -> Result<federated::Workload, String> {
+    let workload = store
+        .federation
+        .verify(compact, client_id, now.as_second())?;
+    let jti = workload.jti.clone().unwrap_or_default();
+    if !store.first_use_of(&workload.subject, jti, workload.exp, now.as_second()) {
+        return Err("the token's jti was used before".into());
+    }
+    Ok(workload)
+}
+
+/// RFC 8693 token exchange as Google's STS answers it: a workload token as `subject_token`
+/// (type jwt), an access token back.
+fn token_exchange(store: &mut Store, form: &Form, now: Timestamp) -> Outcome {
+    let subject_token = form.require("subject_token")?;
+    if form.require("subject_token_type")? != federated::TOKEN_TYPE_JWT {
+        return Err(wire::invalid_request(
+            "subject_token_type must be urn:ietf:params:oauth:token-type:jwt",
+        ));
+    }
+    if let Some(requested) = param(form, "requested_token_type")
+        && requested != federated::TOKEN_TYPE_ACCESS_TOKEN
+    {
+        return Err(wire::invalid_request(
+            "requested_token_type must be urn:ietf:params:oauth:token-type:access_token",
+        ));
+    }
+    let workload = verified_workload(store, subject_token, param(form, "client_id"), now)
+        .map_err(|why| wire::invalid_grant(&why))?;
+    let scope = param(form, "scope").map(str::to_owned);
+    let lifetime = store.lifetime_override.unwrap_or(DEFAULT_LIFETIME_SECS);
+    let token = store.issue(
+        OAuth2AccessToken {
+            client_id: workload.client_id,
+            grant_type: GRANT_TYPE_TOKEN_EXCHANGE.to_owned(),
+            scope: scope.clone(),
+            sub: Some(workload.subject),
+            certificate_thumbprint: None,
+            expires_at: expiry(now, lifetime),
+        },
+        now,
+    );
+    let mut body = answer(&token, lifetime, scope);
+    body["issued_token_type"] = Value::String(federated::TOKEN_TYPE_ACCESS_TOKEN.into());
+    Ok(wire::json(StatusCode::OK, body))
+}
+
+/// RFC 7523 §2.1 with a workload token as the assertion.
+fn workload_bearer(store: &mut Store, compact: &str, now: Timestamp) -> Outcome {
+    let workload =
+        verified_workload(store, compact, None, now).map_err(|why| wire::invalid_grant(&why))?;
+    let lifetime = store.lifetime_override.unwrap_or(JWT_BEARER_LIFETIME_SECS);
+    let token = store.issue(
+        OAuth2AccessToken {
+            client_id: workload.client_id,
+            grant_type: GRANT_TYPE_JWT_BEARER.to_owned(),
+            scope: None,
+            sub: Some(workload.subject),
+            certificate_thumbprint: None,
+            expires_at: expiry(now, lifetime),
+        },
+        now,
+    );
+    Ok(wire::json(StatusCode::OK, answer(&token, lifetime, None)))
 }
 
 /// The description Google gives every assertion whose `iat`/`exp` it refuses.
@@ -490,6 +592,9 @@ fn jwt_bearer(store: &mut Store, form: &Form, endpoint: &Endpoint, now: Timestam
     let Some(iss) = jws.claim_str("iss").map(str::to_owned) else {
         return Err(wire::invalid_grant("Invalid JWT: iss claim is required"));
     };
+    if store.federation.knows_issuer(&iss) {
+        return workload_bearer(store, compact, now);
+    }
     let Some(key) = store.issuers.get(&iss) else {
         return Err(wire::invalid_grant("Invalid grant: account not found"));
     };

@@ -1,0 +1,319 @@
+//! Secretless (issue 26) on the real control plane: a ProviderCredential authenticates as a
+//! ServiceAccount of its namespace. The control plane is the OIDC issuer on loopback; the
+//! emulator's /oauth2 server fetches nothing from the operator, only the issuer's JWKS
+//! (anonymously, as a cloud identity provider would) and verifies each ServiceAccount token
+//! itself: signature, iss, aud, sub, exp, and a jti seen once. Refusals (not opted in,
+//! `default`, the API audience, a missing Role, a deleted ServiceAccount) send nothing, and
+//! the ServiceAccount token is never in the status, the Events, the log or the target.
+
+mod e2e;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::*;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use provider_emulator::{Control, Emulator, FederatedClient, Options};
+use serde_json::json;
+use token_rotator::api::{ProviderCredential, ProviderCredentialSpec};
+
+const CLIENT: &str = "billing-client";
+
+/// The emulator over HTTPS, trusting the control plane's issuer with the JWKS read as an
+/// anonymous client from the issuer's discovery document.
+async fn emulator_trusting(env: &Env) -> Result<Emulator> {
+    let emu = Emulator::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await?;
+    let issuer = env.cp.service_account_issuer();
+    let ca = reqwest::Certificate::from_pem_bundle(env.cp.ca_pem().as_bytes())?;
+    let http = reqwest::Client::builder().tls_certs_only(ca).build()?;
+    let discovery: serde_json::Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await?
+        .error_for_status()
+        .context("anonymous discovery")?
+        .json()
+        .await?;
+    ensure!(discovery["issuer"] == issuer, "{discovery}");
+    let jwks_uri = discovery["jwks_uri"].as_str().context("jwks_uri")?;
+    let jwks = http
+        .get(jwks_uri)
+        .send()
+        .await?
+        .error_for_status()
+        .context("anonymous JWKS")?
+        .text()
+        .await?;
+    emu.control().register_workload_issuer(issuer, &jwks)?;
+    Ok(emu)
+}
+
+/// The audience the emulator's federated client expects (Keycloak: the realm's issuer URL).
+fn audience(emu: &Emulator) -> String {
+    emu.oauth2_token_url()
+        .trim_end_matches("/token")
+        .to_string()
+}
+
+fn subject(env: &Env, sa: &str) -> String {
+    format!("system:serviceaccount:{}:{sa}", env.name())
+}
+
+async fn create_service_account(env: &Env, name: &str, opted_in: bool) -> Result<()> {
+    let labels = if opted_in {
+        json!({"tokenrotator.dev/credentials": "true"})
+    } else {
+        json!({})
+    };
+    Api::<ServiceAccount>::namespaced(env.client.clone(), env.name())
+        .patch(
+            name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "labels": labels}})),
+        )
+        .await?;
+    Ok(())
+}
+
+fn spec(
+    emu: &Emulator,
+    service_account: &str,
+    audience: &str,
+    target: &str,
+) -> Result<ProviderCredentialSpec> {
+    let yaml = format!(
+        "tokenEndpoint: {{url: \"{}\"}}\ncredentials: {{serviceAccount: {{name: {service_account}, audience: \"{audience}\"}}}}\ntarget: {{secretName: {target}}}\n",
+        emu.oauth2_token_url()
+    );
+    let mut spec: ProviderCredentialSpec = serde_saphyr::from_str(&yaml).context("spec")?;
+    spec.token_endpoint.ca_bundle = emu.ca_pem();
+    Ok(spec)
+}
+
+async fn create(env: &Env, name: &str, spec: ProviderCredentialSpec) -> Result<()> {
+    env.pcreds()
+        .create(&PostParams::default(), &ProviderCredential::new(name, spec))
+        .await?;
+    Ok(())
+}
+
+/// The CRD's refusal of a spec, as the API server words it.
+async fn refused(env: &Env, yaml: String) -> Result<String> {
+    let spec: ProviderCredentialSpec = serde_saphyr::from_str(&yaml)?;
+    match create(env, "refused", spec).await {
+        Ok(()) => anyhow::bail!("admitted: {yaml}"),
+        Err(e) => Ok(format!("{e:#}")),
+    }
+}
+
+async fn request_refresh(env: &Env, name: &str, nonce: &str) -> Result<()> {
+    env.pcreds()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": nonce}}}),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The ServiceAccount token the operator sent last, as the emulator received it.
+fn last_assertion(c: &Control) -> Result<String> {
+    let request = c
+        .oauth2_last_request()
+        .context("a request reached the emulator")?;
+    request
+        .form()
+        .into_iter()
+        .find(|(k, _)| k == "client_assertion")
+        .map(|(_, v)| v)
+        .context("a client_assertion")
+}
+
+fn claims(jwt: &str) -> Result<serde_json::Value> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).context("a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+#[tokio::test]
+async fn a_service_account_token_as_client_assertion_rotates_and_refusals_send_nothing()
+-> Result<()> {
+    let env = Env::new("sa").await?;
+    let emu = emulator_trusting(&env).await?;
+    let c = emu.control();
+    let aud = audience(&emu);
+    c.register_federated_client(
+        CLIENT,
+        FederatedClient {
+            issuer: env.cp.service_account_issuer().to_string(),
+            subject: subject(&env, "billing"),
+            audience: aud.clone(),
+        },
+    );
+    create_service_account(&env, "billing", true).await?;
+
+    // The CRD refuses `default`, both a Secret and a ServiceAccount, and neither.
+    let url = emu.oauth2_token_url();
+    let msg = refused(&env, format!("tokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{serviceAccount: {{name: default, audience: a}}}}\ntarget: {{secretName: t}}\n")).await?;
+    ensure!(msg.contains("cannot be default"), "{msg}");
+    let msg = refused(&env, format!("tokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{secretRef: {{name: c}}, serviceAccount: {{name: billing, audience: a}}}}\ntarget: {{secretName: t}}\n")).await?;
+    ensure!(msg.contains("exactly one"), "{msg}");
+    let msg = refused(&env, format!("tokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{clientId: x}}\ntarget: {{secretName: t}}\n")).await?;
+    ensure!(msg.contains("exactly one"), "{msg}");
+
+    create(&env, "pc", spec(&emu, "billing", &aud, "token")?).await?;
+    let op = env.start_operator().await?;
+    let pc = env.wait_condition("pc", "Ready", "True", None).await?;
+    let (_, target) = env.secret_data("token").await?.context("target")?;
+    let token = target.get("access_token").context("access_token")?;
+    let info = c
+        .oauth2_access_token(token)
+        .context("issued by the emulator")?;
+    ensure!(info.client_id == CLIENT, "{info:?}");
+    ensure!(
+        info.sub.as_deref() == Some(subject(&env, "billing").as_str()),
+        "{info:?}"
+    );
+    let first = last_assertion(&c)?;
+    let first_claims = claims(&first)?;
+    ensure!(
+        first_claims["aud"] == json!([aud]),
+        "one audience: {first_claims}"
+    );
+    let lifetime =
+        first_claims["exp"].as_i64().unwrap_or(0) - first_claims["iat"].as_i64().unwrap_or(0);
+    ensure!(lifetime == 600, "the default lifetime: {lifetime}");
+
+    // A rotation mints a new ServiceAccount token (a new jti: the emulator refuses one seen
+    // before).
+    let before = fingerprint(&pc);
+    request_refresh(&env, "pc", "1").await?;
+    eventually("a new token", CONVERGE, || async {
+        let pc = env.pcred("pc").await?;
+        Ok((fingerprint(&pc) != before
+            && pc
+                .status
+                .as_ref()
+                .and_then(|s| s.last_refresh_request.as_deref())
+                == Some("1"))
+        .then_some(()))
+    })
+    .await?;
+    let second = last_assertion(&c)?;
+    ensure!(claims(&second)?["jti"] != first_claims["jti"], "a new jti");
+    let counters = c.oauth2_counters();
+    ensure!(
+        counters.issued == 2 && counters.rejected == 0,
+        "{counters:?}"
+    );
+
+    // Refused before any request: not opted in, the API audience, a deleted ServiceAccount.
+    create_service_account(&env, "unlabelled", false).await?;
+    c.register_federated_client(
+        "unlabelled-client",
+        FederatedClient {
+            issuer: env.cp.service_account_issuer().to_string(),
+            subject: subject(&env, "unlabelled"),
+            audience: aud.clone(),
+        },
+    );
+    create(
+        &env,
+        "unlabelled",
+        spec(&emu, "unlabelled", &aud, "unlabelled-token")?,
+    )
+    .await?;
+    create(
+        &env,
+        "api-audience",
+        spec(
+            &emu,
+            "billing",
+            env.cp.service_account_issuer(),
+            "api-token",
+        )?,
+    )
+    .await?;
+    env.wait_condition(
+        "unlabelled",
+        "Degraded",
+        "True",
+        Some("ServiceAccountNotLabelled"),
+    )
+    .await?;
+    let api = env
+        .wait_condition("api-audience", "Degraded", "True", Some("AudienceRefused"))
+        .await?;
+    ensure!(api.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.message.contains("cluster's own API audience"))
+    }));
+
+    Api::<ServiceAccount>::namespaced(env.client.clone(), env.name())
+        .delete("billing", &DeleteParams::default())
+        .await?;
+    request_refresh(&env, "pc", "2").await?;
+    env.wait_condition("pc", "Degraded", "True", Some("ServiceAccountNotFound"))
+        .await?;
+    let after = c.oauth2_counters();
+    ensure!(
+        after.requests == counters.requests,
+        "refusals sent nothing: {after:?} after {counters:?}"
+    );
+
+    // The ServiceAccount tokens sent were never shown or stored.
+    let (_, target) = env.secret_data("token").await?.context("target")?;
+    let visible = format!("{}{}{target:?}", env.visible_text().await?, op.log_text());
+    for sent in [&first, &second] {
+        let signature = sent.rsplit('.').next().unwrap_or(sent);
+        ensure!(
+            !visible.contains(signature),
+            "a ServiceAccount token is visible"
+        );
+    }
+    ensure!(
+        !visible.contains("eyJhbGciOiJSUzI1Ni"),
+        "a JWT of the cluster is visible"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_the_token_request_grant_the_status_says_which_role_to_create() -> Result<()> {
+    let env = Env::new("sa-forbidden").await?;
+    env.bind_operator_rbac(Some("serviceaccounts/token"))
+        .await?;
+    let emu = emulator_trusting(&env).await?;
+    create_service_account(&env, "billing", true).await?;
+    create(&env, "pc", spec(&emu, "billing", &audience(&emu), "token")?).await?;
+    let _op = env.start_operator().await?;
+    let pc = env
+        .wait_condition("pc", "Degraded", "True", Some("TokenRequestForbidden"))
+        .await?;
+    let message = pc
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    ensure!(
+        message.contains(&format!("kubectl -n {} create role", env.name()))
+            && message.contains("--resource=serviceaccounts/token --resource-name=billing"),
+        "{message}"
+    );
+    ensure!(
+        emu.control().oauth2_counters().requests == 0,
+        "nothing sent"
+    );
+    Ok(())
+}
