@@ -317,3 +317,85 @@ async fn without_the_token_request_grant_the_status_says_which_role_to_create() 
     );
     Ok(())
 }
+
+/// The other uses, each Ready through the operator and verified by the emulator: the
+/// Entra-shaped client assertion (client_id and a `.default` scope), the Google-shaped RFC
+/// 8693 exchange (audience and requested_token_type as data) and the RFC 7523 grant.
+#[tokio::test]
+async fn entra_google_and_jwt_bearer_shapes_rotate_through_the_operator() -> Result<()> {
+    let env = Env::new("sa-shapes").await?;
+    let emu = emulator_trusting(&env).await?;
+    let c = emu.control();
+    let pool =
+        "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k";
+    let cases = [
+        (
+            "entra",
+            "api://AzureADTokenExchange",
+            "credentials: {serviceAccount: {name: entra, audience: \"api://AzureADTokenExchange\"}, clientId: entra-app}\ngrant: {scope: \"https://graph.example.test/.default\"}\n",
+            "client_credentials",
+        ),
+        (
+            "google",
+            pool,
+            "credentials: {serviceAccount: {name: google, audience: \"POOL\", lifetimeSeconds: 3600}}\ngrant: {type: tokenExchange, scope: \"https://www.googleapis.com/auth/cloud-platform\", extraParameters: {audience: \"POOL\", requested_token_type: \"urn:ietf:params:oauth:token-type:access_token\"}}\n",
+            provider_emulator::GRANT_TYPE_TOKEN_EXCHANGE,
+        ),
+        (
+            "bearer",
+            "https://bearer.example.test",
+            "credentials: {serviceAccount: {name: bearer, audience: \"https://bearer.example.test\"}}\ngrant: {type: jwtBearer}\n",
+            provider_emulator::GRANT_TYPE_JWT_BEARER,
+        ),
+    ];
+    for (name, audience, credentials, _) in &cases {
+        create_service_account(&env, name, true).await?;
+        let client_id = if *name == "entra" { "entra-app" } else { name };
+        c.register_federated_client(
+            client_id,
+            FederatedClient {
+                issuer: env.cp.service_account_issuer().to_string(),
+                subject: subject(&env, name),
+                audience: audience.to_string(),
+            },
+        );
+        let yaml = format!(
+            "tokenEndpoint: {{url: \"{}\"}}\n{}target: {{secretName: {name}-token}}\n",
+            emu.oauth2_token_url(),
+            credentials.replace("POOL", pool)
+        );
+        let mut spec: ProviderCredentialSpec = serde_saphyr::from_str(&yaml).context("spec")?;
+        spec.token_endpoint.ca_bundle = emu.ca_pem();
+        create(&env, name, spec).await?;
+    }
+    let _op = env.start_operator().await?;
+    for (name, _, _, grant) in &cases {
+        env.wait_condition(name, "Ready", "True", None).await?;
+        let (_, target) = env
+            .secret_data(&format!("{name}-token"))
+            .await?
+            .context("target")?;
+        let token = target.get("access_token").context("access_token")?;
+        let info = c
+            .oauth2_access_token(token)
+            .context("issued by the emulator")?;
+        ensure!(info.grant_type == *grant, "{name}: {info:?}");
+        if *name == "entra" {
+            ensure!(
+                info.client_id == "entra-app"
+                    && info.scope.as_deref() == Some("https://graph.example.test/.default"),
+                "{info:?}"
+            );
+        }
+        ensure!(
+            info.sub.as_deref() == Some(subject(&env, name).as_str()),
+            "{name}: {info:?}"
+        );
+    }
+    let counters = c.oauth2_counters();
+    ensure!(
+        counters.issued == 3 && counters.rejected == 0,
+        "{counters:?}"
+    );
+    Ok(())
+}
