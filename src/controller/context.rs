@@ -374,9 +374,10 @@ impl Context {
         })
     }
 
-    /// Whether a request of `namespace` would get one of its slots now.
-    pub fn request_slot_free(&self, namespace: &str) -> bool {
-        self.request_slots.has_free(namespace)
+    /// Whether a request of `namespace` to this endpoint would certainly wait (its slots are
+    /// all taken, or a 429 pause holds the host for it): its reconcile then waits not at all.
+    pub fn request_would_wait(&self, namespace: &str, config: &ProviderConfig) -> bool {
+        !self.request_slots.has_free(namespace) || self.endpoints.paused(namespace, config)
     }
 
     /// Has a controller reconcile `pc` soon (sent to every controller: only the one that

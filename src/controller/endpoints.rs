@@ -139,6 +139,11 @@ impl EndpointQueues {
         queues
     }
 
+    /// Whether `namespace`'s requests to this host are held by a 429 pause now.
+    pub fn paused(&self, namespace: &str, config: &ProviderConfig) -> bool {
+        self.is_paused(&(namespace.to_string(), host_key(config)))
+    }
+
     fn is_paused(&self, key: &(String, String)) -> bool {
         self.lock()
             .by_tenant
@@ -311,6 +316,9 @@ mod tests {
         );
         let key = ("tenant".to_string(), "a.example.test:443".to_string());
         assert!(queues.is_paused(&key));
+        // Known without waiting: such a request's reconcile does not wait for it.
+        assert!(queues.paused("tenant", &a) && queues.paused("tenant", &other_path));
+        assert!(!queues.paused("victim", &a) && !queues.paused("tenant", &b));
         let started = Instant::now();
         queues.wait_turn("tenant", &a).await;
         let held = started.elapsed();

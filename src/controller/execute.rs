@@ -50,6 +50,12 @@ pub async fn execute(
     baseline: &Baseline,
 ) -> Started {
     let uid = pc.uid().unwrap_or_default();
+    // A request that would only queue (its namespace's slots, a 429 pause) is not waited for.
+    let wait = if ctx.request_would_wait(&pc.namespace().unwrap_or_default(), &plan.config) {
+        Duration::ZERO
+    } else {
+        DETACH_AFTER
+    };
     let plan = Arc::new(plan);
     let (answer, mut answered) = tokio::sync::oneshot::channel();
     let parked = (baseline.clone(), plan.clone());
@@ -82,12 +88,6 @@ pub async fn execute(
                 ctx.reconcile_soon(&pc);
             }
         }
-    };
-    // A request that would only queue for its namespace's slots is not waited for at all.
-    let wait = if ctx.request_slot_free(&pc.namespace().unwrap_or_default()) {
-        DETACH_AFTER
-    } else {
-        Duration::ZERO
     };
     tokio::spawn(task.in_current_span());
     match tokio::time::timeout(wait, &mut answered).await {
