@@ -598,10 +598,10 @@ mod tests {
             &GrantRequest::Primary,
         )
         .unwrap_err();
-        assert!(matches!(
-            error,
-            crate::provider::FetchError::MissingCredential { .. }
-        ));
+        assert!(
+            matches!(&error, crate::provider::FetchError::Configuration(m) if m.contains("no ServiceAccount token was minted")),
+            "{error}"
+        );
     }
 
     #[test]

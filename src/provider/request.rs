@@ -120,14 +120,14 @@ pub fn build_request(
             }
             GrantType::JwtBearer if credentials.get(Param::ServiceAccountToken).is_some() => {
                 // RFC 7523 §2.1 with an assertion another issuer (the cluster) signed.
-                let token = required(Param::ServiceAccountToken)?;
+                let token = service_account_token(credentials)?;
                 fields.push(("assertion".into(), token.expose_secret().to_string()));
                 sent_secrets.push(token.clone());
             }
             GrantType::TokenExchange => {
                 // RFC 8693 §2.1; extraParameters may replace subject_token_type and add
                 // audience, resource and requested_token_type.
-                let token = required(Param::ServiceAccountToken)?;
+                let token = service_account_token(credentials)?;
                 fields.push(("subject_token".into(), token.expose_secret().to_string()));
                 fields.push(("subject_token_type".into(), JWT_TOKEN_TYPE.into()));
                 sent_secrets.push(token.clone());
@@ -242,7 +242,7 @@ pub fn build_request(
             sent_secrets.extend([id.clone(), client_assertion]);
         }
         ClientAuthentication::ServiceAccountToken => {
-            let token = required(Param::ServiceAccountToken)?;
+            let token = service_account_token(credentials)?;
             // Keycloak refuses a client_id that differs from the token's sub: sent only when
             // one is given (Entra ID needs it).
             if let Some(id) = credentials.get(Param::ClientId) {
@@ -295,6 +295,16 @@ pub fn build_request(
         authorization,
         body: SecretString::from(body),
         sent_secrets,
+    })
+}
+
+/// The ServiceAccount token minted for this request (by the controller, right before it).
+fn service_account_token(credentials: &Credentials) -> Result<&SecretString, FetchError> {
+    credentials.get(Param::ServiceAccountToken).ok_or_else(|| {
+        FetchError::Configuration(
+            "no ServiceAccount token was minted for this request: spec.credentials.serviceAccount is used by the operator, which requests one from the Kubernetes API for each token request (token-rotator fetch cannot)"
+                .into(),
+        )
     })
 }
 
