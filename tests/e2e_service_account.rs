@@ -169,6 +169,13 @@ async fn a_service_account_token_as_client_assertion_rotates_and_refusals_send_n
     let msg = refused(&env, format!("tokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{clientId: x}}\ntarget: {{secretName: t}}\n")).await?;
     ensure!(msg.contains("exactly one"), "{msg}");
 
+    let msg = refused(
+        &env,
+        format!("tokenEndpoint: {{url: \"{url}\"}}\ncredentials: {{serviceAccount: {{name: billing}}}}\ntarget: {{secretName: t}}\n"),
+    )
+    .await?;
+    ensure!(msg.contains("audience is required"), "{msg}");
+
     create(&env, "pc", spec(&emu, "billing", &aud, "token")?).await?;
     let op = env.start_operator().await?;
     let pc = env.wait_condition("pc", "Ready", "True", None).await?;

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::provider::config::ServiceAccountSettings;
 use crate::provider::{
-    ClientAuthentication, Credentials, GrantType, Limits, Param, ProviderConfig,
+    ClientAuthentication, Credentials, GrantType, Limits, Param, ProviderConfig, WorkloadIdentity,
 };
 
 use super::spec::{AssertionSpec, CredentialKeys, ProviderCredentialSpec, RefreshSpec};
@@ -173,7 +173,17 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
             .unwrap_or(defaults.limits.overall_timeout),
         ..defaults.limits
     };
-    let service_account = service_account_settings(spec)?;
+    let service_account = service_account_settings(spec, defaults.workload_identity, &token_url)?;
+    let mut extra_parameters = grant.extra_parameters;
+    if let Some(identity) = defaults.workload_identity {
+        workload_identity_rules(
+            identity,
+            spec,
+            service_account.as_ref(),
+            grant.scope.as_deref(),
+            &mut extra_parameters,
+        )?;
+    }
     let client_authentication = client_authentication(
         grant_type,
         grant.client_authentication,
@@ -187,7 +197,7 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
         encoding: request.encoding.unwrap_or(defaults.encoding),
         send_grant_type: grant.send_grant_type.unwrap_or(defaults.send_grant_type),
         field_names,
-        extra_parameters: grant.extra_parameters,
+        extra_parameters,
         redirect_uri: grant.redirect_uri,
         scope: grant.scope,
         response: mapping,
@@ -206,11 +216,38 @@ pub fn provider_config(spec: &ProviderCredentialSpec) -> Result<ProviderConfig, 
 /// The lifetime of a ServiceAccount token when spec.credentials.serviceAccount gives none.
 pub const DEFAULT_SERVICE_ACCOUNT_TOKEN_SECONDS: u32 = 600;
 
+/// The realm's issuer URL Keycloak expects as the audience: its token URL without
+/// `/protocol/openid-connect/token`.
+const KEYCLOAK_TOKEN_PATH: &str = "/protocol/openid-connect/token";
+/// The audience Entra ID's federated identity credentials use.
+pub const ENTRA_AUDIENCE: &str = "api://AzureADTokenExchange";
+
 fn service_account_settings(
     spec: &ProviderCredentialSpec,
+    preset: Option<WorkloadIdentity>,
+    token_url: &url::Url,
 ) -> Result<Option<ServiceAccountSettings>, SpecError> {
     let Some(sa) = spec.credentials.service_account.as_deref() else {
-        return Ok(None);
+        return match preset {
+            Some(_) => Err(SpecError::NeedsServiceAccount("this preset")),
+            None => Ok(None),
+        };
+    };
+    let audience = match (&sa.audience, preset) {
+        (Some(audience), _) => audience.clone(),
+        (None, Some(WorkloadIdentity::Keycloak)) => token_url
+            .as_str()
+            .strip_suffix(KEYCLOAK_TOKEN_PATH)
+            .map(str::to_string)
+            .ok_or(SpecError::ServiceAccount(
+                "audience is required: the keycloak preset derives it only from a token URL ending in /protocol/openid-connect/token",
+            ))?,
+        (None, Some(WorkloadIdentity::Entra)) => ENTRA_AUDIENCE.to_string(),
+        (None, _) => {
+            return Err(SpecError::ServiceAccount(
+                "audience is required: the one audience the token endpoint expects",
+            ));
+        }
     };
     // Every pod of the namespace runs as `default`: its tokens are nobody's consent.
     if sa.name == "default" {
@@ -218,20 +255,61 @@ fn service_account_settings(
             "name cannot be default: every pod of the namespace runs as it; create a ServiceAccount for this integration",
         ));
     }
-    if sa.audience.trim().is_empty() {
+    if audience.trim().is_empty() {
         return Err(SpecError::ServiceAccount(
             "audience is required: the one audience the token endpoint expects",
         ));
     }
     Ok(Some(ServiceAccountSettings {
         name: sa.name.clone(),
-        audience: sa.audience.clone(),
+        audience,
         lifetime_seconds: sa
             .lifetime_seconds
             .unwrap_or(DEFAULT_SERVICE_ACCOUNT_TOKEN_SECONDS)
             .clamp(600, 3600),
     }))
 }
+
+/// What the workload identity presets require beyond the dialect: Entra ID a client id and a
+/// `.default` scope; Google STS the token's audience as the `audience` parameter and an
+/// access token asked for (each unless extraParameters already say).
+fn workload_identity_rules(
+    identity: WorkloadIdentity,
+    spec: &ProviderCredentialSpec,
+    service_account: Option<&ServiceAccountSettings>,
+    scope: Option<&str>,
+    extra: &mut BTreeMap<String, String>,
+) -> Result<(), SpecError> {
+    match identity {
+        WorkloadIdentity::Keycloak => Ok(()),
+        WorkloadIdentity::Entra => {
+            if spec.credentials.client_id.is_none() {
+                return Err(SpecError::ServiceAccount(
+                    "the entra preset needs spec.credentials.clientId: the application (client) id of the app registration",
+                ));
+            }
+            if !scope.is_some_and(|s| s.ends_with("/.default")) {
+                return Err(SpecError::ServiceAccount(
+                    "the entra preset needs spec.grant.scope ending in /.default (e.g. https://graph.microsoft.com/.default): the client credentials grant asks for an application's permissions",
+                ));
+            }
+            Ok(())
+        }
+        WorkloadIdentity::GoogleSts => {
+            if let Some(sa) = service_account {
+                extra
+                    .entry("audience".into())
+                    .or_insert_with(|| sa.audience.clone());
+            }
+            extra
+                .entry("requested_token_type".into())
+                .or_insert_with(|| GOOGLE_REQUESTED_TOKEN_TYPE.into());
+            Ok(())
+        }
+    }
+}
+
+const GOOGLE_REQUESTED_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// How the client authenticates. With a ServiceAccount there is no secret to send: its token
 /// is the client assertion (the default, for grants that take client authentication) or the
@@ -642,6 +720,103 @@ mod tests {
         ));
         assert!(matches!(
             secret(serde_json::json!({"clientAuthentication": "serviceAccountToken"})),
+            Err(SpecError::NeedsServiceAccount(_))
+        ));
+    }
+
+    #[test]
+    fn workload_identity_presets() {
+        let preset = |preset: &str, url: &str, extra: serde_json::Value| {
+            let mut spec = serde_json::json!({
+                "preset": preset,
+                "tokenEndpoint": {"url": url},
+                "credentials": {"serviceAccount": {"name": "billing"}},
+                "target": {"secretName": "token"},
+            });
+            json_merge(&mut spec, extra);
+            serde_json::from_value::<ProviderCredentialSpec>(spec).unwrap()
+        };
+        let audience = |spec: &ProviderCredentialSpec| {
+            provider_config(spec)
+                .unwrap()
+                .service_account
+                .unwrap()
+                .audience
+        };
+
+        // Keycloak: the realm's issuer URL, and never a client_id (it must equal the sub).
+        let keycloak = preset(
+            "keycloak",
+            "https://kc.example.test/realms/apps/protocol/openid-connect/token",
+            serde_json::json!({"credentials": {"clientId": "billing"}}),
+        );
+        assert_eq!(audience(&keycloak), "https://kc.example.test/realms/apps");
+        let (fields, _) = sent(&keycloak);
+        assert_eq!(fields["client_assertion"], SA_TOKEN);
+        assert!(!fields.contains_key("client_id"), "{fields:?}");
+        assert!(matches!(
+            provider_config(&preset("keycloak", "https://kc.example.test/token", serde_json::json!({}))),
+            Err(SpecError::ServiceAccount(m)) if m.contains("openid-connect")
+        ));
+
+        // Entra ID: its audience, a client id and a .default scope.
+        let entra_url = "https://login.example.test/tenant/oauth2/v2.0/token";
+        let entra = preset(
+            "entra",
+            entra_url,
+            serde_json::json!({"credentials": {"clientId": "app-1"}, "grant": {"scope": "https://graph.example.test/.default"}}),
+        );
+        assert_eq!(audience(&entra), ENTRA_AUDIENCE);
+        let (fields, _) = sent(&entra);
+        assert_eq!(fields["client_id"], "app-1");
+        assert_eq!(fields["client_assertion"], SA_TOKEN);
+        for refused in [
+            serde_json::json!({"grant": {"scope": "https://graph.example.test/.default"}}),
+            serde_json::json!({"credentials": {"clientId": "app-1"}, "grant": {"scope": "User.Read"}}),
+        ] {
+            assert!(matches!(
+                provider_config(&preset("entra", entra_url, refused)),
+                Err(SpecError::ServiceAccount(_))
+            ));
+        }
+
+        // Google STS: the token's audience is the exchange's audience; an access token back.
+        let pool =
+            "//iam.example.test/projects/1/locations/global/workloadIdentityPools/p/providers/k";
+        let sts = preset(
+            "googleSts",
+            "https://sts.example.test/v1/token",
+            serde_json::json!({"credentials": {"serviceAccount": {"audience": pool}}}),
+        );
+        let (fields, _) = sent(&sts);
+        assert_eq!(
+            fields["grant_type"],
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        );
+        assert_eq!(fields["subject_token"], SA_TOKEN);
+        assert_eq!(fields["audience"], pool);
+        assert_eq!(
+            fields["requested_token_type"],
+            "urn:ietf:params:oauth:token-type:access_token"
+        );
+        // Without an audience (no default for it), or without a ServiceAccount: refused.
+        assert!(
+            provider_config(&preset(
+                "googleSts",
+                "https://sts.example.test/v1/token",
+                serde_json::json!({})
+            ))
+            .is_err()
+        );
+        let with_secret: ProviderCredentialSpec = serde_json::from_value(serde_json::json!({
+            "preset": "keycloak",
+            "tokenEndpoint": {"url": "https://kc.example.test/realms/a/protocol/openid-connect/token"},
+            "credentials": {"secretRef": {"name": "c"}},
+            "target": {"secretName": "token"},
+        }))
+        .unwrap();
+        assert!(matches!(
+            provider_config(&with_secret),
             Err(SpecError::NeedsServiceAccount(_))
         ));
     }

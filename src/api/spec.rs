@@ -28,6 +28,7 @@ use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(self.spec.credentials.secretRef) || self.spec.target.secretName != self.spec.credentials.secretRef.name").message("spec.target.secretName must differ from spec.credentials.secretRef.name: the operator never writes into the credentials Secret"),
     validation = Rule::new("self.spec.target.secretName != self.metadata.name + '-rotator-state'").message("spec.target.secretName must differ from <name>-rotator-state, where this resource keeps its refresh token"),
+    validation = Rule::new("!has(self.spec.credentials.serviceAccount) || has(self.spec.credentials.serviceAccount.audience) || (has(self.spec.preset) && self.spec.preset in ['keycloak', 'entra'])").message("spec.credentials.serviceAccount.audience is required (only the keycloak and entra presets have a default): the one audience the token endpoint expects"),
     validation = Rule::new("size(self.metadata.name) <= 239").message("metadata.name must be at most 239 characters: the state Secret <name>-rotator-state must fit in 253"),
 )]
 #[x_kube(
@@ -35,8 +36,9 @@ use crate::provider::{BodyEncoding, ClientAuthentication, GrantType, Preset};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderCredentialSpec {
-    /// Named defaults for a known provider (rently, carrental, retently, reltio). Every other
-    /// field overrides the preset; without a preset, plain OAuth 2.0 defaults apply.
+    /// Named defaults for a known provider (rently, carrental, retently, reltio, google; with
+    /// spec.credentials.serviceAccount: keycloak, entra, googleSts). Every other field
+    /// overrides the preset; without a preset, plain OAuth 2.0 defaults apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<Preset>,
 
@@ -345,9 +347,11 @@ pub struct ServiceAccountCredential {
     pub name: String,
     /// The token's one audience: what the token endpoint expects (Keycloak: the realm's issuer
     /// URL; Entra ID: api://AzureADTokenExchange; Google: the workload identity provider).
-    /// Never the cluster's own API audience.
+    /// Never the cluster's own API audience. Required, except with the keycloak preset (the
+    /// realm's issuer URL, from the token URL) and the entra preset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = limits::URL))]
-    pub audience: String,
+    pub audience: Option<String>,
     /// The token's lifetime in seconds, 600–3600 (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 600, max = 3600))]

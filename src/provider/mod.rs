@@ -20,7 +20,7 @@ pub use credentials::Credentials;
 pub use error::{ErrorClass, FetchError};
 pub use http::{HttpPolicy, TokenClient};
 pub use lifetime::LifetimeSource;
-pub use presets::{DialectDefaults, Preset};
+pub use presets::{DialectDefaults, Preset, WorkloadIdentity};
 pub use request::{GrantRequest, PreparedRequest, build_request};
 pub use response::{
     IssuedToken, MAX_TOKEN_BYTES, MAX_TOKEN_TYPE_BYTES, RefreshOutcome, fingerprint,

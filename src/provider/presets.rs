@@ -23,6 +23,30 @@ pub enum Preset {
     /// A Google service account: the JWT bearer grant signed with the key of its JSON key file
     /// (`iss` its client_email, `scope` from spec.grant.scope), no client authentication.
     Google,
+    /// Keycloak's federated-jwt clients, with spec.credentials.serviceAccount: the
+    /// ServiceAccount token as the client assertion, for the realm's issuer URL (the token
+    /// URL without /protocol/openid-connect/token), never a client_id.
+    Keycloak,
+    /// Microsoft Entra ID federated identity credentials, with spec.credentials.serviceAccount:
+    /// the ServiceAccount token as the client assertion for api://AzureADTokenExchange, with
+    /// spec.credentials.clientId (required) and a scope ending in /.default.
+    Entra,
+    /// Google's Security Token Service (workload identity federation), with
+    /// spec.credentials.serviceAccount: RFC 8693 token exchange, the ServiceAccount's audience
+    /// (the workload identity provider) as the `audience` parameter, an access token asked for.
+    #[serde(rename = "googleSts")]
+    GoogleSts,
+}
+
+/// What a preset assumes of a ServiceAccount-authenticated resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadIdentity {
+    /// Keycloak: the token's audience is the realm's issuer URL, from the token URL.
+    Keycloak,
+    /// Entra ID: audience api://AzureADTokenExchange, a client id, a `/.default` scope.
+    Entra,
+    /// Google STS: the token's audience is sent as the `audience` parameter too.
+    GoogleSts,
 }
 
 /// The dialect fields a preset (or the plain OAuth default) provides, before spec overrides.
@@ -43,6 +67,8 @@ pub struct DialectDefaults {
     pub pkce: bool,
     /// The JWT bearer grant's `sub` defaults to its `iss` (RFC 7523 §3), but not for Google.
     pub assertion_subject_is_issuer: bool,
+    /// A preset for a ServiceAccount-authenticated resource (it needs one).
+    pub workload_identity: Option<WorkloadIdentity>,
 }
 
 impl DialectDefaults {
@@ -63,6 +89,7 @@ impl DialectDefaults {
             // know it ignore the extra parameters.
             pkce: true,
             assertion_subject_is_issuer: true,
+            workload_identity: None,
         }
     }
 }
@@ -119,6 +146,29 @@ impl Preset {
                 field_names: BTreeMap::from([("client_id".to_string(), String::new())]),
                 supports_refresh: false,
                 assertion_subject_is_issuer: false,
+                ..oauth
+            },
+            // Keycloak 26.4+: "Signed JWT - Federated"; it refuses a client_id that differs
+            // from the token's sub.
+            Preset::Keycloak => DialectDefaults {
+                client_authentication: ClientAuthentication::ServiceAccountToken,
+                field_names: BTreeMap::from([("client_id".to_string(), String::new())]),
+                workload_identity: Some(WorkloadIdentity::Keycloak),
+                ..oauth
+            },
+            // https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow
+            Preset::Entra => DialectDefaults {
+                client_authentication: ClientAuthentication::ServiceAccountToken,
+                supports_refresh: false,
+                workload_identity: Some(WorkloadIdentity::Entra),
+                ..oauth
+            },
+            // https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token
+            Preset::GoogleSts => DialectDefaults {
+                grant: GrantType::TokenExchange,
+                client_authentication: ClientAuthentication::None,
+                supports_refresh: false,
+                workload_identity: Some(WorkloadIdentity::GoogleSts),
                 ..oauth
             },
             Preset::Reltio => DialectDefaults {
