@@ -6,6 +6,7 @@
 //! `default`, the API audience, a missing Role, a deleted ServiceAccount) send nothing, and
 //! the ServiceAccount token is never in the status, the Events, the log or the target.
 
+mod admission;
 mod e2e;
 
 use anyhow::{Context as _, Result, ensure};
@@ -404,5 +405,74 @@ async fn entra_google_and_jwt_bearer_shapes_rotate_through_the_operator() -> Res
         counters.issued == 3 && counters.rejected == 0,
         "{counters:?}"
     );
+    Ok(())
+}
+
+/// The chart's admission policy holds the operator's TokenRequests to one audience, not the
+/// API's, 600–3600 s and never `default`, and it matches the `serviceaccounts/token`
+/// subresource: each refusal comes from it, and the operator's own request passes.
+#[tokio::test]
+async fn the_admission_policy_limits_the_operators_token_requests() -> Result<()> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    let env = Env::new("sa-vap").await?;
+    let policies = admission::install(&env).await?;
+    create_service_account(&env, "billing", true).await?;
+    let as_operator = Api::<ServiceAccount>::namespaced(
+        env.cp
+            .service_account_client(env.name(), OPERATOR_SA)
+            .await?,
+        env.name(),
+    );
+    let request = |name: &str, audiences: Vec<&str>, seconds: i64| {
+        let api = as_operator.clone();
+        let name = name.to_string();
+        let body = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(audiences.into_iter().map(String::from).collect()),
+                expiration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        async move {
+            api.create_token_request(&name, &PostParams::default(), &body)
+                .await
+        }
+    };
+    let none = admission::refused_once_in_force("the token-requests policy", || {
+        request("billing", vec![], 600)
+    })
+    .await?;
+    ensure!(none.contains("exactly one audience"), "{none}");
+    let two = admission::refusal("two audiences", request("billing", vec!["a", "b"], 600)).await?;
+    ensure!(two.contains("exactly one audience"), "{two}");
+    let api = admission::refusal(
+        "the API audience",
+        request(
+            "billing",
+            vec!["https://kubernetes.default.svc.cluster.local"],
+            600,
+        ),
+    )
+    .await?;
+    ensure!(api.contains("Kubernetes API's audience"), "{api}");
+    // (Under 600 s the API server refuses by itself.)
+    for seconds in [3601, 86400] {
+        let long =
+            admission::refusal("the lifetime", request("billing", vec!["a"], seconds)).await?;
+        ensure!(long.contains("600 to 3600 seconds"), "{long}");
+    }
+    let default = admission::refusal("default", request("default", vec!["a"], 600)).await?;
+    ensure!(default.contains("default ServiceAccount"), "{default}");
+    // What the operator asks for passes.
+    let minted = request("billing", vec!["https://idp.example.test"], 600).await?;
+    ensure!(
+        minted
+            .status
+            .and_then(|s| s.token)
+            .is_some_and(|t| !t.is_empty()),
+        "a token"
+    );
+    policies.remove().await?;
     Ok(())
 }
