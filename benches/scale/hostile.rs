@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use provider_emulator::{Emulator, Provider, fixtures};
 use token_rotator::api::ProviderCredential;
 
@@ -146,11 +146,38 @@ async fn hostile_reported(pcs: &Api<ProviderCredential>) -> Result<(usize, usize
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
     };
     let reported: Vec<_> = list.items.iter().filter_map(ready).collect();
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+        for c in &reported {
+            *reasons.entry(c.reason.clone()).or_default() += 1;
+        }
+        eprintln!("hostile reasons: {reasons:?}");
+    }
     let over = reported
         .iter()
         .filter(|c| c.message.contains("cache budget"))
         .count();
     Ok((reported.len(), over))
+}
+
+async fn clear_statuses(pcs: &Api<ProviderCredential>) -> Result<()> {
+    let names: Vec<String> = pcs
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    let cleared = serde_json::json!({"status": null});
+    create_all(names.len(), |i| {
+        let (pcs, name, cleared) = (pcs.clone(), names[i].clone(), cleared.clone());
+        Box::pin(async move {
+            pcs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&cleared))
+                .await?;
+            Ok(())
+        })
+    })
+    .await
 }
 
 struct Figures {
@@ -186,6 +213,9 @@ async fn measure(
     let victim_pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), victim);
     let hostile_pcs: Api<ProviderCredential> = Api::namespaced(client.clone(), hostile);
     let scope = ["--namespace", victim, "--namespace", hostile];
+    // Each build starts from resources without a status: what it reports is its own.
+    clear_statuses(&victim_pcs).await?;
+    clear_statuses(&hostile_pcs).await?;
     let mut op = start_operator(cp, bin, &scope)?;
     let pid = op.id().context("operator pid")?;
     wait_all_ready(&victim_pcs, n, Instant::now()).await?;

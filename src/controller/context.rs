@@ -176,7 +176,8 @@ impl Context {
             request_slots: RequestSlots::new(features.requests_in_flight_per_namespace),
             in_flight: InFlight::default(),
             reconcile_requests: Mutex::default(),
-            views: SecretViews::with_credentials_budget(cache_bytes_per_namespace),
+            // Beyond it credentials are read when used (nothing fails), so a smaller share.
+            views: SecretViews::with_credentials_budget(cache_bytes_per_namespace / 4),
             held: Mutex::default(),
             restart_workloads: features.restart_workloads,
             delivery: features.delivery,
@@ -374,10 +375,11 @@ impl Context {
         })
     }
 
-    /// Whether a request of `namespace` to this endpoint would certainly wait (its slots are
-    /// all taken, or a 429 pause holds the host for it): its reconcile then waits not at all.
+    /// Whether a request of `namespace` to this endpoint would wait for its turn (its slots
+    /// are all taken, a 429 pause holds the host for it, or its pace or the admin's rate gave
+    /// a turn too recently): its reconcile then waits not at all.
     pub fn request_would_wait(&self, namespace: &str, config: &ProviderConfig) -> bool {
-        !self.request_slots.has_free(namespace) || self.endpoints.paused(namespace, config)
+        !self.request_slots.has_free(namespace) || self.endpoints.would_wait(namespace, config)
     }
 
     /// Has a controller reconcile `pc` soon (sent to every controller: only the one that

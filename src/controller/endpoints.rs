@@ -30,7 +30,9 @@ pub struct EndpointQueues {
     /// By namespace and host: the tenant's own pacing and pauses.
     queues: Mutex<Queues>,
     /// By host: the cluster admin's rates, shared by every namespace (fixed at start-up).
-    shared: HashMap<String, Arc<DefaultDirectRateLimiter>>,
+    shared: HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>,
+    /// By host: when the admin's rate gives its next turn (see [`EndpointQueues::would_wait`]).
+    shared_next: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ struct Queue {
     /// The lowest rate a resource of this namespace configured for this host, and its limiter.
     limiter: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
     paused_until: Option<Instant>,
+    /// When the limiter gives its next turn, as of the last one it gave.
+    next_turn: Option<Instant>,
     last_used: Instant,
 }
 
@@ -51,6 +55,7 @@ impl Default for Queue {
         Queue {
             limiter: None,
             paused_until: None,
+            next_turn: None,
             last_used: Instant::now(),
         }
     }
@@ -66,10 +71,11 @@ impl EndpointQueues {
                 .map(|(host, rate)| {
                     (
                         host.clone(),
-                        Arc::new(RateLimiter::direct(spaced_quota(*rate))),
+                        (*rate, Arc::new(RateLimiter::direct(spaced_quota(*rate)))),
                     )
                 })
                 .collect(),
+            shared_next: Mutex::default(),
         }
     }
 
@@ -78,7 +84,7 @@ impl EndpointQueues {
     pub async fn wait_turn(&self, namespace: &str, config: &ProviderConfig) {
         let key = (namespace.to_string(), host_key(config));
         loop {
-            let (limiter, paused_until) = {
+            let (limiter, paused_until, rps) = {
                 let mut queues = self.lock();
                 let queue = queues.by_tenant.entry(key.clone()).or_default();
                 queue.last_used = Instant::now();
@@ -90,23 +96,51 @@ impl EndpointQueues {
                 (
                     queue.limiter.as_ref().map(|(_, l)| l.clone()),
                     queue.paused_until,
+                    queue.limiter.as_ref().map(|(r, _)| *r),
                 )
             };
             if let Some(until) = paused_until.filter(|u| *u > Instant::now()) {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            if let Some(limiter) = limiter {
+            if let (Some(limiter), Some(rps)) = (limiter, rps) {
                 limiter.until_ready().await;
+                if let Some(queue) = self.lock().by_tenant.get_mut(&key) {
+                    queue.next_turn = Some(Instant::now() + spacing(rps));
+                }
             }
             // A pause that began while this request waited for the limiter applies to it too.
             if !self.is_paused(&key) {
                 break;
             }
         }
-        if let Some(shared) = self.shared_limiter(config) {
+        if let Some((host, rate, shared)) = self.shared_limiter(config) {
             shared.until_ready().await;
+            self.shared_next
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(host, Instant::now() + spacing(rate));
         }
+    }
+
+    /// Whether a request of `namespace` to this host would wait for its turn now: a 429 pause
+    /// holds it, or the namespace's pace or the admin's rate gave a turn too recently. (A
+    /// reconcile whose request would wait does not wait for it at all.)
+    pub fn would_wait(&self, namespace: &str, config: &ProviderConfig) -> bool {
+        let now = Instant::now();
+        let key = (namespace.to_string(), host_key(config));
+        let own = self
+            .lock()
+            .by_tenant
+            .get(&key)
+            .is_some_and(|q| q.paused_until.max(q.next_turn).is_some_and(|t| t > now));
+        own || self.shared_limiter(config).is_some_and(|(host, _, _)| {
+            self.shared_next
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&host)
+                .is_some_and(|t| *t > now)
+        })
     }
 
     /// The host answered 429 to a request of `namespace`: hold that namespace's requests to it
@@ -139,11 +173,6 @@ impl EndpointQueues {
         queues
     }
 
-    /// Whether `namespace`'s requests to this host are held by a 429 pause now.
-    pub fn paused(&self, namespace: &str, config: &ProviderConfig) -> bool {
-        self.is_paused(&(namespace.to_string(), host_key(config)))
-    }
-
     fn is_paused(&self, key: &(String, String)) -> bool {
         self.lock()
             .by_tenant
@@ -152,8 +181,12 @@ impl EndpointQueues {
             .is_some_and(|u| u > Instant::now())
     }
 
-    /// The admin's rate for this host: by `host:port`, else by `host`.
-    fn shared_limiter(&self, config: &ProviderConfig) -> Option<&Arc<DefaultDirectRateLimiter>> {
+    /// The admin's rate for this host: by `host:port`, else by `host`; with the key it was
+    /// found under and the rate.
+    fn shared_limiter(
+        &self,
+        config: &ProviderConfig,
+    ) -> Option<(String, u32, &Arc<DefaultDirectRateLimiter>)> {
         if self.shared.is_empty() {
             return None;
         }
@@ -162,9 +195,10 @@ impl EndpointQueues {
             .host_str()
             .unwrap_or_default()
             .to_ascii_lowercase();
-        self.shared
-            .get(&host_key(config))
-            .or_else(|| self.shared.get(&host))
+        [host_key(config), host].into_iter().find_map(|key| {
+            let (rate, limiter) = self.shared.get(&key)?;
+            Some((key, *rate, limiter))
+        })
     }
 }
 
@@ -260,10 +294,14 @@ fn host_key(config: &ProviderConfig) -> String {
 /// cached, new credentials reach the queue back to back and the pace is always the binding
 /// limit, so 15% (150 ms) proved too little on a loaded 2-core machine.
 fn spaced_quota(per_second: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.25 / f64::from(per_second));
-    Quota::with_period(period)
+    Quota::with_period(spacing(per_second))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(NonZeroU32::MIN)
+}
+
+/// The time between two turns at `per_second` (0 is taken as 1).
+fn spacing(per_second: u32) -> Duration {
+    Duration::from_secs_f64(1.25 / f64::from(per_second.max(1)))
 }
 
 #[cfg(test)]
@@ -317,8 +355,8 @@ mod tests {
         let key = ("tenant".to_string(), "a.example.test:443".to_string());
         assert!(queues.is_paused(&key));
         // Known without waiting: such a request's reconcile does not wait for it.
-        assert!(queues.paused("tenant", &a) && queues.paused("tenant", &other_path));
-        assert!(!queues.paused("victim", &a) && !queues.paused("tenant", &b));
+        assert!(queues.would_wait("tenant", &a) && queues.would_wait("tenant", &other_path));
+        assert!(!queues.would_wait("victim", &a) && !queues.would_wait("tenant", &b));
         let started = Instant::now();
         queues.wait_turn("tenant", &a).await;
         let held = started.elapsed();
@@ -335,6 +373,11 @@ mod tests {
         let plain = config("https://shared.example.test/token", None);
         // The hostile namespace sets 1/s and sends; its second request waits for its turn.
         assert!(passes_at_once(&queues, "hostile", &slow).await);
+        assert!(
+            queues.would_wait("hostile", &plain),
+            "known before it waits"
+        );
+        assert!(!queues.would_wait("victim", &plain));
         assert!(!passes_at_once(&queues, "hostile", &plain).await);
         // The victim's requests to the same host never wait, however many.
         for _ in 0..20 {
@@ -359,6 +402,8 @@ mod tests {
         let queues = EndpointQueues::new(&[("shared.example.test".into(), 2)]);
         let shared = config("https://Shared.example.test/token", None);
         assert!(passes_at_once(&queues, "one", &shared).await);
+        assert!(queues.would_wait("two", &shared), "known before it waits");
+        assert!(!queues.would_wait("two", &config("https://other.example.test/t", None)));
         assert!(
             !passes_at_once(&queues, "two", &shared).await,
             "the admin's rate holds across namespaces"

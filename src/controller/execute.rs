@@ -50,7 +50,7 @@ pub async fn execute(
     baseline: &Baseline,
 ) -> Started {
     let uid = pc.uid().unwrap_or_default();
-    // A request that would only queue (its namespace's slots, a 429 pause) is not waited for.
+    // A request that would wait for its turn is not waited for at all.
     let wait = if ctx.request_would_wait(&pc.namespace().unwrap_or_default(), &plan.config) {
         Duration::ZERO
     } else {

@@ -39,10 +39,12 @@ use tracing::{debug, info, warn};
 
 /// Objects per list page (the default is 500). A page is held whole while it is parsed, and
 /// anyone who can write one of these objects sets its size: a page of the largest costs
-/// ~20 MiB of credentials Secrets (1 MiB each), ~40 MiB of ProviderCredentials (~0.8 MiB
-/// each, the CRD's bounds) and ~25 MiB of managed Secrets' metadata (256 KiB each).
-const CREDENTIALS_PAGE_SIZE: u32 = 20;
-const RESOURCES_PAGE_SIZE: u32 = 50;
+/// ~10 MiB of credentials Secrets (1 MiB each), ~16 MiB of ProviderCredentials (~0.8 MiB
+/// each, the CRD's bounds) and ~25 MiB of managed Secrets' metadata (256 KiB each), twice
+/// that while parsed. Pages of ordinary objects are a few KiB: small pages cost round trips
+/// (500 for 10,000 resources), not memory.
+const CREDENTIALS_PAGE_SIZE: u32 = 10;
+const RESOURCES_PAGE_SIZE: u32 = 20;
 const MANAGED_PAGE_SIZE: u32 = 100;
 
 pub use budget::DEFAULT_MIB_PER_NAMESPACE as DEFAULT_CACHE_MIB_PER_NAMESPACE;
