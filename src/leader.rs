@@ -133,6 +133,9 @@ pub enum Withheld {
 }
 
 impl Withheld {
+    /// Every reason, so the metric can export each at zero from the start.
+    pub const ALL: [Withheld; 2] = [Withheld::ShuttingDown, Withheld::LeaseUnconfirmed];
+
     pub fn reason(self) -> &'static str {
         match self {
             Withheld::ShuttingDown => "ShuttingDown",

@@ -318,6 +318,13 @@ impl Metrics {
             refresh_tokens_discarded.clone(),
         );
         let requests_withheld = Family::<ReasonLabels, Counter>::default();
+        // At zero from the start: a series that first appears with its first event gives a
+        // dashboard panel no data and an increase() nothing to compare with.
+        for w in crate::leader::Withheld::ALL {
+            let _ = requests_withheld.get_or_create(&ReasonLabels {
+                reason: w.reason().to_string(),
+            });
+        }
         registry.register(
             "token_requests_withheld",
             "Token requests not sent because this replica could not confirm its lease or is shutting down",
@@ -521,6 +528,18 @@ mod tests {
         text.lines()
             .filter(|l| l.contains("timestamp_seconds"))
             .collect()
+    }
+
+    /// A counter that appears only after its first event leaves a dashboard panel and a
+    /// rate() without data until then (the real-Prometheus e2e test found the withheld one).
+    #[test]
+    fn withheld_requests_are_exported_at_zero_before_any_is_withheld() {
+        let text = Metrics::new().render();
+        for reason in ["ShuttingDown", "LeaseUnconfirmed"] {
+            let line =
+                format!("token_rotator_token_requests_withheld_total{{reason=\"{reason}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
     }
 
     #[test]
