@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Provisions the pinned kube-apiserver, kube-controller-manager, kubectl, etcd, helm and
-# promtool binaries, built from source through the Go module proxy, into a cache outside the repo.
+# Provisions the pinned kube-apiserver, kube-controller-manager, kubectl, etcd, helm,
+# promtool and prometheus binaries, built from source through the Go module proxy, into a cache outside the repo.
 #
 #   hack/provision.sh            # prints progress to stderr, the bin dir as last stdout line
 #   export TOKEN_ROTATOR_K8S_BIN="$(hack/provision.sh | tail -n1)"
 #
 # Cache: ${TOKEN_ROTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/token-rotator}/<version key>/bin
-# The key names the Kubernetes, etcd and helm versions; promtool (PROMETHEUS_VERSION) is not in
-# it, so a new promtool is built into the same directory without rebuilding the control plane.
+# The key names the Kubernetes, etcd and helm versions; promtool and the prometheus server
+# (PROMETHEUS_VERSION) are not in it, so a new Prometheus is built into the same directory
+# without rebuilding the control plane.
 # A run whose binaries all exist and report the pinned versions returns in seconds.
 set -euo pipefail
 
@@ -43,7 +44,7 @@ reported_version() {
     kubectl) out="$("${bin}/${name}" version --client 2>/dev/null || true)" ;;
     etcd) out="$("${bin}/${name}" --version 2>/dev/null || true)" ;;
     helm) out="$("${bin}/${name}" version --template '{{.Version}}' 2>/dev/null || true)" ;;
-    promtool) out="$("${bin}/${name}" --version 2>/dev/null || true)" ;;
+    promtool | prometheus) out="$("${bin}/${name}" --version 2>/dev/null || true)" ;;
   esac
   printf '%s' "${out}"
 }
@@ -61,8 +62,9 @@ k8s_ok() {
 etcd_ok() { has_version etcd "etcd Version: ${ETCD_VERSION#v}"; }
 helm_ok() { has_version helm "${HELM_VERSION}"; }
 promtool_ok() { has_version promtool "promtool, version ${prometheus_release} "; }
+prometheus_ok() { has_version prometheus "prometheus, version ${prometheus_release} "; }
 
-if k8s_ok && etcd_ok && helm_ok && promtool_ok; then
+if k8s_ok && etcd_ok && helm_ok && promtool_ok && prometheus_ok; then
   log "up to date: ${bin}"
   printf '%s\n' "${bin}"
   exit 0
@@ -195,15 +197,29 @@ build_promtool() {
   rmdir "${dest}/out-promtool"
 }
 
+build_prometheus() {
+  log "building prometheus ${prometheus_release} (the server, for the alert e2e test)"
+  # The same module and version as promtool, so its Go build cache is mostly warm. Built
+  # without the web UI's assets (the builtinassets tag needs an npm build): the API is enough.
+  rm -rf "${dest}/out-prometheus" && mkdir -p "${dest}/out-prometheus"
+  GOBIN="${dest}/out-prometheus" go install "${build_flags[@]}" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${prometheus_release}" \
+    "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}" >&2
+  mv -f "${dest}/out-prometheus/prometheus" "${bin}/prometheus"
+  rmdir "${dest}/out-prometheus"
+}
+
 # Another run may have finished the work while this one waited for the lock.
 etcd_ok || build_etcd
 k8s_ok || build_k8s
 helm_ok || build_helm
 promtool_ok || build_promtool
+prometheus_ok || build_prometheus
 
 k8s_ok || die "kube binaries in ${bin} do not report ${K8S_VERSION}: $(reported_version kube-apiserver)"
 etcd_ok || die "etcd in ${bin} does not report ${ETCD_VERSION}: $(reported_version etcd)"
 helm_ok || die "helm in ${bin} does not report ${HELM_VERSION}: $(reported_version helm)"
 promtool_ok || die "promtool in ${bin} does not report ${prometheus_release}: $(reported_version promtool)"
+prometheus_ok || die "prometheus in ${bin} does not report ${prometheus_release}: $(reported_version prometheus)"
 log "done: ${bin}"
 printf '%s\n' "${bin}"
