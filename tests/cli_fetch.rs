@@ -1185,3 +1185,99 @@ fn the_yaml_in_the_provider_docs_is_valid_and_matches_the_examples() {
     assert!(snippets >= 8, "{snippets} snippets");
     assert!(matched >= 4, "{matched} full manifests matched");
 }
+
+/// `fetch -f pc --allow-http [extra…]`, without a credentials Secret.
+async fn fetch_with(pc: &Path, extra: &[&OsStr]) -> Run {
+    let mut args: Vec<&OsStr> = vec!["-f".as_ref(), pc.as_os_str(), "--allow-http".as_ref()];
+    args.extend_from_slice(extra);
+    fetch(&args).await
+}
+
+/// A ServiceAccount-authenticated manifest, tried from a laptop: the token comes from
+/// `--service-account-token-file` (as `kubectl create token` writes it) and the emulator
+/// verifies it against the issuer's JWKS. A token for another audience, or none, is refused
+/// before anything is sent, and the token is never printed.
+#[tokio::test]
+async fn a_service_account_token_file_stands_in_for_the_minted_token() {
+    use base64::Engine;
+    use provider_emulator::FederatedClient;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = key.public_key().as_ref().to_vec();
+    let issuer = "https://cluster-issuer.example.test";
+    let subject = "system:serviceaccount:team:billing";
+    let audience = "https://idp.example.test/realms/team";
+    let emu = Emulator::start(Default::default()).await.unwrap();
+    let c = emu.control();
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+        "x": b64(&point[1..33]), "y": b64(&point[33..])}]});
+    c.register_workload_issuer(issuer, &jwks.to_string())
+        .unwrap();
+    c.register_federated_client(
+        "billing-client",
+        FederatedClient {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            audience: audience.into(),
+        },
+    );
+    let token = |aud: &str, jti: &str| {
+        let now = Timestamp::now().as_second();
+        let claims = serde_json::json!({"iss": issuer, "sub": subject, "aud": [aud],
+            "iat": now, "exp": now + 600, "jti": jti});
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES256","kid":"k1"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = key.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(signature.as_ref()))
+    };
+
+    let dir = TempDir::new("sa-token-file");
+    let pc = dir.write(
+        "pc.yaml",
+        &format!(
+            "apiVersion: tokenrotator.dev/v1alpha1\nkind: ProviderCredential\nmetadata: {{name: billing}}\nspec:\n  tokenEndpoint: {{url: \"{}\"}}\n  credentials: {{serviceAccount: {{name: billing, audience: \"{audience}\"}}}}\n  target: {{secretName: billing-token}}\n",
+            emu.oauth2_token_url()
+        ),
+    );
+    let good = token(audience, "j1");
+    let file = dir.write("token", &format!("{good}\n"));
+    let ok = fetch_with(
+        &pc,
+        &["--service-account-token-file".as_ref(), file.as_os_str()],
+    )
+    .await;
+    let summary = ok.summary();
+    assert_eq!(summary["tokenType"], "Bearer");
+    assert!(!format!("{}{}", ok.stdout, ok.stderr).contains(&good));
+    assert_eq!(c.oauth2_counters().issued, 1, "the emulator verified it");
+
+    let requests = c.oauth2_counters().requests;
+    let other = dir.write("other", &token("https://elsewhere.example.test", "j2"));
+    let refused = fetch_with(
+        &pc,
+        &["--service-account-token-file".as_ref(), other.as_os_str()],
+    )
+    .await;
+    assert!(
+        refused.error_line().starts_with("error: AudienceRefused:"),
+        "{}",
+        refused.stderr
+    );
+    let missing = fetch_with(&pc, &[]).await;
+    assert!(
+        missing
+            .error_line()
+            .contains("--service-account-token-file"),
+        "{}",
+        missing.stderr
+    );
+    assert_eq!(c.oauth2_counters().requests, requests, "nothing sent");
+}

@@ -20,9 +20,15 @@ pub struct FetchArgs {
     /// The ProviderCredential manifest.
     #[arg(short = 'f', long = "filename")]
     pub manifest: PathBuf,
-    /// The credentials Secret manifest (data base64 or stringData).
+    /// The credentials Secret manifest (data base64 or stringData), for a ProviderCredential
+    /// with spec.credentials.secretRef.
     #[arg(long)]
-    pub credentials: PathBuf,
+    pub credentials: Option<PathBuf>,
+    /// A ServiceAccount token for a ProviderCredential with spec.credentials.serviceAccount,
+    /// e.g. from `kubectl create token NAME --audience AUDIENCE`: its audience must be the
+    /// spec's. The operator mints one per request; here it is read from the file.
+    #[arg(long)]
+    pub service_account_token_file: Option<PathBuf>,
     /// Permit a plain http:// token endpoint (local testing only).
     #[arg(long)]
     pub allow_http: bool,
@@ -55,6 +61,15 @@ pub enum FetchCommandError {
         path: String,
         source: std::io::Error,
     },
+    #[error("InvalidSpec: this ProviderCredential {0}")]
+    MissingInput(&'static str),
+    #[error("cannot read {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("AudienceRefused: {0}")]
+    TokenAudience(String),
 }
 
 /// The one JSON object printed on success.
@@ -85,8 +100,17 @@ impl FetchSummary {
 
 pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
     let resource: ProviderCredential = manifest::read(&args.manifest)?;
-    let credentials_secret: Secret = manifest::read(&args.credentials)?;
     let config = api::provider_config(&resource.spec)?;
+    if let Some(sa) = &config.service_account {
+        return run_as_service_account(args, &resource, &config, sa).await;
+    }
+    let credentials_path = args
+        .credentials
+        .as_ref()
+        .ok_or(FetchCommandError::MissingInput(
+            "names a credentials Secret: give its manifest with --credentials",
+        ))?;
+    let credentials_secret: Secret = manifest::read(credentials_path)?;
     let data = secret_data(&credentials_secret);
     let mut credentials = api::credentials_from_data(&resource.spec, &data);
 
@@ -134,6 +158,63 @@ pub async fn run(args: &FetchArgs) -> Result<FetchSummary, FetchCommandError> {
         }
     }
     Ok(FetchSummary::of(&token))
+}
+
+/// A ServiceAccount-authenticated resource, with a token from a file: checked as the operator
+/// would mint it (the spec's one audience, not the Kubernetes API's), then one request.
+async fn run_as_service_account(
+    args: &FetchArgs,
+    resource: &ProviderCredential,
+    config: &crate::provider::ProviderConfig,
+    sa: &crate::provider::config::ServiceAccountSettings,
+) -> Result<FetchSummary, FetchCommandError> {
+    let path = args
+        .service_account_token_file
+        .as_ref()
+        .ok_or(FetchCommandError::MissingInput(
+            "authenticates as a ServiceAccount: give a token of it with --service-account-token-file (kubectl create token NAME --audience AUDIENCE > FILE)",
+        ))?;
+    let token = read_token_file(path)?;
+    crate::rotation::service_account::token_for_audience(&token, &sa.audience)
+        .map_err(FetchCommandError::TokenAudience)?;
+    let mut credentials = api::credentials_from_spec(&resource.spec);
+    credentials.insert(
+        Param::ServiceAccountToken,
+        Param::ServiceAccountToken.oauth_name(),
+        token,
+    );
+    let client = TokenClient::new(HttpPolicy {
+        allow_http: args.allow_http,
+        allowed_hosts: None,
+        allow_link_local: args.allow_link_local_token_endpoints,
+    });
+    let token = client
+        .fetch(config, &credentials, &GrantRequest::Primary)
+        .await?;
+    Ok(FetchSummary::of(&token))
+}
+
+/// Longer than any ServiceAccount token (a few KiB with bound claims).
+const MAX_TOKEN_FILE_BYTES: u64 = 16 * 1024;
+
+fn read_token_file(path: &std::path::Path) -> Result<String, FetchCommandError> {
+    use std::io::Read;
+    let failed = |source| FetchCommandError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(failed)?
+        .take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(failed(std::io::Error::other(
+            "larger than any ServiceAccount token (16 KiB)",
+        )));
+    }
+    Ok(text.trim().to_string())
 }
 
 /// The credentials Secret again, with the spent code removed and the refresh token set, so

@@ -125,6 +125,39 @@ pub fn consent(
     Ok(())
 }
 
+/// A ServiceAccount token given by hand (`token-rotator fetch`) is used only as the operator
+/// would mint it: for exactly the spec's audience, never one the Kubernetes API accepts. Its
+/// claims are read, not verified (the provider verifies them); the error never quotes it.
+pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
+    use base64::Engine;
+    if USUAL_API_AUDIENCES.contains(&audience) {
+        return Err(format!(
+            "`{audience}` is the Kubernetes API's audience: a token for it works against the API server; use the audience the token endpoint expects"
+        ));
+    }
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .ok_or("the file does not hold a JWT (a ServiceAccount token)")?;
+    let one = match &claims["aud"] {
+        serde_json::Value::String(a) => Some(a.as_str()),
+        serde_json::Value::Array(a) if a.len() == 1 => a[0].as_str(),
+        _ => None,
+    };
+    match one {
+        Some(a) if a == audience => Ok(()),
+        _ => Err(format!(
+            "the token's audience must be exactly spec.credentials.serviceAccount.audience `{audience}` (kubectl create token NAME --audience '{audience}')"
+        )),
+    }
+}
+
 /// Why the TokenRequest API gave no token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MintFailure {
@@ -274,6 +307,38 @@ mod tests {
             .unwrap_err()
             .reason,
             reason::TOKEN_HOST_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn a_token_given_by_hand_must_be_for_the_spec_audience_only() {
+        use base64::Engine;
+        let jwt = |claims: serde_json::Value| {
+            let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+            format!(
+                "{}.{}.sig",
+                e(br#"{"alg":"ES256"}"#),
+                e(claims.to_string().as_bytes())
+            )
+        };
+        let aud = "https://idp.example.test/realms/r";
+        assert_eq!(
+            token_for_audience(&jwt(serde_json::json!({"aud": [aud]})), aud),
+            Ok(())
+        );
+        for wrong in [
+            serde_json::json!({"aud": ["https://other.example.test"]}),
+            serde_json::json!({"aud": [aud, "https://kubernetes.default.svc"]}),
+            serde_json::json!({"sub": "x"}),
+        ] {
+            assert!(token_for_audience(&jwt(wrong), aud).is_err());
+        }
+        assert!(token_for_audience("not a jwt", aud).is_err());
+        let api = "https://kubernetes.default.svc";
+        assert!(
+            token_for_audience(&jwt(serde_json::json!({"aud": [api]})), api)
+                .unwrap_err()
+                .contains("Kubernetes API")
         );
     }
 
