@@ -54,6 +54,19 @@ fn schema(crd: impl serde::Serialize) -> Value {
 
 /// A value of `node` with every string, list and map at its bound.
 fn maximal(node: &Value) -> Value {
+    filled(node, Fill::Maximal)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fill {
+    /// Every string at its maxLength, every map key 317 characters.
+    Maximal,
+    /// Every list and map full of the smallest entries: one-character strings and keys, where
+    /// a JSON-byte count would most underestimate memory.
+    Tiny,
+}
+
+fn filled(node: &Value, fill: Fill) -> Value {
     let bound = |key: &str| {
         node[key]
             .as_u64()
@@ -69,16 +82,21 @@ fn maximal(node: &Value) -> Value {
                     .unwrap()
             } else if node["format"] == "date-time" {
                 json!("2006-01-02T15:04:05Z")
+            } else if fill == Fill::Tiny {
+                json!("a")
             } else {
                 json!("a".repeat(bound("maxLength")))
             }
         }
         Some("integer") | Some("number") => json!(node["maximum"].as_f64().unwrap_or(1.0) as u64),
         Some("boolean") => json!(true),
-        Some("array") => vec![maximal(&node["items"]); bound("maxItems")].into(),
+        Some("array") => vec![filled(&node["items"], fill); bound("maxItems")].into(),
         Some("object") if node["additionalProperties"].is_object() => {
-            let value = maximal(&node["additionalProperties"]);
-            let key = limits::MAP_KEY as usize;
+            let value = filled(&node["additionalProperties"], fill);
+            let key = match fill {
+                Fill::Maximal => limits::MAP_KEY as usize,
+                Fill::Tiny => 1,
+            };
             (0..bound("maxProperties"))
                 .map(|i| (format!("{i:0>key$}"), value.clone()))
                 .collect::<serde_json::Map<_, _>>()
@@ -86,7 +104,11 @@ fn maximal(node: &Value) -> Value {
         }
         Some("object") => node["properties"]
             .as_object()
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), maximal(v))).collect())
+            .map(|p| {
+                p.iter()
+                    .map(|(k, v)| (k.clone(), filled(v, fill)))
+                    .collect()
+            })
             .unwrap_or_default(),
         other => panic!("type {other:?}"),
     }
@@ -158,4 +180,65 @@ fn a_token_delivery_grant_at_every_bound_costs_at_most_the_documented_bytes() {
     );
     // The documented worst case (docs/scale.md): 32 KiB held.
     assert!(bytes < 32 * 1024, "{bytes} bytes");
+}
+
+/// The per-namespace cache budget charges a resource at least what it holds in memory, for
+/// the largest one and for one full of the smallest entries (lists of one-character strings:
+/// a count of JSON bytes would charge a fraction of their memory).
+#[test]
+fn the_cache_budget_charges_at_least_what_a_resource_holds() {
+    let schema = schema(ProviderCredential::crd());
+    for (fill, what) in [
+        (Fill::Maximal, "at every bound"),
+        (Fill::Tiny, "full of tiny entries"),
+    ] {
+        let object = json!({
+            "apiVersion": "tokenrotator.dev/v1alpha1",
+            "kind": "ProviderCredential",
+            "metadata": metadata(63),
+            "spec": filled(&schema["properties"]["spec"], fill),
+            "status": filled(&schema["properties"]["status"], fill),
+        });
+        let text = object.to_string();
+        let (guard, held) = measure::<token_rotator::api::Guarded>(&text);
+        // The object itself lives on the heap too, in the cache's shared pointer.
+        let held = held + std::mem::size_of::<token_rotator::api::Guarded>() as isize;
+        assert!(guard.0.is_ok(), "{what}: parses");
+        let charged = token_rotator::controller::cache_charge(&guard);
+        eprintln!(
+            "ProviderCredential {what}: {} bytes of JSON, {held} bytes held, {charged} charged",
+            text.len()
+        );
+        assert!(
+            charged as isize >= held,
+            "{what}: charged {charged} < held {held}"
+        );
+    }
+    // An ordinary resource, as the scale benchmark's: what the default budget holds.
+    let ordinary = json!({
+        "apiVersion": "tokenrotator.dev/v1alpha1",
+        "kind": "ProviderCredential",
+        "metadata": {"name": "pc-1234", "namespace": "bench-1-abcdef", "uid": "0f0f0f0f-0f0f-0f0f-0f0f-0f0f0f0f0f0f", "resourceVersion": "123456", "generation": 1},
+        "spec": {"preset": "rently", "tokenEndpoint": {"url": "https://api.rently.example/oauth/token"},
+                 "credentials": {"secretRef": {"name": "rently-creds-1234"}}, "target": {"secretName": "token-1234"}},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "TokenIssued", "message": "token issued; it expires at 2026-12-07T03:00:00Z and is renewed from 2026-12-07T02:48:00Z", "lastTransitionTime": "2026-12-07T02:00:00Z", "observedGeneration": 1},
+                {"type": "Degraded", "status": "False", "reason": "TokenIssued", "message": "", "lastTransitionTime": "2026-12-07T02:00:00Z", "observedGeneration": 1}
+            ],
+            "observedGeneration": 1, "expiresAt": "2026-12-07T03:00:00Z", "lastRotated": "2026-12-07T02:00:00Z",
+            "nextRotation": "2026-12-07T02:48:00Z", "tokenFingerprint": "sha256:0123456789abcdef0123456789abcdef"
+        }
+    });
+    let text = ordinary.to_string();
+    let (guard, held) = measure::<token_rotator::api::Guarded>(&text);
+    let held = held + std::mem::size_of::<token_rotator::api::Guarded>() as isize;
+    let charged = token_rotator::controller::cache_charge(&guard);
+    eprintln!(
+        "an ordinary ProviderCredential: {} bytes of JSON, {held} bytes held, {charged} charged",
+        text.len()
+    );
+    assert!(charged as isize >= held);
+    // The default budget (32 MiB) holds a namespace of 8,000 ordinary resources.
+    assert!(8_000 * charged < 32 << 20, "{charged} bytes charged each");
 }

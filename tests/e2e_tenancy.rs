@@ -471,17 +471,18 @@ async fn a_namespace_over_its_cache_budget_is_told_so_and_its_neighbour_is_serve
         message.contains("--cache-mib-per-namespace"),
         "the status names the setting: {message}"
     );
-    // Room again: the others go, and the last one is served at its next change.
+    // Room again: the others go, and the last one is served at its next spec change.
     for i in 0..BULKY - 1 {
         hostile
             .pcreds()
             .delete(&format!("big-{i}"), &Default::default())
             .await?;
     }
-    let touch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    // A spec change has it looked at again (src/controller/budget.rs: not a status write).
+    let change = json!({"spec": {"target": {"labels": {"changed": "yes"}}}});
     hostile
         .pcreds()
-        .patch("big-3", &PatchParams::default(), &Patch::Merge(&touch))
+        .patch("big-3", &PatchParams::default(), &Patch::Merge(&change))
         .await?;
     hostile
         .wait_condition("big-3", "Ready", "False", Some("Suspended"))

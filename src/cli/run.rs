@@ -49,8 +49,9 @@ pub struct RunArgs {
     pub reconciles_per_second_per_namespace: u32,
     /// At most this many MiB of one namespace's ProviderCredentials are cached, and a quarter
     /// as many of its opted-in credentials Secrets' data: beyond it a resource says so on its
-    /// status and is not served, and a credentials Secret is read when used. One namespace
-    /// cannot fill the operator's memory, whatever it creates.
+    /// status and is not served, and a credentials Secret is read when used. What one
+    /// namespace's objects can take is then bounded by this and by their number (a
+    /// ResourceQuota's to bound).
     #[arg(long, default_value_t = crate::controller::DEFAULT_CACHE_MIB_PER_NAMESPACE, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cache_mib_per_namespace: u32,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever

@@ -18,9 +18,6 @@ use kube::api::ObjectMeta;
 pub const DEFAULT_MIB_PER_NAMESPACE: u32 = 32;
 pub const DEFAULT_BYTES_PER_NAMESPACE: usize = (DEFAULT_MIB_PER_NAMESPACE as usize) << 20;
 
-/// In the message of a resource not served for its namespace's budget.
-pub const OVER_BUDGET: &str = "over its namespace's cache budget";
-
 /// Bytes charged per namespace, and to which namespace each object's charge went.
 #[derive(Debug)]
 pub struct NamespaceBudget {
@@ -58,6 +55,14 @@ impl NamespaceBudget {
         fits
     }
 
+    /// Charges `bytes` for `key` in place of its earlier charge, over the budget or not.
+    pub fn charge_anyway(&mut self, namespace: &str, key: &str, bytes: usize) {
+        self.release(key);
+        let used = self.used.entry(namespace.into()).or_insert(0);
+        *used = used.saturating_add(bytes);
+        self.charged.insert(key.into(), (namespace.into(), bytes));
+    }
+
     /// Gives back what `key` was charged, if anything.
     pub fn release(&mut self, key: &str) {
         let Some((namespace, bytes)) = self.charged.remove(key) else {
@@ -81,13 +86,30 @@ impl NamespaceBudget {
     }
 }
 
-/// Counts the bytes a value serialises to, without keeping them.
+/// What a value takes in memory, estimated from its JSON without keeping it: the bytes, plus
+/// for each string (a `"` opens and closes one) the rest of its 24-byte `String`, and for each
+/// list or map (`[`, `{`) its share of a `Vec` or a map node. Counting JSON bytes alone would
+/// let lists of empty strings weigh a seventh of what they hold. An escaped quote counts as a
+/// string too: the estimate errs high.
 #[derive(Default)]
-struct Counted(usize);
+struct Weighed(usize);
 
-impl std::io::Write for Counted {
+const PER_QUOTE: usize = 8;
+const PER_CONTAINER: usize = 48;
+/// The cache's own entry per resource: the shared pointer, its key's strings, the table slot.
+const PER_OBJECT: usize = 512;
+
+impl std::io::Write for Weighed {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 = self.0.saturating_add(buf.len());
+        let extra: usize = buf
+            .iter()
+            .map(|b| match b {
+                b'"' => PER_QUOTE,
+                b'{' | b'[' => PER_CONTAINER,
+                _ => 0,
+            })
+            .sum();
+        self.0 = self.0.saturating_add(buf.len()).saturating_add(extra);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -95,67 +117,117 @@ impl std::io::Write for Counted {
     }
 }
 
-/// What a cached resource weighs: its JSON as kept (after the unread fields were dropped),
-/// close to what its strings, lists and maps take in memory.
+/// What a cached resource weighs in memory (an estimate that errs high; `tests/crd_bounds.rs`
+/// measures it against the heap for the largest objects and for ones full of tiny entries).
 pub fn cached_bytes(guard: &Guarded) -> usize {
-    let mut counted = Counted::default();
+    let mut weighed = Weighed::default();
     let written = match &guard.0 {
-        Ok(pc) => serde_json::to_writer(&mut counted, pc),
-        Err(invalid) => serde_json::to_writer(&mut counted, &invalid.metadata),
+        Ok(pc) => serde_json::to_writer(&mut weighed, pc),
+        Err(invalid) => serde_json::to_writer(&mut weighed, &invalid.metadata),
     };
     // Serialising to a counter cannot fail; were it to, the object counts as the largest.
-    written.map_or(usize::MAX, |()| counted.0)
+    written.map_or(usize::MAX, |()| weighed.0.saturating_add(PER_OBJECT))
 }
+
+/// Whether an unreadable resource is a stub over its namespace's budget (its error starts
+/// so; a parse error starts with serde's own words, whatever value it quotes).
+pub fn is_stub(invalid: &InvalidObject) -> bool {
+    invalid.error.starts_with(STUB_PREFIX)
+}
+
+const STUB_PREFIX: &str = "not served: over its namespace's cache budget";
 
 /// The watch of ProviderCredentials, through a budget per namespace: a resource that would
 /// take its namespace over the budget is cached as a stub (its metadata and why), reported as
-/// such on its status and served again after its next change that fits.
-pub struct ResourcesBudget(NamespaceBudget);
+/// such on its status and looked at again at its next spec change. The decision holds for a
+/// generation: the operator's own status writes never turn a served resource into a stub or
+/// back (that would flap, and a stub could end up showing a served resource's status).
+pub struct ResourcesBudget {
+    budget: NamespaceBudget,
+    /// By UID: the generation decided on, and whether it is served.
+    decided: HashMap<Box<str>, (Option<i64>, bool)>,
+    /// During a relist: the UIDs listed so far (decisions of the others go at its end).
+    relisted: Option<std::collections::HashSet<Box<str>>>,
+}
 
 impl ResourcesBudget {
     pub fn new(limit: usize) -> Self {
-        Self(NamespaceBudget::new(limit))
+        Self {
+            budget: NamespaceBudget::new(limit),
+            decided: HashMap::new(),
+            relisted: None,
+        }
     }
 
     pub fn apply(&mut self, event: &mut Event<Guarded>) {
         match event {
-            // A relist rebuilds the cache, and the charges with it.
-            Event::Init => self.0.clear(),
-            Event::InitApply(guard) | Event::Apply(guard) => self.admit(guard),
-            Event::Delete(guard) => self.0.release(&uid_of(guard)),
-            Event::InitDone => {}
+            // A relist rebuilds the cache, and the charges with it; the decisions stay.
+            Event::Init => {
+                self.budget.clear();
+                self.relisted = Some(Default::default());
+            }
+            Event::InitApply(guard) => {
+                if let Some(listed) = &mut self.relisted {
+                    listed.insert(uid_of(guard).into());
+                }
+                self.admit(guard);
+            }
+            Event::Apply(guard) => self.admit(guard),
+            Event::Delete(guard) => {
+                let uid = uid_of(guard);
+                self.budget.release(&uid);
+                self.decided.remove(uid.as_str());
+            }
+            Event::InitDone => {
+                if let Some(listed) = self.relisted.take() {
+                    self.decided.retain(|uid, _| listed.contains(uid));
+                }
+            }
         }
     }
 
     fn admit(&mut self, guard: &mut Guarded) {
         let namespace = guard.meta().namespace.clone().unwrap_or_default();
+        let uid = uid_of(guard);
+        let generation = guard.meta().generation;
         let bytes = cached_bytes(guard);
-        if self.0.charge(&namespace, &uid_of(guard), bytes) {
+        let served = match self.decided.get(uid.as_str()) {
+            Some((decided, served)) if *decided == generation => {
+                if *served {
+                    self.budget.charge_anyway(&namespace, &uid, bytes);
+                }
+                *served
+            }
+            _ => self.budget.charge(&namespace, &uid, bytes),
+        };
+        self.decided
+            .insert(uid.as_str().into(), (generation, served));
+        if served {
             return;
         }
-        let limit_mib = self.0.limit() / (1024 * 1024);
+        // Stubs are not charged: they are small and bounded, and charging them would leave
+        // the served resources no room. Their number is the cluster admin's to bound (a
+        // ResourceQuota).
+        self.budget.release(&uid);
+        let limit_mib = self.budget.limit() / (1024 * 1024);
         let error = format!(
-            "not served: {OVER_BUDGET} (namespace {namespace} already has {} KiB of \
-             ProviderCredentials in the operator's cache, and this one takes {} KiB; the budget \
-             is {limit_mib} MiB, --cache-mib-per-namespace or Helm value cacheMiBPerNamespace); \
-             it is served again after its next change once others shrink or are deleted",
-            self.0.used(&namespace) / 1024,
+            "{STUB_PREFIX} (namespace {namespace} already has {} KiB of ProviderCredentials in \
+             the operator's cache, and this one takes {} KiB; the budget is {limit_mib} MiB, \
+             --cache-mib-per-namespace or Helm value cacheMiBPerNamespace); it is looked at \
+             again at its next spec change, or when the operator restarts",
+            self.budget.used(&namespace) / 1024,
             bytes.div_ceil(1024),
         );
         let metadata = stub_metadata(guard.meta());
         guard.0 = Err(InvalidObject { error, metadata });
-        // The stub is charged too while there is room, so that stubs count against their own
-        // namespace. Their number is not bounded here (each is its metadata only, at most
-        // ~2 KiB): a ResourceQuota on the count is the cluster admin's.
-        let stub = cached_bytes(guard);
-        self.0.charge(&namespace, &uid_of(guard), stub);
     }
 }
 
 /// What a stub keeps: the identity, the version, deletion, the read annotations (each bounded,
 /// see `limits::shed_oversized`) and of the finalizers only the operator's own: a tenant may
 /// add thousands (up to the apiserver's object size), and a stub's whole point is to be small.
-/// Code that writes the finalizer list back reads it fresh for a stub (`FRESH_FINALIZERS`).
+/// Code that writes the finalizer list back reads it fresh for a stub
+/// (`delivery::finalize_stub`).
 fn stub_metadata(meta: &ObjectMeta) -> ObjectMeta {
     ObjectMeta {
         name: meta.name.clone(),
@@ -271,38 +343,59 @@ mod tests {
         assert!(served(&victim));
     }
 
+    fn applied(budget: &mut ResourcesBudget, guard: Guarded) -> Guarded {
+        let mut event = Event::Apply(guard);
+        budget.apply(&mut event);
+        let Event::Apply(guard) = event else {
+            unreachable!()
+        };
+        guard
+    }
+
+    fn at_generation(mut guard: Guarded, generation: i64) -> Guarded {
+        if let Ok(pc) = &mut guard.0 {
+            pc.metadata.generation = Some(generation);
+        }
+        guard
+    }
+
     #[test]
-    fn a_deletion_or_a_relist_makes_room_again() {
+    fn a_decision_holds_for_a_generation_and_a_spec_change_or_deletion_revisits_it() {
         let one = cached_bytes(&resource("ns", "pc-0", 4000));
         let mut budget = ResourcesBudget::new(one + one / 2);
-        let mut first = Event::Apply(resource("ns", "pc-0", 4000));
-        budget.apply(&mut first);
-        let mut second = Event::Apply(resource("ns", "pc-1", 4000));
-        budget.apply(&mut second);
-        let Event::Apply(stubbed) = &second else {
-            unreachable!()
-        };
-        assert!(!served(stubbed));
-        let Event::Apply(first) = first else {
-            unreachable!()
-        };
-        budget.apply(&mut Event::Delete(first));
-        let mut again = Event::Apply(resource("ns", "pc-1", 4000));
-        budget.apply(&mut again);
-        let Event::Apply(again) = again else {
-            unreachable!()
-        };
+        let first = applied(&mut budget, at_generation(resource("ns", "pc-0", 4000), 1));
+        assert!(served(&first));
+        let second = applied(&mut budget, at_generation(resource("ns", "pc-1", 4000), 1));
+        assert!(!served(&second));
+        // The operator's own status write grows the served one past the budget: still served
+        // (no flapping between served and stub on its own writes).
+        let grown = applied(&mut budget, at_generation(resource("ns", "pc-0", 6000), 1));
+        assert!(served(&grown));
+        budget.apply(&mut Event::Delete(grown));
+        // Room now, but the stub's decision holds until its spec changes.
+        let again = applied(&mut budget, at_generation(resource("ns", "pc-1", 4000), 1));
+        assert!(!served(&again), "a status write alone does not revisit it");
+        let changed = applied(&mut budget, at_generation(resource("ns", "pc-1", 4000), 2));
         assert!(
-            served(&again),
-            "served after its next change once there is room"
+            served(&changed),
+            "its next spec change, with room, is served"
         );
-        // A relist charges from nothing: what is listed first is served.
+        // A relist keeps the decisions and charges from nothing.
         budget.apply(&mut Event::Init);
-        let mut listed = Event::InitApply(resource("ns", "pc-2", 4000));
-        budget.apply(&mut listed);
-        let Event::InitApply(listed) = listed else {
-            unreachable!()
-        };
-        assert!(served(&listed));
+        for (name, generation, expected) in [("pc-1", 2, true), ("pc-3", 1, false)] {
+            let mut listed =
+                Event::InitApply(at_generation(resource("ns", name, 4000), generation));
+            budget.apply(&mut listed);
+            let Event::InitApply(listed) = listed else {
+                unreachable!()
+            };
+            assert_eq!(served(&listed), expected, "{name}");
+        }
+        budget.apply(&mut Event::InitDone);
+        assert_eq!(
+            budget.decided.len(),
+            2,
+            "decisions of what was not listed go"
+        );
     }
 }

@@ -81,9 +81,7 @@ impl<T> InFlight<T> {
 
     fn finish_at(&self, uid: &str, result: T, now: Instant) -> bool {
         let mut entries = self.lock();
-        entries.retain(|_, e| {
-            !matches!(e, Entry::Finished(_, at) if now.saturating_duration_since(*at) > PARKED_AT_MOST)
-        });
+        sweep(&mut entries, now);
         let before = entries.remove(uid);
         let wanted = !matches!(before, Some(Entry::Forgotten));
         if wanted {
@@ -99,6 +97,7 @@ impl<T> InFlight<T> {
     /// What a reconcile of `uid` finds; a finished result is taken.
     pub fn take(&self, uid: &str) -> Found<T> {
         let mut entries = self.lock();
+        sweep(&mut entries, Instant::now());
         match entries.remove(uid) {
             None => Found::Nothing,
             Some(Entry::Finished(result, _)) => Found::Finished(result),
@@ -151,6 +150,14 @@ impl<T> InFlight<T> {
     fn len(&self) -> usize {
         self.lock().len()
     }
+}
+
+/// Drops the results parked for longer than [`PARKED_AT_MOST`] (every reconcile passes by
+/// `take`, so a quiet operator sweeps too).
+fn sweep<T>(entries: &mut HashMap<Box<str>, Entry<T>>, now: Instant) {
+    entries.retain(|_, e| {
+        !matches!(e, Entry::Finished(_, at) if now.saturating_duration_since(*at) > PARKED_AT_MOST)
+    });
 }
 
 #[cfg(test)]

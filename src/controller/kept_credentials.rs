@@ -109,9 +109,12 @@ impl KeptByName {
     /// Keeps `kept` if its namespace's budget has room for it; otherwise keeps nothing of that
     /// Secret (any older version is dropped too).
     pub fn insert(&mut self, key: Key, resource_version: String, kept: KeptCredentials) -> bool {
+        // The table's own share: both key strings, the resourceVersion, the slot and this
+        // charge's entry.
+        let overhead = key.0.len() + key.1.len() + resource_version.len() + 200;
         let fits = self
             .budget
-            .charge(&key.0, &budget_key(&key), key.1.len() + kept.bytes());
+            .charge(&key.0, &budget_key(&key), overhead + kept.bytes());
         if fits {
             self.entries.insert(key, (resource_version, kept));
         } else {

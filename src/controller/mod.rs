@@ -48,6 +48,8 @@ const RESOURCES_PAGE_SIZE: u32 = 20;
 const MANAGED_PAGE_SIZE: u32 = 100;
 
 pub use budget::DEFAULT_MIB_PER_NAMESPACE as DEFAULT_CACHE_MIB_PER_NAMESPACE;
+/// What the per-namespace cache budget charges for a resource (measured in tests/crd_bounds.rs).
+pub use budget::cached_bytes as cache_charge;
 pub use context::Context;
 use reconcile::{ReconcileError, reconcile_guarded};
 
@@ -111,10 +113,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         controller: "token-rotator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // A namespace named twice is watched once (twice would double its cache budget).
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
-        args.namespaces.iter().cloned().map(Some).collect()
+        let unique: std::collections::BTreeSet<&String> = args.namespaces.iter().collect();
+        unique.into_iter().cloned().map(Some).collect()
     };
     // Fail early and clearly when the CRD is missing.
     let probe: Api<ProviderCredential> = match &scopes[0] {

@@ -2,9 +2,9 @@
 //! slots) is looked at again before it is sent: meanwhile the resource may have been
 //! suspended, changed or deleted, and the owner of its credentials Secret may have withdrawn
 //! consent (the opt-in label, the allowed hosts). Sending it anyway would act for someone who
-//! no longer asks, with credentials no longer offered. The caches fed by the watches answer
-//! where they are current; the API otherwise (one list of the resource's metadata, and the
-//! credentials Secret only when the cache does not hold it).
+//! no longer asks, with credentials no longer offered. Both are read from the API (one list of
+//! the resource's metadata, one read of the credentials Secret): a watch that is down would
+//! show them as they were.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use crate::api::ProviderCredential;
-use crate::rotation::{CredentialsView, Plan, usable_credentials};
+use crate::rotation::{CredentialsView, Plan, request_inputs_now, usable_credentials};
 use crate::secrets::{credentials_view, short_api_error};
 
 /// A request that waited at least this long is checked again before it is sent.
@@ -51,15 +51,20 @@ pub fn resource_unchanged(
     Ok(())
 }
 
-/// The credentials Secret as it is now still offers its credentials to the planned host.
+/// The credentials Secret as it is now still offers the very credentials the request was
+/// planned with to the planned host.
 pub fn consent_holds(
+    pc: &ProviderCredential,
     name: &str,
     view: &CredentialsView,
     plan: &Plan,
 ) -> Result<(), NoLongerWanted> {
-    usable_credentials(name, view, &plan.config.token_url)
-        .map(|_| ())
-        .map_err(|_| NoLongerWanted::ConsentWithdrawn)
+    let data = usable_credentials(name, view, &plan.config.token_url)
+        .map_err(|_| NoLongerWanted::ConsentWithdrawn)?;
+    if request_inputs_now(pc, &plan.config, data) != plan.inputs {
+        return Err(NoLongerWanted::Changed);
+    }
+    Ok(())
 }
 
 pub async fn still_wanted(
@@ -78,17 +83,12 @@ pub async fn still_wanted(
         // A ServiceAccount's consent is checked when its token is minted, after this.
         return Ok(());
     };
-    let view = match ctx.views.credentials(&namespace, name) {
-        Some(view) => view,
-        None => {
-            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(name)
-                .await
-                .map_err(unconfirmed)?;
-            credentials_view(secret.as_ref())
-        }
-    };
-    consent_holds(name, &view, plan)
+    // Read, not taken from the cache: a watch that is down would show the consent as it was.
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(name)
+        .await
+        .map_err(unconfirmed)?;
+    consent_holds(pc, name, &credentials_view(secret.as_ref()), plan)
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ async fn unreadable(
     let uid = guard.uid().unwrap_or_default();
     if guard.meta().deletion_timestamp.is_some() {
         // Its copies in other namespaces go even though its spec cannot be read.
-        if invalid.error.contains(super::budget::OVER_BUDGET) {
+        if super::budget::is_stub(invalid) {
             super::delivery::finalize_stub(ctx, guard.meta()).await?;
         } else {
             super::delivery::finalize(ctx, guard.meta()).await?;
@@ -122,7 +122,7 @@ async fn unreadable(
     }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
     // A stub over its namespace's cache budget says itself what to do (budget.rs).
-    let message = if invalid.error.contains(super::budget::OVER_BUDGET) {
+    let message = if super::budget::is_stub(invalid) {
         invalid.error.clone()
     } else {
         format!("the operator cannot read this resource ({invalid}); fix the field it names")

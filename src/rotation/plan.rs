@@ -540,6 +540,19 @@ fn resolve(
     Ok((config, policy))
 }
 
+/// The digest of the inputs a request would be sent with, from a credentials Secret's data
+/// as it is now: a request that waited for its turn is sent only if this still equals its
+/// plan's (the owner may have replaced a leaked secret meanwhile).
+pub fn request_inputs_now(
+    pc: &ProviderCredential,
+    config: &ProviderConfig,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> String {
+    let mut credentials = credentials_from_data(&pc.spec, data);
+    credentials.remove(Param::RefreshToken);
+    digest::request_inputs(&pc.uid().unwrap_or_default(), config, &credentials)
+}
+
 /// The message of the template failure seen with a real token (kept in the status), else a
 /// generic one: the state Secret remembers the failure, the status only explains it.
 /// The credentials a request may use: only an opted-in Secret's, and only for a token host its

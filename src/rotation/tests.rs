@@ -67,9 +67,7 @@ fn login() -> BTreeMap<String, Vec<u8>> {
 }
 
 fn inputs_of(pc: &ProviderCredential, data: &BTreeMap<String, Vec<u8>>) -> String {
-    let mut creds = credentials_from_data(&pc.spec, data);
-    creds.remove(crate::provider::Param::RefreshToken);
-    digest::request_inputs(UID, &api::provider_config(&pc.spec).unwrap(), &creds)
+    request_inputs_now(pc, &api::provider_config(&pc.spec).unwrap(), data)
 }
 
 fn token(fingerprint_seed: &str, issued: Timestamp, lifetime_s: i64) -> IssuedToken {
@@ -133,6 +131,16 @@ fn rotation_plan(o: &Observed<'_>) -> Plan {
 }
 
 // ---- plan ----
+
+#[test]
+fn a_request_planned_with_credentials_replaced_since_is_known_by_its_inputs() {
+    let pc = reltio();
+    let p = rotation_plan(&observed(&pc));
+    assert_eq!(request_inputs_now(&pc, &p.config, &login()), p.inputs);
+    let mut replaced = login();
+    replaced.insert("client_secret".into(), b"replaced after a leak".to_vec());
+    assert_ne!(request_inputs_now(&pc, &p.config, &replaced), p.inputs);
+}
 
 #[test]
 fn a_new_resource_requests_a_token_with_its_primary_grant() {
