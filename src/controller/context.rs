@@ -41,6 +41,8 @@ pub struct Context {
     pub in_flight: InFlight<Parked>,
     /// One per controller: reconcile a resource now (its request ended after its reconcile).
     reconcile_requests: Mutex<Vec<futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>>>,
+    /// One per controller: its cache of resources, as its watch shows them now.
+    resources: Mutex<Vec<kube::runtime::reflector::Store<Guarded>>>,
     /// The target and state Secrets as last seen, while the watch shows that version.
     pub views: SecretViews,
     /// Per resource UID, only while something is outstanding (memory stays flat otherwise).
@@ -176,6 +178,7 @@ impl Context {
             request_slots: RequestSlots::new(features.requests_in_flight_per_namespace),
             in_flight: InFlight::default(),
             reconcile_requests: Mutex::default(),
+            resources: Mutex::default(),
             // Beyond it credentials are read when used (nothing fails), so a smaller share.
             views: SecretViews::with_credentials_budget(cache_bytes_per_namespace / 4),
             held: Mutex::default(),
@@ -404,6 +407,24 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .push(sender);
         receiver
+    }
+
+    /// Registers a controller's cache of resources (see [`Context::cached_resource`]).
+    pub fn watch_resources(&self, store: kube::runtime::reflector::Store<Guarded>) {
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
+    }
+
+    /// A resource as the watch shows it now (`None`: no controller's cache holds it).
+    pub fn cached_resource(&self, namespace: &str, name: &str) -> Option<Arc<Guarded>> {
+        let reference = ObjectRef::<Guarded>::new(name).within(namespace);
+        self.resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find_map(|store| store.get(&reference))
     }
 
     /// A deleted resource: nothing it held can be used any more.

@@ -430,6 +430,7 @@ async fn controller_for(client: Client, watched: Watched, ctx: Arc<Context>, con
         .labels(&format!("{CREDENTIALS_LABEL}=true"))
         .page_size(CREDENTIALS_PAGE_SIZE);
     let (store, writer) = reflector::store::<Guarded>();
+    ctx.watch_resources(store.clone());
     // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
     let due = Arc::new(due::Due::<Guarded>::default());
     let readers = Arc::new(readers::Readers::default());

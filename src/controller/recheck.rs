@@ -2,14 +2,14 @@
 //! slots) is looked at again before it is sent: meanwhile the resource may have been
 //! suspended, changed or deleted, and the owner of its credentials Secret may have withdrawn
 //! consent (the opt-in label, the allowed hosts). Sending it anyway would act for someone who
-//! no longer asks, with credentials no longer offered. Both are read from the API (one list of
-//! the resource's metadata, one read of the credentials Secret): a watch that is down would
-//! show them as they were.
+//! no longer asks, with credentials no longer offered. Both come from the watches' caches,
+//! like the plan: the check costs no API call (a waiting request is the rule at start-up,
+//! when a namespace's new resources queue for its request slots).
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
@@ -67,28 +67,32 @@ pub fn consent_holds(
     Ok(())
 }
 
+/// From the watches' caches, as the plan was made from them: no API call, except a read of
+/// a credentials Secret the cache does not hold (larger than what is kept, over its
+/// namespace's budget, or changed and not yet shown).
 pub async fn still_wanted(
     ctx: &Context,
     pc: &ProviderCredential,
     plan: &Plan,
 ) -> Result<(), NoLongerWanted> {
     let namespace = pc.namespace().unwrap_or_default();
-    let unconfirmed = |e: kube::Error| NoLongerWanted::Unconfirmed(short_api_error(&e));
-    let listed = Api::<ProviderCredential>::namespaced(ctx.client.clone(), &namespace)
-        .list_metadata(&ListParams::default().fields(&format!("metadata.name={}", pc.name_any())))
-        .await
-        .map_err(unconfirmed)?;
-    resource_unchanged(pc, listed.items.first().map(|m| &m.metadata))?;
+    let now = ctx.cached_resource(&namespace, &pc.name_any());
+    resource_unchanged(pc, now.as_deref().map(|guard| guard.meta()))?;
     let Some(name) = pc.spec.credentials.secret_name() else {
         // A ServiceAccount's consent is checked when its token is minted, after this.
         return Ok(());
     };
-    // Read, not taken from the cache: a watch that is down would show the consent as it was.
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(name)
-        .await
-        .map_err(unconfirmed)?;
-    consent_holds(pc, name, &credentials_view(secret.as_ref()), plan)
+    let view = match ctx.views.credentials(&namespace, name) {
+        Some(view) => view,
+        None => {
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| NoLongerWanted::Unconfirmed(short_api_error(&e)))?;
+            credentials_view(secret.as_ref())
+        }
+    };
+    consent_holds(pc, name, &view, plan)
 }
 
 #[cfg(test)]
