@@ -323,6 +323,58 @@ async fn without_the_token_request_grant_the_status_says_which_role_to_create() 
         emu.control().oauth2_counters().requests == 0,
         "nothing sent"
     );
+
+    // The chart's per-namespace mode grants nothing of it: each namespace does, for named
+    // accounts, as the message says (cert-manager style); then the resource recovers.
+    let rendered = helm(
+        env.cp,
+        &[
+            "template",
+            "token-rotator",
+            path_str(&repo_path("charts/token-rotator"))?,
+            "--set",
+            "serviceAccountTokens.clusterWide=false",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    )
+    .await?;
+    ensure!(
+        !rendered.contains("serviceaccounts/token"),
+        "clusterWide=false grants no token requests"
+    );
+    let apply = PatchParams::apply("e2e").force();
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(env.client.clone(), env.name())
+        .patch(
+            "token-rotator-billing",
+            &apply,
+            &Patch::Apply(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "token-rotator-billing"},
+                "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                    "resourceNames": ["billing"], "verbs": ["create"]}]}),
+            ),
+        )
+        .await?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(env.client.clone(), env.name())
+        .patch(
+            "token-rotator-billing",
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "token-rotator-billing"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "token-rotator-billing"},
+                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": env.name()}]})),
+        )
+        .await?;
+    emu.control().register_federated_client(
+        CLIENT,
+        FederatedClient {
+            issuer: env.cp.service_account_issuer().to_string(),
+            subject: subject(&env, "billing"),
+            audience: audience(&emu),
+        },
+    );
+    env.wait_condition("pc", "Ready", "True", None).await?;
     Ok(())
 }
 

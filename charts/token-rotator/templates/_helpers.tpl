@@ -209,9 +209,11 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get"]
+{{- if .Values.serviceAccountTokens.clusterWide }}
 - apiGroups: [""]
   resources: ["serviceaccounts/token"]
   verbs: ["create"]
+{{- end }}
 {{- if .Values.rolloutRestarts.enabled }}
 # spec.rollout: read and restart the workloads that consent (annotation tokenrotator.dev/restart-on).
 - apiGroups: ["apps"]
