@@ -380,7 +380,8 @@ async fn without_the_token_request_grant_the_status_says_which_role_to_create() 
 
 /// The other uses, each Ready through the operator and verified by the emulator: the
 /// Entra-shaped client assertion (client_id and a `.default` scope), the Google-shaped RFC
-/// 8693 exchange (audience and requested_token_type as data) and the RFC 7523 grant.
+/// 8693 exchange (audience and requested_token_type as data) and the RFC 7523 grant; and a
+/// provider refusing the assertion (`invalid_client`), in its own words.
 #[tokio::test]
 async fn entra_google_and_jwt_bearer_shapes_rotate_through_the_operator() -> Result<()> {
     let env = Env::new("sa-shapes").await?;
@@ -456,6 +457,45 @@ async fn entra_google_and_jwt_bearer_shapes_rotate_through_the_operator() -> Res
     ensure!(
         counters.issued == 3 && counters.rejected == 0,
         "{counters:?}"
+    );
+
+    // A provider that refuses the assertion: its own words in the status, not the token.
+    create_service_account(&env, "refused", true).await?;
+    c.register_federated_client(
+        "refused-client",
+        FederatedClient {
+            issuer: env.cp.service_account_issuer().to_string(),
+            subject: subject(&env, "refused"),
+            audience: "https://expected.example.test".into(),
+        },
+    );
+    let spec = spec(
+        &emu,
+        "refused",
+        "https://other.example.test",
+        "refused-token",
+    )?;
+    create(&env, "refused", spec).await?;
+    let pc = env
+        .wait_condition("refused", "Degraded", "True", Some("CredentialsRejected"))
+        .await?;
+    let message = pc
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("invalid_client")
+            && message.contains("aud must be https://expected.example.test"),
+        "{message}"
+    );
+    let sent = last_assertion(&c)?;
+    let signature = sent.rsplit('.').next().unwrap_or(&sent);
+    ensure!(
+        !env.visible_text().await?.contains(signature),
+        "the token is not shown"
     );
     Ok(())
 }
