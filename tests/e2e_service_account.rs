@@ -497,6 +497,17 @@ async fn entra_google_and_jwt_bearer_shapes_rotate_through_the_operator() -> Res
         !env.visible_text().await?.contains(signature),
         "the token is not shown"
     );
+    // Fixed on the provider's side, where no watch looks: retried with backoff (a
+    // ServiceAccount token locks no account), Ready without a change to the resource.
+    c.register_federated_client(
+        "refused-client",
+        FederatedClient {
+            issuer: env.cp.service_account_issuer().to_string(),
+            subject: subject(&env, "refused"),
+            audience: "https://other.example.test".into(),
+        },
+    );
+    env.wait_condition("refused", "Ready", "True", None).await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::api::{ALLOWED_AUDIENCES_ANNOTATION, ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL};
 use crate::conditions::reason;
+use crate::provider::ErrorClass;
 use crate::provider::config::ServiceAccountSettings;
 
 use super::status::StoreFailure;
@@ -156,6 +157,14 @@ pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
             "the token's audience must be exactly spec.credentials.serviceAccount.audience `{audience}` (kubectl create token NAME --audience '{audience}')"
         )),
     }
+}
+
+/// Whether a failure of this class is retried with backoff. A refusal of the credentials is
+/// not (a password retried locks the account) — unless they are a ServiceAccount token: it
+/// has no account to lock, is new for each request, and the fix (the provider's federation
+/// settings) is made where no watch of the operator sees it.
+pub fn retried_with_backoff(class: ErrorClass, service_account: bool) -> bool {
+    class.is_transient() || (service_account && class == ErrorClass::CredentialsRejected)
 }
 
 /// Why the TokenRequest API gave no token.
@@ -340,6 +349,19 @@ mod tests {
                 .unwrap_err()
                 .contains("Kubernetes API")
         );
+    }
+
+    #[test]
+    fn a_rejected_service_account_token_is_retried_a_rejected_secret_is_not() {
+        assert!(retried_with_backoff(ErrorClass::CredentialsRejected, true));
+        assert!(!retried_with_backoff(
+            ErrorClass::CredentialsRejected,
+            false
+        ));
+        assert!(retried_with_backoff(ErrorClass::ProviderUnavailable, false));
+        // A request the provider finds malformed stays a spec problem either way.
+        assert!(!retried_with_backoff(ErrorClass::RequestRejected, true));
+        assert!(!retried_with_backoff(ErrorClass::Configuration, true));
     }
 
     #[test]

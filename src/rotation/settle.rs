@@ -86,7 +86,8 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
                 state.code_hash = plan.code_hash.clone();
                 ChainEnd::NeedsReauthorization
             } else {
-                if error.class().is_transient() {
+                let service_account = plan.config.service_account.is_some();
+                if super::service_account::retried_with_backoff(error.class(), service_account) {
                     // New inputs get one immediate try; after a failure they wait for backoff.
                     if plan.due == DueReason::InputsChanged {
                         state.failing_inputs_hash = Some(plan.inputs.clone());

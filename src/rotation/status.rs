@@ -476,7 +476,12 @@ impl Reporter {
                 ),
                 None,
             ),
-            ChainEnd::Intact if class.is_transient() => {
+            ChainEnd::Intact
+                if super::service_account::retried_with_backoff(
+                    class,
+                    plan.config.service_account.is_some(),
+                ) =>
+            {
                 let asked = error.retry_after();
                 let retry_after = asked.map(|d| d.min(MAX_RETRY_AFTER));
                 let delay = schedule::backoff(failures, retry_after, rand_unit(self));
