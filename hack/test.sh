@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "provisioning kube-apiserver, etcd, kube-controller-manager, helm, promtool and prometheus (hack/provision.sh)"
+step "provisioning kube-apiserver, etcd, kube-controller-manager, helm, promtool, prometheus and dashboard-check (hack/provision.sh)"
 bin_dir="$(bash hack/provision.sh | tail -n 1)"
 export TOKEN_ROTATOR_K8S_BIN="${bin_dir}"
 

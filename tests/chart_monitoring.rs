@@ -3,9 +3,12 @@
 //! in tests/promtool/alerts_test.yaml (`promtool test rules`), each alert with a firing and a
 //! silent case; the dashboard ConfigMap carries the Grafana sidecar label and valid dashboard
 //! JSON whose queries parse as PromQL; and every `token_rotator_*` name a rule or a panel uses
-//! is a series the operator exports (`token_rotator::telemetry::Metrics`).
+//! is a series the operator exports (`token_rotator::telemetry::Metrics`). The dashboard also
+//! passes Grafana's dashboard schema (`hack/dashboard-check`, built on the Grafana Foundation
+//! SDK), which rejects a dashboard broken in any of several ways.
 //!
-//! Needs helm and promtool from `hack/provision.sh` (`TOKEN_ROTATOR_K8S_BIN`); no cluster.
+//! Needs helm, promtool and dashboard-check from `hack/provision.sh` (`TOKEN_ROTATOR_K8S_BIN`);
+//! no cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,10 +44,10 @@ fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// The directory with helm and promtool (`hack/provision.sh` builds both).
+/// The directory with helm, promtool and dashboard-check (`hack/provision.sh` builds them).
 fn bin_dir() -> Result<PathBuf> {
     let dir = testkit::find_bin_dir()?;
-    for tool in ["helm", "promtool"] {
+    for tool in ["helm", "promtool", "dashboard-check"] {
         ensure!(
             dir.join(tool).is_file(),
             "{tool} is not in {}: run hack/provision.sh (it builds the pinned {tool} there)",
@@ -612,6 +615,165 @@ fn the_dashboard_configmap_has_the_sidecar_label_and_a_valid_dashboard() -> Resu
     ensure!(
         meta["annotations"]["grafana_folder"] == "Operators",
         "{meta}"
+    );
+    Ok(())
+}
+
+/// Checks `path` against Grafana's dashboard schema (`hack/dashboard-check`).
+fn dashboard_check(bin: &Path, path: &Path) -> Result<String> {
+    run(Command::new(bin.join("dashboard-check")).arg(path))
+}
+
+/// The index in `panels` of the first top-level panel of type `kind`.
+fn first_panel(dashboard: &Value, kind: &str) -> Result<usize> {
+    dashboard["panels"]
+        .as_array()
+        .and_then(|ps| ps.iter().position(|p| p["type"] == kind))
+        .with_context(|| format!("no {kind} panel"))
+}
+
+#[test]
+fn the_dashboard_passes_grafanas_dashboard_schema() -> Result<()> {
+    let bin = bin_dir()?;
+    dashboard_check(
+        &bin,
+        &repo_path("charts/token-rotator/files/dashboard.json"),
+    )
+    .context("files/dashboard.json does not pass Grafana's dashboard schema")?;
+
+    // The check can fail: the shipped dashboard broken in one place each time is refused, and
+    // the finding names the place.
+    let shipped = dashboard_file()?;
+    let stat = first_panel(&shipped, "stat")?;
+    let series = first_panel(&shipped, "timeseries")?;
+    type Break = Box<dyn Fn(&mut Value)>;
+    let breaks: Vec<(&str, Break, &str)> = vec![
+        (
+            "a misspelt dashboard field",
+            Box::new(|d| d["refrsh"] = json!("1m")),
+            "unexpected field 'refrsh'",
+        ),
+        (
+            "a misspelt panel field",
+            Box::new(move |d| d["panels"][series]["fieldconfig"] = json!({})),
+            "unexpected field 'fieldconfig'",
+        ),
+        (
+            "a width that is not a number",
+            Box::new(move |d| d["panels"][stat]["gridPos"]["w"] = json!("6")),
+            "gridPos.w",
+        ),
+        (
+            "an option the stat panel does not have",
+            Box::new(move |d| d["panels"][stat]["options"]["sparkline"] = json!(true)),
+            "unexpected field 'sparkline'",
+        ),
+        (
+            "a time series style field Grafana does not know",
+            Box::new(move |d| {
+                d["panels"][series]["fieldConfig"]["defaults"]["custom"]["lineWidht"] = json!(1)
+            }),
+            "unexpected field 'lineWidht'",
+        ),
+        (
+            "a Prometheus query field Grafana does not know",
+            Box::new(move |d| d["panels"][series]["targets"][0]["exprr"] = json!("up")),
+            "unexpected field 'exprr'",
+        ),
+        (
+            "a required stat option left out",
+            Box::new(move |d| {
+                if let Some(o) = d["panels"][stat]["options"].as_object_mut() {
+                    o.remove("reduceOptions");
+                }
+            }),
+            "reduceOptions: required field is missing",
+        ),
+    ];
+    let dir = WorkDir::new("schema")?;
+    for (what, break_it, finding) in &breaks {
+        let mut broken = shipped.clone();
+        break_it(&mut broken);
+        ensure!(broken != shipped, "{what}: the dashboard did not change");
+        let path = dir.write("broken.json", &serde_json::to_string_pretty(&broken)?)?;
+        match dashboard_check(&bin, &path) {
+            Ok(_) => bail!("dashboard-check accepted {what}"),
+            Err(e) => ensure!(
+                format!("{e:#}").contains(finding),
+                "{what}: the finding does not name {finding:?}: {e:#}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// What Grafana's dashboard linter's target rules would say of a query: each `token_rotator_*`
+/// selector must filter by the job variable, each range must be `$__rate_interval` (the
+/// interval Grafana sizes to the scrape interval and the panel's resolution).
+fn query_findings(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+    for (at, _) in expr.match_indices("token_rotator_") {
+        if at > 0 && word(bytes[at - 1]) {
+            continue;
+        }
+        let rest = &expr[at..];
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let matchers = rest[name_end..]
+            .strip_prefix('{')
+            .and_then(|m| m.split_once('}'))
+            .map(|(m, _)| m);
+        if !matchers.is_some_and(|m| m.split(',').any(|m| m.trim() == r#"job=~"$job""#)) {
+            out.push(format!("{name} without job=~\"$job\""));
+        }
+    }
+    for (at, _) in expr.match_indices('[') {
+        let range = expr[at..].split_once(']').map_or(&expr[at..], |(r, _)| r);
+        if range != "[$__rate_interval" {
+            out.push(format!("range {range}] is not [$__rate_interval]"));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_queries_filter_by_job_and_use_the_rate_interval() -> Result<()> {
+    // The check itself, on queries that break each rule.
+    let good = r#"sum(rate(token_rotator_a_total{job=~"$job", namespace=~"$namespace"}[$__rate_interval]))"#;
+    ensure!(
+        query_findings(good).is_empty(),
+        "{:?}",
+        query_findings(good)
+    );
+    for bad in [
+        r#"sum(rate(token_rotator_a_total{job=~"$job"}[5m]))"#,
+        r#"sum(rate(token_rotator_a_total[$__rate_interval]))"#,
+        r#"token_rotator_a{namespace=~"$namespace"}"#,
+        r#"token_rotator_a{job=~"$job"} / token_rotator_b"#,
+        r#"token_rotator_a{job="token-rotator"}"#,
+        r#"max_over_time(token_rotator_a{job=~"$job"}[1h:])"#,
+    ] {
+        ensure!(!query_findings(bad).is_empty(), "no finding for {bad}");
+    }
+
+    let dashboard = dashboard_file()?;
+    let mut findings = Vec::new();
+    for panel in panels(&dashboard) {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().context("expr")?;
+            for f in query_findings(expr) {
+                findings.push(format!("{} {}: {f}", panel["title"], t["refId"]));
+            }
+        }
+    }
+    ensure!(
+        findings.is_empty(),
+        "dashboard queries:\n{}",
+        findings.join("\n")
     );
     Ok(())
 }
