@@ -5,7 +5,9 @@
 //! JSON whose queries parse as PromQL; and every `token_rotator_*` name a rule or a panel uses
 //! is a series the operator exports (`token_rotator::telemetry::Metrics`). The dashboard also
 //! passes Grafana's dashboard schema (`hack/dashboard-check`, built on the Grafana Foundation
-//! SDK), which rejects a dashboard broken in any of several ways.
+//! SDK), which rejects a dashboard broken in any of several ways; its queries filter by the job
+//! variable and use `$__rate_interval` (rules of Grafana's dashboard linter); its panels fit the
+//! grid without overlapping.
 //!
 //! Needs helm, promtool and dashboard-check from `hack/provision.sh` (`TOKEN_ROTATOR_K8S_BIN`);
 //! no cluster.
@@ -704,6 +706,66 @@ fn the_dashboard_passes_grafanas_dashboard_schema() -> Result<()> {
             ),
         }
     }
+    Ok(())
+}
+
+/// Where a panel's grid rectangle breaks the layout: outside the 24 columns, empty, or
+/// overlapping an earlier one (Grafana would move it, so the dashboard would not look as
+/// written). Each rectangle is (title, x, y, w, h).
+fn grid_findings(rects: &[(String, u64, u64, u64, u64)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, (title, x, y, w, h)) in rects.iter().enumerate() {
+        if *w == 0 || *h == 0 || x + w > 24 {
+            out.push(format!(
+                "{title}: x {x} w {w} h {h} is outside the 24 columns or empty"
+            ));
+        }
+        for (other, ox, oy, ow, oh) in &rects[..i] {
+            if x < &(ox + ow) && ox < &(x + w) && y < &(oy + oh) && oy < &(y + h) {
+                out.push(format!("{title} overlaps {other}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_panels_fit_the_grid_without_overlapping() -> Result<()> {
+    let rect = |t: &str, x, y, w, h| (t.to_string(), x, y, w, h);
+    ensure!(grid_findings(&[rect("a", 0, 0, 12, 8), rect("b", 12, 0, 12, 8)]).is_empty());
+    for bad in [
+        vec![rect("a", 0, 0, 12, 8), rect("b", 11, 7, 6, 8)],
+        vec![rect("a", 0, 0, 12, 8), rect("b", 0, 0, 12, 8)],
+        vec![rect("a", 18, 0, 12, 8)],
+        vec![rect("a", 0, 0, 0, 8)],
+    ] {
+        ensure!(!grid_findings(&bad).is_empty(), "no finding for {bad:?}");
+    }
+
+    let dashboard = dashboard_file()?;
+    let mut rects = Vec::new();
+    // Top-level panels only: a collapsed row's panels keep the places they had when expanded.
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        let g = &panel["gridPos"];
+        let n = |k: &str| {
+            g[k].as_u64()
+                .with_context(|| format!("{}: gridPos.{k}", panel["title"]))
+        };
+        rects.push((
+            panel["title"].to_string(),
+            n("x")?,
+            n("y")?,
+            n("w")?,
+            n("h")?,
+        ));
+    }
+    ensure!(rects.len() > 1, "{} panels", rects.len());
+    let findings = grid_findings(&rects);
+    ensure!(
+        findings.is_empty(),
+        "dashboard layout:\n{}",
+        findings.join("\n")
+    );
     Ok(())
 }
 
