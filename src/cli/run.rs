@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 
 use crate::telemetry;
 
+/// `--cache-mib-per-namespace`'s default: room for ~12,000 ordinary resources in one
+/// namespace (2.7 KiB each as charged), and a fifth of the chart's memory limit.
+pub const DEFAULT_CACHE_MIB_PER_NAMESPACE: u32 = 32;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Watch only this namespace (repeatable). Default: all namespaces.
@@ -52,7 +56,7 @@ pub struct RunArgs {
     /// status and is not served, and a credentials Secret is read when used. What one
     /// namespace's objects can take is then bounded by this and by their number (a
     /// ResourceQuota's to bound).
-    #[arg(long, default_value_t = crate::controller::DEFAULT_CACHE_MIB_PER_NAMESPACE, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_CACHE_MIB_PER_NAMESPACE, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cache_mib_per_namespace: u32,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).

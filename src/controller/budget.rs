@@ -13,10 +13,9 @@ use kube::runtime::watcher::Event;
 use crate::api::{DELIVERY_FINALIZER, Guarded};
 use kube::api::ObjectMeta;
 
-/// `--cache-mib-per-namespace`'s default: room for 10,000 ordinary resources in one namespace
-/// (about 1–2 KiB each as cached), and a fifth of the chart's memory limit.
-pub const DEFAULT_MIB_PER_NAMESPACE: u32 = 32;
-pub const DEFAULT_BYTES_PER_NAMESPACE: usize = (DEFAULT_MIB_PER_NAMESPACE as usize) << 20;
+/// The default budget in bytes (`--cache-mib-per-namespace`'s default).
+pub const DEFAULT_BYTES_PER_NAMESPACE: usize =
+    (crate::cli::run::DEFAULT_CACHE_MIB_PER_NAMESPACE as usize) << 20;
 
 /// Bytes charged per namespace, and to which namespace each object's charge went.
 #[derive(Debug)]

@@ -47,7 +47,6 @@ const CREDENTIALS_PAGE_SIZE: u32 = 10;
 const RESOURCES_PAGE_SIZE: u32 = 20;
 const MANAGED_PAGE_SIZE: u32 = 100;
 
-pub use budget::DEFAULT_MIB_PER_NAMESPACE as DEFAULT_CACHE_MIB_PER_NAMESPACE;
 /// What the per-namespace cache budget charges for a resource (measured in tests/crd_bounds.rs).
 pub use budget::cached_bytes as cache_charge;
 pub use context::Context;

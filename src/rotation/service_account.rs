@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use crate::api::{ALLOWED_AUDIENCES_ANNOTATION, ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL};
 use crate::conditions::reason;
-use crate::provider::ErrorClass;
 use crate::provider::config::ServiceAccountSettings;
 
 use super::status::StoreFailure;
@@ -159,14 +158,6 @@ pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
     }
 }
 
-/// Whether a failure of this class is retried with backoff. A refusal of the credentials is
-/// not (a password retried locks the account) — unless they are a ServiceAccount token: it
-/// has no account to lock, is new for each request, and the fix (the provider's federation
-/// settings) is made where no watch of the operator sees it.
-pub fn retried_with_backoff(class: ErrorClass, service_account: bool) -> bool {
-    class.is_transient() || (service_account && class == ErrorClass::CredentialsRejected)
-}
-
 /// Why the TokenRequest API gave no token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MintFailure {
@@ -220,6 +211,8 @@ fn failure(reason: &'static str, message: String, retry: bool) -> StoreFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ErrorClass;
+    use crate::rotation::settle::retried_with_backoff;
 
     fn sa(audience: &str) -> ServiceAccountSettings {
         ServiceAccountSettings {

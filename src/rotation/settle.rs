@@ -87,7 +87,7 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
                 ChainEnd::NeedsReauthorization
             } else {
                 let service_account = plan.config.service_account.is_some();
-                if super::service_account::retried_with_backoff(error.class(), service_account) {
+                if retried_with_backoff(error.class(), service_account) {
                     // New inputs get one immediate try; after a failure they wait for backoff.
                     if plan.due == DueReason::InputsChanged {
                         state.failing_inputs_hash = Some(plan.inputs.clone());
@@ -167,4 +167,13 @@ pub fn rebase(write: &ChainWrite, stored: &StateData) -> Rebase {
 
 fn exposed(token: &Option<SecretString>) -> Option<&str> {
     token.as_ref().map(|t| t.expose_secret())
+}
+
+/// Whether a failure of this class is retried with backoff. A refusal of the credentials is
+/// not (a password retried locks the account) — unless they are a ServiceAccount token: it
+/// has no account to lock, is new for each request, and the fix (the provider's federation
+/// settings) is made where no watch of the operator sees it.
+pub fn retried_with_backoff(class: crate::provider::ErrorClass, service_account: bool) -> bool {
+    class.is_transient()
+        || (service_account && class == crate::provider::ErrorClass::CredentialsRejected)
 }

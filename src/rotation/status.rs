@@ -477,7 +477,7 @@ impl Reporter {
                 None,
             ),
             ChainEnd::Intact
-                if super::service_account::retried_with_backoff(
+                if super::settle::retried_with_backoff(
                     class,
                     plan.config.service_account.is_some(),
                 ) =>
