@@ -28,9 +28,13 @@
 //! A hostile namespace of maximal objects beside a victim's (scale/hostile.rs): peak RSS
 //! against the chart's limit; BENCH_ONLY_HOSTILE=1 runs this alone (with BENCH_COMPARE_BIN,
 //! side by side with that build).
+//! Secretless: BENCH_SERVICE_ACCOUNTS (default 1000) credentials authenticating as
+//! ServiceAccounts (scale/service_accounts.rs); BENCH_ONLY_SERVICE_ACCOUNTS=1 runs this alone.
 
 #[path = "scale/hostile.rs"]
 mod hostile;
+#[path = "scale/service_accounts.rs"]
+mod service_accounts;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -748,6 +752,9 @@ async fn main() -> Result<()> {
     }
     if std::env::var("BENCH_ONLY_TENANT").is_ok_and(|v| v == "1") {
         return tenant_actions(cp, &emu, bin).await;
+    }
+    if std::env::var("BENCH_ONLY_SERVICE_ACCOUNTS").is_ok_and(|v| v == "1") {
+        return service_accounts::run(cp, bin).await;
     }
     if std::env::var("BENCH_ONLY_HOSTILE").is_ok_and(|v| v == "1") {
         return hostile::run(cp, &emu, bin, compare.as_deref()).await;
