@@ -8,6 +8,7 @@ mod budget;
 mod decide;
 pub mod delivery;
 mod plan;
+pub mod recheck;
 pub mod rollout;
 mod schedule;
 pub mod service_account;
