@@ -163,6 +163,65 @@ pub fn secret_value(salt: &str, value: &SecretString) -> String {
     salted_hash(salt, &[value.expose_secret()])
 }
 
+/// The key of the inputs digests written on target Secrets. A target is read by its
+/// consumers, and an unkeyed digest of the credentials would let them test guesses of a weak
+/// password offline; keyed, it tells nothing to whoever lacks the key (an HMAC-SHA256 of the
+/// salted digest above). The id names the key in each digest, so that digests made with a key
+/// since lost or replaced are recognised as such instead of read as a change of credentials.
+#[derive(Clone)]
+pub struct InputsKey {
+    key: ring::hmac::Key,
+    id: String,
+}
+
+/// Fewer bytes than this is not a key worth the name (HMAC-SHA256's own block of entropy).
+pub const INPUTS_KEY_MIN_BYTES: usize = 32;
+
+/// How a target's keyed inputs digest compares with the inputs of now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyedInputs {
+    Same,
+    Changed,
+    /// Made with another key (lost or replaced since): tells nothing either way.
+    OtherKey,
+}
+
+impl InputsKey {
+    /// `None` when `bytes` is too short to be a key.
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < INPUTS_KEY_MIN_BYTES {
+            return None;
+        }
+        let mut h = Sha256::new();
+        h.update(b"token-rotator inputs key id");
+        h.update(bytes);
+        Some(InputsKey {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
+            id: hex::encode(&h.finalize()[..4]),
+        })
+    }
+
+    /// The digest written on the target: `<key id>:<HMAC of the inputs digest>`.
+    pub fn seal(&self, inputs: &str) -> String {
+        let tag = ring::hmac::sign(&self.key, inputs.as_bytes());
+        format!("{}:{}", self.id, hex::encode(tag.as_ref()))
+    }
+
+    pub fn check(&self, sealed: &str, inputs: &str) -> KeyedInputs {
+        match sealed.split_once(':') {
+            // Verified in constant time: the target's writers choose what is compared.
+            Some((id, tag)) if id == self.id => match hex::decode(tag) {
+                Ok(tag) if ring::hmac::verify(&self.key, inputs.as_bytes(), &tag).is_ok() => {
+                    KeyedInputs::Same
+                }
+                _ => KeyedInputs::Changed,
+            },
+            Some(_) => KeyedInputs::OtherKey,
+            None => KeyedInputs::Changed,
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TargetSettingsV1<'a> {
@@ -267,6 +326,30 @@ mod tests {
             "v1:d1d6ddb7b218e28ac5fc554a94d67c2914d386170833df3ae045be5a2921f041"
         );
         assert_eq!(target_settings(&target), "v1:5de608fc3d49cf40");
+    }
+
+    #[test]
+    fn keyed_inputs_tell_nothing_without_the_key_and_name_their_key() {
+        assert!(InputsKey::new(&[7; INPUTS_KEY_MIN_BYTES - 1]).is_none());
+        let key = InputsKey::new(&[7; 32]).unwrap();
+        let other = InputsKey::new(&[8; 32]).unwrap();
+        let sealed = key.seal("v1:abc");
+        // Neither the inputs digest nor anything computable without the key.
+        assert!(!sealed.contains("abc"));
+        assert_ne!(sealed, other.seal("v1:abc"));
+        assert_eq!(key.check(&sealed, "v1:abc"), KeyedInputs::Same);
+        assert_eq!(key.check(&sealed, "v1:abd"), KeyedInputs::Changed);
+        assert_eq!(other.check(&sealed, "v1:abc"), KeyedInputs::OtherKey);
+        // Whatever a writer of the target puts there is never read as the same inputs.
+        for forged in [
+            "",
+            ":",
+            "garbage",
+            &format!("{}:", &sealed[..8]),
+            &sealed[..20],
+        ] {
+            assert_ne!(key.check(forged, "v1:abc"), KeyedInputs::Same, "{forged}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod digest;
+pub mod inputs_key;
 pub mod leader;
 pub mod provider;
 pub mod rotation;

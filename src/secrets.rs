@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{
@@ -256,6 +256,29 @@ pub async fn write_state(
         }
     }
     unreachable!("the loop returns on its last attempt")
+}
+
+/// Deletes a state Secret that holds nothing a state Secret is needed for any more, as it was
+/// written (`resource_version`): one changed since (another writer stored a chain) stays.
+/// Returns whether it is gone.
+pub async fn delete_state(
+    api: &Api<Secret>,
+    name: &str,
+    resource_version: &str,
+) -> Result<bool, SecretsError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: Some(resource_version.to_string()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(api_error("delete", name)(e)),
+    }
 }
 
 /// Creates the target Secret, or replaces the one this resource owns under the resourceVersion

@@ -16,6 +16,10 @@ pub const ISSUED_AT_ANNOTATION: &str = "tokenrotator.dev/issued-at";
 /// The refresh-annotation value this token answered. Kept on the target (always read fresh)
 /// so a reconcile working from a stale cached copy cannot act on the same request twice.
 pub const REFRESH_HANDLED_ANNOTATION: &str = "tokenrotator.dev/refresh-handled";
+/// The request inputs this token was issued with, as a keyed digest (`digest::InputsKey`):
+/// a change of credentials is noticed from the target alone, and a reader of the target learns
+/// nothing about them. Not carried to copies.
+pub const INPUTS_ANNOTATION: &str = "tokenrotator.dev/inputs-digest";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
@@ -270,6 +274,7 @@ pub fn desired(
     spec: &TargetSpec,
     token: &IssuedToken,
     refresh_handled: Option<&str>,
+    inputs: Option<&str>,
 ) -> Result<DesiredTarget, TargetError> {
     let fields = TokenFields {
         access_token: token.access_token.expose_secret(),
@@ -288,6 +293,9 @@ pub fn desired(
         annotations.insert(REFRESH_HANDLED_ANNOTATION.into(), nonce.to_string());
     }
     annotations.insert(FINGERPRINT_ANNOTATION.into(), token.fingerprint());
+    if let Some(inputs) = inputs {
+        annotations.insert(INPUTS_ANNOTATION.into(), inputs.to_string());
+    }
     annotations.insert(
         SETTINGS_ANNOTATION.into(),
         crate::digest::target_settings(spec),
@@ -385,6 +393,7 @@ pub struct ObservedTarget {
     pub issued_at: Option<Timestamp>,
     pub settings: Option<String>,
     pub refresh_handled: Option<String>,
+    pub inputs: Option<String>,
 }
 
 impl ObservedTarget {
@@ -399,6 +408,7 @@ impl ObservedTarget {
                 .and_then(|s| s.parse().ok()),
             settings: annotations.get(SETTINGS_ANNOTATION).cloned(),
             refresh_handled: annotations.get(REFRESH_HANDLED_ANNOTATION).cloned(),
+            inputs: annotations.get(INPUTS_ANNOTATION).cloned(),
         }
     }
 }
@@ -480,7 +490,7 @@ mod tests {
 
     #[test]
     fn default_keys_and_annotations() {
-        let d = desired(&TargetSpec::default(), &token(), None).unwrap();
+        let d = desired(&TargetSpec::default(), &token(), None, None).unwrap();
         assert_eq!(d.data["access_token"], b"tok-123");
         assert_eq!(d.data["token_type"], b"bearer");
         assert_eq!(d.data["expires_at"], b"2026-01-01T01:00:00Z");
@@ -499,7 +509,7 @@ mod tests {
             ]),
             ..TargetSpec::default()
         };
-        let d = desired(&spec, &token(), None).unwrap();
+        let d = desired(&spec, &token(), None, None).unwrap();
         assert_eq!(d.data["Authorization"], b"Bearer tok-123");
         assert_eq!(d.data["ttl"], b"3600");
         assert_eq!(d.data["nothing"], b"");
@@ -589,7 +599,7 @@ mod tests {
 
     /// The target as the operator writes it for `spec`, owned by `uid`.
     fn written_target(spec: &TargetSpec, uid: &str) -> k8s_openapi::api::core::v1::Secret {
-        let desired = desired(spec, &token(), Some("nonce")).unwrap();
+        let desired = desired(spec, &token(), Some("nonce"), Some("k1:sealed")).unwrap();
         k8s_openapi::api::core::v1::Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(spec.secret_name.clone()),
@@ -635,6 +645,16 @@ mod tests {
         assert_eq!(annotations["tokenrotator.dev/delivered-from"], "src/pc");
         assert!(annotations.contains_key(FINGERPRINT_ANNOTATION));
         assert!(!annotations.contains_key(REFRESH_HANDLED_ANNOTATION));
+        // The inputs digest stays with the target: it concerns its resource only.
+        assert!(
+            target
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(INPUTS_ANNOTATION)
+        );
+        assert!(!annotations.contains_key(INPUTS_ANNOTATION));
         // Labels and annotations added to the live target by hand do not travel.
         target
             .metadata

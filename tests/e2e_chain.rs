@@ -572,7 +572,10 @@ async fn a_stale_held_refresh_token_never_overwrites_a_newer_chain() -> Result<(
         env.cp.kubeconfig_path(),
         &format!("{}-b", env.name()),
         &args,
-        &[("RUST_LOG", "info,token_rotator=debug")],
+        &[
+            ("RUST_LOG", "info,token_rotator=debug"),
+            ("POD_NAMESPACE", env.name()),
+        ],
     )
     .await?;
     for value in ["by-b-1", "by-b-2"] {

@@ -136,6 +136,7 @@ proptest! {
             credentials: CredentialsView::Found(login()),
             held: None,
             timeout_cap: None,
+            inputs_key: None,
         };
         let planned = rotation::plan(&observed);
         let Step::Rotate(plan) = &planned.step else {
@@ -192,6 +193,7 @@ proptest! {
             credentials: CredentialsView::Found(login()),
             held: None,
             timeout_cap: None,
+            inputs_key: None,
         };
         match rotation::plan(&observed).step {
             Step::Wait(at) => prop_assert!(at > now),

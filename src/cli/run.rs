@@ -58,6 +58,15 @@ pub struct RunArgs {
     /// ResourceQuota's to bound).
     #[arg(long, default_value_t = DEFAULT_CACHE_MIB_PER_NAMESPACE, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cache_mib_per_namespace: u32,
+    /// Namespace of the Secret holding the key of the inputs digests written on target Secrets
+    /// (created there when absent; default: $POD_NAMESPACE, as the chart sets it). Without
+    /// one, every resource keeps that digest in a state Secret instead: one more object and
+    /// one more API call per new resource.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub inputs_key_namespace: Option<String>,
+    /// Name of that Secret.
+    #[arg(long, default_value = crate::inputs_key::DEFAULT_SECRET_NAME)]
+    pub inputs_key_secret: String,
     /// At most this many token requests per ProviderCredential in any rolling minute, whatever
     /// asks for them; beyond it the resource pauses, twice as long each time (1 min … 1 h).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=600))]

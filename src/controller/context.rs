@@ -55,6 +55,8 @@ pub struct Context {
     pub reconcile_rate: super::reconcile_rate::ReconcileRate,
     /// What each namespace's cached resources, and kept credentials, may take (budget.rs).
     pub cache_bytes_per_namespace: usize,
+    /// The key of the inputs digests on targets; without one they stay in state Secrets.
+    pub inputs_key: Option<crate::digest::InputsKey>,
 }
 
 /// The optional features the operator runs with.
@@ -70,6 +72,8 @@ pub struct Features {
     /// `--cache-mib-per-namespace`, in bytes (0: the default).
     pub cache_bytes_per_namespace: usize,
     pub delivery: Option<super::delivery_views::Delivery>,
+    /// The key of the inputs digests on targets (`--inputs-key-namespace`).
+    pub inputs_key: Option<crate::digest::InputsKey>,
 }
 
 #[derive(Default)]
@@ -188,6 +192,7 @@ impl Context {
                 features.reconciles_per_second_per_namespace,
             ),
             cache_bytes_per_namespace,
+            inputs_key: features.inputs_key,
         }
     }
 

@@ -118,8 +118,15 @@ async fn run(
 ) -> Result<Executed, ExecuteError> {
     let uid = pc.uid().unwrap_or_default();
     let render = |token: &IssuedToken| {
-        target::desired(&pc.spec.target, token, plan.refresh_handled.as_deref())
+        target::desired(
+            &pc.spec.target,
+            token,
+            plan.refresh_handled.as_deref(),
+            plan.sealed_inputs.as_deref(),
+        )
     };
+    // A state Secret left holding nothing it is needed for, removed once the target is written.
+    let mut retire_state = None;
     let (token, rendered) = match &plan.source {
         TokenSource::Held(token) => {
             info!(
@@ -226,6 +233,12 @@ async fn run(
                     }
                     Err(e) => return Ok(Executed::NotStored(write_failure(&e))),
                 };
+            if !rotation::needs_state_secret(&settled.state, plan.sealed_inputs.is_some()) {
+                retire_state = resource_version.clone().map(|rv| SecretWrite {
+                    name: plan.state_secret.name.clone(),
+                    resource_version: Some(rv),
+                });
+            }
             let rendered = render(&token);
             if rendered.is_err() {
                 // Remembered with the state, so no reconcile requests a token for these
@@ -285,19 +298,62 @@ async fn run(
             pc.spec.delivery.is_some().then(|| Box::new(target))
         }
         Err(e) => {
-            // Read it again next time: it may be gone, or changed under us.
-            ctx.views.remember_target(
-                &uid,
-                &pc.namespace().unwrap_or_default(),
-                &plan.target_secret.name,
-                None,
-            );
+            forget_target(ctx, pc, api, &e).await;
             return Ok(Executed::NotStored(write_failure(&e)));
         }
     };
     ctx.drop_token(&uid);
     debug!("target Secret written");
+    if let Some(state) = retire_state {
+        retire(ctx, pc, api, state).await;
+    }
     Ok(Executed::Issued { token, target })
+}
+
+/// Removes a state Secret whose last write left it nothing to hold (its content is already
+/// what it must be, so a failure here loses nothing: it is tried again at the next rotation).
+async fn retire(ctx: &Context, pc: &ProviderCredential, api: &Api<Secret>, state: SecretWrite) {
+    let Some(resource_version) = state.resource_version else {
+        return;
+    };
+    match secrets::delete_state(api, &state.name, &resource_version).await {
+        Ok(true) => {
+            ctx.views.remember_state(
+                &pc.uid().unwrap_or_default(),
+                &pc.namespace().unwrap_or_default(),
+                &state.name,
+                None,
+            );
+            debug!("state Secret removed: nothing left for it to hold");
+        }
+        Ok(false) => debug!("state Secret changed meanwhile; kept"),
+        Err(e) => {
+            warn!(error = %e, "could not remove the state Secret; tried again at the next rotation")
+        }
+    }
+}
+
+/// After a failed target write, the target is read again: at once when a Secret was found
+/// there (the create met one the watch of managed Secrets does not show: the read says whose
+/// it is, so the next reconcile reports the conflict instead of requesting again), else next
+/// time (it may be gone, or changed under us).
+async fn forget_target(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    api: &Api<Secret>,
+    e: &SecretsError,
+) {
+    if matches!(e, SecretsError::NotOwned(_))
+        && super::observe::reread_target(ctx, api, pc).await.is_ok()
+    {
+        return;
+    }
+    ctx.views.remember_target(
+        &pc.uid().unwrap_or_default(),
+        &pc.namespace().unwrap_or_default(),
+        &pc.spec.target.secret_name,
+        None,
+    );
 }
 
 /// Holds a changed state in memory, then stores it as a compare-and-swap on the chain the
@@ -314,6 +370,12 @@ async fn hold_and_store(
         return Ok(StateStored::Written(
             plan.state_secret.resource_version.clone(),
         ));
+    }
+    // None exists and nothing needs one: the inputs digest goes on the target.
+    if plan.state_secret.resource_version.is_none()
+        && !rotation::needs_state_secret(&state, plan.sealed_inputs.is_some())
+    {
+        return Ok(StateStored::Written(None));
     }
     let uid = pc.uid().unwrap_or_default();
     let write = ChainWrite::after(plan, state);

@@ -90,6 +90,8 @@ pub enum RunError {
         "--cross-namespace-delivery needs list and watch on namespaces ({0}); grant them (the chart does with crossNamespaceDelivery.enabled)"
     )]
     NamespacesUnreadable(#[source] kube::Error),
+    #[error(transparent)]
+    InputsKey(#[from] crate::inputs_key::InputsKeyError),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -164,6 +166,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             return Ok(());
         }
     };
+    let inputs_key = match &args.inputs_key_namespace {
+        Some(ns) => {
+            Some(crate::inputs_key::load_or_create(&client, ns, &args.inputs_key_secret).await?)
+        }
+        None => {
+            info!(
+                "no --inputs-key-namespace: each resource keeps its inputs digest in a state Secret"
+            );
+            None
+        }
+    };
     let (delivery, mut delivery_writers) = if args.cross_namespace_delivery {
         let (delivery, writers) = delivery::Delivery::new();
         (Some(delivery), Some(writers))
@@ -189,6 +202,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             reconciles_per_second_per_namespace: args.reconciles_per_second_per_namespace,
             cache_bytes_per_namespace: (args.cache_mib_per_namespace as usize) << 20,
             delivery,
+            inputs_key,
         },
     ));
 

@@ -18,7 +18,7 @@ use crate::state::StateData;
 use crate::target::ObservedTarget;
 
 pub async fn observe<'a>(
-    ctx: &Context,
+    ctx: &'a Context,
     pc: &'a ProviderCredential,
     api: &Api<Secret>,
 ) -> Result<Observed<'a>, SecretsError> {
@@ -37,6 +37,7 @@ pub async fn observe<'a>(
         credentials,
         held: ctx.unwritten_token(&uid),
         timeout_cap: ctx.gate.timeout_cap(),
+        inputs_key: ctx.inputs_key.as_ref(),
     })
 }
 
@@ -66,6 +67,28 @@ async fn read_target(
     {
         return Ok(slot);
     }
+    if !conflict_reported(pc) {
+        // Known absent from the complete watch beats a read (a 404) per new resource. A
+        // Secret of someone else's there makes the create fail; that is read and reported
+        // (TargetConflict), and the status then has every later reconcile read first.
+        ctx.views
+            .listed(&namespace, FIRST_LIST_WAIT, || false)
+            .await;
+        if ctx.views.target_known_absent(&uid, &namespace, name) {
+            return Ok(Slot::Absent);
+        }
+    }
+    reread_target(ctx, api, pc).await
+}
+
+/// The target as the API has it now (read), remembered for the next reconciles.
+pub async fn reread_target(
+    ctx: &Context,
+    api: &Api<Secret>,
+    pc: &ProviderCredential,
+) -> Result<Slot<TargetView>, SecretsError> {
+    let uid = pc.uid().unwrap_or_default();
+    let name = &pc.spec.target.secret_name;
     let (target, foreign_version) = secrets::read_owned_or_version(api, name, &uid).await?;
     let target = target.map(|s| TargetView {
         resource_version: s.metadata.resource_version.clone(),
@@ -74,6 +97,17 @@ async fn read_target(
     });
     remember_target(ctx, pc, &target, foreign_version.as_deref());
     Ok(target)
+}
+
+/// The status says the target's name is taken (by a Secret someone else owns, or of another
+/// type): such a target is read, never assumed absent, so a conflict costs at most the one
+/// token request that found it, whatever restarts follow.
+fn conflict_reported(pc: &ProviderCredential) -> bool {
+    pc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.reason == crate::conditions::reason::TARGET_CONFLICT)
+    })
 }
 
 /// Remembers the target as read: owned (its view), absent, or someone else's (its version,

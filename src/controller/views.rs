@@ -344,6 +344,17 @@ impl SecretViews {
                 .all(|v| v.listed && !v.current.contains(namespace, name))
     }
 
+    /// The target is not there as far as this process knows: the complete watch of managed
+    /// Secrets never showed that name, this process neither wrote it nor found someone else's
+    /// Secret there. An unmanaged Secret may still be there: the create that writes the target
+    /// then fails (409) rather than touching it.
+    pub fn target_known_absent(&self, uid: &str, namespace: &str, name: &str) -> bool {
+        let remembered = self.lock_views().get(uid).is_some_and(|r| {
+            r.target.is_some() || r.unowned.as_ref().is_some_and(|u| u.foreign.is_some())
+        });
+        !remembered && self.known_absent(namespace, name)
+    }
+
     pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
         self.current(uid, namespace, name, |r| r.target.as_mut())
     }

@@ -26,7 +26,7 @@ pub use schedule::{
     BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff,
     blocked_recheck, jitter_for, next_refresh_at, renewal,
 };
-pub use settle::{ChainEnd, ChainWrite, Rebase, Settled, rebase, settle};
+pub use settle::{ChainEnd, ChainWrite, Rebase, Settled, needs_state_secret, rebase, settle};
 pub use status::{
     EventNote, INTERNAL_ERROR, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay,
     status_after, status_after_panic,

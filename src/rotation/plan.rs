@@ -99,6 +99,9 @@ pub struct Observed<'a> {
     pub held: Option<HeldToken>,
     /// What the lease covers, when that is shorter than a request may take.
     pub timeout_cap: Option<TimeoutCap>,
+    /// The key of the inputs digest on targets; without one, the digest lives in the state
+    /// Secret only (which every resource then has).
+    pub inputs_key: Option<&'a digest::InputsKey>,
 }
 
 /// The token in the target Secret, while it is valid.
@@ -167,6 +170,8 @@ pub struct Plan {
     pub state_secret: SecretWrite,
     pub target_secret: SecretWrite,
     pub inputs: String,
+    /// `inputs` sealed with the operator's key, for the target (None: no key).
+    pub sealed_inputs: Option<String>,
     /// Where a refresh token issued now belongs (endpoint and client).
     pub refresh_binding: String,
     pub seed_hash: Option<String>,
@@ -393,11 +398,11 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
             observed_target.and_then(|o| o.settings.as_deref()),
             &spec.target,
         ),
-        inputs_unchanged: digest::request_inputs_match(
-            stored.inputs_hash.as_deref(),
-            &uid,
-            &config,
-            &credentials,
+        inputs_unchanged: inputs_unchanged(
+            &stored,
+            observed_target,
+            o.inputs_key,
+            (&uid, &config, &credentials),
         ) && !new_seed
             && !unspent_code,
         inputs_failed_before: stored.failing_inputs_hash.as_deref() == Some(inputs.as_str()),
@@ -442,6 +447,7 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         state_secret: state_secret.clone(),
         target_secret: target_secret.clone(),
         inputs: inputs.clone(),
+        sealed_inputs: o.inputs_key.map(|k| k.seal(&inputs)),
         refresh_binding: refresh_binding.clone(),
         seed_hash: seed_hash.clone(),
         code_hash: code_hash.clone(),
@@ -499,6 +505,35 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         choice,
         TokenSource::Request(grant),
     ))))
+}
+
+/// Whether the token in use was issued with the inputs of now. The state Secret says so when
+/// there is one (it is written before the target, and releases before the keyed digest kept
+/// the digest only there); else the keyed digest on the target. A digest made with a key since
+/// lost or replaced tells nothing: taken as unchanged, so that a lost key never makes every
+/// resource request a token at once; a change of credentials made meanwhile is then acted on
+/// at the resource's next rotation, which writes a digest with the new key.
+fn inputs_unchanged(
+    stored: &StateData,
+    target: Option<&ObservedTarget>,
+    key: Option<&digest::InputsKey>,
+    (uid, config, credentials): (&str, &ProviderConfig, &Credentials),
+) -> bool {
+    if stored.inputs_hash.is_some() {
+        return digest::request_inputs_match(
+            stored.inputs_hash.as_deref(),
+            uid,
+            config,
+            credentials,
+        );
+    }
+    match (key, target.and_then(|t| t.inputs.as_deref())) {
+        (Some(key), Some(sealed)) => {
+            let now = digest::request_inputs(uid, config, credentials);
+            key.check(sealed, &now) != digest::KeyedInputs::Changed
+        }
+        _ => false,
+    }
 }
 
 /// The spec resolved into the provider model and renewal policy, with every check that needs

@@ -103,6 +103,32 @@ pub fn settle(plan: &Plan, answer: Result<&IssuedToken, &FetchError>) -> Settled
     }
 }
 
+/// Whether a state needs a state Secret: it holds something only that Secret can keep across
+/// restarts (a refresh token and where it belongs, the seed or code spent, a rejection, a
+/// failure, a template that failed). The inputs digest alone goes on the target when the
+/// operator has a key for it; a resource without a refresh token then has no state Secret.
+pub fn needs_state_secret(state: &StateData, inputs_on_target: bool) -> bool {
+    // Destructured: a field added to the state must be decided on here.
+    let StateData {
+        refresh_token,
+        refresh_binding,
+        inputs_hash,
+        seed_hash,
+        code_hash,
+        rejected_inputs_hash,
+        failing_inputs_hash,
+        unrenderable_target,
+    } = state;
+    refresh_token.is_some()
+        || refresh_binding.is_some()
+        || seed_hash.is_some()
+        || code_hash.is_some()
+        || rejected_inputs_hash.is_some()
+        || failing_inputs_hash.is_some()
+        || unrenderable_target.is_some()
+        || (inputs_hash.is_some() && !inputs_on_target)
+}
+
 /// A state to store, with the refresh token the rotation that produced it started from: the
 /// write is a compare-and-swap on the chain, never a blind overwrite.
 #[derive(Clone, Debug)]

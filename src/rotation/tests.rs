@@ -85,7 +85,7 @@ fn token(fingerprint_seed: &str, issued: Timestamp, lifetime_s: i64) -> IssuedTo
 
 /// A target Secret holding `t`, written for this spec.
 fn target_with(pc: &ProviderCredential, t: &IssuedToken) -> Slot<TargetView> {
-    let desired = target::desired(&pc.spec.target, t, None).unwrap();
+    let desired = target::desired(&pc.spec.target, t, None, None).unwrap();
     Slot::Owned(TargetView {
         resource_version: Some("7".into()),
         secret_type: Some(desired.secret_type),
@@ -113,6 +113,7 @@ fn observed(pc: &ProviderCredential) -> Observed<'_> {
         credentials: CredentialsView::Found(login()),
         held: None,
         timeout_cap: None,
+        inputs_key: None,
     }
 }
 
@@ -178,12 +179,86 @@ fn a_valid_token_waits_and_a_stored_refresh_token_is_spent_when_due() {
     assert_eq!(p.state_secret.resource_version.as_deref(), Some("3"));
 }
 
+/// A target holding `t` written with a key: its inputs digest is on it, sealed.
+fn sealed_target(
+    pc: &ProviderCredential,
+    t: &IssuedToken,
+    key: &digest::InputsKey,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Slot<TargetView> {
+    let sealed = key.seal(&inputs_of(pc, data));
+    let desired = target::desired(&pc.spec.target, t, None, Some(&sealed)).unwrap();
+    Slot::Owned(TargetView {
+        resource_version: Some("7".into()),
+        secret_type: Some(desired.secret_type),
+        token: ObservedTarget::from_annotations(&desired.annotations),
+    })
+}
+
+#[test]
+fn without_a_state_secret_the_keyed_digest_on_the_target_tells_a_change_of_credentials() {
+    let pc = reltio();
+    let key = digest::InputsKey::new(&[5; 32]).unwrap();
+    let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
+    let mut o = observed(&pc);
+    o.inputs_key = Some(&key);
+    // A new resource: the plan seals its inputs for the target.
+    let p = rotation_plan(&o);
+    assert_eq!(p.sealed_inputs, Some(key.seal(&p.inputs)));
+    // Written with these credentials: nothing to do until the renewal time.
+    o.target = sealed_target(&pc, &t, &key, &login());
+    assert!(matches!(plan(&o).step, Step::Wait(_)));
+    // The credentials changed since: a new token at once.
+    let mut replaced = login();
+    replaced.insert("client_secret".into(), b"rotated".to_vec());
+    o.credentials = CredentialsView::Found(replaced.clone());
+    assert_eq!(rotation_plan(&o).due, DueReason::InputsChanged);
+    // Sealed with a key since lost: tells nothing, so nothing is requested because of it.
+    let lost = digest::InputsKey::new(&[6; 32]).unwrap();
+    o.target = sealed_target(&pc, &t, &lost, &login());
+    assert!(matches!(plan(&o).step, Step::Wait(_)));
+    // No digest at all (edited away, or a target of a build without a key): a change.
+    o.target = target_with(&pc, &t);
+    assert_eq!(rotation_plan(&o).due, DueReason::InputsChanged);
+    // A state Secret's digest, where there is one, is what counts (written before the target).
+    o.credentials = CredentialsView::Found(login());
+    o.target = sealed_target(&pc, &t, &key, &replaced);
+    o.state = stored(&pc, None);
+    assert!(matches!(plan(&o).step, Step::Wait(_)));
+}
+
+#[test]
+fn a_state_secret_is_needed_only_for_what_only_it_can_hold() {
+    let inputs_only = StateData {
+        inputs_hash: Some("v1:x".into()),
+        ..StateData::default()
+    };
+    assert!(!needs_state_secret(&StateData::default(), true));
+    assert!(!needs_state_secret(&inputs_only, true));
+    // Without a key the digest has nowhere else to go.
+    assert!(needs_state_secret(&inputs_only, false));
+    let each: [fn(&mut StateData); 7] = [
+        |s| s.refresh_token = Some(SecretString::from("rt")),
+        |s| s.refresh_binding = Some("b".into()),
+        |s| s.seed_hash = Some("s".into()),
+        |s| s.code_hash = Some("c".into()),
+        |s| s.rejected_inputs_hash = Some("r".into()),
+        |s| s.failing_inputs_hash = Some("f".into()),
+        |s| s.unrenderable_target = Some("u".into()),
+    ];
+    for set in each {
+        let mut state = inputs_only.clone();
+        set(&mut state);
+        assert!(needs_state_secret(&state, true), "{state:?}");
+    }
+}
+
 #[test]
 fn digests_stored_by_the_previous_release_fetch_nothing() {
     let pc = reltio();
     let t = token("tok", now() - SignedDuration::from_secs(600), 3600);
     let mut o = observed(&pc);
-    let desired = target::desired(&pc.spec.target, &t, None).unwrap();
+    let desired = target::desired(&pc.spec.target, &t, None, None).unwrap();
     let mut annotations = desired.annotations.clone();
     annotations.insert(
         target::SETTINGS_ANNOTATION.into(),

@@ -78,7 +78,10 @@ pub async fn start_cluster_wide_with(env: &Env, extra: &[&str]) -> Result<Operat
         &kubeconfig,
         env.name(),
         &args,
-        &[("RUST_LOG", "info,token_rotator=debug")],
+        &[
+            ("RUST_LOG", "info,token_rotator=debug"),
+            ("POD_NAMESPACE", env.name()),
+        ],
     )
     .await
 }

@@ -348,6 +348,8 @@ impl Operator {
             .args(["--token-requests-per-minute", "60"])
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
+            // As the chart runs it: the key of the inputs digests lives in its namespace.
+            .env("POD_NAMESPACE", env.name())
             .env("RUST_LOG", "info,token_rotator=debug")
             .stdout(Stdio::null())
             .stderr(file)
@@ -583,7 +585,10 @@ impl Operator {
             .await?;
         let mut args = Operator::run_args(env.name());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut all_vars = vec![("RUST_LOG", "info,token_rotator=debug")];
+        let mut all_vars = vec![
+            ("RUST_LOG", "info,token_rotator=debug"),
+            ("POD_NAMESPACE", env.name()),
+        ];
         all_vars.extend_from_slice(vars);
         Operator::launch(&kubeconfig, env.name(), &args, &all_vars).await
     }
@@ -614,12 +619,24 @@ impl Operator {
         args: &[String],
         vars: &[(&str, &str)],
     ) -> Result<Operator> {
+        let binary = Path::new(env!("CARGO_BIN_EXE_token-rotator"));
+        Self::launch_binary(binary, kubeconfig, label, args, vars).await
+    }
+
+    /// [`Operator::launch`] with another build of the operator (an earlier release).
+    pub async fn launch_binary(
+        binary: &Path,
+        kubeconfig: &Path,
+        label: &str,
+        args: &[String],
+        vars: &[(&str, &str)],
+    ) -> Result<Operator> {
         let port = free_port()?;
         let logs = repo_path("target/e2e-logs");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{label}-{port}.log"));
         let file = std::fs::File::create(&log)?;
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-rotator"))
+        let child = tokio::process::Command::new(binary)
             .args(args)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", kubeconfig)

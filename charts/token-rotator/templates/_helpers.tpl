@@ -183,8 +183,10 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
   - providercredentials/status: report status (patch).
   - providercredentials/finalizers: update, required by the OwnerReferencesPermissionEnforcement
     admission plugin because owned Secrets carry ownerReferences with blockOwnerDeletion.
-  - secrets: read credentials (label-filtered) and write target/state Secrets. No delete:
-    owned Secrets are garbage-collected through their ownerReferences.
+  - secrets: read credentials (label-filtered), write target/state Secrets, and delete a state
+    Secret left with nothing to hold (a resource without a refresh token needs none) or a copy
+    no longer wanted; the admission policy limits writes and deletes to Secrets the operator
+    manages. Owned Secrets are otherwise garbage-collected through their ownerReferences.
   - events.k8s.io events: record Events.
 */}}
 {{- define "token-rotator.rules" -}}
@@ -199,7 +201,7 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -221,17 +223,14 @@ RBAC rules for the namespaced resources the operator reconciles. Used by the Clu
   verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.crossNamespaceDelivery.enabled }}
-# spec.delivery: which namespaces consent (TokenDeliveryGrants) and their labels, removing the
-# copies no longer wanted, and the finalizer that removes them when a ProviderCredential goes.
+# spec.delivery: which namespaces consent (TokenDeliveryGrants) and their labels, and the
+# finalizer that removes the copies when a ProviderCredential goes.
 - apiGroups: ["tokenrotator.dev"]
   resources: ["tokendeliverygrants"]
   verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["delete"]
 - apiGroups: ["tokenrotator.dev"]
   resources: ["providercredentials"]
   verbs: ["patch"]
