@@ -4,7 +4,8 @@
 //! keep it crash-looping) and take every other namespace's rotations with it. Over its budget
 //! a namespace's further objects are kept as a stub that says so, on that namespace only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, RandomState};
 
 use kube::Resource;
 use kube::core::error_boundary::InvalidObject;
@@ -17,18 +18,27 @@ use kube::api::ObjectMeta;
 pub const DEFAULT_BYTES_PER_NAMESPACE: usize =
     (crate::cli::run::DEFAULT_CACHE_MIB_PER_NAMESPACE as usize) << 20;
 
-/// Bytes charged per namespace, and to which namespace each object's charge went.
+/// Bytes charged per namespace, and to which namespace each object's charge went. Objects and
+/// namespaces are held as 8-byte hashes, keyed at random per process (as in `due.rs`), not
+/// as copies of their names: the table has an entry per cached object, and copies of a UID
+/// and a namespace cost ~250 bytes an object at 10,000 objects. Two keys sharing a hash (about
+/// one chance in 10^11 at 10,000 objects; a tenant cannot aim for it without the process's
+/// key) would share one charge.
 #[derive(Debug)]
 pub struct NamespaceBudget {
     limit: usize,
-    used: HashMap<Box<str>, usize>,
-    charged: HashMap<Box<str>, (Box<str>, usize)>,
+    hasher: RandomState,
+    /// By namespace: the bytes charged to it.
+    used: HashMap<u64, usize>,
+    /// By object: its namespace and the bytes it was charged.
+    charged: HashMap<u64, (u64, usize)>,
 }
 
 impl NamespaceBudget {
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
+            hasher: RandomState::new(),
             used: HashMap::new(),
             charged: HashMap::new(),
         }
@@ -38,33 +48,49 @@ impl NamespaceBudget {
         self.limit
     }
 
+    /// The key this budget holds `key` (or a namespace) as.
+    fn key(&self, key: &(impl Hash + ?Sized)) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// Charges `bytes` for the object `key` to `namespace`, in place of what it was charged
     /// before. False, with nothing charged for it any more, when that would take the namespace
     /// over its budget.
-    pub fn charge(&mut self, namespace: &str, key: &str, bytes: usize) -> bool {
-        self.release(key);
-        let used = self.used.get(namespace).copied().unwrap_or(0);
+    pub fn charge(&mut self, namespace: &str, key: &(impl Hash + ?Sized), bytes: usize) -> bool {
+        self.charge_key(namespace, self.key(key), bytes)
+    }
+
+    /// As [`NamespaceBudget::charge`], for a key from [`NamespaceBudget::key`].
+    fn charge_key(&mut self, namespace: &str, key: u64, bytes: usize) -> bool {
+        self.release_key(key);
+        let namespace = self.key(namespace);
+        let used = self.used.get(&namespace).copied().unwrap_or(0);
         let fits = used
             .checked_add(bytes)
             .is_some_and(|total| total <= self.limit);
         if fits {
-            self.used.insert(namespace.into(), used + bytes);
-            self.charged.insert(key.into(), (namespace.into(), bytes));
+            self.used.insert(namespace, used + bytes);
+            self.charged.insert(key, (namespace, bytes));
         }
         fits
     }
 
     /// Charges `bytes` for `key` in place of its earlier charge, over the budget or not.
-    pub fn charge_anyway(&mut self, namespace: &str, key: &str, bytes: usize) {
-        self.release(key);
-        let used = self.used.entry(namespace.into()).or_insert(0);
+    fn charge_anyway(&mut self, namespace: &str, key: u64, bytes: usize) {
+        self.release_key(key);
+        let namespace = self.key(namespace);
+        let used = self.used.entry(namespace).or_insert(0);
         *used = used.saturating_add(bytes);
-        self.charged.insert(key.into(), (namespace.into(), bytes));
+        self.charged.insert(key, (namespace, bytes));
     }
 
     /// Gives back what `key` was charged, if anything.
-    pub fn release(&mut self, key: &str) {
-        let Some((namespace, bytes)) = self.charged.remove(key) else {
+    pub fn release(&mut self, key: &(impl Hash + ?Sized)) {
+        self.release_key(self.key(key));
+    }
+
+    fn release_key(&mut self, key: u64) {
+        let Some((namespace, bytes)) = self.charged.remove(&key) else {
             return;
         };
         if let Some(used) = self.used.get_mut(&namespace) {
@@ -76,7 +102,7 @@ impl NamespaceBudget {
     }
 
     pub fn used(&self, namespace: &str) -> usize {
-        self.used.get(namespace).copied().unwrap_or(0)
+        self.used.get(&self.key(namespace)).copied().unwrap_or(0)
     }
 
     pub fn clear(&mut self) {
@@ -143,10 +169,11 @@ const STUB_PREFIX: &str = "not served: over its namespace's cache budget";
 /// back (that would flap, and a stub could end up showing a served resource's status).
 pub struct ResourcesBudget {
     budget: NamespaceBudget,
-    /// By UID: the generation decided on, and whether it is served.
-    decided: HashMap<Box<str>, (Option<i64>, bool)>,
+    /// By UID (its hash, as the budget holds it): the generation decided on, and whether it
+    /// is served.
+    decided: HashMap<u64, (Option<i64>, bool)>,
     /// During a relist: the UIDs listed so far (decisions of the others go at its end).
-    relisted: Option<std::collections::HashSet<Box<str>>>,
+    relisted: Option<HashSet<u64>>,
 }
 
 impl ResourcesBudget {
@@ -166,16 +193,20 @@ impl ResourcesBudget {
                 self.relisted = Some(Default::default());
             }
             Event::InitApply(guard) => {
+                let uid = self.uid_of(guard);
                 if let Some(listed) = &mut self.relisted {
-                    listed.insert(uid_of(guard).into());
+                    listed.insert(uid);
                 }
-                self.admit(guard);
+                self.admit(guard, uid);
             }
-            Event::Apply(guard) => self.admit(guard),
+            Event::Apply(guard) => {
+                let uid = self.uid_of(guard);
+                self.admit(guard, uid);
+            }
             Event::Delete(guard) => {
-                let uid = uid_of(guard);
-                self.budget.release(&uid);
-                self.decided.remove(uid.as_str());
+                let uid = self.uid_of(guard);
+                self.budget.release_key(uid);
+                self.decided.remove(&uid);
             }
             Event::InitDone => {
                 if let Some(listed) = self.relisted.take() {
@@ -185,29 +216,40 @@ impl ResourcesBudget {
         }
     }
 
-    fn admit(&mut self, guard: &mut Guarded) {
+    /// The key of a resource's UID (objects from the API server always have one; the
+    /// namespace and name are a key of last resort).
+    fn uid_of(&self, guard: &Guarded) -> u64 {
+        let meta = guard.meta();
+        match &meta.uid {
+            Some(uid) => self.budget.key(uid.as_str()),
+            None => self.budget.key(&(
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )),
+        }
+    }
+
+    fn admit(&mut self, guard: &mut Guarded, uid: u64) {
         let namespace = guard.meta().namespace.clone().unwrap_or_default();
-        let uid = uid_of(guard);
         let generation = guard.meta().generation;
         let bytes = cached_bytes(guard);
-        let served = match self.decided.get(uid.as_str()) {
+        let served = match self.decided.get(&uid) {
             Some((decided, served)) if *decided == generation => {
                 if *served {
-                    self.budget.charge_anyway(&namespace, &uid, bytes);
+                    self.budget.charge_anyway(&namespace, uid, bytes);
                 }
                 *served
             }
-            _ => self.budget.charge(&namespace, &uid, bytes),
+            _ => self.budget.charge_key(&namespace, uid, bytes),
         };
-        self.decided
-            .insert(uid.as_str().into(), (generation, served));
+        self.decided.insert(uid, (generation, served));
         if served {
             return;
         }
         // Stubs are not charged: they are small and bounded, and charging them would leave
         // the served resources no room. Their number is the cluster admin's to bound (a
         // ResourceQuota).
-        self.budget.release(&uid);
+        self.budget.release_key(uid);
         let limit_mib = self.budget.limit() / (1024 * 1024);
         let error = format!(
             "{STUB_PREFIX} (namespace {namespace} already has {} KiB of ProviderCredentials in \
@@ -244,18 +286,6 @@ fn stub_metadata(meta: &ObjectMeta) -> ObjectMeta {
         }),
         ..ObjectMeta::default()
     }
-}
-
-fn uid_of(guard: &Guarded) -> String {
-    let meta = guard.meta();
-    // Objects from the API server always have a UID; the name is a key of last resort.
-    meta.uid.clone().unwrap_or_else(|| {
-        format!(
-            "{}/{}",
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default()
-        )
-    })
 }
 
 #[cfg(test)]

@@ -84,10 +84,6 @@ pub struct KeptByName {
     budget: NamespaceBudget,
 }
 
-fn budget_key((namespace, name): &Key) -> String {
-    format!("{namespace}/{name}")
-}
-
 impl Default for KeptByName {
     fn default() -> Self {
         Self::new(super::budget::DEFAULT_BYTES_PER_NAMESPACE)
@@ -112,9 +108,7 @@ impl KeptByName {
         // The table's own share: both key strings, the resourceVersion, the slot and this
         // charge's entry.
         let overhead = key.0.len() + key.1.len() + resource_version.len() + 200;
-        let fits = self
-            .budget
-            .charge(&key.0, &budget_key(&key), overhead + kept.bytes());
+        let fits = self.budget.charge(&key.0, &key, overhead + kept.bytes());
         if fits {
             self.entries.insert(key, (resource_version, kept));
         } else {
@@ -124,7 +118,7 @@ impl KeptByName {
     }
 
     pub fn remove(&mut self, key: &Key) {
-        self.budget.release(&budget_key(key));
+        self.budget.release(key);
         self.entries.remove(key);
     }
 
@@ -133,7 +127,7 @@ impl KeptByName {
         self.entries.retain(|key, _| {
             let kept = keep(key);
             if !kept {
-                budget.release(&budget_key(key));
+                budget.release(key);
             }
             kept
         });
@@ -180,6 +174,21 @@ mod tests {
         assert!(kept.is_empty());
         let again = KeptCredentials::of(&view(9000)).unwrap();
         assert!(kept.insert(key("hostile", "big"), "2".into(), again));
+    }
+
+    #[test]
+    fn each_secret_has_its_own_charge() {
+        // Charged by (namespace, name), not by a string joining them: two Secrets whose
+        // joined names read the same are charged apart, each to its own namespace.
+        let mut kept = KeptByName::new(3000);
+        let secret = || KeptCredentials::of(&view(1000)).unwrap();
+        assert!(kept.insert(key("a/b", "c"), "1".into(), secret()));
+        assert!(kept.insert(key("a", "b/c"), "1".into(), secret()));
+        assert!(kept.insert(key("a/b", "x"), "1".into(), secret()));
+        assert!(
+            !kept.insert(key("a/b", "y"), "1".into(), secret()),
+            "namespace a/b holds two Secrets' worth already"
+        );
     }
 
     #[test]
