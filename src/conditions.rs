@@ -12,6 +12,11 @@ pub const SHORT_LIFETIME: &str = "ShortLifetime";
 /// Token requests take less time than spec.tokenEndpoint.timeoutSeconds allows: the
 /// operator's leader-election lease covers no longer request.
 pub const TIMEOUT_CAPPED: &str = "TimeoutCapped";
+/// spec.rollout: True when every listed workload runs the current token (or will at its
+/// planned restart).
+pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
+/// spec.delivery: True when every destination holds the current token.
+pub const DELIVERED: &str = "Delivered";
 
 /// Condition reasons beyond the provider's error classes.
 pub mod reason {

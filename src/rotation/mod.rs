@@ -2,11 +2,14 @@
 //! Kubernetes API, no HTTP client, no async runtime. The controller moves data between the
 //! API server, the token endpoint and these functions:
 //!
-//! observe (I/O) → [`plan`] → execute (I/O, [`settle`] inside) → [`status_after`] → report (I/O)
+//! observe (I/O) → [`plan`] → execute (I/O, [`settle`] inside) → [`status_after`] →
+//! restart_workloads (I/O, [`rollout::outcome`]) and deliver (I/O, [`delivery::outcome`]),
+//! each outcome applied by [`merge::merge`] → report (I/O)
 
 mod budget;
 mod decide;
 pub mod delivery;
+pub mod merge;
 mod plan;
 pub mod recheck;
 pub mod rollout;

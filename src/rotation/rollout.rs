@@ -2,10 +2,18 @@
 //! is the one `kubectl rollout restart` makes (the pod template's
 //! kubectl.kubernetes.io/restartedAt), so the workload's own annotation says when it was last
 //! restarted, by this resource, another one, or a person.
+//!
+//! [`outcome`] turns what controller/rollout.rs saw and did into the condition, the
+//! `status.restarts` records, the Events and the requeue; [`super::merge`] applies them.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::merge::{ConditionChange, Feature, FeatureOutcome, Records};
+use super::status::EventNote;
+use crate::api::{ProviderCredentialStatus, RolloutSpec, WorkloadRef, WorkloadRestartStatus};
 
 /// The pod template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -56,6 +64,33 @@ pub mod reason {
     pub const NOT_OPTED_IN: &str = "WorkloadNotOptedIn";
     pub const RESTART_FAILED: &str = "RestartFailed";
     pub const RESTARTS_DISABLED: &str = "RestartsDisabled";
+    /// Condition reasons when nothing is refused.
+    pub const RESTART_PLANNED: &str = "RestartPlanned";
+    pub const UP_TO_DATE: &str = "UpToDate";
+    /// The Event of a restart made.
+    pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
+}
+
+impl Policy {
+    /// spec.rollout's durations; one that cannot be read (the API server validates them) is
+    /// the default.
+    pub fn of(spec: &RolloutSpec) -> Policy {
+        let defaults = Policy::default();
+        let parse = |field, value: &Option<String>, default| {
+            value
+                .as_deref()
+                .and_then(|v| crate::api::resolve::parse_duration(field, v).ok())
+                .unwrap_or(default)
+        };
+        Policy {
+            min_interval: parse(
+                "spec.rollout.minInterval",
+                &spec.min_interval,
+                defaults.min_interval,
+            ),
+            delay: parse("spec.rollout.delay", &spec.delay, defaults.delay),
+        }
+    }
 }
 
 /// Whether `name` is in a tokenrotator.dev/restart-on value.
@@ -106,6 +141,235 @@ pub fn decide(rotated_at: Timestamp, seen: &Seen, policy: Policy, now: Timestamp
     } else {
         Decision::WaitUntil(due)
     }
+}
+
+/// How soon a failed read or restart is tried again: soon enough for the pods' old token,
+/// rare enough to be no burden on the API server.
+pub const RETRY_FAILED: Duration = Duration::from_secs(60);
+/// Requeues are at most this far out (the resource's own renewal brings it back anyway).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// When the current token was written, to the second as the status holds it (the same
+/// decision before and after the status write). `None`: no token yet, nothing to restart for.
+pub fn rotated_at(status: &ProviderCredentialStatus) -> Option<Timestamp> {
+    let issued = status.access_token.as_ref()?.issued_at.0;
+    Timestamp::from_second(issued.as_second()).ok()
+}
+
+/// The workloads spec.rollout lists, sorted, each once.
+pub fn listed(spec: &RolloutSpec) -> Vec<WorkloadRef> {
+    let mut workloads = spec.workloads.clone();
+    workloads.sort();
+    workloads.dedup();
+    workloads
+}
+
+fn is(record: &WorkloadRestartStatus, workload: &WorkloadRef) -> bool {
+    record.kind == workload.kind.as_str() && record.name == workload.name
+}
+
+/// The workloads to read: listed and not restarted for this rotation already by what
+/// status.restarts records (those need no read); none when restarts are disabled.
+pub fn to_look(
+    spec: &RolloutSpec,
+    previous: &[WorkloadRestartStatus],
+    rotated_at: Timestamp,
+    enabled: bool,
+) -> Vec<WorkloadRef> {
+    if !enabled {
+        return Vec::new();
+    }
+    listed(spec)
+        .into_iter()
+        .filter(|w| {
+            !previous
+                .iter()
+                .any(|r| is(r, w) && covers(r.restarted_at.0, rotated_at))
+        })
+        .collect()
+}
+
+/// What the I/O step saw of one workload it read, and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// It could not be read (a short API error).
+    Unreadable(String),
+    /// Read, and not restarted by this reconcile: [`decide`] did not say `RestartNow`.
+    Looked(Seen),
+    Restarted,
+    /// The restart was refused or failed (a short API error).
+    RestartFailed(String),
+}
+
+/// What [`outcome`] is made from.
+pub struct Inputs<'a> {
+    pub spec: &'a RolloutSpec,
+    /// The ProviderCredential's name (workloads consent to it) and its target Secret's.
+    pub resource: &'a str,
+    pub target_secret: &'a str,
+    /// From [`rotated_at`].
+    pub rotated_at: Timestamp,
+    pub now: Timestamp,
+    /// The operator runs with --restart-workloads.
+    pub enabled: bool,
+    /// status.restarts before this reconcile.
+    pub previous: &'a [WorkloadRestartStatus],
+    /// Each workload of [`to_look`] and what became of it.
+    pub observed: &'a [(WorkloadRef, Observed)],
+}
+
+/// spec.rollout removed: its condition and records go with it.
+pub fn withdrawn() -> FeatureOutcome {
+    FeatureOutcome {
+        condition: ConditionChange::Removed,
+        records: Records::Restarts(Vec::new()),
+        ..FeatureOutcome::unchanged(Feature::Rollout)
+    }
+}
+
+/// What was seen and done, as the WorkloadsRestarted condition (False with the first refusal's
+/// reason, naming every refusal; else True: a restart planned, or every workload up to date),
+/// status.restarts (the listed workloads' restarts covering the rotation, whoever made them),
+/// an Event naming the restarts made, and when to look again (at the planned restart; within
+/// [`RETRY_FAILED`] after a failure).
+pub fn outcome(i: &Inputs<'_>) -> FeatureOutcome {
+    let listed = listed(i.spec);
+    let mut restarts: Vec<WorkloadRestartStatus> = i
+        .previous
+        .iter()
+        .filter(|r| listed.iter().any(|w| is(r, w)))
+        .cloned()
+        .collect();
+    let mut refused: Vec<(&'static str, String)> = Vec::new();
+    if !i.enabled {
+        refused.push((
+            reason::RESTARTS_DISABLED,
+            "the operator runs without --restart-workloads (chart value rolloutRestarts.enabled)"
+                .into(),
+        ));
+    }
+    let mut waiting: Option<Timestamp> = None;
+    let mut restarted: Vec<String> = Vec::new();
+    let mut retry = false;
+    for (workload, observed) in i.observed {
+        let shown = format!("{}/{}", workload.kind.as_str(), workload.name);
+        match observed {
+            Observed::Unreadable(e) => {
+                refused.push((
+                    reason::RESTART_FAILED,
+                    format!("{shown} cannot be read ({e})"),
+                ));
+                retry = true;
+            }
+            Observed::RestartFailed(e) => {
+                refused.push((
+                    reason::RESTART_FAILED,
+                    format!("{shown}: the restart failed ({e})"),
+                ));
+                retry = true;
+            }
+            Observed::Restarted => {
+                record(&mut restarts, workload, i.now);
+                restarted.push(shown);
+            }
+            Observed::Looked(seen) => {
+                match decide(i.rotated_at, seen, Policy::of(i.spec), i.now) {
+                    // Restarted since (for another resource, or by a person): shown here too,
+                    // never at a time to come (a clock ahead must not hold restarts back).
+                    Decision::UpToDate => {
+                        if let Seen::Found {
+                            last_restart: Some(at),
+                        } = seen
+                        {
+                            record(&mut restarts, workload, (*at).min(i.now));
+                        }
+                    }
+                    Decision::WaitUntil(at) => waiting = Some(waiting.map_or(at, |w| w.min(at))),
+                    // Due, yet not restarted by this reconcile: looked at again at once.
+                    Decision::RestartNow => waiting = Some(i.now),
+                    Decision::Refused(why) => refused.push((why, refusal(why, &shown, i.resource))),
+                }
+            }
+        }
+    }
+    FeatureOutcome {
+        condition: condition(&refused, waiting),
+        records: Records::Restarts(restarts),
+        events: restarted_event(&restarted, i.target_secret),
+        requeue: requeue(waiting, retry, i.now),
+        feature: Feature::Rollout,
+    }
+}
+
+fn refusal(why: &str, shown: &str, resource: &str) -> String {
+    match why {
+        reason::NOT_FOUND => format!("{shown} does not exist"),
+        _ => format!("{shown} does not list {resource} in its annotation {RESTART_ON}"),
+    }
+}
+
+fn condition(refused: &[(&'static str, String)], waiting: Option<Timestamp>) -> ConditionChange {
+    let (status, reason, message) = match (refused.first(), waiting) {
+        (Some((why, _)), _) => {
+            let all: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
+            (false, *why, format!("not restarted: {}", all.join("; ")))
+        }
+        (None, Some(at)) => (
+            true,
+            reason::RESTART_PLANNED,
+            format!("restart planned at {at}"),
+        ),
+        (None, None) => (
+            true,
+            reason::UP_TO_DATE,
+            "every listed workload started after the current token was written".to_string(),
+        ),
+    };
+    ConditionChange::Set {
+        status,
+        reason,
+        message,
+    }
+}
+
+fn restarted_event(restarted: &[String], target_secret: &str) -> Vec<EventNote> {
+    if restarted.is_empty() {
+        return Vec::new();
+    }
+    vec![EventNote {
+        warning: false,
+        reason: reason::WORKLOADS_RESTARTED.into(),
+        note: format!(
+            "restarted {} after the token in Secret {target_secret} changed",
+            restarted.join(", ")
+        ),
+        action: "Restart",
+    }]
+}
+
+/// At the planned restart (at least a second away, at most [`MAX_WAIT`]), and within
+/// [`RETRY_FAILED`] after a failure.
+fn requeue(waiting: Option<Timestamp>, retry: bool, now: Timestamp) -> Option<Duration> {
+    let again = waiting.map(|at| {
+        Duration::from_millis(
+            u64::try_from(at.as_millisecond().saturating_sub(now.as_millisecond())).unwrap_or(0),
+        )
+        .clamp(Duration::from_secs(1), MAX_WAIT)
+    });
+    if retry {
+        return Some(again.map_or(RETRY_FAILED, |a| a.min(RETRY_FAILED)));
+    }
+    again
+}
+
+fn record(restarts: &mut Vec<WorkloadRestartStatus>, workload: &WorkloadRef, at: Timestamp) {
+    restarts.retain(|r| !is(r, workload));
+    restarts.push(WorkloadRestartStatus {
+        kind: workload.kind.as_str().into(),
+        name: workload.name.clone(),
+        restarted_at: Time(at),
+    });
+    restarts.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
 }
 
 #[cfg(test)]

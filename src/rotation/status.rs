@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::merge::{Announced, Recoveries, transition_events};
 use super::plan::{Baseline, Blocked, CurrentToken, Plan, TokenSource};
 use super::schedule::{self, MIN_INTERVAL};
 use super::settle::ChainEnd;
@@ -596,27 +597,36 @@ fn shorter(next: Option<Duration>, delay: Duration) -> Option<Duration> {
     Some(next.map_or(delay, |d| d.min(delay)))
 }
 
-/// Events for Ready and Degraded transitions (status or reason changed).
+/// How the rotation's conditions announce their transitions: Ready's every change; the others'
+/// too, but a condition that appears healthy (Degraded=False right after creation) is no news.
+const ANNOUNCED: [Announced; 4] = [
+    Announced {
+        type_: READY,
+        healthy: true,
+        recoveries: Recoveries::Announced,
+        action: "Rotate",
+    },
+    Announced {
+        type_: DEGRADED,
+        healthy: false,
+        recoveries: Recoveries::AnnouncedUnlessNew,
+        action: "Refresh",
+    },
+    Announced {
+        type_: SHORT_LIFETIME,
+        healthy: false,
+        recoveries: Recoveries::AnnouncedUnlessNew,
+        action: "Refresh",
+    },
+    Announced {
+        type_: TIMEOUT_CAPPED,
+        healthy: false,
+        recoveries: Recoveries::AnnouncedUnlessNew,
+        action: "Refresh",
+    },
+];
+
+/// Events for the rotation's condition transitions (status or reason changed).
 fn events(before: &[Condition], after: &[Condition]) -> Vec<EventNote> {
-    let mut notes = Vec::new();
-    for type_ in [READY, DEGRADED, SHORT_LIFETIME, TIMEOUT_CAPPED] {
-        if !conditions::transitioned(before, after, type_) {
-            continue;
-        }
-        let Some(c) = conditions::get(after, type_) else {
-            continue;
-        };
-        let healthy = (type_ == READY) == (c.status == "True");
-        // Degraded=False right after creation is no news.
-        if type_ != READY && healthy && conditions::get(before, type_).is_none() {
-            continue;
-        }
-        notes.push(EventNote {
-            warning: !healthy,
-            reason: c.reason.clone(),
-            note: crate::provider::scrub::truncate_chars(&c.message, 1000),
-            action: if type_ == READY { "Rotate" } else { "Refresh" },
-        });
-    }
-    notes
+    transition_events(before, after, &ANNOUNCED)
 }
