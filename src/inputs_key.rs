@@ -24,6 +24,13 @@ pub const DEFAULT_SECRET_NAME: &str = "token-rotator-inputs-key";
 pub const DATA_KEY: &str = "key";
 /// A larger value is not a key anyone meant (and is not held in memory).
 const MAX_BYTES: usize = 1024;
+/// Marks the Secret as the key the operator made: a Secret of that name without it (another
+/// ProviderCredential's target, or one planted by hand) is never taken as the key.
+pub const MARKER_LABEL: &str = "tokenrotator.dev/inputs-key";
+const MARKER_VALUE: &str = "v1";
+/// Reads and creates that fail for a passing reason (a timeout, an apiserver restarting) are
+/// tried again this often before the start-up gives up.
+const ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputsKeyError {
@@ -35,6 +42,8 @@ pub enum InputsKeyError {
         namespace: String,
         name: String,
         reason: String,
+        /// Not a refusal (401, 403, 404 of the namespace, 422): tried again.
+        transient: bool,
     },
     #[error(
         "Secret {namespace}/{name} holds no usable key of the inputs digests: key `{DATA_KEY}` must hold {INPUTS_KEY_MIN_BYTES} to {MAX_BYTES} bytes and holds {len}. Delete the Secret (kubectl -n {namespace} delete secret {name}) and the operator makes a new key at its next start: no token is requested because of it"
@@ -44,8 +53,52 @@ pub enum InputsKeyError {
         name: String,
         len: usize,
     },
+    #[error(
+        "Secret {namespace}/{name} exists but was not made by token-rotator as the key of the inputs digests (no label {MARKER_LABEL}={MARKER_VALUE}, or it has an owner, e.g. a ProviderCredential's target); it is left alone. Name another Secret with --inputs-key-secret"
+    )]
+    NotTheKey { namespace: String, name: String },
     #[error("no random bytes for a new key of the inputs digests")]
     Random,
+}
+
+impl InputsKeyError {
+    /// Worth another try: the API failed for a reason that may pass (not a refusal).
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            InputsKeyError::Api {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The key for `token-rotator run`: none without a namespace (an empty one too), else loaded
+/// or made there, a passing API failure tried again with backoff.
+pub async fn for_run(
+    client: &Client,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<InputsKey>, InputsKeyError> {
+    let Some(namespace) = namespace.filter(|ns| !ns.is_empty()) else {
+        tracing::info!(
+            "no --inputs-key-namespace: each resource keeps its inputs digest in a state Secret"
+        );
+        return Ok(None);
+    };
+    let mut attempt = 1;
+    loop {
+        match load_or_create(client, namespace, name).await {
+            Ok(key) => return Ok(Some(key)),
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "the key of the inputs digests: trying again");
+                tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The key in Secret `namespace/name`, made there first if there is none.
@@ -61,6 +114,7 @@ pub async fn load_or_create(
             namespace: namespace.to_string(),
             name: name.to_string(),
             reason: crate::secrets::short_api_error(&e),
+            transient: passing(&e),
         }
     };
     // Twice at most: another replica may create it between our read and our create.
@@ -79,7 +133,13 @@ pub async fn load_or_create(
         namespace: namespace.to_string(),
         name: name.to_string(),
         reason: "it was created and deleted again while being read".into(),
+        transient: true,
     })
+}
+
+/// A failure that may pass (the apiserver busy or restarting, a timeout), unlike a refusal.
+fn passing(e: &kube::Error) -> bool {
+    !matches!(e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429)
 }
 
 fn new_secret(name: &str) -> Result<Secret, InputsKeyError> {
@@ -91,10 +151,10 @@ fn new_secret(name: &str) -> Result<Secret, InputsKeyError> {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             // The admission policy lets the operator create only Secrets it manages.
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_string(),
-                MANAGED_BY_VALUE.to_string(),
-            )])),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                (MARKER_LABEL.to_string(), MARKER_VALUE.to_string()),
+            ])),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
@@ -104,6 +164,23 @@ fn new_secret(name: &str) -> Result<Secret, InputsKeyError> {
 }
 
 fn key_in(secret: &Secret, namespace: &str, name: &str) -> Result<InputsKey, InputsKeyError> {
+    let marked = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MARKER_LABEL))
+        .is_some_and(|v| v == MARKER_VALUE);
+    let owned = secret
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|o| !o.is_empty());
+    if !marked || owned {
+        return Err(InputsKeyError::NotTheKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
+    }
     let bytes = secret
         .data
         .as_ref()
@@ -125,13 +202,12 @@ mod tests {
     use super::*;
 
     fn with_key(bytes: &[u8]) -> Secret {
-        Secret {
-            data: Some(BTreeMap::from([(
-                DATA_KEY.to_string(),
-                ByteString(bytes.to_vec()),
-            )])),
-            ..Secret::default()
-        }
+        let mut secret = new_secret("k").unwrap();
+        secret.data = Some(BTreeMap::from([(
+            DATA_KEY.to_string(),
+            ByteString(bytes.to_vec()),
+        )]));
+        secret
     }
 
     #[test]
@@ -159,7 +235,46 @@ mod tests {
             assert!(e.contains("ops/k") && e.contains("delete secret k"), "{e}");
             assert!(!e.contains("qqqq"), "{e}");
         }
-        assert!(key_in(&Secret::default(), "ops", "k").is_err());
+        assert!(
+            key_in(
+                &new_secret("k")
+                    .map(|mut s| {
+                        s.data = None;
+                        s
+                    })
+                    .unwrap(),
+                "ops",
+                "k"
+            )
+            .is_err()
+        );
         assert!(key_in(&with_key(&[1; 32]), "ops", "k").is_ok());
+    }
+
+    /// A Secret of that name the operator did not make as its key (another resource's target,
+    /// one planted by hand) is never taken as the key, whatever it holds.
+    #[test]
+    fn only_the_key_the_operator_made_is_taken() {
+        let mut unmarked = with_key(&[1; 32]);
+        unmarked.metadata.labels = None;
+        let mut owned = with_key(&[1; 32]);
+        owned.metadata.owner_references = Some(vec![Default::default()]);
+        for other in [unmarked, owned] {
+            let e = key_in(&other, "ops", "k").err().unwrap();
+            assert!(matches!(e, InputsKeyError::NotTheKey { .. }), "{e}");
+            assert!(e.to_string().contains("--inputs-key-secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_passing_api_failures_are_tried_again() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        assert!([500, 503, 504, 429].map(|c| passing(&api(c))) == [true; 4]);
+        assert!([400, 401, 403, 404, 422].map(|c| passing(&api(c))) == [false; 5]);
     }
 }

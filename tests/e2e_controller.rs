@@ -684,23 +684,28 @@ async fn previous_release(env: &Env) -> Result<Operator> {
 
 /// Waits until `op` has reconciled each of `names` (its expiry gauge shows them).
 async fn reconciled(op: &Operator, names: &[&str]) -> Result<()> {
-    eventually("the operator to reconcile every resource", CONVERGE, || async {
-        let m = op.metrics().await?;
-        Ok(names
-            .iter()
-            .all(|n| {
-                m.lines().any(|l| {
-                    l.starts_with("token_rotator_token_expiry_timestamp_seconds{")
-                        && l.contains(&format!("name=\"{n}\""))
+    eventually(
+        "the operator to reconcile every resource",
+        CONVERGE,
+        || async {
+            let m = op.metrics().await?;
+            Ok(names
+                .iter()
+                .all(|n| {
+                    m.lines().any(|l| {
+                        l.starts_with("token_rotator_token_expiry_timestamp_seconds{")
+                            && l.contains(&format!("name=\"{n}\""))
+                    })
                 })
-            })
-            .then_some(()))
-    })
+                .then_some(()))
+        },
+    )
     .await
 }
 
 #[tokio::test]
-async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_chain() -> Result<()> {
+async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_chain() -> Result<()>
+{
     let env = Env::new("upgrade").await?;
     let emu = emulator().await?;
     let c = emu.control();
@@ -719,7 +724,9 @@ async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_ch
         let pc = env.wait_condition(name, "Ready", "True", None).await?;
         before.insert(name, fingerprint(&pc));
         ensure!(
-            env.secret_data(&format!("{name}-rotator-state")).await?.is_some(),
+            env.secret_data(&format!("{name}-rotator-state"))
+                .await?
+                .is_some(),
             "the previous release keeps a state Secret for {name}"
         );
     }
@@ -731,7 +738,10 @@ async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_ch
     // Upgraded: nothing still valid is fetched again.
     let op = env.start_operator().await?;
     reconciled(&op, &names).await?;
-    ensure!((requests(plain), requests(chained)) == asked, "no token request at the upgrade");
+    ensure!(
+        (requests(plain), requests(chained)) == asked,
+        "no token request at the upgrade"
+    );
     for name in names {
         ensure!(fingerprint(&env.pcred(name).await?) == before[name]);
     }
@@ -743,7 +753,9 @@ async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_ch
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "1"}}})),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"tokenrotator.dev/refresh": "1"}}}),
+                ),
             )
             .await?;
     }
@@ -754,11 +766,22 @@ async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_ch
         })
         .await?;
     }
-    eventually("the plain resource's state Secret removed", CONVERGE, || async {
-        Ok(env.secret_data("plain-rotator-state").await?.is_none().then_some(()))
-    })
+    eventually(
+        "the plain resource's state Secret removed",
+        CONVERGE,
+        || async {
+            Ok(env
+                .secret_data("plain-rotator-state")
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
     .await?;
-    let (target, _) = env.secret_data("plain-token").await?.context("plain target")?;
+    let (target, _) = env
+        .secret_data("plain-token")
+        .await?
+        .context("plain target")?;
     ensure!(
         target
             .annotations()
@@ -773,14 +796,23 @@ async fn an_upgrade_over_the_previous_release_fetches_nothing_and_keeps_every_ch
         .context("the refresh token's state Secret stays")?;
     ensure!(state.contains_key("refresh_token"));
     let chained_pc = env.pcred("chained").await?;
-    let rt = chained_pc.status.and_then(|s| s.refresh_token).context("refresh token status")?;
-    ensure!(rt.rotations == 1, "the chain went on from the stored refresh token: {rt:?}");
+    let rt = chained_pc
+        .status
+        .and_then(|s| s.refresh_token)
+        .context("refresh token status")?;
+    ensure!(
+        rt.rotations == 1,
+        "the chain went on from the stored refresh token: {rt:?}"
+    );
     ensure!((requests(plain), requests(chained)) == (2, 2));
     drop(op);
 
     // The key lost (its Secret deleted): a new one is made, and still nothing is fetched.
     env.secrets()
-        .delete(token_rotator::inputs_key::DEFAULT_SECRET_NAME, &DeleteParams::default())
+        .delete(
+            token_rotator::inputs_key::DEFAULT_SECRET_NAME,
+            &DeleteParams::default(),
+        )
         .await?;
     let op = env.start_operator().await?;
     reconciled(&op, &names).await?;

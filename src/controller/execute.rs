@@ -15,7 +15,7 @@ use super::executed::Parked;
 use crate::api::ProviderCredential;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{
-    self, Baseline, ChainWrite, HeldToken, Plan, SecretWrite, StateView, StoreFailure,
+    self, Baseline, ChainWrite, HeldToken, Plan, SecretWrite, Slot, StateView, StoreFailure,
     TEMPLATE_FAILED, TargetView, TokenSource,
 };
 use crate::secrets::{self, SecretsError, StateStored};
@@ -298,8 +298,10 @@ async fn run(
             pc.spec.delivery.is_some().then(|| Box::new(target))
         }
         Err(e) => {
-            forget_target(ctx, pc, api, &e).await;
-            return Ok(Executed::NotStored(write_failure(&e)));
+            let failure = forget_target(ctx, pc, api, &e)
+                .await
+                .unwrap_or_else(|| write_failure(&e));
+            return Ok(Executed::NotStored(failure));
         }
     };
     ctx.drop_token(&uid);
@@ -334,19 +336,29 @@ async fn retire(ctx: &Context, pc: &ProviderCredential, api: &Api<Secret>, state
 }
 
 /// After a failed target write, the target is read again: at once when a Secret was found
-/// there (the create met one the watch of managed Secrets does not show: the read says whose
-/// it is, so the next reconcile reports the conflict instead of requesting again), else next
-/// time (it may be gone, or changed under us).
+/// there (the create met one the watch of managed Secrets does not show). Someone else's: the
+/// conflict is reported now (the status then has every later reconcile read first, across
+/// restarts too); the token stays held until it expires, so deleting that Secret costs no
+/// new request. Otherwise it is read next time (it may be gone, or changed under us).
 async fn forget_target(
     ctx: &Context,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     e: &SecretsError,
-) {
-    if matches!(e, SecretsError::NotOwned(_))
-        && super::observe::reread_target(ctx, api, pc).await.is_ok()
-    {
-        return;
+) -> Option<StoreFailure> {
+    if matches!(e, SecretsError::NotOwned(_)) {
+        match super::observe::reread_target(ctx, api, pc).await {
+            Ok(Slot::Foreign) => {
+                let conflict = rotation::target_conflict(&pc.spec.target.secret_name);
+                return Some(StoreFailure {
+                    reason: conflict.reason,
+                    message: conflict.message,
+                    retry: true,
+                });
+            }
+            Ok(_) => return None,
+            Err(_) => {}
+        }
     }
     ctx.views.remember_target(
         &pc.uid().unwrap_or_default(),
@@ -354,6 +366,7 @@ async fn forget_target(
         &pc.spec.target.secret_name,
         None,
     );
+    None
 }
 
 /// Holds a changed state in memory, then stores it as a compare-and-swap on the chain the

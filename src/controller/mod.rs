@@ -154,6 +154,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             .await
             .map_err(RunError::NamespacesUnreadable)?;
     }
+    // Before readiness and the lease: a replica that cannot have the key never leads.
+    let inputs_key = crate::inputs_key::for_run(
+        &client,
+        args.inputs_key_namespace.as_deref(),
+        &args.inputs_key_secret,
+    )
+    .await?;
     // Ready once connected: a standby replica is healthy too.
     metrics.set_ready(true);
     // A standby waits here; SIGTERM then ends it at once (it holds nothing).
@@ -164,17 +171,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         name = shutdown::signal() => {
             info!(signal = name, "stopping before leading: nothing to finish");
             return Ok(());
-        }
-    };
-    let inputs_key = match &args.inputs_key_namespace {
-        Some(ns) => {
-            Some(crate::inputs_key::load_or_create(&client, ns, &args.inputs_key_secret).await?)
-        }
-        None => {
-            info!(
-                "no --inputs-key-namespace: each resource keeps its inputs digest in a state Secret"
-            );
-            None
         }
     };
     let (delivery, mut delivery_writers) = if args.cross_namespace_delivery {

@@ -67,7 +67,7 @@ async fn read_target(
     {
         return Ok(slot);
     }
-    if !conflict_reported(pc) {
+    if !conflict_reported(pc) && !ever_issued(pc) {
         // Known absent from the complete watch beats a read (a 404) per new resource. A
         // Secret of someone else's there makes the create fail; that is read and reported
         // (TargetConflict), and the status then has every later reconcile read first.
@@ -108,6 +108,12 @@ fn conflict_reported(pc: &ProviderCredential) -> bool {
             .iter()
             .any(|c| c.reason == crate::conditions::reason::TARGET_CONFLICT)
     })
+}
+
+/// A resource that had a token has a target the watch should show: if it does not (deleted,
+/// or its managed label removed), it is read rather than assumed absent.
+fn ever_issued(pc: &ProviderCredential) -> bool {
+    pc.status.as_ref().is_some_and(|s| s.access_token.is_some())
 }
 
 /// Remembers the target as read: owned (its view), absent, or someone else's (its version,

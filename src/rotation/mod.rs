@@ -23,7 +23,7 @@ pub use decide::{Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_gra
 pub use plan::{
     Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, Observed, Plan,
     Planned, SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TimeoutCap,
-    TokenSource, plan, request_inputs_now, sent_refresh_token, usable_credentials,
+    TokenSource, plan, request_inputs_now, sent_refresh_token, target_conflict, usable_credentials,
 };
 pub use schedule::{
     BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff,

@@ -275,15 +275,7 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     let state_name = state_secret_name(&name);
 
     let target = match &o.target {
-        Slot::Foreign => {
-            return Err(Blocked::new(
-                reason::TARGET_CONFLICT,
-                format!(
-                    "Secret {target_name} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
-                ),
-                true,
-            ));
-        }
+        Slot::Foreign => return Err(target_conflict(target_name)),
         Slot::Absent => None,
         Slot::Owned(t) => Some(t),
     };
@@ -507,11 +499,22 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     ))))
 }
 
+/// The target's name is taken by a Secret this resource does not own.
+pub fn target_conflict(target_name: &str) -> Blocked {
+    Blocked::new(
+        reason::TARGET_CONFLICT,
+        format!(
+            "Secret {target_name} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
+        ),
+        true,
+    )
+}
+
 /// Whether the token in use was issued with the inputs of now. The state Secret says so when
 /// there is one (it is written before the target, and releases before the keyed digest kept
 /// the digest only there); else the keyed digest on the target. A digest made with a key since
-/// lost or replaced tells nothing: taken as unchanged, so that a lost key never makes every
-/// resource request a token at once; a change of credentials made meanwhile is then acted on
+/// lost or replaced, or with no key at hand, tells nothing: taken as unchanged, so that a lost
+/// key never makes every resource request a token at once; a change of credentials made meanwhile is then acted on
 /// at the resource's next rotation, which writes a digest with the new key.
 fn inputs_unchanged(
     stored: &StateData,
@@ -532,7 +535,10 @@ fn inputs_unchanged(
             let now = digest::request_inputs(uid, config, credentials);
             key.check(sealed, &now) != digest::KeyedInputs::Changed
         }
-        _ => false,
+        // Sealed, and no key to check it with (this build run without one after running with
+        // one): it tells nothing either, like a digest under a lost key.
+        (None, Some(_)) => true,
+        (_, None) => false,
     }
 }
 

@@ -217,6 +217,10 @@ fn without_a_state_secret_the_keyed_digest_on_the_target_tells_a_change_of_crede
     let lost = digest::InputsKey::new(&[6; 32]).unwrap();
     o.target = sealed_target(&pc, &t, &lost, &login());
     assert!(matches!(plan(&o).step, Step::Wait(_)));
+    // No key at hand (run without one after running with one): it tells nothing either.
+    o.inputs_key = None;
+    assert!(matches!(plan(&o).step, Step::Wait(_)));
+    o.inputs_key = Some(&key);
     // No digest at all (edited away, or a target of a build without a key): a change.
     o.target = target_with(&pc, &t);
     assert_eq!(rotation_plan(&o).due, DueReason::InputsChanged);
