@@ -1,16 +1,15 @@
 //! spec.delivery: copies of the target Secret in other namespaces that consent. Decisions are
 //! in rotation::delivery; this gathers what the watches show (namespaces, TokenDeliveryGrants,
 //! the copies), writes and removes copies, holds the finalizer that removes them when the
-//! resource goes, and records the outcome in the report. Nothing here fails a reconcile: a
-//! copy that cannot be written or removed is a status entry and a retry, never a reason to
-//! skip the status write or the rotation.
+//! resource goes, and hands what it did to `delivery::outcome` (or `gated`, `withdrawn`), whose
+//! condition, records, Events and requeue `merge` puts in the report. Nothing here fails a
+//! reconcile: a copy that cannot be written or removed is a status entry and a retry, never a
+//! reason to skip the status write or the rotation.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{
     Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
@@ -24,24 +23,15 @@ use super::copies::stamp_of;
 pub use super::delivery_views::{Delivery, DeliveryWriters, GuardedGrant};
 use crate::api::{
     CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
-    DeliverySpec, DeliveryStatus, Guarded, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
+    DeliverySpec, Guarded, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
 };
-use crate::conditions;
+use crate::rotation::Report;
 use crate::rotation::delivery::{
-    self, Decisions, Existing, GrantSeen, Inputs, NamespaceSeen, Occupant, Removal, Source,
-    Verdict, reason,
+    self, Carried, Decisions, Existing, Gate, GrantSeen, Inputs, NamespaceSeen, Occupant, Removal,
+    Source, Verdict, Withdrawal, Written,
 };
-use crate::rotation::{EventNote, Report};
+use crate::rotation::merge::{FeatureOutcome, merge};
 use crate::secrets::short_api_error;
-
-/// The condition this feature reports: True when every destination holds the current token.
-pub const DELIVERED: &str = "Delivered";
-/// How soon a failed write, or a look before the watches listed everything, is tried again.
-const RETRY: Duration = Duration::from_secs(30);
-/// How soon a reconcile that found the watches still listing looks again.
-const NOT_LISTED_RETRY: Duration = Duration::from_secs(2);
-/// events.k8s.io refuses a note longer than 1 KiB.
-const MAX_NOTE_CHARS: usize = 1000;
 
 /// Failures that stop a reconcile: only the finalizer's, which must not be skipped.
 #[derive(Debug, thiserror::Error)]
@@ -309,61 +299,49 @@ pub async fn deliver(
     blocked: Option<&str>,
 ) {
     let now = Timestamp::now();
-    let generation = pc.meta().generation;
-    let before = after.status.conditions.clone();
-    let Some(spec) = pc.spec.delivery.as_deref() else {
-        after.status.deliveries.clear();
-        after.status.conditions.retain(|c| c.type_ != DELIVERED);
-        withdraw_all(ctx, pc, after).await;
-        return;
+    let outcome = match (pc.spec.delivery.as_deref(), &ctx.delivery) {
+        (None, _) => delivery::withdrawn(withdraw_all(ctx, pc).await),
+        (Some(_), None) => delivery::gated(Gate::Disabled),
+        (Some(_), Some(_)) if !has_finalizer(pc.meta()) => delivery::gated(Gate::FinalizerMissing),
+        (Some(_), Some(d)) if !d.listed() => delivery::gated(Gate::NotListed),
+        (Some(spec), Some(d)) => {
+            let asked = Asked {
+                spec,
+                written_target,
+                blocked,
+                now,
+            };
+            to_destinations(ctx, d, pc, &asked, after).await
+        }
     };
-    let set = |after: &mut Report, ok: bool, why: &str, message: String| {
-        conditions::set(
-            &mut after.status.conditions,
-            DELIVERED,
-            ok,
-            why,
-            crate::provider::scrub::truncate_chars(&message, MAX_NOTE_CHARS),
-            generation,
-            now,
-        );
-    };
-    let Some(delivery) = &ctx.delivery else {
-        after.status.deliveries.clear();
-        set(
-            after,
-            false,
-            reason::DISABLED,
-            "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)".into(),
-        );
-        warn_on_transition(&before, after);
-        return;
-    };
-    if !has_finalizer(pc.meta()) {
-        set(
-            after,
-            false,
-            reason::FINALIZER_MISSING,
-            format!(
-                "no copy is written before the finalizer {DELIVERY_FINALIZER} that removes them is on this resource; the operator log says why it could not be added"
-            ),
-        );
-        warn_on_transition(&before, after);
-        requeue_within(after, RETRY);
-        return;
-    }
-    if !delivery.listed() {
-        requeue_within(after, NOT_LISTED_RETRY);
-        return;
-    }
+    merge(after, outcome, pc.meta().generation, now);
+}
+
+/// What this reconcile asks of spec.delivery.
+struct Asked<'a> {
+    spec: &'a DeliverySpec,
+    written_target: Option<&'a Secret>,
+    blocked: Option<&'a str>,
+    now: Timestamp,
+}
+
+/// Gathers what the watches show, decides, carries the decisions out, and says what became
+/// of them.
+async fn to_destinations(
+    ctx: &Context,
+    delivery: &Delivery,
+    pc: &ProviderCredential,
+    asked: &Asked<'_>,
+    after: &Report,
+) -> FeatureOutcome {
     let namespace = pc.namespace().unwrap_or_default();
     let uid = pc.uid().unwrap_or_default();
     let name = pc.name_any();
+    let spec = asked.spec;
     let secret_name = spec
         .secret_name
         .as_deref()
         .unwrap_or(&pc.spec.target.secret_name);
-    let target = Target::new(ctx, pc, &uid, written_target);
     let namespace_objects = delivery.namespaces.state();
     let namespaces: Vec<NamespaceSeen<'_>> = namespace_objects
         .iter()
@@ -389,9 +367,9 @@ pub async fn deliver(
         name: &name,
     };
     let occupants = occupants(ctx, delivery, &uid, source, spec, &namespaces, secret_name);
-    let mut target = target;
+    let mut target = Target::new(ctx, pc, &uid, asked.written_target);
     let stamp = target.stamp(ctx, pc).await;
-    let (decisions, selector_ok) = delivery::decide(&Inputs {
+    let (decisions, selector) = delivery::decide(&Inputs {
         source,
         spec,
         secret_name,
@@ -399,54 +377,18 @@ pub async fn deliver(
         grants: &grants,
         occupants: &occupants,
         stamp,
-        blocked,
+        blocked: asked.blocked,
     });
-    let Carried {
-        mut statuses,
-        created,
-        retry,
-    } = carry_out(ctx, pc, &uid, &mut target, &decisions, now).await;
-    // A copy still current keeps the time it was written.
-    for status in &mut statuses {
-        if status.delivered && status.delivered_at.is_none() {
-            status.delivered_at = after
-                .status
-                .deliveries
-                .iter()
-                .find(|d| d.namespace == status.namespace && d.secret_name == status.secret_name)
-                .and_then(|d| d.delivered_at.clone());
-        }
-    }
-    let (ok, why, message) = match selector_ok {
-        Err(e) => (
-            false,
-            reason::INVALID_SELECTOR,
-            format!(
-                "spec.delivery.namespaceSelector is invalid ({e}): no namespace is added by label, and copies it chose before are kept"
-            ),
-        ),
-        Ok(()) => delivery::condition(&statuses),
-    };
-    after.status.deliveries = delivery::listed(statuses);
-    set(after, ok, why, message);
-    if !created.is_empty() {
-        after.events.push(EventNote {
-            warning: false,
-            reason: "Delivered".into(),
-            note: crate::provider::scrub::truncate_chars(
-                &format!(
-                    "Secret {secret_name} created in {}; it follows every rotation",
-                    created.join(", ")
-                ),
-                MAX_NOTE_CHARS,
-            ),
-            action: "Deliver",
-        });
-    }
-    warn_on_transition(&before, after);
-    if retry {
-        requeue_within(after, RETRY);
-    }
+    let (written, removal_failed) = carry_out(ctx, pc, &uid, &mut target, &decisions).await;
+    delivery::outcome(&Carried {
+        decisions: &decisions,
+        written: &written,
+        removal_failed,
+        selector: &selector,
+        previous: &after.status.deliveries,
+        secret_name,
+        now: asked.now,
+    })
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -562,91 +504,33 @@ fn occupants(
     occupants
 }
 
-struct Carried {
-    statuses: Vec<DeliveryStatus>,
-    /// Namespaces that received their first copy (a routine rotation's replacements make no
-    /// Event: one per rotation would double the Events of a resource for nothing new).
-    created: Vec<String>,
-    retry: bool,
-}
-
-/// Removes and writes as decided; every destination's status.
+/// Removes and writes as decided: whether a removal failed, and what became of each
+/// destination's write.
 async fn carry_out(
     ctx: &Context,
     pc: &ProviderCredential,
     uid: &str,
     target: &mut Target<'_>,
     decisions: &Decisions,
-    now: Timestamp,
-) -> Carried {
-    let mut carried = Carried {
-        statuses: Vec::with_capacity(decisions.destinations.len()),
-        created: Vec::new(),
-        retry: false,
-    };
+) -> (Vec<Written>, bool) {
+    let mut removal_failed = false;
     for removal in &decisions.removals {
         if let Removed::Retry(reason) = remove(ctx, removal).await {
             warn!(namespace = %removal.namespace, secret = %removal.name, error = %reason, "cannot remove a copy");
-            carried.retry = true;
+            removal_failed = true;
         }
     }
+    let mut written = Vec::with_capacity(decisions.destinations.len());
     for destination in &decisions.destinations {
-        let status = |delivered: bool, reason: &str, message: Option<String>| DeliveryStatus {
-            namespace: destination.namespace.clone(),
-            secret_name: destination.secret_name.clone(),
-            delivered,
-            reason: reason.to_string(),
-            message,
-            delivered_at: None,
-        };
-        let entry = match &destination.verdict {
-            Verdict::Current => status(true, reason::DELIVERED, None),
-            Verdict::Refused { reason, message } => status(false, reason, Some(message.clone())),
-            Verdict::Write { replace } => {
-                let result = match target.contents(ctx, pc).await {
-                    Some(target) => {
-                        write(ctx, pc, uid, target, destination, replace.as_ref()).await
-                    }
-                    None => Err(NotWritten::Failed(
-                        "the target Secret holds no token yet; retried".into(),
-                    )),
-                };
-                match result {
-                    Ok(()) => {
-                        if replace.is_none() {
-                            carried.created.push(destination.namespace.clone());
-                        }
-                        DeliveryStatus {
-                            delivered_at: Some(Time(now)),
-                            ..status(true, reason::DELIVERED, None)
-                        }
-                    }
-                    Err(NotWritten::Taken) => status(
-                        false,
-                        reason::SECRET_NOT_OWNED,
-                        Some(delivery::not_owned(
-                            &destination.namespace,
-                            &destination.secret_name,
-                        )),
-                    ),
-                    Err(NotWritten::Failed(message)) => {
-                        carried.retry = true;
-                        status(false, reason::WRITE_FAILED, Some(message))
-                    }
-                }
-            }
-        };
-        carried.statuses.push(entry);
+        written.push(match &destination.verdict {
+            Verdict::Write { replace } => match target.contents(ctx, pc).await {
+                Some(target) => write(ctx, pc, uid, target, destination, replace.as_ref()).await,
+                None => Written::NoToken,
+            },
+            Verdict::Current | Verdict::Refused { .. } => Written::NotAttempted,
+        });
     }
-    carried
-}
-
-/// Why a copy was not written.
-enum NotWritten {
-    /// A Secret that is not this resource's copy has the name (created meanwhile).
-    Taken,
-    /// Anything else: a message for the status, retried.
-    Failed(String),
+    (written, removal_failed)
 }
 
 /// Writes one copy: created, or replaced at the version that was this resource's copy. A copy
@@ -659,17 +543,19 @@ async fn write(
     target: &Secret,
     destination: &delivery::Destination,
     replace: Option<&Existing>,
-) -> Result<(), NotWritten> {
+) -> Written {
     let source = (pc.namespace().unwrap_or_default(), pc.name_any());
-    let copy = crate::target::copy_of(
+    let copy = match crate::target::copy_of(
         target,
         &pc.spec.target,
         &destination.namespace,
         &destination.secret_name,
         (&source.0, &source.1, uid),
         replace.map(|r| r.resource_version.clone()),
-    )
-    .map_err(|e| NotWritten::Failed(e.to_string()))?;
+    ) {
+        Ok(copy) => copy,
+        Err(e) => return Written::Unrenderable(e.to_string()),
+    };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &destination.namespace);
     let pp = PostParams::default();
     let mut result = match replace {
@@ -698,39 +584,34 @@ async fn write(
                     .remember(&written, stamp_of(target.annotations()));
             }
             info!(to = %destination.namespace, secret = %destination.secret_name, "copy written");
-            Ok(())
+            match replace {
+                None => Written::Created,
+                Some(_) => Written::Replaced,
+            }
         }
-        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => {
-            Err(NotWritten::Taken)
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 && e.reason == "AlreadyExists" => Written::Taken,
         Err(e) => {
             let short = short_api_error(&e);
             warn!(to = %destination.namespace, secret = %destination.secret_name, error = %short, "cannot write a copy");
-            let remedy = match &e {
-                kube::Error::Api(s) if s.code == 403 => {
-                    "; the operator may lack permission there, or an admission policy refused it"
-                }
-                kube::Error::Api(s) if s.code == 409 => "; it changed meanwhile and is retried",
-                _ => "; retried",
+            let code = match &e {
+                kube::Error::Api(s) => Some(s.code),
+                _ => None,
             };
-            Err(NotWritten::Failed(format!(
-                "the write failed ({short}){remedy}"
-            )))
+            Written::Failed { code, error: short }
         }
     }
 }
 
 /// spec.delivery removed: the copies go (once the watch listed them), then the finalizer.
-async fn withdraw_all(ctx: &Context, pc: &ProviderCredential, after: &mut Report) {
+async fn withdraw_all(ctx: &Context, pc: &ProviderCredential) -> Withdrawal {
     let Some(delivery) = &ctx.delivery else {
-        return;
+        return Withdrawal::Done;
     };
     if !has_finalizer(pc.meta()) {
-        return;
+        return Withdrawal::Done;
     }
     if !delivery.listed() {
-        requeue_within(after, NOT_LISTED_RETRY);
-        return;
+        return Withdrawal::NotListed;
     }
     let uid = pc.uid().unwrap_or_default();
     let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
@@ -747,34 +628,13 @@ async fn withdraw_all(ctx: &Context, pc: &ProviderCredential, after: &mut Report
         }
     }
     if pending {
-        requeue_within(after, RETRY);
-        return;
+        return Withdrawal::Pending;
     }
     if let Err(e) = release_finalizer(ctx, pc.meta()).await {
         warn!(error = %e, "the finalizer stays for now");
-        requeue_within(after, RETRY);
+        return Withdrawal::Pending;
     }
-}
-
-fn warn_on_transition(before: &[Condition], after: &mut Report) {
-    if !conditions::transitioned(before, &after.status.conditions, DELIVERED) {
-        return;
-    }
-    if let Some(c) = conditions::get(&after.status.conditions, DELIVERED)
-        && c.status == "False"
-    {
-        after.events.push(EventNote {
-            warning: true,
-            reason: c.reason.clone(),
-            note: c.message.clone(),
-            action: "Deliver",
-        });
-    }
-}
-
-/// Looks again within `delay` at the latest.
-fn requeue_within(after: &mut Report, delay: Duration) {
-    after.requeue = Some(after.requeue.map_or(delay, |r| r.min(delay)));
+    Withdrawal::Done
 }
 
 /// The resource a copy in another namespace came from, if the cache holds it with the UID

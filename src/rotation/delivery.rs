@@ -1,13 +1,19 @@
 //! spec.delivery, decided: which namespaces receive a copy of the target Secret, whether each
 //! has consented, which copies are current, which to write and which to remove. Pure; the
-//! controller (controller/delivery.rs) gathers what its watches show and does the writes.
+//! controller (controller/delivery.rs) gathers what its watches show and does the writes;
+//! [`outcome`] (or [`gated`], [`withdrawn`]) turns what it did into the Delivered condition,
+//! `status.deliveries`, the Events and the requeue, which [`super::merge`] applies.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::{DeliverySpec, DeliveryStatus, TokenDeliveryGrantSpec};
+use super::merge::{ConditionChange, Feature, FeatureOutcome, Records};
+use super::status::EventNote;
+use crate::api::{DELIVERY_FINALIZER, DeliverySpec, DeliveryStatus, TokenDeliveryGrantSpec};
 
 /// At most this many destinations per resource: each costs a write per rotation. The rest are
 /// refused (TooManyDestinations), never written.
@@ -450,6 +456,221 @@ pub fn listed(mut statuses: Vec<DeliveryStatus>) -> Vec<DeliveryStatus> {
     statuses.sort_by(|a, b| (a.delivered, &a.namespace).cmp(&(b.delivered, &b.namespace)));
     statuses.truncate(MAX_LISTED);
     statuses
+}
+
+/// How soon a failed write or removal (or a missing finalizer) is tried again.
+pub const RETRY: Duration = Duration::from_secs(30);
+/// How soon a reconcile that found the watches still listing looks again.
+pub const NOT_LISTED_RETRY: Duration = Duration::from_secs(2);
+
+/// Why no destination is decided this time, though spec.delivery asks for copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// The operator runs without --cross-namespace-delivery.
+    Disabled,
+    /// The finalizer that removes the copies is not on the resource (yet).
+    FinalizerMissing,
+    /// A watch (namespaces, grants, copies) has not listed everything once.
+    NotListed,
+}
+
+/// spec.delivery asks for copies that cannot be decided now: the condition says why (and the
+/// records go, without the flag), or only a look again soon.
+pub fn gated(gate: Gate) -> FeatureOutcome {
+    let unchanged = FeatureOutcome::unchanged(Feature::Delivery);
+    match gate {
+        Gate::Disabled => FeatureOutcome {
+            condition: ConditionChange::Set {
+                status: false,
+                reason: reason::DISABLED,
+                message: "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)".into(),
+            },
+            records: Records::Deliveries(Vec::new()),
+            ..unchanged
+        },
+        Gate::FinalizerMissing => FeatureOutcome {
+            condition: ConditionChange::Set {
+                status: false,
+                reason: reason::FINALIZER_MISSING,
+                message: format!(
+                    "no copy is written before the finalizer {DELIVERY_FINALIZER} that removes them is on this resource; the operator log says why it could not be added"
+                ),
+            },
+            requeue: Some(RETRY),
+            ..unchanged
+        },
+        Gate::NotListed => FeatureOutcome {
+            requeue: Some(NOT_LISTED_RETRY),
+            ..unchanged
+        },
+    }
+}
+
+/// How the removal of every copy (spec.delivery removed) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Done, or nothing to do (no finalizer, so no copies; or delivery disabled).
+    Done,
+    /// The copies' watch has not listed them yet.
+    NotListed,
+    /// A copy, or the finalizer, is still there: tried again.
+    Pending,
+}
+
+/// spec.delivery removed: the condition and the records go; looked at again until every copy
+/// and the finalizer went.
+pub fn withdrawn(withdrawal: Withdrawal) -> FeatureOutcome {
+    FeatureOutcome {
+        condition: ConditionChange::Removed,
+        records: Records::Deliveries(Vec::new()),
+        requeue: match withdrawal {
+            Withdrawal::Done => None,
+            Withdrawal::NotListed => Some(NOT_LISTED_RETRY),
+            Withdrawal::Pending => Some(RETRY),
+        },
+        ..FeatureOutcome::unchanged(Feature::Delivery)
+    }
+}
+
+/// What became of one destination's write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Nothing was to be written (its verdict was `Current` or `Refused`).
+    NotAttempted,
+    /// The first copy there.
+    Created,
+    /// A stale copy replaced (or removed and created again, its type having changed).
+    Replaced,
+    /// A Secret that is not this resource's copy took the name meanwhile (AlreadyExists).
+    Taken,
+    /// The target Secret holds no token to copy yet.
+    NoToken,
+    /// The copy cannot be made from the target (the message says why).
+    Unrenderable(String),
+    /// The API server refused or failed: its status code, if any, and a short error.
+    Failed { code: Option<u16>, error: String },
+}
+
+/// What [`outcome`] is made from.
+pub struct Carried<'a> {
+    pub decisions: &'a Decisions,
+    /// One per destination of `decisions`, in its order.
+    pub written: &'a [Written],
+    /// A removal of `decisions` failed (it is tried again).
+    pub removal_failed: bool,
+    /// What [`decide`] said of spec.delivery.namespaceSelector.
+    pub selector: &'a Result<(), String>,
+    /// status.deliveries before this reconcile.
+    pub previous: &'a [DeliveryStatus],
+    /// The copies' name.
+    pub secret_name: &'a str,
+    pub now: Timestamp,
+}
+
+/// The decisions as carried out: `status.deliveries` (a copy still current keeps the time it
+/// was written), the Delivered condition, an Event naming the namespaces that received their
+/// first copy (a routine rotation's replacements make none: one per rotation would double the
+/// Events of a resource for nothing new), and a look again within [`RETRY`] after a failure.
+pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
+    let mut statuses = Vec::with_capacity(c.decisions.destinations.len());
+    let mut created = Vec::new();
+    let mut retry = c.removal_failed;
+    let not_written = Written::NotAttempted;
+    for (k, destination) in c.decisions.destinations.iter().enumerate() {
+        let written = c.written.get(k).unwrap_or(&not_written);
+        let entry = destination_status(destination, written, c);
+        if matches!(destination.verdict, Verdict::Write { .. }) {
+            retry |= entry.reason == reason::WRITE_FAILED;
+            if *written == Written::Created {
+                created.push(destination.namespace.clone());
+            }
+        }
+        statuses.push(entry);
+    }
+    let (status, why, message) = match c.selector {
+        Err(e) => (
+            false,
+            reason::INVALID_SELECTOR,
+            format!(
+                "spec.delivery.namespaceSelector is invalid ({e}): no namespace is added by label, and copies it chose before are kept"
+            ),
+        ),
+        Ok(()) => condition(&statuses),
+    };
+    let events = if created.is_empty() {
+        Vec::new()
+    } else {
+        vec![EventNote {
+            warning: false,
+            reason: reason::DELIVERED.into(),
+            note: format!(
+                "Secret {} created in {}; it follows every rotation",
+                c.secret_name,
+                created.join(", ")
+            ),
+            action: "Deliver",
+        }]
+    };
+    FeatureOutcome {
+        feature: Feature::Delivery,
+        condition: ConditionChange::Set {
+            status,
+            reason: why,
+            message,
+        },
+        records: Records::Deliveries(listed(statuses)),
+        events,
+        requeue: retry.then_some(RETRY),
+    }
+}
+
+/// One destination's status entry, from its verdict and what became of its write.
+fn destination_status(d: &Destination, written: &Written, c: &Carried<'_>) -> DeliveryStatus {
+    let status = |delivered: bool, reason: &str, message: Option<String>| DeliveryStatus {
+        namespace: d.namespace.clone(),
+        secret_name: d.secret_name.clone(),
+        delivered,
+        reason: reason.to_string(),
+        message,
+        delivered_at: None,
+    };
+    let failed = |message: String| status(false, reason::WRITE_FAILED, Some(message));
+    match (&d.verdict, written) {
+        (Verdict::Current, _) => DeliveryStatus {
+            delivered_at: c
+                .previous
+                .iter()
+                .find(|p| p.namespace == d.namespace && p.secret_name == d.secret_name)
+                .and_then(|p| p.delivered_at.clone()),
+            ..status(true, reason::DELIVERED, None)
+        },
+        (Verdict::Refused { reason, message }, _) => status(false, reason, Some(message.clone())),
+        (Verdict::Write { .. }, Written::Created | Written::Replaced) => DeliveryStatus {
+            delivered_at: Some(Time(c.now)),
+            ..status(true, reason::DELIVERED, None)
+        },
+        (Verdict::Write { .. }, Written::Taken) => status(
+            false,
+            reason::SECRET_NOT_OWNED,
+            Some(not_owned(&d.namespace, &d.secret_name)),
+        ),
+        (Verdict::Write { .. }, Written::NoToken) => {
+            failed("the target Secret holds no token yet; retried".into())
+        }
+        (Verdict::Write { .. }, Written::Unrenderable(message)) => failed(message.clone()),
+        (Verdict::Write { .. }, Written::Failed { code, error }) => {
+            let remedy = match code {
+                Some(403) => {
+                    "; the operator may lack permission there, or an admission policy refused it"
+                }
+                Some(409) => "; it changed meanwhile and is retried",
+                _ => "; retried",
+            };
+            failed(format!("the write failed ({error}){remedy}"))
+        }
+        // Due, yet not attempted by this reconcile: tried again.
+        (Verdict::Write { .. }, Written::NotAttempted) => failed("not written yet; retried".into()),
+    }
 }
 
 #[cfg(test)]
