@@ -495,4 +495,377 @@ mod tests {
             Decision::WaitUntil(Timestamp::MAX)
         );
     }
+
+    mod reporting {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+        use super::*;
+        use crate::api::{AccessTokenStatus, WorkloadKind};
+        use crate::conditions::{self, WORKLOADS_RESTARTED};
+        use crate::rotation::Report;
+        use crate::rotation::merge::{ConditionChange, merge};
+
+        const ROTATED: i64 = 1_000;
+
+        fn w(kind: WorkloadKind, name: &str) -> WorkloadRef {
+            WorkloadRef {
+                kind,
+                name: name.into(),
+            }
+        }
+
+        fn deployment(name: &str) -> WorkloadRef {
+            w(WorkloadKind::Deployment, name)
+        }
+
+        fn spec(workloads: Vec<WorkloadRef>, delay: Option<&str>) -> RolloutSpec {
+            RolloutSpec {
+                workloads,
+                min_interval: Some("10m".into()),
+                delay: delay.map(Into::into),
+            }
+        }
+
+        fn rec(kind: &str, name: &str, at: i64) -> WorkloadRestartStatus {
+            WorkloadRestartStatus {
+                kind: kind.into(),
+                name: name.into(),
+                restarted_at: Time(t(at)),
+            }
+        }
+
+        fn run(
+            spec: &RolloutSpec,
+            previous: &[WorkloadRestartStatus],
+            observed: &[(WorkloadRef, Observed)],
+            now: i64,
+            enabled: bool,
+        ) -> FeatureOutcome {
+            outcome(&Inputs {
+                spec,
+                resource: "billing",
+                target_secret: "billing-token",
+                rotated_at: t(ROTATED),
+                now: t(now),
+                enabled,
+                previous,
+                observed,
+            })
+        }
+
+        fn set(o: &FeatureOutcome) -> (bool, &'static str, &str) {
+            match &o.condition {
+                ConditionChange::Set {
+                    status,
+                    reason,
+                    message,
+                } => (*status, *reason, message.as_str()),
+                other => panic!("no condition set: {other:?}"),
+            }
+        }
+
+        fn restarts(o: &FeatureOutcome) -> &[WorkloadRestartStatus] {
+            match &o.records {
+                Records::Restarts(r) => r,
+                other => panic!("no restarts: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn the_rotation_time_is_the_statuses_to_the_second() {
+            let mut status = ProviderCredentialStatus::default();
+            assert_eq!(rotated_at(&status), None);
+            status.access_token = Some(AccessTokenStatus {
+                issued_at: Time(Timestamp::from_millisecond(1_000_700).unwrap()),
+                expires_at: Time(t(5_000)),
+                fingerprint: "f".into(),
+                lifetime_source: "expiresIn".into(),
+                secret_name: "s".into(),
+            });
+            assert_eq!(rotated_at(&status), Some(t(1_000)));
+        }
+
+        #[test]
+        fn the_policy_is_read_from_the_spec_with_defaults_for_what_is_unreadable() {
+            let mut s = spec(vec![deployment("a")], Some("30s"));
+            assert_eq!(
+                Policy::of(&s),
+                Policy {
+                    min_interval: Duration::from_secs(600),
+                    delay: Duration::from_secs(30),
+                }
+            );
+            s.min_interval = Some("soon".into());
+            s.delay = None;
+            assert_eq!(Policy::of(&s), Policy::default());
+        }
+
+        #[test]
+        fn only_listed_workloads_not_restarted_for_this_rotation_are_read_once_each() {
+            let s = spec(
+                vec![
+                    deployment("b"),
+                    deployment("a"),
+                    deployment("b"),
+                    deployment("c"),
+                ],
+                None,
+            );
+            // "a" restarted after the rotation; "c" restarted in its second (maybe before it).
+            let previous = [
+                rec("Deployment", "a", ROTATED + 5),
+                rec("Deployment", "c", ROTATED),
+            ];
+            assert_eq!(
+                to_look(&s, &previous, t(ROTATED), true),
+                vec![deployment("b"), deployment("c")]
+            );
+            assert!(to_look(&s, &previous, t(ROTATED), false).is_empty());
+        }
+
+        #[test]
+        fn without_the_flag_nothing_is_read_and_the_condition_names_it() {
+            let s = spec(vec![deployment("a")], None);
+            let previous = [rec("Deployment", "a", 900), rec("Deployment", "gone", 900)];
+            let o = run(&s, &previous, &[], 2_000, false);
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::RESTARTS_DISABLED,
+                    "not restarted: the operator runs without --restart-workloads (chart value rolloutRestarts.enabled)"
+                )
+            );
+            // Records of workloads no longer listed go; the others stay.
+            assert_eq!(restarts(&o), &[rec("Deployment", "a", 900)]);
+            assert!(o.events.is_empty());
+            assert_eq!(o.requeue, None);
+        }
+
+        #[test]
+        fn a_restart_made_is_recorded_announced_and_up_to_date() {
+            let s = spec(vec![deployment("api"), deployment("web")], None);
+            let o = run(
+                &s,
+                &[rec("Deployment", "web", ROTATED + 1)],
+                &[(deployment("api"), Observed::Restarted)],
+                2_000,
+                true,
+            );
+            assert_eq!(
+                set(&o),
+                (
+                    true,
+                    reason::UP_TO_DATE,
+                    "every listed workload started after the current token was written"
+                )
+            );
+            assert_eq!(
+                restarts(&o),
+                &[
+                    rec("Deployment", "api", 2_000),
+                    rec("Deployment", "web", ROTATED + 1)
+                ]
+            );
+            assert_eq!(
+                o.events,
+                vec![EventNote {
+                    warning: false,
+                    reason: "WorkloadsRestarted".into(),
+                    note:
+                        "restarted Deployment/api after the token in Secret billing-token changed"
+                            .into(),
+                    action: "Restart",
+                }]
+            );
+            assert_eq!(o.requeue, None);
+        }
+
+        #[test]
+        fn refusals_are_all_named_the_first_reason_wins_and_failures_retry() {
+            let s = spec(
+                vec![
+                    deployment("a"),
+                    deployment("b"),
+                    w(WorkloadKind::StatefulSet, "c"),
+                    w(WorkloadKind::DaemonSet, "d"),
+                ],
+                None,
+            );
+            let observed = [
+                (deployment("a"), Observed::Looked(Seen::Missing)),
+                (deployment("b"), Observed::Looked(Seen::NotOptedIn)),
+                (
+                    w(WorkloadKind::StatefulSet, "c"),
+                    Observed::Unreadable("503 ServiceUnavailable".into()),
+                ),
+                (
+                    w(WorkloadKind::DaemonSet, "d"),
+                    Observed::RestartFailed("409 Conflict".into()),
+                ),
+            ];
+            let o = run(&s, &[], &observed, 2_000, true);
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::NOT_FOUND,
+                    "not restarted: Deployment/a does not exist; Deployment/b does not list billing in its annotation tokenrotator.dev/restart-on; StatefulSet/c cannot be read (503 ServiceUnavailable); DaemonSet/d: the restart failed (409 Conflict)"
+                )
+            );
+            assert!(o.events.is_empty());
+            assert_eq!(o.requeue, Some(RETRY_FAILED));
+            // A failure alone: its own reason; a refusal alone is not retried (a change is
+            // what brings the resource back).
+            let o = run(&s, &[], &observed[2..3], 2_000, true);
+            assert_eq!(set(&o).1, reason::RESTART_FAILED);
+            let o = run(&s, &[], &observed[1..2], 2_000, true);
+            assert_eq!(set(&o).1, reason::NOT_OPTED_IN);
+            assert_eq!(o.requeue, None);
+        }
+
+        #[test]
+        fn a_planned_restart_is_true_and_looked_at_again_at_its_time() {
+            let s = spec(vec![deployment("a"), deployment("b")], Some("30s"));
+            let fresh = Observed::Looked(Seen::Found { last_restart: None });
+            // "b" restarted 100 s before the rotation: the minimum interval holds it until 1_500.
+            let held = Observed::Looked(Seen::Found {
+                last_restart: Some(t(900)),
+            });
+            let o = run(
+                &s,
+                &[],
+                &[
+                    (deployment("a"), fresh.clone()),
+                    (deployment("b"), held.clone()),
+                ],
+                1_010,
+                true,
+            );
+            assert_eq!(
+                set(&o),
+                (
+                    true,
+                    reason::RESTART_PLANNED,
+                    "restart planned at 1970-01-01T00:17:10Z"
+                )
+            );
+            assert_eq!(o.requeue, Some(Duration::from_secs(20)));
+            assert!(restarts(&o).is_empty());
+            // Together with a failure: the sooner of the planned time and the retry.
+            let failed = (deployment("b"), Observed::RestartFailed("x".into()));
+            let o = run(
+                &s,
+                &[],
+                &[(deployment("a"), fresh.clone()), failed],
+                1_010,
+                true,
+            );
+            assert_eq!(o.requeue, Some(Duration::from_secs(20)));
+            let o = run(
+                &s,
+                &[],
+                &[
+                    (deployment("b"), held),
+                    (deployment("a"), Observed::Unreadable("x".into())),
+                ],
+                1_010,
+                true,
+            );
+            assert_eq!(o.requeue, Some(RETRY_FAILED));
+        }
+
+        #[test]
+        fn requeues_are_at_least_a_second_and_at_most_a_day() {
+            let mut s = spec(vec![deployment("a")], None);
+            s.min_interval = Some("100h".into());
+            let held = Observed::Looked(Seen::Found {
+                last_restart: Some(t(900)),
+            });
+            let o = run(&s, &[], &[(deployment("a"), held)], 1_010, true);
+            assert_eq!(o.requeue, Some(MAX_WAIT));
+            // Due, yet not restarted (the I/O did not): looked at again, a second on.
+            let due = Observed::Looked(Seen::Found { last_restart: None });
+            let o = run(&s, &[], &[(deployment("a"), due)], 1_010, true);
+            assert_eq!(set(&o).1, reason::RESTART_PLANNED);
+            assert_eq!(o.requeue, Some(Duration::from_secs(1)));
+        }
+
+        #[test]
+        fn a_restart_by_someone_else_is_recorded_never_at_a_time_to_come() {
+            let s = spec(vec![deployment("a"), deployment("b")], None);
+            let o = run(
+                &s,
+                &[],
+                &[
+                    (
+                        deployment("a"),
+                        Observed::Looked(Seen::Found {
+                            last_restart: Some(t(1_005)),
+                        }),
+                    ),
+                    // 30 s ahead of this clock: within the skew allowed, shown as now.
+                    (
+                        deployment("b"),
+                        Observed::Looked(Seen::Found {
+                            last_restart: Some(t(1_040)),
+                        }),
+                    ),
+                ],
+                1_010,
+                true,
+            );
+            assert_eq!(set(&o).1, reason::UP_TO_DATE);
+            assert_eq!(
+                restarts(&o),
+                &[rec("Deployment", "a", 1_005), rec("Deployment", "b", 1_010)]
+            );
+            assert!(o.events.is_empty(), "no restart was made by this resource");
+        }
+
+        #[test]
+        fn merged_a_refusal_warns_once_and_spec_rollout_removed_takes_everything_away() {
+            let s = spec(vec![deployment("a")], None);
+            let observed = [(deployment("a"), Observed::Looked(Seen::Missing))];
+            let mut report = Report {
+                status: Default::default(),
+                requeue: None,
+                events: Vec::new(),
+                failure: None,
+                expires_at: None,
+                backing_off: false,
+            };
+            merge(
+                &mut report,
+                run(&s, &[], &observed, 2_000, true),
+                Some(4),
+                t(2_000),
+            );
+            assert_eq!(
+                report.events,
+                vec![EventNote {
+                    warning: true,
+                    reason: reason::NOT_FOUND.into(),
+                    note: "not restarted: Deployment/a does not exist".into(),
+                    action: "Restart",
+                }]
+            );
+            report.events.clear();
+            merge(
+                &mut report,
+                run(&s, &[], &observed, 2_100, true),
+                Some(4),
+                t(2_100),
+            );
+            assert!(report.events.is_empty(), "{:?}", report.events);
+            let c = conditions::get(&report.status.conditions, WORKLOADS_RESTARTED).unwrap();
+            assert_eq!(c.last_transition_time, Time(t(2_000)));
+            report.status.restarts = vec![rec("Deployment", "a", 1_500)];
+            merge(&mut report, withdrawn(), Some(5), t(2_200));
+            assert!(conditions::get(&report.status.conditions, WORKLOADS_RESTARTED).is_none());
+            assert!(report.status.restarts.is_empty());
+            assert!(report.events.is_empty());
+            assert_eq!(report.requeue, None);
+        }
+    }
 }
