@@ -1121,4 +1121,334 @@ mod tests {
         assert_ne!(stamp("f", "s"), stamp("f", "t"));
         assert_ne!(stamp("fs", ""), stamp("f", "s"));
     }
+
+    mod reporting {
+        use super::*;
+        use crate::conditions::{self, DELIVERED};
+        use crate::rotation::Report;
+        use crate::rotation::merge::merge;
+
+        fn t(s: i64) -> Timestamp {
+            Timestamp::from_second(s).unwrap()
+        }
+
+        fn to(namespace: &str, verdict: Verdict) -> Destination {
+            Destination {
+                namespace: namespace.into(),
+                secret_name: "token".into(),
+                verdict,
+            }
+        }
+
+        fn write(replace: bool) -> Verdict {
+            Verdict::Write {
+                replace: replace.then(|| Existing {
+                    uid: "u".into(),
+                    resource_version: "1".into(),
+                }),
+            }
+        }
+
+        fn delivered(namespace: &str, at: Option<i64>) -> DeliveryStatus {
+            DeliveryStatus {
+                namespace: namespace.into(),
+                secret_name: "token".into(),
+                delivered: true,
+                reason: reason::DELIVERED.into(),
+                message: None,
+                delivered_at: at.map(|s| Time(t(s))),
+            }
+        }
+
+        fn refused(namespace: &str, why: &str, message: &str) -> DeliveryStatus {
+            DeliveryStatus {
+                namespace: namespace.into(),
+                secret_name: "token".into(),
+                delivered: false,
+                reason: why.into(),
+                message: Some(message.into()),
+                delivered_at: None,
+            }
+        }
+
+        fn run(
+            destinations: Vec<Destination>,
+            written: &[Written],
+            previous: &[DeliveryStatus],
+            removal_failed: bool,
+        ) -> FeatureOutcome {
+            let decisions = Decisions {
+                destinations,
+                removals: Vec::new(),
+            };
+            outcome(&Carried {
+                decisions: &decisions,
+                written,
+                removal_failed,
+                selector: &Ok(()),
+                previous,
+                secret_name: "token",
+                now: t(2_000),
+            })
+        }
+
+        fn set(o: &FeatureOutcome) -> (bool, &'static str, &str) {
+            match &o.condition {
+                ConditionChange::Set {
+                    status,
+                    reason,
+                    message,
+                } => (*status, *reason, message.as_str()),
+                other => panic!("no condition set: {other:?}"),
+            }
+        }
+
+        fn deliveries(o: &FeatureOutcome) -> &[DeliveryStatus] {
+            match &o.records {
+                Records::Deliveries(d) => d,
+                other => panic!("no deliveries: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn writes_made_are_delivered_now_and_a_current_copy_keeps_its_time() {
+            let o = run(
+                vec![
+                    to("a", Verdict::Current),
+                    to("b", write(false)),
+                    to("c", write(true)),
+                ],
+                &[Written::NotAttempted, Written::Created, Written::Replaced],
+                &[delivered("a", Some(1_500)), delivered("c", Some(1_400))],
+                false,
+            );
+            assert_eq!(
+                deliveries(&o),
+                &[
+                    delivered("a", Some(1_500)),
+                    delivered("b", Some(2_000)),
+                    delivered("c", Some(2_000))
+                ]
+            );
+            assert_eq!(
+                set(&o),
+                (
+                    true,
+                    reason::ALL_DELIVERED,
+                    "the current token is in 3 namespaces"
+                )
+            );
+            // Only a first copy is news; a replacement (every rotation) is not.
+            assert_eq!(
+                o.events,
+                vec![EventNote {
+                    warning: false,
+                    reason: "Delivered".into(),
+                    note: "Secret token created in b; it follows every rotation".into(),
+                    action: "Deliver",
+                }]
+            );
+            assert_eq!(o.requeue, None);
+        }
+
+        #[test]
+        fn each_failed_write_says_why_and_is_retried_a_taken_name_is_not() {
+            let destinations = vec![
+                to("a", write(false)),
+                to("b", write(true)),
+                to("c", write(true)),
+                to("d", write(false)),
+                to("e", write(false)),
+                to("f", write(false)),
+                to("g", write(false)),
+            ];
+            let written = [
+                Written::Taken,
+                Written::Failed {
+                    code: Some(403),
+                    error: "403 Forbidden".into(),
+                },
+                Written::Failed {
+                    code: Some(409),
+                    error: "409 Conflict".into(),
+                },
+                Written::Failed {
+                    code: None,
+                    error: "connection refused".into(),
+                },
+                Written::NoToken,
+                Written::Unrenderable("the target's type changed".into()),
+                Written::NotAttempted,
+            ];
+            let o = run(destinations.clone(), &written, &[], false);
+            let failed = |ns: &str, m: &str| refused(ns, reason::WRITE_FAILED, m);
+            assert_eq!(
+                deliveries(&o),
+                &[
+                    refused("a", reason::SECRET_NOT_OWNED, &not_owned("a", "token")),
+                    failed(
+                        "b",
+                        "the write failed (403 Forbidden); the operator may lack permission there, or an admission policy refused it"
+                    ),
+                    failed(
+                        "c",
+                        "the write failed (409 Conflict); it changed meanwhile and is retried"
+                    ),
+                    failed("d", "the write failed (connection refused); retried"),
+                    failed("e", "the target Secret holds no token yet; retried"),
+                    failed("f", "the target's type changed"),
+                    failed("g", "not written yet; retried"),
+                ]
+            );
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::SECRET_NOT_OWNED,
+                    "7 of 7 destinations not delivered (a: SecretNotOwned, b: WriteFailed, c: WriteFailed, d: WriteFailed, e: WriteFailed, f: WriteFailed, g: WriteFailed); status.deliveries says why"
+                )
+            );
+            assert!(o.events.is_empty());
+            assert_eq!(o.requeue, Some(RETRY));
+            // Someone else's Secret is not retried: it is not going away by itself.
+            let o = run(destinations[..1].to_vec(), &written[..1], &[], false);
+            assert_eq!(o.requeue, None);
+            // A failed write is.
+            let o = run(destinations[3..4].to_vec(), &written[3..4], &[], false);
+            assert_eq!(o.requeue, Some(RETRY));
+        }
+
+        #[test]
+        fn refusals_keep_their_reason_and_a_failed_removal_is_retried() {
+            let o = run(
+                vec![
+                    to("a", Verdict::Current),
+                    to(
+                        "b",
+                        Verdict::Refused {
+                            reason: reason::NOT_GRANTED,
+                            message: "no grant".into(),
+                        },
+                    ),
+                ],
+                &[Written::NotAttempted, Written::NotAttempted],
+                &[],
+                false,
+            );
+            assert_eq!(
+                deliveries(&o)[0],
+                refused("b", reason::NOT_GRANTED, "no grant")
+            );
+            assert_eq!(deliveries(&o)[1], delivered("a", None));
+            assert_eq!(set(&o).1, reason::NOT_GRANTED);
+            assert_eq!(o.requeue, None);
+            let o = run(
+                vec![to("a", Verdict::Current)],
+                &[Written::NotAttempted],
+                &[],
+                true,
+            );
+            assert!(set(&o).0);
+            assert_eq!(o.requeue, Some(RETRY));
+        }
+
+        #[test]
+        fn an_invalid_selector_is_the_condition() {
+            let decisions = Decisions::default();
+            let o = outcome(&Carried {
+                decisions: &decisions,
+                written: &[],
+                removal_failed: false,
+                selector: &Err("too many requirements".into()),
+                previous: &[],
+                secret_name: "token",
+                now: t(2_000),
+            });
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::INVALID_SELECTOR,
+                    "spec.delivery.namespaceSelector is invalid (too many requirements): no namespace is added by label, and copies it chose before are kept"
+                )
+            );
+            assert_eq!(o.requeue, None);
+        }
+
+        #[test]
+        fn what_holds_delivery_back_is_said_or_only_looked_at_again() {
+            let o = gated(Gate::Disabled);
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::DISABLED,
+                    "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)"
+                )
+            );
+            assert!(deliveries(&o).is_empty());
+            assert_eq!(o.requeue, None);
+            let o = gated(Gate::FinalizerMissing);
+            assert_eq!(
+                set(&o),
+                (
+                    false,
+                    reason::FINALIZER_MISSING,
+                    "no copy is written before the finalizer tokenrotator.dev/delivered-copies that removes them is on this resource; the operator log says why it could not be added"
+                )
+            );
+            assert_eq!(o.records, Records::Unchanged, "the copies are still there");
+            assert_eq!(o.requeue, Some(RETRY));
+            let o = gated(Gate::NotListed);
+            assert_eq!(o.condition, ConditionChange::Unchanged);
+            assert_eq!(o.records, Records::Unchanged);
+            assert!(o.events.is_empty());
+            assert_eq!(o.requeue, Some(NOT_LISTED_RETRY));
+            for (w, requeue) in [
+                (Withdrawal::Done, None),
+                (Withdrawal::NotListed, Some(NOT_LISTED_RETRY)),
+                (Withdrawal::Pending, Some(RETRY)),
+            ] {
+                let o = withdrawn(w);
+                assert_eq!(o.condition, ConditionChange::Removed);
+                assert_eq!(o.records, Records::Deliveries(Vec::new()));
+                assert_eq!(o.requeue, requeue, "{w:?}");
+            }
+        }
+
+        #[test]
+        fn merged_a_failure_warns_once_and_recovers_in_silence() {
+            let mut report = Report {
+                status: Default::default(),
+                requeue: None,
+                events: Vec::new(),
+                failure: None,
+                expires_at: None,
+                backing_off: false,
+            };
+            let failing = || run(vec![to("b", write(false))], &[Written::NoToken], &[], false);
+            merge(&mut report, failing(), Some(2), t(2_000));
+            assert_eq!(report.events.len(), 1);
+            assert_eq!(
+                (
+                    report.events[0].warning,
+                    report.events[0].reason.as_str(),
+                    report.events[0].action
+                ),
+                (true, reason::WRITE_FAILED, "Deliver")
+            );
+            assert_eq!(report.requeue, Some(RETRY));
+            report.events.clear();
+            merge(&mut report, failing(), Some(2), t(2_030));
+            assert!(report.events.is_empty(), "{:?}", report.events);
+            let ok = run(vec![to("b", write(false))], &[Written::Created], &[], false);
+            merge(&mut report, ok, Some(2), t(2_060));
+            // The first copy's Event, no Warning; the condition turned at 2_060.
+            assert_eq!(report.events.len(), 1);
+            assert!(!report.events[0].warning);
+            let c = conditions::get(&report.status.conditions, DELIVERED).unwrap();
+            assert_eq!(c.last_transition_time, Time(t(2_060)));
+            assert_eq!(c.status, "True");
+        }
+    }
 }
