@@ -3,40 +3,63 @@
 //! budget are not kept (a reconcile that uses one reads it), and no namespace can fill the
 //! operator's memory with them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::budget::NamespaceBudget;
 use crate::rotation::CredentialsView;
 
-/// One key of a credentials Secret and its value.
-type KeptEntry = (Box<str>, Box<[u8]>);
-
-/// A usable credentials Secret's contents, packed: one per credentials Secret for as long as
-/// it exists, where a map would take a 500-byte node even for two keys.
+/// A usable credentials Secret's contents, packed into one allocation (each key and value as
+/// a 4-byte length and its bytes): one per credentials Secret for as long as it exists, where
+/// a map would take a 500-byte node even for two keys, and boxed keys and values an
+/// allocation each (five for two keys).
 pub struct KeptCredentials {
-    data: Box<[KeptEntry]>,
+    packed: Box<[u8]>,
     /// The owner's `tokenrotator.dev/allowed-token-hosts`, if set.
     allowed_hosts: Option<Box<[Box<str>]>>,
+}
+
+/// `None` for a key or value too long for its length prefix (never one of a Secret).
+fn pack(data: &BTreeMap<String, Vec<u8>>) -> Option<Box<[u8]>> {
+    let size = data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut packed = Vec::with_capacity(size);
+    for (key, value) in data {
+        for part in [key.as_bytes(), value.as_slice()] {
+            packed.extend_from_slice(&u32::try_from(part.len()).ok()?.to_le_bytes());
+            packed.extend_from_slice(part);
+        }
+    }
+    Some(packed.into_boxed_slice())
+}
+
+/// The keys and values of `packed`, in order.
+fn unpack(mut packed: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        let key = next_part(&mut packed)?;
+        let value = next_part(&mut packed)?;
+        Some((key, value))
+    })
+}
+
+fn next_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let (part, tail) = tail.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+    *rest = tail;
+    Some(part)
 }
 
 impl KeptCredentials {
     /// Only what a reconcile may use is kept.
     pub fn of(view: &CredentialsView) -> Option<Self> {
-        let pack = |data: &std::collections::BTreeMap<String, Vec<u8>>| {
-            data.iter()
-                .map(|(k, v)| (k.as_str().into(), v.as_slice().into()))
-                .collect()
-        };
         match view {
             CredentialsView::Found(data) => Some(Self {
-                data: pack(data),
+                packed: pack(data)?,
                 allowed_hosts: None,
             }),
             CredentialsView::Pinned {
                 data,
                 allowed_hosts,
             } => Some(Self {
-                data: pack(data),
+                packed: pack(data)?,
                 allowed_hosts: Some(allowed_hosts.iter().map(|h| h.as_str().into()).collect()),
             }),
             CredentialsView::NotFound | CredentialsView::NotLabelled => None,
@@ -44,10 +67,9 @@ impl KeptCredentials {
     }
 
     pub fn view(&self) -> CredentialsView {
-        let data = self
-            .data
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
+        // The keys were packed from strings: they are UTF-8.
+        let data = unpack(&self.packed)
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
             .collect();
         match &self.allowed_hosts {
             None => CredentialsView::Found(data),
@@ -58,12 +80,11 @@ impl KeptCredentials {
         }
     }
 
-    /// What it takes in memory, roughly: its bytes plus a pointer pair per entry.
+    /// What it takes in memory, roughly: its bytes plus a pointer pair per entry (the charge
+    /// of an entry when each key and value was boxed: it errs high).
     fn bytes(&self) -> usize {
         const OVERHEAD: usize = 32;
-        let data: usize = self
-            .data
-            .iter()
+        let data: usize = unpack(&self.packed)
             .map(|(k, v)| k.len() + v.len() + OVERHEAD)
             .sum();
         let hosts: usize = self
@@ -174,6 +195,31 @@ mod tests {
         assert!(kept.is_empty());
         let again = KeptCredentials::of(&view(9000)).unwrap();
         assert!(kept.insert(key("hostile", "big"), "2".into(), again));
+    }
+
+    #[test]
+    fn packed_credentials_come_back_whole() {
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("".to_string(), vec![]),
+            ("client_id".to_string(), b"id".to_vec()),
+            ("client_secret".to_string(), vec![0, 255, 4, 0, 0, 0]),
+            ("\u{e9}t\u{e9}".to_string(), vec![b'x'; 16 * 1024]),
+        ]
+        .into();
+        let kept = KeptCredentials::of(&CredentialsView::Found(data.clone())).unwrap();
+        assert!(matches!(kept.view(), CredentialsView::Found(d) if d == data));
+        let hosts = vec!["a.example".to_string()];
+        let pinned = CredentialsView::Pinned {
+            data: data.clone(),
+            allowed_hosts: hosts.clone(),
+        };
+        let kept = KeptCredentials::of(&pinned).unwrap();
+        assert!(matches!(
+            kept.view(),
+            CredentialsView::Pinned { data: d, allowed_hosts: h } if d == data && h == hosts
+        ));
+        let empty = KeptCredentials::of(&CredentialsView::Found(BTreeMap::new())).unwrap();
+        assert!(matches!(empty.view(), CredentialsView::Found(d) if d.is_empty()));
     }
 
     #[test]
