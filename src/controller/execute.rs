@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::Context;
 use super::executed::Parked;
 use crate::api::ProviderCredential;
-use crate::provider::{FetchError, IssuedToken};
+use crate::provider::{FetchError, GrantRequest, IssuedToken};
 use crate::rotation::{
     self, Baseline, ChainWrite, HeldToken, Plan, SecretWrite, Slot, StateView, StoreFailure,
     TEMPLATE_FAILED, TargetView, TokenSource,
@@ -116,167 +116,254 @@ async fn run(
     api: &Api<Secret>,
     plan: &Plan,
 ) -> Result<Executed, ExecuteError> {
-    let uid = pc.uid().unwrap_or_default();
-    let render = |token: &IssuedToken| {
-        target::desired(
-            &pc.spec.target,
-            token,
-            plan.refresh_handled.as_deref(),
-            plan.sealed_inputs.as_deref(),
-        )
-    };
-    // A state Secret left holding nothing it is needed for, removed once the target is written.
-    let mut retire_state = None;
-    let (token, rendered) = match &plan.source {
+    let obtained = match &plan.source {
         TokenSource::Held(token) => {
             info!(
                 reason = plan.due.describe(),
                 "writing a token obtained earlier"
             );
-            ((**token).clone(), render(token))
+            Obtained {
+                rendered: render(pc, plan, token),
+                token: (**token).clone(),
+                retire_state: None,
+            }
         }
-        TokenSource::Request(grant) => {
-            if let Err(withheld) = ctx.permit_request(&plan.config) {
-                return Ok(Executed::Withheld(withheld));
-            }
-            if let Err(until) = ctx.spend_request(&uid) {
-                warn!(%until, "request budget spent; pausing this resource");
-                return Ok(Executed::Deferred { until });
-            }
-            info!(
-                reason = plan.due.describe(),
-                grant = grant.label(&plan.config),
-                "requesting a token"
-            );
-            let namespace = pc.namespace().unwrap_or_default();
-            // Held until the answer is stored: the namespace's bound counts whole requests.
-            let asked = Instant::now();
-            let _slot = match ctx.rate_limit(&namespace, &plan.config).await {
-                Ok(slot) => slot,
-                Err(withheld) => {
-                    ctx.refund_request(&uid);
-                    return Ok(Executed::Withheld(withheld));
+        TokenSource::Request(grant) => match request(ctx, pc, api, plan, grant).await {
+            Ok(obtained) => obtained,
+            Err(outcome) => return Ok(outcome),
+        },
+    };
+    Ok(write(ctx, pc, api, plan, obtained).await)
+}
+
+/// A token to write, and a state Secret to remove once it is written (left holding nothing
+/// it is needed for).
+struct Obtained {
+    token: IssuedToken,
+    rendered: Result<target::DesiredTarget, target::TargetError>,
+    retire_state: Option<SecretWrite>,
+}
+
+/// One token request, its turn waited for, its answer settled and the state stored (the
+/// refresh token first, before anything else can go wrong); anything else is the outcome.
+async fn request(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    api: &Api<Secret>,
+    plan: &Plan,
+    grant: &GrantRequest,
+) -> Result<Obtained, Executed> {
+    let uid = pc.uid().unwrap_or_default();
+    // Held until the answer is stored: the namespace's bound counts whole requests.
+    let _slot = admit(ctx, pc, plan, grant).await?;
+    let answer = ask(ctx, pc, plan, grant).await?;
+    let settled = rotation::settle(plan, answer.as_ref());
+    let token = match answer {
+        Ok(token) => token,
+        Err(error) => {
+            match hold_and_store(ctx, pc, api, plan, settled.state).await {
+                // The refusal came from the newer chain another writer stored.
+                Ok(StateStored::Superseded { discarded }) => {
+                    return Err(Executed::NotStored(superseded(ctx, discarded)));
                 }
-            };
-            // What changed while it waited is not acted on with what was planned before.
-            if asked.elapsed() >= super::recheck::RECHECK_AFTER
-                && let Err(why) = super::recheck::still_wanted(ctx, pc, plan).await
-            {
-                ctx.refund_request(&uid);
-                info!(%why, "the token request that waited is not sent");
-                return Ok(Executed::NotSent);
+                Ok(StateStored::Written(_)) => {}
+                // Held in memory and stored first thing next time; the failure is still
+                // reported now.
+                Err(e) => warn!(error = %e, "state not stored after a failed request"),
             }
-            // A ServiceAccount token is minted now, for this request only; without it no
-            // request is sent.
-            let credentials = match super::service_account::credentials_for(
-                &ctx.client,
-                pc,
-                &plan.config,
-                &plan.credentials,
-            )
-            .await
-            {
-                Ok(credentials) => credentials,
-                Err(failure) => {
-                    ctx.refund_request(&uid);
-                    return Ok(Executed::NotStored(failure));
-                }
-            };
-            let started = Instant::now();
-            let answer = ctx.tokens.fetch(&plan.config, &credentials, grant).await;
-            drop(credentials);
-            ctx.metrics
-                .token_request(&plan.config, &answer, started.elapsed());
-            if let Err(e @ FetchError::RateLimited { .. }) = &answer {
-                ctx.rate_limited(&namespace, &plan.config, e.retry_after());
-            }
-            debug!(
-                ok = answer.is_ok(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "token request answered"
-            );
-            let settled = rotation::settle(plan, answer.as_ref());
-            let token = match answer {
-                Ok(token) => token,
-                Err(error) => {
-                    match hold_and_store(ctx, pc, api, plan, settled.state).await {
-                        // The refusal came from the newer chain another writer stored.
-                        Ok(StateStored::Superseded { discarded }) => {
-                            return Ok(Executed::NotStored(superseded(ctx, discarded)));
-                        }
-                        Ok(StateStored::Written(_)) => {}
-                        // Held in memory and stored first thing next time; the failure is
-                        // still reported now.
-                        Err(e) => warn!(error = %e, "state not stored after a failed request"),
-                    }
-                    return Ok(Executed::Failed {
-                        error,
-                        chain_end: settled.chain_end,
-                    });
-                }
-            };
-            ctx.hold_token(
-                &uid,
-                HeldToken {
-                    token: token.clone(),
-                    inputs: plan.inputs.clone(),
-                    refresh_handled: plan.refresh_handled.clone(),
-                },
-            );
-            // The refresh token first, before anything else can go wrong.
-            let resource_version =
-                match hold_and_store(ctx, pc, api, plan, settled.state.clone()).await {
-                    Ok(StateStored::Written(rv)) => rv,
-                    Ok(StateStored::Superseded { discarded }) => {
-                        ctx.drop_token(&uid);
-                        return Ok(Executed::NotStored(superseded(ctx, discarded)));
-                    }
-                    Err(e) => return Ok(Executed::NotStored(write_failure(&e))),
-                };
-            if !rotation::needs_state_secret(&settled.state, plan.sealed_inputs.is_some()) {
-                retire_state = resource_version.clone().map(|rv| SecretWrite {
-                    name: plan.state_secret.name.clone(),
-                    resource_version: Some(rv),
-                });
-            }
-            let rendered = render(&token);
-            if rendered.is_err() {
-                // Remembered with the state, so no reconcile requests a token for these
-                // target settings again, whatever happens to the status.
-                let mut remembered = ChainWrite {
-                    base: settled.state.refresh_token.clone(),
-                    state: settled.state,
-                };
-                remembered.state.unrenderable_target =
-                    Some(crate::digest::target_settings(&pc.spec.target));
-                let at = SecretWrite {
-                    name: plan.state_secret.name.clone(),
-                    resource_version,
-                };
-                ctx.hold_state(pc, remembered.clone());
-                match secrets::write_state(api, pc, &at, &remembered).await {
-                    Ok(stored) => {
-                        ctx.stored_state(&uid, &remembered);
-                        remember_state(ctx, pc, &at.name, &stored, &remembered.state);
-                    }
-                    Err(e) => warn!(error = %e, "could not remember the template failure"),
-                }
-            }
-            (token, rendered)
+            return Err(Executed::Failed {
+                error,
+                chain_end: settled.chain_end,
+            });
         }
     };
+    ctx.hold_token(
+        &uid,
+        HeldToken {
+            token: token.clone(),
+            inputs: plan.inputs.clone(),
+            refresh_handled: plan.refresh_handled.clone(),
+        },
+    );
+    let resource_version = match hold_and_store(ctx, pc, api, plan, settled.state.clone()).await {
+        Ok(StateStored::Written(rv)) => rv,
+        Ok(StateStored::Superseded { discarded }) => {
+            ctx.drop_token(&uid);
+            return Err(Executed::NotStored(superseded(ctx, discarded)));
+        }
+        Err(e) => return Err(Executed::NotStored(write_failure(&e))),
+    };
+    let retire_state =
+        (!rotation::needs_state_secret(&settled.state, plan.sealed_inputs.is_some()))
+            .then(|| resource_version.clone())
+            .flatten()
+            .map(|rv| SecretWrite {
+                name: plan.state_secret.name.clone(),
+                resource_version: Some(rv),
+            });
+    let rendered = render(pc, plan, &token);
+    if rendered.is_err() {
+        remember_unrenderable(ctx, pc, api, plan, settled.state, resource_version).await;
+    }
+    Ok(Obtained {
+        token,
+        rendered,
+        retire_state,
+    })
+}
+
+/// The request's turn: the gate, the resource's budget, the namespace's slot and pace; what
+/// changed while it waited is not acted on with what was planned before.
+async fn admit(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    plan: &Plan,
+    grant: &GrantRequest,
+) -> Result<super::endpoints::RequestSlot, Executed> {
+    let uid = pc.uid().unwrap_or_default();
+    ctx.permit_request(&plan.config)
+        .map_err(Executed::Withheld)?;
+    if let Err(until) = ctx.spend_request(&uid) {
+        warn!(%until, "request budget spent; pausing this resource");
+        return Err(Executed::Deferred { until });
+    }
+    info!(
+        reason = plan.due.describe(),
+        grant = grant.label(&plan.config),
+        "requesting a token"
+    );
+    let asked = Instant::now();
+    let slot = match ctx
+        .rate_limit(&pc.namespace().unwrap_or_default(), &plan.config)
+        .await
+    {
+        Ok(slot) => slot,
+        Err(withheld) => {
+            ctx.refund_request(&uid);
+            return Err(Executed::Withheld(withheld));
+        }
+    };
+    if asked.elapsed() >= super::recheck::RECHECK_AFTER
+        && let Err(why) = super::recheck::still_wanted(ctx, pc, plan).await
+    {
+        ctx.refund_request(&uid);
+        info!(%why, "the token request that waited is not sent");
+        return Err(Executed::NotSent);
+    }
+    Ok(slot)
+}
+
+/// Sends the request. A ServiceAccount token is minted now, for this request only; without it
+/// no request is sent.
+async fn ask(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    plan: &Plan,
+    grant: &GrantRequest,
+) -> Result<Result<IssuedToken, FetchError>, Executed> {
+    let credentials = match super::service_account::credentials_for(
+        &ctx.client,
+        pc,
+        &plan.config,
+        &plan.credentials,
+    )
+    .await
+    {
+        Ok(credentials) => credentials,
+        Err(failure) => {
+            ctx.refund_request(&pc.uid().unwrap_or_default());
+            return Err(Executed::NotStored(failure));
+        }
+    };
+    let started = Instant::now();
+    let answer = ctx.tokens.fetch(&plan.config, &credentials, grant).await;
+    drop(credentials);
+    ctx.metrics
+        .token_request(&plan.config, &answer, started.elapsed());
+    if let Err(e @ FetchError::RateLimited { .. }) = &answer {
+        ctx.rate_limited(
+            &pc.namespace().unwrap_or_default(),
+            &plan.config,
+            e.retry_after(),
+        );
+    }
+    debug!(
+        ok = answer.is_ok(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "token request answered"
+    );
+    Ok(answer)
+}
+
+fn render(
+    pc: &ProviderCredential,
+    plan: &Plan,
+    token: &IssuedToken,
+) -> Result<target::DesiredTarget, target::TargetError> {
+    target::desired(
+        &pc.spec.target,
+        token,
+        plan.refresh_handled.as_deref(),
+        plan.sealed_inputs.as_deref(),
+    )
+}
+
+/// A target that failed to render with the real token is remembered with the state, so no
+/// reconcile requests a token for these target settings again, whatever happens to the status.
+async fn remember_unrenderable(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    api: &Api<Secret>,
+    plan: &Plan,
+    state: crate::state::StateData,
+    resource_version: Option<String>,
+) {
+    let mut remembered = ChainWrite {
+        base: state.refresh_token.clone(),
+        state,
+    };
+    remembered.state.unrenderable_target = Some(crate::digest::target_settings(&pc.spec.target));
+    let at = SecretWrite {
+        name: plan.state_secret.name.clone(),
+        resource_version,
+    };
+    ctx.hold_state(pc, remembered.clone());
+    match secrets::write_state(api, pc, &at, &remembered).await {
+        Ok(stored) => {
+            ctx.stored_state(&pc.uid().unwrap_or_default(), &remembered);
+            remember_state(ctx, pc, &at.name, &stored, &remembered.state);
+        }
+        Err(e) => warn!(error = %e, "could not remember the template failure"),
+    }
+}
+
+/// Writes the token to the target Secret (then removes a state Secret left with nothing to
+/// hold); a failure to store is the outcome, never an error.
+async fn write(
+    ctx: &Context,
+    pc: &ProviderCredential,
+    api: &Api<Secret>,
+    plan: &Plan,
+    obtained: Obtained,
+) -> Executed {
+    let uid = pc.uid().unwrap_or_default();
+    let Obtained {
+        token,
+        rendered,
+        retire_state,
+    } = obtained;
     let desired = match rendered {
         Ok(d) => d,
         Err(e) => {
             // The plan rendered a token-shaped placeholder; this token still failed.
             ctx.drop_token(&uid);
-            return Ok(Executed::NotStored(StoreFailure {
+            return Executed::NotStored(StoreFailure {
                 reason: TEMPLATE_FAILED,
                 message: format!(
                     "{e}, with the token the provider issued; fix spec.target.template (the token was not stored, and no token is requested until the template changes)"
                 ),
                 retry: false,
-            }));
+            });
         }
     };
     let written = TargetView {
@@ -301,7 +388,7 @@ async fn run(
             let failure = forget_target(ctx, pc, api, &e)
                 .await
                 .unwrap_or_else(|| write_failure(&e));
-            return Ok(Executed::NotStored(failure));
+            return Executed::NotStored(failure);
         }
     };
     ctx.drop_token(&uid);
@@ -309,7 +396,7 @@ async fn run(
     if let Some(state) = retire_state {
         retire(ctx, pc, api, state).await;
     }
-    Ok(Executed::Issued { token, target })
+    Executed::Issued { token, target }
 }
 
 /// Removes a state Secret whose last write left it nothing to hold (its content is already

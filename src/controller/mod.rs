@@ -100,20 +100,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let client = kube_client().await?;
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn({
-        let metrics = metrics.clone();
-        let addr = args.metrics_addr;
-        async move {
-            if let Err(e) = telemetry::serve(addr, metrics).await {
-                warn!(error = %e, "metrics server stopped");
-            }
-        }
-    });
-
-    let reporter = Reporter {
-        controller: "token-rotator".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    serve_metrics(&metrics, args.metrics_addr);
     // A namespace named twice is watched once (twice would double its cache budget).
     let scopes: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
@@ -121,23 +108,88 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let unique: std::collections::BTreeSet<&String> = args.namespaces.iter().collect();
         unique.into_iter().cloned().map(Some).collect()
     };
-    // Fail early and clearly when the CRD is missing.
-    let probe: Api<ProviderCredential> = match &scopes[0] {
+    let selector = args.selector.clone().filter(|s| !s.trim().is_empty());
+    preflight(&client, &args, scopes[0].as_deref(), selector.as_deref()).await?;
+    // Before readiness and the lease: a replica that cannot have the key never leads.
+    let inputs_key = crate::inputs_key::for_run(
+        &client,
+        args.inputs_key_namespace.as_deref(),
+        &args.inputs_key_secret,
+    )
+    .await?;
+    // Ready once connected: a standby replica is healthy too.
+    metrics.set_ready(true);
+    // A standby waits here; SIGTERM then ends it at once (it holds nothing).
+    let (gate, lease) = tokio::select! {
+        acquired = crate::leader::acquire(&client, &args.leader) => {
+            acquired.map_err(|e| RunError::Leader(e.to_string()))?
+        }
+        name = shutdown::signal() => {
+            info!(signal = name, "stopping before leading: nothing to finish");
+            return Ok(());
+        }
+    };
+    let (delivery, mut delivery_writers) = if args.cross_namespace_delivery {
+        let (delivery, writers) = delivery::Delivery::new();
+        (Some(delivery), Some(writers))
+    } else {
+        (None, None)
+    };
+    let ctx = Arc::new(context_for(
+        &args,
+        client.clone(),
+        metrics.clone(),
+        gate.clone(),
+        context::Features {
+            delivery,
+            inputs_key,
+            ..features(&args)
+        },
+    ));
+    let controllers = futures::future::join_all(scopes.into_iter().map(|ns| {
+        let watched = Watched {
+            namespace: ns,
+            selector: selector.clone(),
+            // Cluster-wide only: one controller.
+            delivery: delivery_writers.take(),
+        };
+        controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
+    }));
+    info!(namespaces = ?args.namespaces, "controller started");
+    run_until_stopped(&ctx, &gate, lease, controllers).await
+}
+
+fn serve_metrics(metrics: &Arc<Metrics>, addr: std::net::SocketAddr) {
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = telemetry::serve(addr, metrics).await {
+            warn!(error = %e, "metrics server stopped");
+        }
+    });
+}
+
+/// Fails early and clearly: the CRDs missing, a selector the apiserver refuses (the judge of
+/// its syntax, asked once), namespaces unreadable for the delivery.
+async fn preflight(
+    client: &Client,
+    args: &RunArgs,
+    first_scope: Option<&str>,
+    selector: Option<&str>,
+) -> Result<(), RunError> {
+    let probe: Api<ProviderCredential> = match first_scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let selector = args.selector.clone().filter(|s| !s.trim().is_empty());
     let mut probe_params = kube::api::ListParams::default().limit(1);
-    if let Some(selector) = &selector {
+    if let Some(selector) = selector {
         probe_params = probe_params.labels(selector);
     }
-    // The apiserver is the judge of a selector's syntax: asked once, up front.
     probe
         .list(&probe_params)
         .await
-        .map_err(|e| match (e, &selector) {
+        .map_err(|e| match (e, selector) {
             (kube::Error::Api(e), Some(selector)) if e.code == 400 => RunError::BadSelector {
-                selector: selector.clone(),
+                selector: selector.to_string(),
                 message: e.message,
             },
             (e, _) => RunError::CrdMissing(e),
@@ -154,33 +206,34 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             .await
             .map_err(RunError::NamespacesUnreadable)?;
     }
-    // Before readiness and the lease: a replica that cannot have the key never leads.
-    let inputs_key = crate::inputs_key::for_run(
-        &client,
-        args.inputs_key_namespace.as_deref(),
-        &args.inputs_key_secret,
-    )
-    .await?;
-    // Ready once connected: a standby replica is healthy too.
-    metrics.set_ready(true);
-    // A standby waits here; SIGTERM then ends it at once (it holds nothing).
-    let (gate, mut lease) = tokio::select! {
-        acquired = crate::leader::acquire(&client, &args.leader) => {
-            acquired.map_err(|e| RunError::Leader(e.to_string()))?
-        }
-        name = shutdown::signal() => {
-            info!(signal = name, "stopping before leading: nothing to finish");
-            return Ok(());
-        }
+    Ok(())
+}
+
+/// The settings of the optional features, from the arguments.
+fn features(args: &RunArgs) -> context::Features {
+    context::Features {
+        restart_workloads: args.restart_workloads,
+        host_rates: args.token_host_rates.clone(),
+        requests_in_flight_per_namespace: args.requests_in_flight_per_namespace as usize,
+        reconciles_per_second_per_namespace: args.reconciles_per_second_per_namespace,
+        cache_bytes_per_namespace: (args.cache_mib_per_namespace as usize) << 20,
+        ..context::Features::default()
+    }
+}
+
+fn context_for(
+    args: &RunArgs,
+    client: Client,
+    metrics: Arc<Metrics>,
+    gate: crate::leader::Gate,
+    features: context::Features,
+) -> Context {
+    let reporter = Reporter {
+        controller: "token-rotator".into(),
+        instance: std::env::var("POD_NAME").ok(),
     };
-    let (delivery, mut delivery_writers) = if args.cross_namespace_delivery {
-        let (delivery, writers) = delivery::Delivery::new();
-        (Some(delivery), Some(writers))
-    } else {
-        (None, None)
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
+    Context::new(
+        client,
         TokenClient::new(HttpPolicy {
             allow_http: args.allow_http,
             allowed_hosts: (!args.allowed_token_hosts.is_empty())
@@ -188,36 +241,27 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             allow_link_local: args.allow_link_local_token_endpoints,
         }),
         reporter,
-        metrics.clone(),
-        gate.clone(),
+        metrics,
+        gate,
         args.token_requests_per_minute,
-        context::Features {
-            restart_workloads: args.restart_workloads,
-            host_rates: args.token_host_rates.clone(),
-            requests_in_flight_per_namespace: args.requests_in_flight_per_namespace as usize,
-            reconciles_per_second_per_namespace: args.reconciles_per_second_per_namespace,
-            cache_bytes_per_namespace: (args.cache_mib_per_namespace as usize) << 20,
-            delivery,
-            inputs_key,
-        },
-    ));
+        features,
+    )
+}
 
-    let controllers = futures::future::join_all(scopes.into_iter().map(|ns| {
-        let watched = Watched {
-            namespace: ns,
-            selector: selector.clone(),
-            // Cluster-wide only: one controller.
-            delivery: delivery_writers.take(),
-        };
-        controller_for(client.clone(), watched, ctx.clone(), args.concurrency)
-    }));
-    info!(namespaces = ?args.namespaces, "controller started");
+/// Runs the controllers until a signal or a lost lease, then drains: no new token request,
+/// the rotations in flight finished and reported, held state stored, the lease released.
+async fn run_until_stopped(
+    ctx: &Arc<Context>,
+    gate: &crate::leader::Gate,
+    mut lease: Option<crate::leader::Leadership>,
+    controllers: impl std::future::Future<Output = Vec<()>>,
+) -> Result<(), RunError> {
     let mut controllers = std::pin::pin!(controllers);
     // The controllers end on their own only after the gate closed, and before shutdown began
     // only a lost lease closes it: either way a lost lease exits non-zero.
     let (stop, drained) = tokio::select! {
         biased;
-        stop = shutdown::stop_requested(lease.as_mut(), &gate) => (stop, false),
+        stop = shutdown::stop_requested(lease.as_mut(), gate) => (stop, false),
         _ = &mut controllers => (
             shutdown::Stop::LeaseLost("the lease lapsed without a confirmed renewal".into()),
             true,
@@ -246,7 +290,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             (&mut controllers).await;
         }
         ctx.in_flight.drained().await;
-        reconcile::report_parked_at_exit(&ctx).await;
+        reconcile::report_parked_at_exit(ctx).await;
     };
     if tokio::time::timeout(shutdown::DRAIN_BOUND, drain)
         .await
@@ -257,7 +301,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "rotations in flight did not finish in time"
         );
     }
-    shutdown::store_held(&ctx).await;
+    shutdown::store_held(ctx).await;
     if let Some(lease) = lease {
         lease.release().await;
     }
