@@ -11,8 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::core::{Selector, SelectorExt};
 
-use super::merge::{ConditionChange, Feature, FeatureOutcome, Records};
-use super::status::EventNote;
+use super::merge::{ConditionChange, EventNote, Feature, FeatureOutcome, Records};
 use crate::api::{DELIVERY_FINALIZER, DeliverySpec, DeliveryStatus, TokenDeliveryGrantSpec};
 
 /// At most this many destinations per resource: each costs a write per rotation. The rest are

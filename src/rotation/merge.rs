@@ -9,9 +9,34 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::status::{EventNote, Report};
-use crate::api::{DeliveryStatus, WorkloadRestartStatus};
+use crate::api::{DeliveryStatus, ProviderCredentialStatus, WorkloadRestartStatus};
 use crate::conditions::{self, DELIVERED, WORKLOADS_RESTARTED};
+
+/// An Event to publish with the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+    pub action: &'static str,
+}
+
+/// What a reconcile reports: `status_after` makes it, the features' outcomes are merged in,
+/// controller/report.rs writes and publishes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub status: ProviderCredentialStatus,
+    /// When to look again; `None`: only when something changes.
+    pub requeue: Option<Duration>,
+    /// Events for condition transitions, published once the status is written.
+    pub events: Vec<EventNote>,
+    /// The failure class to count, when this reconcile failed.
+    pub failure: Option<&'static str>,
+    /// When the token in the target Secret expires.
+    pub expires_at: Option<Timestamp>,
+    /// A blocked resource is rechecked with its backoff: this counts as one more attempt.
+    pub backing_off: bool,
+}
 
 /// events.k8s.io refuses a note longer than 1 KiB.
 pub const MAX_NOTE_CHARS: usize = 1000;

@@ -20,6 +20,7 @@ mod status;
 
 pub use budget::RequestBudget;
 pub use decide::{Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant, decide};
+pub use merge::{EventNote, Report};
 pub use plan::{
     Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, Observed, Plan,
     Planned, SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TimeoutCap,
@@ -31,8 +32,8 @@ pub use schedule::{
 };
 pub use settle::{ChainEnd, ChainWrite, Rebase, Settled, needs_state_secret, rebase, settle};
 pub use status::{
-    EventNote, INTERNAL_ERROR, MAX_REQUEUE, Outcome, Report, StoreFailure, requeue_delay,
-    status_after, status_after_panic,
+    INTERNAL_ERROR, MAX_REQUEUE, Outcome, StoreFailure, requeue_delay, status_after,
+    status_after_panic,
 };
 
 #[cfg(test)]

@@ -11,8 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::merge::{ConditionChange, Feature, FeatureOutcome, Records};
-use super::status::EventNote;
+use super::merge::{ConditionChange, EventNote, Feature, FeatureOutcome, Records};
 use crate::api::{ProviderCredentialStatus, RolloutSpec, WorkloadRef, WorkloadRestartStatus};
 
 /// The pod template annotation `kubectl rollout restart` sets.

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::merge::{Announced, Recoveries, transition_events};
+use super::merge::{Announced, EventNote, Recoveries, Report, transition_events};
 use super::plan::{Baseline, Blocked, CurrentToken, Plan, TokenSource};
 use super::schedule::{self, MIN_INTERVAL};
 use super::settle::ChainEnd;
@@ -65,30 +65,6 @@ pub enum Outcome<'a> {
         reason: &'static str,
         retry: Duration,
     },
-}
-
-/// An Event to publish with the status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventNote {
-    pub warning: bool,
-    pub reason: String,
-    pub note: String,
-    pub action: &'static str,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Report {
-    pub status: ProviderCredentialStatus,
-    /// When to look again; `None`: only when something changes.
-    pub requeue: Option<Duration>,
-    /// Events for condition transitions, published once the status is written.
-    pub events: Vec<EventNote>,
-    /// The failure class to count, when this reconcile failed.
-    pub failure: Option<&'static str>,
-    /// When the token in the target Secret expires.
-    pub expires_at: Option<Timestamp>,
-    /// A blocked resource is rechecked with its backoff: this counts as one more attempt.
-    pub backing_off: bool,
 }
 
 /// `attempts`: how many reconciles of this resource in a row ended blocked or in error.
