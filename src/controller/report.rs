@@ -1,5 +1,6 @@
 //! Report: one status PATCH with a resourceVersion precondition (only when the status
-//! changed), the Events for condition transitions, and the per-resource metrics.
+//! changed), the Events the report holds (made and capped by rotation::merge), and the
+//! per-resource metrics.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -94,12 +95,13 @@ pub async fn report(
     Ok(())
 }
 
-/// One Warning Event outside a status report (something seen while observing).
+/// One Warning Event outside a status report (something seen while observing); its note
+/// capped as the report's are (`rotation::merge::capped`).
 pub async fn warn_event(ctx: &Context, pc: &ProviderCredential, reason: &str, note: String) {
     let event = Event {
         type_: EventType::Warning,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(crate::rotation::merge::capped(&note)),
         action: "Store".into(),
         secondary: None,
     };
