@@ -38,12 +38,28 @@ pub struct Report {
     pub backing_off: bool,
 }
 
-/// events.k8s.io refuses a note longer than 1 KiB.
+/// A note is cut after this many characters.
 pub const MAX_NOTE_CHARS: usize = 1000;
+/// events.k8s.io refuses a note longer than 1 KiB, counted in bytes.
+const MAX_NOTE_BYTES: usize = 1024;
 
-/// An Event note (or a message that becomes one) within what events.k8s.io accepts.
+/// An Event note (or a message that becomes one) within what events.k8s.io accepts: at most
+/// [`MAX_NOTE_CHARS`] characters and 1 KiB, an ellipsis where it was cut.
 pub fn capped(text: &str) -> String {
-    crate::provider::scrub::truncate_chars(text, MAX_NOTE_CHARS)
+    const ELLIPSIS: char = '…';
+    if text.chars().count() <= MAX_NOTE_CHARS && text.len() <= MAX_NOTE_BYTES {
+        return text.to_string();
+    }
+    let room = MAX_NOTE_BYTES - ELLIPSIS.len_utf8();
+    let mut cut = String::with_capacity(MAX_NOTE_BYTES);
+    for c in text.chars().take(MAX_NOTE_CHARS) {
+        if cut.len() + c.len_utf8() > room {
+            break;
+        }
+        cut.push(c);
+    }
+    cut.push(ELLIPSIS);
+    cut
 }
 
 /// Which of a condition's transitions make an Event.
@@ -375,6 +391,20 @@ mod tests {
         for e in &r.events {
             assert!(e.note.len() <= 1024, "{}", e.note.len());
         }
+    }
+
+    #[test]
+    fn a_note_of_wide_characters_stays_within_a_kib() {
+        // events.k8s.io counts bytes: 1000 two-byte characters are 2000 of them.
+        let wide = "é".repeat(MAX_NOTE_CHARS);
+        let note = capped(&wide);
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.ends_with('…'));
+        assert!(note.starts_with("éé"));
+        // ASCII is cut where it always was.
+        let ascii = capped(&"x".repeat(5000));
+        assert_eq!(ascii, format!("{}…", "x".repeat(MAX_NOTE_CHARS)));
+        assert_eq!(capped("short"), "short");
     }
 
     #[test]
