@@ -24,10 +24,8 @@ use crate::target::{self, ObservedTarget};
 
 /// Reason of a status whose token could not be written to the Kubernetes API.
 pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
-/// Reason of a status whose rotation lost the race to another writer of the state Secret.
-pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
 
-pub use super::executed::{ExecuteError, Executed};
+pub use super::executed::{ExecuteError, Executed, superseded};
 
 /// How long a reconcile waits for its token request before the request goes on without it:
 /// a request that waits for its namespace's turn or for a slow endpoint must not hold one of
@@ -59,32 +57,30 @@ pub async fn execute(
     let plan = Arc::new(plan);
     let (answer, mut answered) = tokio::sync::oneshot::channel();
     let parked = (baseline.clone(), plan.clone());
-    let (ctx_, pc_, api_) = (ctx.clone(), pc.clone(), api.clone());
+    // One copy of the resource for the task and its parked end: at start-up hundreds of
+    // requests wait for their turn at once, each holding what it needs until then.
+    let (ctx_, pc_, api_) = (ctx.clone(), Arc::new(pc.clone()), api.clone());
     let task = async move {
         let (ctx, pc) = (ctx_, pc_);
-        let request = {
-            let (ctx, pc) = (ctx.clone(), pc.clone());
-            tokio::spawn(async move { run(&ctx, &pc, &api_, &plan).await }.in_current_span())
-        };
-        // A panic's text is never repeated: it could hold anything (the hook logged where).
-        let result = request.await.map_err(|e| {
-            ExecuteError::Task(if e.is_panic() {
-                "a bug (panic)"
-            } else {
-                "cancelled"
-            })
-        });
+        // In this task (not one more): a panic's text is never repeated, it could hold
+        // anything (the hook logged where).
+        let request = std::panic::AssertUnwindSafe(run(&ctx, &pc, &api_, &plan));
+        let result = futures::FutureExt::catch_unwind(request)
+            .await
+            .map_err(|_| ExecuteError::Task("a bug (panic)"));
         if let Err(executed) = answer.send(result.and_then(|r| r)) {
             // No reconcile waits for it any more: park it, and have the resource reconciled.
             let (baseline, plan) = parked;
             let uid = pc.uid().unwrap_or_default();
-            let parked = Parked {
-                pc: Box::new(pc.clone()),
-                baseline,
-                plan,
-                executed,
-            };
-            if ctx.in_flight.finish(&uid, parked) {
+            if ctx.in_flight.finish(
+                &uid,
+                Parked {
+                    pc: pc.clone(),
+                    baseline,
+                    plan,
+                    executed,
+                },
+            ) {
                 ctx.reconcile_soon(&pc);
             }
         }
@@ -133,7 +129,9 @@ async fn run(
             Err(outcome) => return Ok(outcome),
         },
     };
-    Ok(write(ctx, pc, api, plan, obtained).await)
+    // Boxed, like the request's later stages: the task waiting for its turn holds only
+    // what waiting needs, not room for every stage after it.
+    Ok(Box::pin(write(ctx, pc, api, plan, obtained)).await)
 }
 
 /// A token to write, and a state Secret to remove once it is written (left holding nothing
@@ -156,15 +154,15 @@ async fn request(
     let uid = pc.uid().unwrap_or_default();
     // Held until the answer is stored: the namespace's bound counts whole requests.
     let _slot = admit(ctx, pc, plan, grant).await?;
-    let answer = ask(ctx, pc, plan, grant).await?;
+    let answer = Box::pin(ask(ctx, pc, plan, grant)).await?;
     let settled = rotation::settle(plan, answer.as_ref());
     let token = match answer {
         Ok(token) => token,
         Err(error) => {
-            match hold_and_store(ctx, pc, api, plan, settled.state).await {
+            match Box::pin(hold_and_store(ctx, pc, api, plan, settled.state)).await {
                 // The refusal came from the newer chain another writer stored.
                 Ok(StateStored::Superseded { discarded }) => {
-                    return Err(Executed::NotStored(superseded(ctx, discarded)));
+                    return Err(Executed::NotStored(superseded(&ctx.metrics, discarded)));
                 }
                 Ok(StateStored::Written(_)) => {}
                 // Held in memory and stored first thing next time; the failure is still
@@ -185,14 +183,15 @@ async fn request(
             refresh_handled: plan.refresh_handled.clone(),
         },
     );
-    let resource_version = match hold_and_store(ctx, pc, api, plan, settled.state.clone()).await {
-        Ok(StateStored::Written(rv)) => rv,
-        Ok(StateStored::Superseded { discarded }) => {
-            ctx.drop_token(&uid);
-            return Err(Executed::NotStored(superseded(ctx, discarded)));
-        }
-        Err(e) => return Err(Executed::NotStored(write_failure(&e))),
-    };
+    let resource_version =
+        match Box::pin(hold_and_store(ctx, pc, api, plan, settled.state.clone())).await {
+            Ok(StateStored::Written(rv)) => rv,
+            Ok(StateStored::Superseded { discarded }) => {
+                ctx.drop_token(&uid);
+                return Err(Executed::NotStored(superseded(&ctx.metrics, discarded)));
+            }
+            Err(e) => return Err(Executed::NotStored(write_failure(&e))),
+        };
     let retire_state =
         (!rotation::needs_state_secret(&settled.state, plan.sealed_inputs.is_some()))
             .then(|| resource_version.clone())
@@ -203,7 +202,15 @@ async fn request(
             });
     let rendered = render(pc, plan, &token);
     if rendered.is_err() {
-        remember_unrenderable(ctx, pc, api, plan, settled.state, resource_version).await;
+        Box::pin(remember_unrenderable(
+            ctx,
+            pc,
+            api,
+            plan,
+            settled.state,
+            resource_version,
+        ))
+        .await;
     }
     Ok(Obtained {
         token,
@@ -244,7 +251,7 @@ async fn admit(
         }
     };
     if asked.elapsed() >= super::recheck::RECHECK_AFTER
-        && let Err(why) = super::recheck::still_wanted(ctx, pc, plan).await
+        && let Err(why) = Box::pin(super::recheck::still_wanted(ctx, pc, plan)).await
     {
         ctx.refund_request(&uid);
         info!(%why, "the token request that waited is not sent");
@@ -520,30 +527,6 @@ fn remember_state(
         ),
         // A newer chain is stored: read it.
         StateStored::Superseded { .. } => ctx.views.remember_state(&uid, &namespace, name, None),
-    }
-}
-
-/// Another writer stored a newer chain while this rotation ran: its result is set aside —
-/// counted and reported, never silently.
-pub fn superseded(ctx: &Context, discarded: bool) -> StoreFailure {
-    if discarded {
-        ctx.metrics.refresh_token_discarded();
-    }
-    warn!(
-        discarded_refresh_token = discarded,
-        "another writer stored a newer refresh token meanwhile; it is kept"
-    );
-    StoreFailure {
-        reason: CHAIN_SUPERSEDED,
-        message: format!(
-            "another writer stored a newer refresh token while this rotation was in flight; it is kept and this rotation's result was set aside{}. If this repeats, more than one operator manages this resource: run one replica, or enable leader election",
-            if discarded {
-                " (the refresh token the provider issued to it was discarded)"
-            } else {
-                ""
-            }
-        ),
-        retry: true,
     }
 }
 

@@ -10,6 +10,8 @@ use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{Baseline, ChainEnd, Plan, StoreFailure};
 use crate::secrets::SecretsError;
+use crate::telemetry::Metrics;
+use tracing::warn;
 
 pub enum Executed {
     Issued {
@@ -47,8 +49,35 @@ pub enum ExecuteError {
 pub struct Parked {
     /// The resource as the reconcile that started the request saw it (reported from at
     /// shutdown, when no reconcile comes).
-    pub pc: Box<ProviderCredential>,
+    pub pc: Arc<ProviderCredential>,
     pub baseline: Baseline,
     pub plan: Arc<Plan>,
     pub executed: Result<Executed, ExecuteError>,
+}
+
+/// Reason of a status whose rotation lost the race to another writer of the state Secret.
+pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
+
+/// Another writer stored a newer chain while this rotation ran: its result is set aside —
+/// counted and reported, never silently.
+pub fn superseded(metrics: &Metrics, discarded: bool) -> StoreFailure {
+    if discarded {
+        metrics.refresh_token_discarded();
+    }
+    warn!(
+        discarded_refresh_token = discarded,
+        "another writer stored a newer refresh token meanwhile; it is kept"
+    );
+    StoreFailure {
+        reason: CHAIN_SUPERSEDED,
+        message: format!(
+            "another writer stored a newer refresh token while this rotation was in flight; it is kept and this rotation's result was set aside{}. If this repeats, more than one operator manages this resource: run one replica, or enable leader election",
+            if discarded {
+                " (the refresh token the provider issued to it was discarded)"
+            } else {
+                ""
+            }
+        ),
+        retry: true,
+    }
 }

@@ -287,7 +287,7 @@ pub async fn store_held_state(
             // obtained from the discarded chain is never written.
             ctx.stored_state(&uid, &unstored);
             ctx.drop_token(&uid);
-            let failure = super::execute::superseded(ctx, discarded);
+            let failure = super::executed::superseded(&ctx.metrics, discarded);
             super::report::warn_event(ctx, pc, failure.reason, failure.message).await;
             read_state(ctx, api, pc).await
         }
