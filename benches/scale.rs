@@ -788,6 +788,16 @@ async fn main() -> Result<()> {
     let requests_after_start = emu.control().counters(Provider::Rently).requests;
     print_cold_start("cold start", credentials, &cold);
     println!("tokens issued for them: {issued}");
+    // What stays once the start-up's one-minute tables (each resource's request budget) are
+    // swept: BENCH_SETTLE_SECONDS later (the sweep runs every minute).
+    let settle = env_usize("BENCH_SETTLE_SECONDS", 0);
+    if settle > 0 {
+        tokio::time::sleep(Duration::from_secs(settle as u64)).await;
+        println!(
+            "operator RSS {settle} s after all were Ready: {:.1} MiB",
+            rss_kib(pid) as f64 / 1024.0
+        );
+    }
     let rss_before = cold.rss_kib;
     let label = BTreeMap::from([(
         "tokenrotator.dev/credentials".to_string(),

@@ -506,10 +506,15 @@ async fn a_frozen_leader_thaws_without_sending_a_token_request() -> Result<()> {
         !after_thaw.contains("token request answered"),
         "the thawed leader sent a token request:\n{after_thaw}"
     );
+    // The second request was due before the freeze and waited for its turn: either in line
+    // (as a name: it is planned afresh by a reconcile, which the closed gate stops) or, once
+    // started, at the gate itself. Neither sends anything after the thaw.
+    let before_thaw = &leader.log_text()[..frozen_at];
     let withheld = after_thaw.matches("token request withheld").count();
+    let waited = before_thaw.contains("the token request waits for its turn");
     ensure!(
-        withheld >= 1,
-        "the queued request never reached the gate:\n{after_thaw}"
+        withheld >= 1 || waited,
+        "the second request was not kept waiting:\n{after_thaw}"
     );
 
     // No replaced refresh token was ever presented, and both chains go on.

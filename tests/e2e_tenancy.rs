@@ -529,9 +529,15 @@ async fn consent_withdrawn_while_a_request_waits_sends_nothing() -> Result<()> {
         CONVERGE,
         || async {
             let log = op.log_text();
+            // Waiting in line as a name (planned afresh when its turn comes), or started and
+            // waiting in its task (re-checked before it is sent).
             Ok(log
                 .lines()
-                .any(|l| l.contains("name=second") && l.contains("goes on without this reconcile"))
+                .any(|l| {
+                    l.contains("name=second")
+                        && (l.contains("goes on without this reconcile")
+                            || l.contains("waits for its turn"))
+                })
                 .then_some(()))
         },
     )
@@ -553,9 +559,14 @@ async fn consent_withdrawn_while_a_request_waits_sends_nothing() -> Result<()> {
         c.requests == 2 && c.issued == 1,
         "only the first resource's 429 and its retry were sent ({c:?})"
     );
+    let log = op.log_text();
+    let second = |what: &str| {
+        log.lines()
+            .any(|l| l.contains("name=second") && l.contains(what))
+    };
     ensure!(
-        op.log_text().contains("is not sent"),
-        "the log says the waiting request was dropped"
+        !second("goes on without this reconcile") || second("is not sent"),
+        "the log says a started request that waited was dropped"
     );
     drop(op);
     unbind(&env, &binding).await?;

@@ -55,6 +55,8 @@ pub struct Context {
     pub reconcile_rate: super::reconcile_rate::ReconcileRate,
     /// What each namespace's cached resources, and kept credentials, may take (budget.rs).
     pub cache_bytes_per_namespace: usize,
+    /// Resources whose request waits for its turn, by name, per namespace.
+    pub turns: super::turns::Turns,
     /// The key of the inputs digests on targets; without one they stay in state Secrets.
     pub inputs_key: Option<crate::digest::InputsKey>,
 }
@@ -192,6 +194,7 @@ impl Context {
                 features.reconciles_per_second_per_namespace,
             ),
             cache_bytes_per_namespace,
+            turns: Default::default(),
             inputs_key: features.inputs_key,
         }
     }
@@ -383,18 +386,36 @@ impl Context {
         })
     }
 
-    /// Whether a request of `namespace` to this endpoint would wait for its turn (its slots
-    /// are all taken, a 429 pause holds the host for it, or its pace or the admin's rate gave
-    /// a turn too recently): its reconcile then waits not at all.
-    pub fn request_would_wait(&self, namespace: &str, config: &ProviderConfig) -> bool {
-        !self.request_slots.has_free(namespace) || self.endpoints.would_wait(namespace, config)
+    /// How long a request of `namespace` to this endpoint would wait for its turn, if at all:
+    /// until a slot frees (a request ending wakes the next in line; rechecked after
+    /// [`super::turns::RECHECK_WAITING`] at the latest), or until its pace or a 429 pause
+    /// allows.
+    pub fn request_wait(&self, namespace: &str, config: &ProviderConfig) -> Option<Duration> {
+        if !self.request_slots.has_free(namespace) {
+            return Some(super::turns::RECHECK_WAITING);
+        }
+        let at = self.endpoints.turn_at(namespace, config)?;
+        Some(
+            at.saturating_duration_since(tokio::time::Instant::now())
+                .clamp(Duration::from_millis(50), super::turns::RECHECK_WAITING),
+        )
+    }
+
+    /// A request of `namespace` ended: the first resource waiting for a turn is reconciled.
+    pub fn wake_next(&self, namespace: &str) {
+        if let Some(name) = self.turns.next(namespace) {
+            self.reconcile_named(namespace, &name);
+        }
     }
 
     /// Has a controller reconcile `pc` soon (sent to every controller: only the one that
     /// holds it reconciles it).
     pub fn reconcile_soon(&self, pc: &ProviderCredential) {
-        let reference =
-            ObjectRef::<Guarded>::new(&pc.name_any()).within(&pc.namespace().unwrap_or_default());
+        self.reconcile_named(&pc.namespace().unwrap_or_default(), &pc.name_any());
+    }
+
+    fn reconcile_named(&self, namespace: &str, name: &str) {
+        let reference = ObjectRef::<Guarded>::new(name).within(namespace);
         let mut senders = self
             .reconcile_requests
             .lock()

@@ -126,21 +126,28 @@ impl EndpointQueues {
     /// Whether a request of `namespace` to this host would wait for its turn now: a 429 pause
     /// holds it, or the namespace's pace or the admin's rate gave a turn too recently. (A
     /// reconcile whose request would wait does not wait for it at all.)
+    #[cfg(test)]
     pub fn would_wait(&self, namespace: &str, config: &ProviderConfig) -> bool {
+        self.turn_at(namespace, config).is_some()
+    }
+
+    /// When a request of `namespace` to this host gets its turn, if not now.
+    pub fn turn_at(&self, namespace: &str, config: &ProviderConfig) -> Option<Instant> {
         let now = Instant::now();
         let key = (namespace.to_string(), host_key(config));
         let own = self
             .lock()
             .by_tenant
             .get(&key)
-            .is_some_and(|q| q.paused_until.max(q.next_turn).is_some_and(|t| t > now));
-        own || self.shared_limiter(config).is_some_and(|(host, _, _)| {
+            .and_then(|q| q.paused_until.max(q.next_turn));
+        let shared = self.shared_limiter(config).and_then(|(host, _, _)| {
             self.shared_next
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&host)
-                .is_some_and(|t| *t > now)
-        })
+                .copied()
+        });
+        own.max(shared).filter(|t| *t > now)
     }
 
     /// The host answered 429 to a request of `namespace`: hold that namespace's requests to it

@@ -38,6 +38,9 @@ pub enum Started {
     Done(Result<Executed, ExecuteError>),
     /// Still running: its end is parked with the context and brings another reconcile.
     Detached,
+    /// Not started: it would wait for its turn. The resource waits in line (a request of its
+    /// namespace ending wakes it), and is reconciled again after this at the latest.
+    Queued(Duration),
 }
 
 pub async fn execute(
@@ -48,12 +51,16 @@ pub async fn execute(
     baseline: &Baseline,
 ) -> Started {
     let uid = pc.uid().unwrap_or_default();
-    // A request that would wait for its turn is not waited for at all.
-    let wait = if ctx.request_would_wait(&pc.namespace().unwrap_or_default(), &plan.config) {
-        Duration::ZERO
-    } else {
-        DETACH_AFTER
-    };
+    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+    // A request that would wait for its turn is not started: the resource waits in line, as
+    // a name, and plans afresh when its turn comes.
+    if let Some(recheck) = ctx.request_wait(&namespace, &plan.config) {
+        ctx.turns.wait(&namespace, &name);
+        debug!("the token request waits for its turn");
+        return Started::Queued(recheck);
+    }
+    ctx.turns.going(&namespace, &name);
+    let wait = DETACH_AFTER;
     let plan = Arc::new(plan);
     let (answer, mut answered) = tokio::sync::oneshot::channel();
     let parked = (baseline.clone(), plan.clone());
@@ -68,6 +75,8 @@ pub async fn execute(
         let result = futures::FutureExt::catch_unwind(request)
             .await
             .map_err(|_| ExecuteError::Task("a bug (panic)"));
+        // Its slot is free again: the next resource waiting in its namespace goes.
+        ctx.wake_next(&pc.namespace().unwrap_or_default());
         if let Err(executed) = answer.send(result.and_then(|r| r)) {
             // No reconcile waits for it any more: park it, and have the resource reconciled.
             let (baseline, plan) = parked;

@@ -22,6 +22,7 @@ mod report;
 mod rollout;
 mod service_account;
 mod shutdown;
+mod turns;
 mod views;
 
 use std::sync::Arc;

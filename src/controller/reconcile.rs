@@ -188,6 +188,8 @@ pub async fn reconcile(
                 match execute(ctx, pc, &secrets, (**plan).clone(), &baseline).await {
                     // Its end is parked and brings the next reconcile.
                     Started::Detached => return Ok(None),
+                    // Waits in line; a request of its namespace ending wakes it.
+                    Started::Queued(recheck) => return Ok(Some(recheck)),
                     Started::Done(result) => {
                         executed = result.map_err(ReconcileError::Execute)?;
                     }
