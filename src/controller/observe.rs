@@ -67,7 +67,7 @@ async fn read_target(
     {
         return Ok(slot);
     }
-    if !conflict_reported(pc) && !ever_issued(pc) {
+    if rotation::target_may_be_assumed_absent(pc.status.as_ref()) {
         // Known absent from the complete watch beats a read (a 404) per new resource. A
         // Secret of someone else's there makes the create fail; that is read and reported
         // (TargetConflict), and the status then has every later reconcile read first.
@@ -97,23 +97,6 @@ pub async fn reread_target(
     });
     remember_target(ctx, pc, &target, foreign_version.as_deref());
     Ok(target)
-}
-
-/// The status says the target's name is taken (by a Secret someone else owns, or of another
-/// type): such a target is read, never assumed absent, so a conflict costs at most the one
-/// token request that found it, whatever restarts follow.
-fn conflict_reported(pc: &ProviderCredential) -> bool {
-    pc.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.reason == crate::conditions::reason::TARGET_CONFLICT)
-    })
-}
-
-/// A resource that had a token has a target the watch should show: if it does not (deleted,
-/// or its managed label removed), it is read rather than assumed absent.
-fn ever_issued(pc: &ProviderCredential) -> bool {
-    pc.status.as_ref().is_some_and(|s| s.access_token.is_some())
 }
 
 /// Remembers the target as read: owned (its view), absent, or someone else's (its version,

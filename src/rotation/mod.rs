@@ -24,7 +24,8 @@ pub use merge::{EventNote, Report};
 pub use plan::{
     Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, Observed, Plan,
     Planned, SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TimeoutCap,
-    TokenSource, plan, request_inputs_now, sent_refresh_token, target_conflict, usable_credentials,
+    TokenSource, plan, request_inputs_now, sent_refresh_token, target_conflict,
+    target_may_be_assumed_absent, usable_credentials,
 };
 pub use schedule::{
     BACKOFF_BASE, BACKOFF_CAP, MIN_INTERVAL, Renewal, SHORT_LIFETIME_FLOOR, backoff,

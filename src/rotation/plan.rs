@@ -499,6 +499,21 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
     ))))
 }
 
+/// Whether a target the complete watch of managed Secrets never showed may be taken as absent
+/// without a read (the create then meets any Secret someone else made there). Not once the
+/// status says the name is taken (TargetConflict: so a conflict costs at most the one token
+/// request that found it, whatever restarts follow), nor for a resource that had a token (its
+/// target should be in the watch: deleted, or its managed label removed, it is read).
+pub fn target_may_be_assumed_absent(status: Option<&ProviderCredentialStatus>) -> bool {
+    status.is_none_or(|s| {
+        s.access_token.is_none()
+            && !s
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::TARGET_CONFLICT)
+    })
+}
+
 /// The target's name is taken by a Secret this resource does not own.
 pub fn target_conflict(target_name: &str) -> Blocked {
     Blocked::new(

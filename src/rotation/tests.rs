@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
-use crate::api::{ProviderCredential, ProviderCredentialSpec, credentials_from_data};
+use crate::api::{
+    ProviderCredential, ProviderCredentialSpec, ProviderCredentialStatus, credentials_from_data,
+};
 use crate::conditions::{self, DEGRADED, READY, reason};
 use crate::provider::{FetchError, GrantRequest, IssuedToken, LifetimeSource, RefreshOutcome};
 use crate::state::StateData;
@@ -229,6 +231,39 @@ fn without_a_state_secret_the_keyed_digest_on_the_target_tells_a_change_of_crede
     o.target = sealed_target(&pc, &t, &key, &replaced);
     o.state = stored(&pc, None);
     assert!(matches!(plan(&o).step, Step::Wait(_)));
+}
+
+#[test]
+fn a_target_is_assumed_absent_only_for_a_resource_that_never_had_a_token_or_a_conflict() {
+    assert!(target_may_be_assumed_absent(None));
+    let mut status = ProviderCredentialStatus::default();
+    assert!(target_may_be_assumed_absent(Some(&status)));
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        false,
+        reason::TARGET_CONFLICT,
+        "taken".into(),
+        None,
+        now(),
+    );
+    assert!(!target_may_be_assumed_absent(Some(&status)));
+    let pc = reltio();
+    let t = token("tok", now(), 600);
+    let Slot::Owned(view) = target_with(&pc, &t) else {
+        unreachable!()
+    };
+    let issued = ProviderCredentialStatus {
+        access_token: Some(api::AccessTokenStatus {
+            issued_at: Time(t.issued_at),
+            expires_at: Time(t.expires_at),
+            fingerprint: view.token.fingerprint.unwrap_or_default(),
+            lifetime_source: "expires_in".into(),
+            secret_name: pc.spec.target.secret_name.clone(),
+        }),
+        ..ProviderCredentialStatus::default()
+    };
+    assert!(!target_may_be_assumed_absent(Some(&issued)));
 }
 
 #[test]
