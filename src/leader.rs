@@ -35,7 +35,7 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(2);
 const CONFIRM_LAG: Duration = Duration::from_secs(1);
 
 /// What each renewal cycle leaves a request that fits only in the whole lease: the retry of
-/// a withheld request (2 s, controller/reconcile.rs) and the renewal's [`CONFIRM_LAG`].
+/// a withheld request (2 s, controller/steps/reconcile.rs) and the renewal's [`CONFIRM_LAG`].
 const START_ROOM: Duration = Duration::from_secs(3);
 
 /// The shortest timeout a token request has (spec.tokenEndpoint.timeoutSeconds ≥ 1).

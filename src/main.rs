@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            match token_rotator::controller::run(args).await {
+            match token_rotator::controller::run(args.config()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "the controller stopped");

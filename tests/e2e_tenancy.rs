@@ -478,7 +478,7 @@ async fn a_namespace_over_its_cache_budget_is_told_so_and_its_neighbour_is_serve
             .delete(&format!("big-{i}"), &Default::default())
             .await?;
     }
-    // A spec change has it looked at again (src/controller/budget.rs: not a status write).
+    // A spec change has it looked at again (src/controller/caches/budget.rs: not a status write).
     let change = json!({"spec": {"target": {"labels": {"changed": "yes"}}}});
     hostile
         .pcreds()

@@ -348,7 +348,7 @@ fn restarted() -> serde_json::Value {
     json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2030-01-01T00:00:00Z"}}}}})
 }
 
-/// The patch the operator sends to restart a workload (src/controller/rollout.rs): the
+/// The patch the operator sends to restart a workload (src/controller/steps/rollout.rs): the
 /// restart, on the version it read.
 fn restart(object: &DynamicObject) -> serde_json::Value {
     let mut patch = restarted();
@@ -357,7 +357,7 @@ fn restart(object: &DynamicObject) -> serde_json::Value {
     patch
 }
 
-/// The patch the operator sends to set its finalizers (src/controller/delivery.rs): the
+/// The patch the operator sends to set its finalizers (src/controller/steps/finalizer.rs): the
 /// whole list, on the version it read.
 fn finalizers(pc: &ProviderCredential, list: &[&str]) -> serde_json::Value {
     json!({"metadata": {"resourceVersion": pc.metadata.resource_version, "finalizers": list}})

@@ -84,8 +84,14 @@ fn resolve(path: &str, modules: &BTreeSet<String>) -> Option<String> {
         .find(|m| modules.contains(m))
 }
 
-#[test]
-fn src_has_no_import_cycles_and_no_glob_imports_of_a_parent() {
+/// Every module of `src/`, the modules each refers to, and those that glob-import a parent.
+struct Graph {
+    modules: BTreeSet<String>,
+    edges: BTreeMap<String, BTreeSet<String>>,
+    globs: Vec<String>,
+}
+
+fn graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -108,12 +114,26 @@ fn src_has_no_import_cycles_and_no_glob_imports_of_a_parent() {
             }
         }
     }
+    Graph {
+        modules,
+        edges,
+        globs,
+    }
+}
+
+#[test]
+fn src_has_no_import_cycles_and_no_glob_imports_of_a_parent() {
+    let Graph {
+        modules,
+        edges,
+        globs,
+    } = graph();
     assert!(
         globs.is_empty(),
         "`use super::*` outside tests in {globs:?}"
     );
     assert!(
-        edges["controller::reconcile"].contains("rotation"),
+        edges["controller::steps::reconcile"].contains("rotation"),
         "the scanner sees imports: {edges:?}"
     );
 
@@ -146,4 +166,135 @@ fn the_scanner_finds_a_planted_cycle() {
     );
     let resolved: BTreeSet<_> = refs.iter().filter_map(|r| resolve(r, &modules)).collect();
     assert_eq!(resolved, ["a", "c"].map(String::from).into());
+}
+
+/// The part of the program a module belongs to: a top-level module, or one of the
+/// controller's three rooms.
+fn unit_of(module: &str) -> String {
+    let parts: Vec<&str> = module.split("::").collect();
+    match parts.as_slice() {
+        ["controller", room, ..] => format!("controller::{room}"),
+        [first, ..] => first.to_string(),
+        [] => "crate".into(),
+    }
+}
+
+/// Which parts may use which: the table docs/architecture.md shows. An import not listed
+/// fails, and so does a listed one no longer made (the table stays exact).
+const ALLOWED: &[(&str, &[&str])] = &[
+    // Entry points: the command line builds the controller's plain Config and runs commands.
+    ("crate", &[]),
+    (
+        "cli",
+        &[
+            "api",
+            "conditions",
+            "controller",
+            "inputs_key",
+            "leader",
+            "provider",
+            "rotation",
+            "secrets",
+            "telemetry",
+        ],
+    ),
+    ("controller", &[]),
+    // The controller's three rooms, one way: runtime → steps → caches.
+    (
+        "controller::runtime",
+        &[
+            "api",
+            "controller::caches",
+            "controller::steps",
+            "inputs_key",
+            "leader",
+            "provider",
+            "rotation",
+            "telemetry",
+        ],
+    ),
+    (
+        "controller::steps",
+        &[
+            "api",
+            "conditions",
+            "controller::caches",
+            "digest",
+            "leader",
+            "provider",
+            "rotation",
+            "secrets",
+            "state",
+            "target",
+            "telemetry",
+        ],
+    ),
+    (
+        "controller::caches",
+        &["api", "by_namespace", "rotation", "secrets", "target"],
+    ),
+    // The pure rules, and what they read.
+    (
+        "rotation",
+        &["api", "conditions", "digest", "provider", "state", "target"],
+    ),
+    ("leader", &["rotation"]),
+    ("inputs_key", &["api", "digest", "secrets"]),
+    (
+        "secrets",
+        &["api", "provider", "rotation", "state", "target"],
+    ),
+    ("target", &["api", "digest", "provider", "template"]),
+    ("template", &["provider"]),
+    ("digest", &["api", "provider"]),
+    (
+        "telemetry",
+        &["api", "by_namespace", "conditions", "leader", "provider"],
+    ),
+    ("api", &["provider"]),
+    ("provider", &[]),
+    ("state", &[]),
+    ("conditions", &[]),
+    ("by_namespace", &[]),
+];
+
+#[test]
+fn imports_between_parts_are_exactly_the_documented_table() {
+    let Graph { modules, edges, .. } = graph();
+    let parts: BTreeSet<String> = modules.iter().map(|m| unit_of(m)).collect();
+    let listed: BTreeSet<String> = ALLOWED.iter().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(
+        parts, listed,
+        "every part of src/ has a row in the table (a new module is placed in it)"
+    );
+    let mut actual: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, tos) in &edges {
+        for to in tos {
+            let (a, b) = (unit_of(from), unit_of(to));
+            if a != b && a != "crate" {
+                actual.entry(a).or_default().insert(b);
+            }
+        }
+    }
+    let allowed: BTreeMap<String, BTreeSet<String>> = ALLOWED
+        .iter()
+        .map(|(from, tos)| {
+            (
+                from.to_string(),
+                tos.iter().map(|t| t.to_string()).collect(),
+            )
+        })
+        .filter(|(_, tos): &(String, BTreeSet<String>)| !tos.is_empty())
+        .collect();
+    let table: String = actual
+        .iter()
+        .map(|(from, tos)| {
+            let tos: Vec<String> = tos.iter().map(|t| format!("{t:?}")).collect();
+            format!("    ({from:?}, &[{}]),\n", tos.join(", "))
+        })
+        .collect();
+    assert_eq!(
+        actual, allowed,
+        "imports between parts differ from the table; the imports made now:\n{table}"
+    );
 }

@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 
 use crate::telemetry;
 
-/// `--cache-mib-per-namespace`'s default: room for ~12,000 ordinary resources in one
-/// namespace (2.7 KiB each as charged), and a fifth of the chart's memory limit.
-pub const DEFAULT_CACHE_MIB_PER_NAMESPACE: u32 = 32;
+use crate::controller::DEFAULT_CACHE_MIB_PER_NAMESPACE;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -82,6 +80,34 @@ pub struct RunArgs {
     pub cross_namespace_delivery: bool,
     #[command(flatten)]
     pub leader: crate::leader::LeaderArgs,
+}
+
+impl RunArgs {
+    /// The controller's settings: what the flags say, in its own terms.
+    pub fn config(&self) -> crate::controller::Config {
+        crate::controller::Config {
+            namespaces: self.namespaces.clone(),
+            selector: self.selector.clone(),
+            http_policy: crate::provider::HttpPolicy {
+                allow_http: self.allow_http,
+                allowed_hosts: (!self.allowed_token_hosts.is_empty())
+                    .then(|| self.allowed_token_hosts.clone()),
+                allow_link_local: self.allow_link_local_token_endpoints,
+            },
+            metrics_addr: self.metrics_addr,
+            concurrency: self.concurrency,
+            token_host_rates: self.token_host_rates.clone(),
+            requests_in_flight_per_namespace: self.requests_in_flight_per_namespace as usize,
+            reconciles_per_second_per_namespace: self.reconciles_per_second_per_namespace,
+            cache_bytes_per_namespace: (self.cache_mib_per_namespace as usize) << 20,
+            inputs_key_namespace: self.inputs_key_namespace.clone(),
+            inputs_key_secret: self.inputs_key_secret.clone(),
+            token_requests_per_minute: self.token_requests_per_minute,
+            restart_workloads: self.restart_workloads,
+            cross_namespace_delivery: self.cross_namespace_delivery,
+            leader: self.leader.clone(),
+        }
+    }
 }
 
 /// `--token-host-rate HOST=N`: a host and the requests per second every namespace together may

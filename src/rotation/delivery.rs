@@ -1,6 +1,6 @@
 //! spec.delivery, decided: which namespaces receive a copy of the target Secret, whether each
 //! has consented, which copies are current, which to write and which to remove. Pure; the
-//! controller (controller/delivery.rs) gathers what its watches show and does the writes;
+//! controller (controller/steps/delivery.rs) gathers what its watches show and does the writes;
 //! [`outcome`] (or [`gated`], [`withdrawn`]) turns what it did into the Delivered condition,
 //! `status.deliveries`, the Events and the requeue, which [`super::merge`] applies.
 

@@ -22,7 +22,7 @@ pub struct EventNote {
 }
 
 /// What a reconcile reports: `status_after` makes it, the features' outcomes are merged in,
-/// controller/report.rs writes and publishes it.
+/// controller/steps/report.rs writes and publishes it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub status: ProviderCredentialStatus,

@@ -3,7 +3,7 @@
 //! kubectl.kubernetes.io/restartedAt), so the workload's own annotation says when it was last
 //! restarted, by this resource, another one, or a person.
 //!
-//! [`outcome`] turns what controller/rollout.rs saw and did into the condition, the
+//! [`outcome`] turns what controller/steps/rollout.rs saw and did into the condition, the
 //! `status.restarts` records, the Events and the requeue; [`super::merge`] applies them.
 
 use std::time::Duration;

@@ -193,7 +193,7 @@ pub fn reaches(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use kube::runtime::reflector;
 

@@ -10,8 +10,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 use tracing::{error, info, warn};
 
-use super::context::Context;
-use super::observe::store_held_state;
+use crate::controller::steps::context::Context;
+use crate::controller::steps::observe::store_held_state;
 use crate::leader::{Gate, Leadership};
 use crate::rotation::Slot;
 

@@ -21,8 +21,8 @@ pub type GuardedGrant = DeserializeGuard<TokenDeliveryGrant>;
 /// TokenDeliveryGrants as their watches show them, and the copies as the watch of managed
 /// Secrets shows them.
 pub struct Delivery {
-    pub(super) grants: Store<GuardedGrant>,
-    pub(super) namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub grants: Store<GuardedGrant>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub copies: Copies,
 }
 
@@ -51,7 +51,7 @@ impl Delivery {
 
     /// Every watch listed once. Never waited for: a reconcile holds a slot of the controller's
     /// concurrency, and rotations must not queue behind a watch that cannot list.
-    pub(super) fn listed(&self) -> bool {
+    pub fn listed(&self) -> bool {
         let ready = |ready: Option<Result<(), _>>| matches!(ready, Some(Ok(())));
         ready(self.grants.wait_until_ready().now_or_never())
             && ready(self.namespaces.wait_until_ready().now_or_never())
@@ -61,11 +61,7 @@ impl Delivery {
     /// The resources with a copy in `namespace`: only those the cache holds, with the UID the
     /// copy claims (a Secret naming any resource, or a resource deleted and created again
     /// under its name, triggers nothing).
-    pub(super) fn sources_in(
-        &self,
-        namespace: &str,
-        cached: &Store<Guarded>,
-    ) -> Vec<ObjectRef<Guarded>> {
+    pub fn sources_in(&self, namespace: &str, cached: &Store<Guarded>) -> Vec<ObjectRef<Guarded>> {
         self.copies
             .sources_in(namespace)
             .into_iter()
@@ -74,7 +70,7 @@ impl Delivery {
     }
 
     /// The labels of a namespace as its watch shows it (none if it does not).
-    pub(super) fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
+    pub fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
         self.namespaces
             .get(&ObjectRef::new(namespace))
             .map(|n| n.metadata.labels.clone().unwrap_or_default())
@@ -83,7 +79,7 @@ impl Delivery {
 }
 
 /// The resource at `namespace`/`name` if the cache holds it with this UID.
-pub(super) fn cached_with_uid(
+pub fn cached_with_uid(
     cached: &Store<Guarded>,
     uid: &str,
     namespace: &str,

@@ -8,8 +8,8 @@ use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use super::context::Context;
-use super::views::Known;
 use crate::api::{ProviderCredential, state_secret_name};
+use crate::controller::caches::views::Known;
 use crate::rotation::{
     self, ChainWrite, CredentialsView, Observed, Rebase, SecretWrite, Slot, StateView, TargetView,
 };

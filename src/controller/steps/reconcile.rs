@@ -31,7 +31,7 @@ pub enum ReconcileError {
     #[error(transparent)]
     Report(ReportError),
     #[error(transparent)]
-    Delivery(#[from] super::delivery::DeliveryError),
+    Delivery(#[from] super::finalizer::DeliveryError),
 }
 
 impl ReconcileError {
@@ -105,10 +105,10 @@ async fn unreadable(
     let uid = guard.uid().unwrap_or_default();
     if guard.meta().deletion_timestamp.is_some() {
         // Its copies in other namespaces go even though its spec cannot be read.
-        if super::budget::is_stub(invalid) {
-            super::delivery::finalize_stub(ctx, guard.meta()).await?;
+        if crate::controller::caches::budget::is_stub(invalid) {
+            super::finalizer::finalize_stub(ctx, guard.meta()).await?;
         } else {
-            super::delivery::finalize(ctx, guard.meta()).await?;
+            super::finalizer::finalize(ctx, guard.meta()).await?;
         }
         return Ok(None);
     }
@@ -122,7 +122,7 @@ async fn unreadable(
     }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
     // A stub over its namespace's cache budget says itself what to do (budget.rs).
-    let message = if super::budget::is_stub(invalid) {
+    let message = if crate::controller::caches::budget::is_stub(invalid) {
         invalid.error.clone()
     } else {
         format!("the operator cannot read this resource ({invalid}); fix the field it names")
@@ -143,7 +143,7 @@ pub async fn reconcile(
         if pc.meta().deletion_timestamp.is_some() {
             // Owned Secrets are garbage-collected through their owner references; copies in
             // other namespaces are removed here, before the finalizer goes.
-            super::delivery::finalize(ctx, pc.meta()).await?;
+            super::finalizer::finalize(ctx, pc.meta()).await?;
             return Ok(None);
         }
         let uid = pc.uid().unwrap_or_default();
@@ -157,7 +157,7 @@ pub async fn reconcile(
             debug!("the cached copy predates this operator's status write; waiting for it");
             return Ok(Some(CACHE_BEHIND_RETRY));
         }
-        if super::delivery::hold_finalizer(ctx, pc).await? {
+        if super::finalizer::hold_finalizer(ctx, pc).await? {
             // The watch brings the new version, which goes on from here.
             return Ok(None);
         }

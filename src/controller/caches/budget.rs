@@ -14,9 +14,12 @@ use kube::runtime::watcher::Event;
 use crate::api::{DELIVERY_FINALIZER, Guarded};
 use kube::api::ObjectMeta;
 
-/// The default budget in bytes (`--cache-mib-per-namespace`'s default).
-pub const DEFAULT_BYTES_PER_NAMESPACE: usize =
-    (crate::cli::run::DEFAULT_CACHE_MIB_PER_NAMESPACE as usize) << 20;
+/// `--cache-mib-per-namespace`'s default: room for ~12,000 ordinary resources in one
+/// namespace (2.7 KiB each as charged), and a fifth of the chart's memory limit.
+pub const DEFAULT_CACHE_MIB_PER_NAMESPACE: u32 = 32;
+
+/// The default budget in bytes.
+pub const DEFAULT_BYTES_PER_NAMESPACE: usize = (DEFAULT_CACHE_MIB_PER_NAMESPACE as usize) << 20;
 
 /// Bytes charged per namespace, and to which namespace each object's charge went. Objects and
 /// namespaces are held as 8-byte hashes, keyed at random per process (as in `due.rs`), not

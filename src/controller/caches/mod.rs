@@ -1,0 +1,9 @@
+pub(super) mod budget;
+pub(super) mod changes;
+pub(super) mod copies;
+pub(super) mod delivery_views;
+pub(super) mod due;
+pub(super) mod held;
+pub(super) mod kept_credentials;
+pub(super) mod readers;
+pub(super) mod views;
