@@ -55,6 +55,14 @@ impl<V> ByNamespace<V> {
             .flat_map(|names| names.iter().map(|(n, v)| (&**n, v)))
     }
 
+    /// Keeps the entries `keep` says to; a namespace left empty goes.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str, &mut V) -> bool) {
+        self.0.retain(|namespace, names| {
+            names.retain(|name, value| keep(namespace, name, value));
+            !names.is_empty()
+        });
+    }
+
     /// Every entry: namespace, name, value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, &V)> {
         self.0
@@ -80,5 +88,11 @@ mod tests {
         assert!(!table.contains("ns", "a") && table.contains("ns", "b"));
         table.remove("ns", "b");
         assert!(table.is_empty(), "no empty namespace is kept");
+        table.insert("ns", "a", 1);
+        table.insert("other", "b", 2);
+        table.retain(|ns, _, _| ns == "other");
+        assert_eq!(table.iter().count(), 1);
+        table.retain(|_, _, v| *v != 2);
+        assert!(table.is_empty(), "retain drops emptied namespaces too");
     }
 }

@@ -1,7 +1,7 @@
-//! Which watch events are changes the operator reads. A Secret event triggers reconciles only
-//! when a digest of what the operator reads of that Secret changed: an annotation or a label
-//! some other tool sets on a credentials Secret used by hundreds of resources reconciles none
-//! of them. Only the digest (8 bytes) is kept per Secret.
+//! What the operator reads of a Secret, as a digest: a Secret event triggers reconciles only
+//! when it changed (views.rs keeps it, 8 bytes beside each Secret's version): an annotation or
+//! a label some other tool sets on a credentials Secret used by hundreds of resources
+//! reconciles none of them.
 //!
 //! - credentials Secrets: their data, the opt-in label and the owner's allowed-token-hosts
 //!   annotation;
@@ -12,88 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL};
-use crate::by_namespace::ByNamespace;
 
 /// The operator's own annotations on the Secrets it writes.
 const OWN_PREFIX: &str = "tokenrotator.dev/";
 /// What a state Secret's name ends with (`api::state_secret_name`).
 const STATE_SUFFIX: &str = "-rotator-state";
-
-#[derive(Default)]
-struct State {
-    current: ByNamespace<u64>,
-    /// Filled during a (re)list, then swapped in.
-    relisting: Option<ByNamespace<u64>>,
-}
-
-/// The digests of the Secrets one watch shows, by namespace and name.
-#[derive(Default)]
-pub struct Changes(Mutex<State>);
-
-impl Changes {
-    /// The objects of one event whose digest changed: new or changed ones, deleted ones, and
-    /// at the end of a relist those it no longer shows (deleted while the watch was down;
-    /// given with their namespace and name only).
-    pub fn filter<K>(&self, event: Event<K>, digest: fn(&K) -> u64) -> Vec<K>
-    where
-        K: Resource + Default,
-    {
-        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let place = |k: &K| (k.namespace().unwrap_or_default(), k.name_any());
-        match event {
-            Event::Apply(k) => {
-                let (ns, name) = place(&k);
-                let d = digest(&k);
-                let changed = state.current.get(&ns, &name) != Some(&d);
-                state.current.insert(&ns, &name, d);
-                changed.then_some(k).into_iter().collect()
-            }
-            Event::Delete(k) => {
-                let (ns, name) = place(&k);
-                state.current.remove(&ns, &name);
-                vec![k]
-            }
-            Event::Init => {
-                state.relisting = Some(ByNamespace::default());
-                Vec::new()
-            }
-            Event::InitApply(k) => {
-                let (ns, name) = place(&k);
-                let d = digest(&k);
-                let changed = state.current.get(&ns, &name) != Some(&d);
-                state
-                    .relisting
-                    .get_or_insert_default()
-                    .insert(&ns, &name, d);
-                changed.then_some(k).into_iter().collect()
-            }
-            Event::InitDone => {
-                let listed = state.relisting.take().unwrap_or_default();
-                let gone = state
-                    .current
-                    .iter()
-                    .filter(|(ns, name, _)| !listed.contains(ns, name))
-                    .map(|(ns, name, _)| {
-                        let mut k = K::default();
-                        k.meta_mut().namespace = Some(ns.to_string());
-                        k.meta_mut().name = Some(name.to_string());
-                        k
-                    })
-                    .collect();
-                state.current = listed;
-                gone
-            }
-        }
-    }
-}
 
 fn hasher() -> std::collections::hash_map::DefaultHasher {
     std::collections::hash_map::DefaultHasher::new()
@@ -138,7 +67,9 @@ fn own(annotations: &BTreeMap<String, String>) -> impl Iterator<Item = (&String,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::caches::views::SecretViews;
     use k8s_openapi::ByteString;
+    use kube::runtime::watcher::Event;
 
     fn creds(rv: &str, value: &str, annotations: &[(&str, &str)]) -> Secret {
         let mut s = Secret::default();
@@ -160,10 +91,17 @@ mod tests {
         objects.iter().map(|k| k.name_any()).collect()
     }
 
+    /// One watch of Secrets, as the views follow it.
+    fn one_watch() -> (SecretViews, usize) {
+        let views = SecretViews::default();
+        let watch = views.new_watch(None);
+        (views, watch)
+    }
+
     #[test]
     fn only_what_the_operator_reads_of_a_credentials_secret_is_a_change() {
-        let changes = Changes::default();
-        let filter = |event| names(changes.filter(event, credentials_digest));
+        let (views, watch) = one_watch();
+        let filter = |event| names(views.watched(watch, event, credentials_digest));
         assert_eq!(filter(Event::Apply(creds("1", "a", &[]))), ["creds"]);
         // Someone else's annotation, a new resourceVersion: nothing the operator reads.
         let noise = [("example.com/last-seen", "monday")];
@@ -185,8 +123,8 @@ mod tests {
 
     #[test]
     fn a_relist_reports_what_changed_or_went_while_the_watch_was_down() {
-        let changes = Changes::default();
-        let filter = |event| names(changes.filter(event, credentials_digest));
+        let (views, watch) = one_watch();
+        let filter = |event| names(views.watched(watch, event, credentials_digest));
         let named = |name: &str, value: &str| {
             let mut s = creds("1", value, &[]);
             s.metadata.name = Some(name.into());
@@ -205,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_managed_secret_changes_with_its_owner_labels_and_own_annotations_only() {
-        let changes = Changes::default();
+        let (views, watch) = one_watch();
         let target = |rv: &str, fingerprint: &str, other: &str| {
             let mut m = PartialObjectMeta::<Secret>::default();
             m.metadata.namespace = Some("ns".into());
@@ -223,7 +161,7 @@ mod tests {
             );
             m
         };
-        let filter = |event| names(changes.filter(event, managed_digest));
+        let filter = |event| names(views.watched(watch, event, managed_digest));
         assert_eq!(filter(Event::Apply(target("1", "f1", "x"))), ["pc-token"]);
         assert!(filter(Event::Apply(target("2", "f1", "y"))).is_empty());
         assert_eq!(filter(Event::Apply(target("3", "f2", "y"))), ["pc-token"]);

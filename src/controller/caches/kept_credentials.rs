@@ -3,9 +3,11 @@
 //! budget are not kept (a reconcile that uses one reads it), and no namespace can fill the
 //! operator's memory with them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::budget::NamespaceBudget;
+use super::packed::{put, take};
+use crate::by_namespace::ByNamespace;
 use crate::rotation::CredentialsView;
 
 /// A usable credentials Secret's contents, packed into one allocation (each key and value as
@@ -23,10 +25,8 @@ fn pack(data: &BTreeMap<String, Vec<u8>>) -> Option<Box<[u8]>> {
     let size = data.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut packed = Vec::with_capacity(size);
     for (key, value) in data {
-        for part in [key.as_bytes(), value.as_slice()] {
-            packed.extend_from_slice(&u32::try_from(part.len()).ok()?.to_le_bytes());
-            packed.extend_from_slice(part);
-        }
+        put(&mut packed, Some(key.as_bytes()))?;
+        put(&mut packed, Some(value))?;
     }
     Some(packed.into_boxed_slice())
 }
@@ -34,17 +34,10 @@ fn pack(data: &BTreeMap<String, Vec<u8>>) -> Option<Box<[u8]>> {
 /// The keys and values of `packed`, in order.
 fn unpack(mut packed: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     std::iter::from_fn(move || {
-        let key = next_part(&mut packed)?;
-        let value = next_part(&mut packed)?;
+        let key = take(&mut packed)??;
+        let value = take(&mut packed)??;
         Some((key, value))
     })
-}
-
-fn next_part<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (len, tail) = rest.split_first_chunk::<4>()?;
-    let (part, tail) = tail.split_at_checked(u32::from_le_bytes(*len) as usize)?;
-    *rest = tail;
-    Some(part)
 }
 
 impl KeptCredentials {
@@ -97,11 +90,9 @@ impl KeptCredentials {
     }
 }
 
-type Key = (String, String);
-
-/// By namespace and name: the resourceVersion kept and the contents.
+/// By namespace and name: the version kept (`views::version_id`) and the contents.
 pub struct KeptByName {
-    entries: HashMap<Key, (String, KeptCredentials)>,
+    entries: ByNamespace<(u64, KeptCredentials)>,
     budget: NamespaceBudget,
 }
 
@@ -114,41 +105,48 @@ impl Default for KeptByName {
 impl KeptByName {
     pub fn new(bytes_per_namespace: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: ByNamespace::default(),
             budget: NamespaceBudget::new(bytes_per_namespace),
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<&(String, KeptCredentials)> {
-        self.entries.get(key)
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&(u64, KeptCredentials)> {
+        self.entries.get(namespace, name)
     }
 
     /// Keeps `kept` if its namespace's budget has room for it; otherwise keeps nothing of that
     /// Secret (any older version is dropped too).
-    pub fn insert(&mut self, key: Key, resource_version: String, kept: KeptCredentials) -> bool {
-        // The table's own share: both key strings, the resourceVersion, the slot and this
-        // charge's entry.
-        let overhead = key.0.len() + key.1.len() + resource_version.len() + 200;
-        let fits = self.budget.charge(&key.0, &key, overhead + kept.bytes());
+    pub fn insert(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: u64,
+        kept: KeptCredentials,
+    ) -> bool {
+        // The table's own share: the name, the slot and this charge's entry.
+        let overhead = namespace.len() + name.len() + 200;
+        let fits = self
+            .budget
+            .charge(namespace, &(namespace, name), overhead + kept.bytes());
         if fits {
-            self.entries.insert(key, (resource_version, kept));
+            self.entries.insert(namespace, name, (version, kept));
         } else {
-            self.entries.remove(&key);
+            self.entries.remove(namespace, name);
         }
         fits
     }
 
-    pub fn remove(&mut self, key: &Key) {
-        self.budget.release(key);
-        self.entries.remove(key);
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        self.budget.release(&(namespace, name));
+        self.entries.remove(namespace, name);
     }
 
-    pub fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         let budget = &mut self.budget;
-        self.entries.retain(|key, _| {
-            let kept = keep(key);
+        self.entries.retain(|namespace, name, _| {
+            let kept = keep(namespace, name);
             if !kept {
-                budget.release(key);
+                budget.release(&(namespace, name));
             }
             kept
         });
@@ -168,33 +166,29 @@ mod tests {
         CredentialsView::Found([("client-secret".to_string(), vec![b'x'; value_len])].into())
     }
 
-    fn key(namespace: &str, name: &str) -> Key {
-        (namespace.into(), name.into())
-    }
-
     #[test]
     fn a_namespace_keeps_credentials_up_to_its_budget_and_no_further() {
         let mut kept = KeptByName::new(10 * 1024);
         let mut accepted = 0;
         for i in 0..100 {
             let secret = KeptCredentials::of(&view(1000)).unwrap();
-            if kept.insert(key("hostile", &format!("s{i}")), "1".into(), secret) {
+            if kept.insert("hostile", &format!("s{i}"), 1, secret) {
                 accepted += 1;
             }
         }
         assert!((5..10).contains(&accepted), "{accepted} kept");
         // Another namespace keeps its own.
         let victim = KeptCredentials::of(&view(1000)).unwrap();
-        assert!(kept.insert(key("victim", "s"), "1".into(), victim));
-        assert!(kept.get(&key("victim", "s")).is_some());
+        assert!(kept.insert("victim", "s", 1, victim));
+        assert!(kept.get("victim", "s").is_some());
         // Removing some makes room in that namespace again.
         for i in 0..100 {
-            kept.remove(&key("hostile", &format!("s{i}")));
+            kept.remove("hostile", &format!("s{i}"));
         }
-        kept.retain(|(ns, _)| ns != "victim");
+        kept.retain(|ns, _| ns != "victim");
         assert!(kept.is_empty());
         let again = KeptCredentials::of(&view(9000)).unwrap();
-        assert!(kept.insert(key("hostile", "big"), "2".into(), again));
+        assert!(kept.insert("hostile", "big", 2, again));
     }
 
     #[test]
@@ -228,11 +222,11 @@ mod tests {
         // joined names read the same are charged apart, each to its own namespace.
         let mut kept = KeptByName::new(3000);
         let secret = || KeptCredentials::of(&view(1000)).unwrap();
-        assert!(kept.insert(key("a/b", "c"), "1".into(), secret()));
-        assert!(kept.insert(key("a", "b/c"), "1".into(), secret()));
-        assert!(kept.insert(key("a/b", "x"), "1".into(), secret()));
+        assert!(kept.insert("a/b", "c", 1, secret()));
+        assert!(kept.insert("a", "b/c", 1, secret()));
+        assert!(kept.insert("a/b", "x", 1, secret()));
         assert!(
-            !kept.insert(key("a/b", "y"), "1".into(), secret()),
+            !kept.insert("a/b", "y", 1, secret()),
             "namespace a/b holds two Secrets' worth already"
         );
     }
@@ -241,12 +235,9 @@ mod tests {
     fn a_new_version_that_does_not_fit_drops_the_old_one() {
         let mut kept = KeptByName::new(4096);
         let small = KeptCredentials::of(&view(100)).unwrap();
-        assert!(kept.insert(key("ns", "s"), "1".into(), small));
+        assert!(kept.insert("ns", "s", 1, small));
         let big = KeptCredentials::of(&view(8000)).unwrap();
-        assert!(!kept.insert(key("ns", "s"), "2".into(), big));
-        assert!(
-            kept.get(&key("ns", "s")).is_none(),
-            "never the stale version"
-        );
+        assert!(!kept.insert("ns", "s", 2, big));
+        assert!(kept.get("ns", "s").is_none(), "never the stale version");
     }
 }

@@ -5,5 +5,6 @@ pub(super) mod delivery_views;
 pub(super) mod due;
 pub(super) mod held;
 pub(super) mod kept_credentials;
+pub(super) mod packed;
 pub(super) mod readers;
 pub(super) mod views;

@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use super::kept_credentials::{KeptByName, KeptCredentials};
+use super::packed::PackedTarget;
 use crate::rotation::{CredentialsView, Slot, StateView, TargetView};
 use crate::secrets::credentials_view;
 
@@ -33,11 +34,12 @@ const LIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A view as last read or written, and which Secret it shows (a hash of its namespace and
 /// name, which can change with the spec; the resourceVersion compared on use already names one
-/// version of one object, so this only guards the obvious). Boxed: the table keeps a slot per
-/// resource for as long as it exists.
-struct Seen<T> {
+/// version of one object, so this only guards the obvious), kept compactly ([`Remember`]).
+struct Seen<K> {
     secret: u64,
-    view: Box<T>,
+    /// The view's resourceVersion ([`version_id`]).
+    version: u64,
+    view: K,
     /// Written by this process and not yet matched to the watch: the watch is behind, not
     /// ahead, when it shows another version (see [`SecretViews::once_shown`]).
     written: bool,
@@ -46,8 +48,8 @@ struct Seen<T> {
 /// One resource's two Secrets as last seen.
 #[derive(Default)]
 struct Remembered {
-    target: Option<Seen<TargetView>>,
-    state: Option<Seen<StateView>>,
+    target: Option<Seen<PackedTarget>>,
+    state: Option<Seen<Box<StateView>>>,
     /// The target as found when it was not this resource's: absent, or someone else's.
     unowned: Option<Box<Unowned>>,
 }
@@ -61,53 +63,87 @@ struct Unowned {
     /// `None`: absent. Else someone else's Secret at this resourceVersion.
     foreign: Option<Box<str>>,
     /// What the watch of managed Secrets showed there when this was remembered.
-    shown: Option<Box<str>>,
+    shown: Option<u64>,
     generation: Option<i64>,
     recheck_at: Option<tokio::time::Instant>,
 }
 
+/// A hash keyed at random per process: what a tenant names its objects cannot steer it.
+fn keyed(value: impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::LazyLock<std::hash::RandomState> =
+        std::sync::LazyLock::new(std::hash::RandomState::new);
+    KEY.hash_one(value)
+}
+
+/// A resource's UID as the key of its remembered Secrets: eight bytes instead of a 36-byte
+/// string per resource (a collision would still have to match the Secret and its version to
+/// be used).
+fn resource_id(uid: &str) -> u64 {
+    keyed(uid)
+}
+
 fn secret_id(namespace: &str, name: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (namespace, name).hash(&mut hasher);
-    hasher.finish()
+    keyed((namespace, name))
 }
 
 /// Only a view with a resourceVersion can be matched to the watch.
-fn seen<T: Versioned>(
+fn seen<T: Remember>(
     namespace: &str,
     name: &str,
     view: Option<T>,
     written: bool,
-) -> Option<Seen<T>> {
-    view.filter(|v| v.resource_version().is_some())
-        .map(|view| Seen {
-            secret: secret_id(namespace, name),
-            view: Box::new(view),
-            written,
-        })
+) -> Option<Seen<T::Kept>> {
+    let view = view?;
+    let version = version_id(view.resource_version()?);
+    Some(Seen {
+        secret: secret_id(namespace, name),
+        version,
+        view: view.keep()?,
+        written,
+    })
 }
 
 /// Picks one of a resource's two remembered Secrets.
-type Pick<T> = for<'a> fn(&'a mut Remembered) -> Option<&'a mut Seen<T>>;
+type Pick<T> = for<'a> fn(&'a mut Remembered) -> Option<&'a mut Seen<<T as Remember>::Kept>>;
 
-trait Versioned: Clone {
+/// A view, and how it is kept between reconciles (one per resource, for its whole life).
+trait Remember: Sized {
+    type Kept;
     fn resource_version(&self) -> Option<&str>;
+    /// `None`: not kept (read again next time).
+    fn keep(self) -> Option<Self::Kept>;
+    fn restore(kept: &Self::Kept) -> Self;
 }
 
-impl Versioned for TargetView {
+impl Remember for TargetView {
+    type Kept = PackedTarget;
     fn resource_version(&self) -> Option<&str> {
         self.resource_version.as_deref()
     }
-}
-
-impl Versioned for StateView {
-    fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
+    fn keep(self) -> Option<PackedTarget> {
+        PackedTarget::of(&self)
+    }
+    fn restore(kept: &PackedTarget) -> Self {
+        kept.view()
     }
 }
 
-/// The resourceVersion of every Secret one watch shows, by namespace and name.
+/// Rare (only resources with a refresh token or something to remember have one): boxed.
+impl Remember for StateView {
+    type Kept = Box<StateView>;
+    fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+    fn keep(self) -> Option<Box<StateView>> {
+        Some(Box::new(self))
+    }
+    fn restore(kept: &Box<StateView>) -> Self {
+        (**kept).clone()
+    }
+}
+
+/// What one watch shows of every Secret, by namespace and name.
 #[derive(Default)]
 struct Versions {
     /// The namespace watched (`None`: all).
@@ -120,16 +156,49 @@ struct Versions {
     relisting: ByNamespace,
 }
 
-/// resourceVersions by namespace, then name.
-type ByNamespace = crate::by_namespace::ByNamespace<Box<str>>;
+/// What a watch showed of one Secret: its version ([`version_id`]) and the digest of what
+/// the operator reads of it (changes.rs). Sixteen bytes, no allocation, beside its name.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Shown {
+    version: u64,
+    digest: u64,
+}
 
-fn insert_version(versions: &mut ByNamespace, secret: &impl Resource) {
+/// What each Secret showed, by namespace, then name.
+type ByNamespace = crate::by_namespace::ByNamespace<Shown>;
+
+/// A resourceVersion as eight bytes, only ever compared for equality with another: the number
+/// the apiserver gives (etcd's revision, exact), or a hash of any other form (keyed at random
+/// per process, and apart from every number).
+pub fn version_id(resource_version: &str) -> u64 {
+    let canonical = resource_version.bytes().all(|b| b.is_ascii_digit())
+        && !(resource_version.len() > 1 && resource_version.starts_with('0'));
+    match resource_version.parse::<u64>() {
+        Ok(n) if canonical && n < 1 << 63 => n,
+        _ => keyed(resource_version) | 1 << 63,
+    }
+}
+
+/// Where a Secret is, and what a watch shows of it.
+fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> (&str, &str, Shown) {
     let meta = secret.meta();
-    versions.insert(
+    let shown = Shown {
+        version: version_id(meta.resource_version.as_deref().unwrap_or_default()),
+        digest: digest(secret),
+    };
+    (
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
-        meta.resource_version.as_deref().unwrap_or_default().into(),
-    );
+        shown,
+    )
+}
+
+/// A deleted Secret as a relist reports it: its namespace and name.
+fn named<K: Resource + Default>(namespace: &str, name: &str) -> K {
+    let mut k = K::default();
+    k.meta_mut().namespace = Some(namespace.to_string());
+    k.meta_mut().name = Some(name.to_string());
+    k
 }
 
 fn key(secret: &impl Resource) -> (String, String) {
@@ -141,7 +210,7 @@ pub struct SecretViews {
     /// One per watch (a namespace, or all).
     watched: RwLock<Vec<Versions>>,
     /// By resource UID: its target and state Secrets as last seen.
-    views: Mutex<HashMap<Box<str>, Remembered>>,
+    views: Mutex<HashMap<u64, Remembered>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
     credentials: Mutex<KeptByName>,
     /// Counts what the watches showed (a new version, a deletion, a completed list), so a
@@ -181,9 +250,8 @@ impl SecretViews {
     /// Follows one event of the watch of opted-in credentials Secrets. Their contents come
     /// with it, so a reconcile reads none of them (unless larger than
     /// [`KEPT_CREDENTIALS_MAX_BYTES`], or changed and not seen yet).
-    pub fn credentials_watched(&self, watch: usize, event: &Event<Secret>) {
-        self.watched(watch, event);
-        if let Event::Apply(secret) | Event::InitApply(secret) = event {
+    pub fn credentials_watched(&self, watch: usize, event: Event<Secret>) -> Vec<Secret> {
+        if let Event::Apply(secret) | Event::InitApply(secret) = &event {
             let (namespace, name) = key(secret);
             let size: usize = secret
                 .data
@@ -195,48 +263,77 @@ impl SecretViews {
                 let view = credentials_view(Some(secret));
                 self.remember_credentials(&namespace, &name, secret.resource_version(), &view);
             } else {
-                self.lock_credentials().remove(&(namespace, name));
+                self.lock_credentials().remove(&namespace, &name);
             }
         }
+        self.watched(watch, event, super::changes::credentials_digest)
     }
 
-    /// Follows one event of a watch of Secrets (only their resourceVersions are kept).
-    pub fn watched<K: Resource>(&self, watch: usize, event: &Event<K>) {
+    /// Follows one event of a watch of Secrets (only their versions and digests are kept) and
+    /// gives back the Secrets in it whose digest of what the operator reads changed: new or
+    /// changed ones, deleted ones, and at the end of a relist those it no longer shows
+    /// (deleted while the watch was down; given with their namespace and name only). An
+    /// annotation some other tool sets on a credentials Secret used by hundreds of resources
+    /// then reconciles none of them.
+    pub fn watched<K: Resource + Default>(
+        &self,
+        watch: usize,
+        event: Event<K>,
+        digest: fn(&K) -> u64,
+    ) -> Vec<K> {
         let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
         let Some(versions) = watches.get_mut(watch) else {
-            return;
+            return Vec::new();
         };
-        match event {
+        let changed = match event {
             Event::Apply(s) => {
-                insert_version(&mut versions.current, s);
-                self.shown.send_modify(|n| *n += 1);
+                let (namespace, name, shown) = shown(&s, digest);
+                let changed =
+                    versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
+                versions.current.insert(namespace, name, shown);
+                changed.then_some(s).into_iter().collect()
             }
             Event::Delete(s) => {
-                let (namespace, name) = key(s);
+                let (namespace, name) = key(&s);
                 versions.current.remove(&namespace, &name);
-                self.lock_credentials().remove(&(namespace, name));
-                self.shown.send_modify(|n| *n += 1);
+                self.lock_credentials().remove(&namespace, &name);
+                vec![s]
             }
-            Event::Init => versions.relisting = ByNamespace::default(),
+            Event::Init => {
+                versions.relisting = ByNamespace::default();
+                return Vec::new();
+            }
             Event::InitApply(s) => {
-                insert_version(&mut versions.relisting, s);
-                self.shown.send_modify(|n| *n += 1);
+                let (namespace, name, shown) = shown(&s, digest);
+                let changed =
+                    versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
+                versions.relisting.insert(namespace, name, shown);
+                changed.then_some(s).into_iter().collect()
             }
             Event::InitDone => {
-                versions.current = std::mem::take(&mut versions.relisting);
+                let listed = std::mem::take(&mut versions.relisting);
+                let gone = versions
+                    .current
+                    .iter()
+                    .filter(|(ns, name, _)| !listed.contains(ns, name))
+                    .map(|(ns, name, _)| named(ns, name))
+                    .collect();
+                versions.current = listed;
                 versions.listed = true;
-                self.shown.send_modify(|n| *n += 1);
                 // Credentials deleted while the watch was down are dropped. Not those another
                 // watch is listing now: at start-up the watch of managed Secrets finishes its
                 // list while that of credentials is still paging through them.
                 let watches = &*watches;
-                self.lock_credentials().retain(|(ns, name)| {
+                self.lock_credentials().retain(|ns, name| {
                     watches
                         .iter()
                         .any(|v| v.current.contains(ns, name) || v.relisting.contains(ns, name))
                 });
+                gone
             }
-        }
+        };
+        self.shown.send_modify(|n| *n += 1);
+        changed
     }
 
     fn lock_credentials(&self) -> std::sync::MutexGuard<'_, KeptByName> {
@@ -246,10 +343,9 @@ impl SecretViews {
     /// The credentials Secret as last read, if the watch shows that version still.
     pub fn credentials(&self, namespace: &str, name: &str) -> Option<CredentialsView> {
         let watched = self.watched_version(namespace, name)?;
-        let key = (namespace.to_string(), name.to_string());
         let cached = self.lock_credentials();
-        let (rv, kept) = cached.get(&key)?;
-        (*rv == watched).then(|| kept.view())
+        let (version, kept) = cached.get(namespace, name)?;
+        (*version == watched).then(|| kept.view())
     }
 
     /// Remembers an opted-in credentials Secret as read (only those the watch follows).
@@ -260,16 +356,15 @@ impl SecretViews {
         resource_version: Option<String>,
         view: &CredentialsView,
     ) {
-        let key = (namespace.to_string(), name.to_string());
         let mut cached = self.lock_credentials();
         match (resource_version, KeptCredentials::of(view)) {
             (Some(rv), Some(kept)) => {
-                if !cached.insert(key, rv, kept) {
+                if !cached.insert(namespace, name, version_id(&rv), kept) {
                     debug!(%namespace, %name, "over its namespace's budget for kept credentials; read when used");
                 }
             }
             _ => {
-                cached.remove(&key);
+                cached.remove(namespace, name);
             }
         }
     }
@@ -282,7 +377,7 @@ impl SecretViews {
         }
         let remembered = self
             .lock_views()
-            .get(uid)
+            .get(&resource_id(uid))
             .is_some_and(|r| r.state.is_some());
         if !remembered && self.known_absent(namespace, name) {
             return Known::Absent;
@@ -349,7 +444,7 @@ impl SecretViews {
     /// Secret there. An unmanaged Secret may still be there: the create that writes the target
     /// then fails (409) rather than touching it.
     pub fn target_known_absent(&self, uid: &str, namespace: &str, name: &str) -> bool {
-        let remembered = self.lock_views().get(uid).is_some_and(|r| {
+        let remembered = self.lock_views().get(&resource_id(uid)).is_some_and(|r| {
             r.target.is_some() || r.unowned.as_ref().is_some_and(|u| u.foreign.is_some())
         });
         !remembered && self.known_absent(namespace, name)
@@ -394,7 +489,7 @@ impl SecretViews {
     /// a write (its own status update triggers one) would otherwise read what the watch is
     /// about to deliver. Waits for the next version the watch shows of that Secret, at most
     /// `bound`: the view if it is that version, else `None` (read it).
-    async fn once_shown<T: Versioned>(
+    async fn once_shown<T: Remember>(
         &self,
         uid: &str,
         namespace: &str,
@@ -409,7 +504,7 @@ impl SecretViews {
         }
         let written_unseen = self
             .lock_views()
-            .get_mut(uid)
+            .get_mut(&resource_id(uid))
             .and_then(pick)
             .is_some_and(|seen| seen.written && seen.secret == secret_id(namespace, name));
         if !written_unseen {
@@ -505,7 +600,7 @@ impl SecretViews {
         Box::new(Unowned {
             secret: secret_id(namespace, name),
             foreign,
-            shown: self.watched_version(namespace, name).map(Into::into),
+            shown: self.watched_version(namespace, name),
             generation,
             recheck_at,
         })
@@ -521,8 +616,8 @@ impl SecretViews {
     ) -> Option<Slot<TargetView>> {
         let shown = self.watched_version(namespace, name);
         let views = self.lock_views();
-        let u = views.get(uid)?.unowned.as_deref()?;
-        if u.secret != secret_id(namespace, name) || u.shown.as_deref() != shown.as_deref() {
+        let u = views.get(&resource_id(uid))?.unowned.as_deref()?;
+        if u.secret != secret_id(namespace, name) || u.shown != shown {
             return None;
         }
         if u.foreign.is_none() {
@@ -546,26 +641,26 @@ impl SecretViews {
     }
 
     pub fn forget(&self, uid: &str) {
-        self.lock_views().remove(uid);
+        self.lock_views().remove(&resource_id(uid));
     }
 
-    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Remembered>> {
+    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Remembered>> {
         self.views.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Changes what is remembered of one resource; nothing left, no entry.
     fn update(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
         let mut views = self.lock_views();
-        let remembered = views.entry(uid.into()).or_default();
+        let remembered = views.entry(resource_id(uid)).or_default();
         change(remembered);
         if remembered.target.is_none() && remembered.state.is_none() && remembered.unowned.is_none()
         {
-            views.remove(uid);
+            views.remove(&resource_id(uid));
         }
     }
 
     /// The remembered view, if it is of this Secret and the watch shows that very version now.
-    fn current<T: Versioned>(
+    fn current<T: Remember>(
         &self,
         uid: &str,
         namespace: &str,
@@ -574,15 +669,13 @@ impl SecretViews {
     ) -> Option<T> {
         let watched = self.watched_version(namespace, name)?;
         let mut views = self.lock_views();
-        let seen = pick(views.get_mut(uid)?)?;
-        if seen.secret != secret_id(namespace, name)
-            || seen.view.resource_version() != Some(watched.as_str())
-        {
+        let seen = pick(views.get_mut(&resource_id(uid))?)?;
+        if seen.secret != secret_id(namespace, name) || seen.version != watched {
             return None;
         }
         // Matched: from now on another version in the watch is newer than this one.
         seen.written = false;
-        Some((*seen.view).clone())
+        Some(T::restore(&seen.view))
     }
 
     /// A watch shows a Secret at this place (managed, or opted in as credentials).
@@ -592,13 +685,13 @@ impl SecretViews {
 
     /// The latest version a watch showed: a (re)list in progress is newer than what it will
     /// replace, so the first list serves reconciles before it is complete.
-    fn watched_version(&self, namespace: &str, name: &str) -> Option<String> {
+    fn watched_version(&self, namespace: &str, name: &str) -> Option<u64> {
         let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
         watches.iter().find_map(|v| {
             v.relisting
                 .get(namespace, name)
                 .or_else(|| v.current.get(namespace, name))
-                .map(|rv| rv.to_string())
+                .map(|shown| shown.version)
         })
     }
 }
@@ -606,6 +699,11 @@ impl SecretViews {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A digest that changes with every version (what a state Secret's is).
+    fn version_digest<K: Resource>(k: &K) -> u64 {
+        version_id(k.meta().resource_version.as_deref().unwrap_or_default())
+    }
     use crate::state::StateData;
     use kube::core::PartialObjectMeta;
 
@@ -625,13 +723,27 @@ mod tests {
     }
 
     #[test]
+    fn versions_are_told_apart_exactly() {
+        assert_eq!(version_id("42"), 42, "etcd's revisions are kept as they are");
+        let forms = ["42", "042", "+42", "42 ", "", "0", "00", "abc", "18446744073709551615"];
+        let ids: std::collections::BTreeSet<u64> = forms.iter().map(|f| version_id(f)).collect();
+        assert_eq!(ids.len(), forms.len(), "every form is its own version");
+        assert_eq!(version_id("abc"), version_id("abc"), "the same form, the same id");
+        assert!(version_id("abc") >= 1 << 63, "hashed forms never meet a number");
+    }
+
+    #[test]
     fn a_view_is_reused_only_while_the_watch_shows_its_version() {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
         views.remember_state("uid", "ns", "pc-rotator-state", Some(state("5")));
         // Not in the watch yet (just written, or the watch is starting): read it.
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
-        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "5")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "pc-rotator-state", "5")),
+            version_digest,
+        );
         assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
         // Another name, another namespace or another resource: not this view.
         assert!(views.state("uid", "ns", "other").is_none());
@@ -639,15 +751,27 @@ mod tests {
         assert!(views.state("uid2", "ns", "pc-rotator-state").is_none());
         assert!(views.target("uid", "ns", "pc-rotator-state").is_none());
         // Someone else wrote it: read it again.
-        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "9")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "pc-rotator-state", "9")),
+            version_digest,
+        );
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
         views.remember_state("uid", "ns", "pc-rotator-state", Some(state("9")));
         assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
         // Deleted: read (and find it absent).
-        views.watched(watch, &Event::Delete(meta("ns", "pc-rotator-state", "9")));
+        views.watched(
+            watch,
+            Event::Delete(meta("ns", "pc-rotator-state", "9")),
+            version_digest,
+        );
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
         views.forget("uid");
-        views.watched(watch, &Event::Apply(meta("ns", "pc-rotator-state", "9")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "pc-rotator-state", "9")),
+            version_digest,
+        );
         assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
     }
 
@@ -655,14 +779,26 @@ mod tests {
     fn a_relist_drops_what_was_deleted_meanwhile() {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
-        views.watched(watch, &Event::Apply(meta("ns", "gone", "3")));
+        views.watched(watch, Event::Apply(meta("ns", "gone", "3")), version_digest);
         views.remember_state("uid", "ns", "gone", Some(state("3")));
         assert!(views.state("uid", "ns", "gone").is_some());
-        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
-        views.watched(watch, &Event::InitApply(meta("ns", "kept", "4")));
+        views.watched(
+            watch,
+            Event::<PartialObjectMeta<Secret>>::Init,
+            version_digest,
+        );
+        views.watched(
+            watch,
+            Event::InitApply(meta("ns", "kept", "4")),
+            version_digest,
+        );
         // Until the relist is done, what was known stays.
         assert!(views.state("uid", "ns", "gone").is_some());
-        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::InitDone);
+        views.watched(
+            watch,
+            Event::<PartialObjectMeta<Secret>>::InitDone,
+            version_digest,
+        );
         assert!(views.state("uid", "ns", "gone").is_none());
         views.remember_state("uid", "ns", "kept", Some(state("4")));
         assert!(views.state("uid", "ns", "kept").is_some());
@@ -680,15 +816,23 @@ mod tests {
         };
         // Before the first complete list nothing is known.
         assert_eq!(known(&views, "uid", "ns"), "unknown");
-        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::Init);
-        views.watched(watch, &Event::<PartialObjectMeta<Secret>>::InitDone);
+        views.watched(
+            watch,
+            Event::<PartialObjectMeta<Secret>>::Init,
+            version_digest,
+        );
+        views.watched(
+            watch,
+            Event::<PartialObjectMeta<Secret>>::InitDone,
+            version_digest,
+        );
         assert_eq!(known(&views, "uid", "ns"), "absent");
         // Another namespace is not this watch's to say.
         assert_eq!(known(&views, "uid", "other"), "unknown");
         // Written by this process, not shown by the watch yet: read it.
         views.remember_state("uid", "ns", "s", Some(state("7")));
         assert_eq!(known(&views, "uid", "ns"), "unknown");
-        views.watched(watch, &Event::Apply(meta("ns", "s", "7")));
+        views.watched(watch, Event::Apply(meta("ns", "s", "7")), version_digest);
         assert_eq!(known(&views, "uid", "ns"), "current");
         // Shown by the watch, never read here: read it.
         assert_eq!(known(&views, "uid2", "ns"), "unknown");
@@ -704,16 +848,32 @@ mod tests {
             views.credentials("ns", "creds").is_none(),
             "not watched yet"
         );
-        views.watched(watch, &Event::Apply(meta("ns", "creds", "3")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "creds", "3")),
+            version_digest,
+        );
         assert!(views.credentials("ns", "creds").is_some());
-        views.watched(watch, &Event::Apply(meta("ns", "creds", "4")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "creds", "4")),
+            version_digest,
+        );
         assert!(views.credentials("ns", "creds").is_none(), "changed");
         views.remember_credentials("ns", "creds", Some("4".into()), &found);
         assert!(views.credentials("ns", "creds").is_some());
         // Unlabelled or deleted: leaves the watch, and the contents are dropped.
-        views.watched(watch, &Event::Delete(meta("ns", "creds", "4")));
+        views.watched(
+            watch,
+            Event::Delete(meta("ns", "creds", "4")),
+            version_digest,
+        );
         assert!(views.credentials("ns", "creds").is_none());
-        views.watched(watch, &Event::Apply(meta("ns", "creds", "4")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "creds", "4")),
+            version_digest,
+        );
         assert!(
             views.credentials("ns", "creds").is_none(),
             "dropped, not revived"
@@ -754,24 +914,24 @@ mod tests {
     fn credentials_come_with_the_watch_even_before_its_first_list_is_complete() {
         let views = SecretViews::default();
         let watch = views.new_watch(Some("ns".into()));
-        views.credentials_watched(watch, &Event::Init);
+        views.credentials_watched(watch, Event::Init);
         views.credentials_watched(
             watch,
-            &Event::InitApply(credentials_secret("creds", "3", 40)),
+            Event::InitApply(credentials_secret("creds", "3", 40)),
         );
         match views.credentials("ns", "creds") {
             Some(CredentialsView::Found(data)) => assert_eq!(data["client_secret"].len(), 40),
             _ => panic!("the listed credentials are known without a read"),
         }
-        views.credentials_watched(watch, &Event::InitDone);
+        views.credentials_watched(watch, Event::InitDone);
         assert!(views.credentials("ns", "creds").is_some());
         // A change replaces them; the label's removal (a Delete to this watch) drops them.
-        views.credentials_watched(watch, &Event::Apply(credentials_secret("creds", "4", 7)));
+        views.credentials_watched(watch, Event::Apply(credentials_secret("creds", "4", 7)));
         match views.credentials("ns", "creds") {
             Some(CredentialsView::Found(data)) => assert_eq!(data["client_secret"].len(), 7),
             _ => panic!("the changed credentials are known without a read"),
         }
-        views.credentials_watched(watch, &Event::Delete(credentials_secret("creds", "4", 7)));
+        views.credentials_watched(watch, Event::Delete(credentials_secret("creds", "4", 7)));
         assert!(views.credentials("ns", "creds").is_none());
     }
 
@@ -780,21 +940,25 @@ mod tests {
         let views = SecretViews::default();
         let managed = views.new_watch(Some("ns".into()));
         let credentials = views.new_watch(Some("ns".into()));
-        views.watched(managed, &Event::<Secret>::Init);
-        views.credentials_watched(credentials, &Event::Init);
+        views.watched(managed, Event::<Secret>::Init, version_digest);
+        views.credentials_watched(credentials, Event::Init);
         views.credentials_watched(
             credentials,
-            &Event::InitApply(credentials_secret("creds", "3", 40)),
+            Event::InitApply(credentials_secret("creds", "3", 40)),
         );
-        views.watched(managed, &Event::InitApply(meta("ns", "token", "5")));
-        views.watched(managed, &Event::<Secret>::InitDone);
+        views.watched(
+            managed,
+            Event::InitApply(meta("ns", "token", "5")),
+            version_digest,
+        );
+        views.watched(managed, Event::<Secret>::InitDone, version_digest);
         assert!(
             views.credentials("ns", "creds").is_some(),
             "the first page of credentials is still known"
         );
         // Once the credentials list completes without it, it is gone (deleted meanwhile).
-        views.credentials_watched(credentials, &Event::Init);
-        views.credentials_watched(credentials, &Event::InitDone);
+        views.credentials_watched(credentials, Event::Init);
+        views.credentials_watched(credentials, Event::InitDone);
         assert!(views.credentials("ns", "creds").is_none());
     }
 
@@ -802,7 +966,11 @@ mod tests {
     fn kept_credentials_come_back_as_they_were_given() {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
-        views.watched(watch, &Event::Apply(meta("ns", "creds", "3")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "creds", "3")),
+            version_digest,
+        );
         let data: std::collections::BTreeMap<String, Vec<u8>> = [
             ("client_id".to_string(), b"id".to_vec()),
             ("client_secret".to_string(), vec![0, 255, b'"', b'\\']),
@@ -843,8 +1011,8 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "the list has not completed");
-        views.credentials_watched(watch, &Event::Init);
-        views.credentials_watched(watch, &Event::InitDone);
+        views.credentials_watched(watch, Event::Init);
+        views.credentials_watched(watch, Event::InitDone);
         tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
             .await
             .expect("released by the completed list")
@@ -871,7 +1039,7 @@ mod tests {
     async fn a_wait_for_the_first_list_ends_when_the_credentials_arrive_or_it_stalls() {
         let views = std::sync::Arc::new(SecretViews::default());
         let watch = views.new_watch(None);
-        views.credentials_watched(watch, &Event::Init);
+        views.credentials_watched(watch, Event::Init);
         let quiet = std::time::Duration::from_secs(3600);
         let waiting = tokio::spawn({
             let views = views.clone();
@@ -882,10 +1050,10 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        views.credentials_watched(watch, &Event::InitApply(credentials_secret("a", "1", 8)));
+        views.credentials_watched(watch, Event::InitApply(credentials_secret("a", "1", 8)));
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "another Secret's page");
-        views.credentials_watched(watch, &Event::InitApply(credentials_secret("c", "2", 8)));
+        views.credentials_watched(watch, Event::InitApply(credentials_secret("c", "2", 8)));
         tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
             .await
             .expect("released by its credentials, before the list completed")
@@ -906,7 +1074,11 @@ mod tests {
             async move {
                 for rv in 0u64.. {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    views.watched(busy, &Event::Apply(meta("ns", "t", &rv.to_string())));
+                    views.watched(
+                        busy,
+                        Event::Apply(meta("ns", "t", &rv.to_string())),
+                        version_digest,
+                    );
                 }
             }
         });
@@ -925,7 +1097,7 @@ mod tests {
         let views = std::sync::Arc::new(SecretViews::default());
         let watch = views.new_watch(None);
         let hour = std::time::Duration::from_secs(3600);
-        views.watched(watch, &Event::Apply(meta("ns", "t", "1")));
+        views.watched(watch, Event::Apply(meta("ns", "t", "1")), version_digest);
         views.remember_written_target("uid", "ns", "t", target("2"));
         assert!(
             views.target("uid", "ns", "t").is_none(),
@@ -937,10 +1109,14 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "waits for the watch");
-        views.watched(watch, &Event::Apply(meta("ns", "other", "3")));
+        views.watched(
+            watch,
+            Event::Apply(meta("ns", "other", "3")),
+            version_digest,
+        );
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "another Secret is not this one");
-        views.watched(watch, &Event::Apply(meta("ns", "t", "2")));
+        views.watched(watch, Event::Apply(meta("ns", "t", "2")), version_digest);
         let shown = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
             .await
             .expect("released by the watch")
@@ -948,7 +1124,7 @@ mod tests {
         assert_eq!(shown.and_then(|t| t.resource_version), Some("2".into()));
 
         // Matched once: a later version is someone else's, read at once (no wait).
-        views.watched(watch, &Event::Apply(meta("ns", "t", "4")));
+        views.watched(watch, Event::Apply(meta("ns", "t", "4")), version_digest);
         assert!(
             views
                 .target_once_shown("uid", "ns", "t", hour)
@@ -971,7 +1147,7 @@ mod tests {
             async move { views.state_once_shown("uid", "ns", "s", hour).await }
         });
         tokio::task::yield_now().await;
-        views.watched(watch, &Event::Apply(meta("ns", "s", "6")));
+        views.watched(watch, Event::Apply(meta("ns", "s", "6")), version_digest);
         let shown = tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
             .await
             .expect("released by the watch")
@@ -1015,7 +1191,7 @@ mod tests {
                 .is_none()
         );
         assert!(views.target_unowned("uid2", "ns", "t", Some(1)).is_none());
-        views.watched(watch, &Event::Apply(meta("ns", "t", "3")));
+        views.watched(watch, Event::Apply(meta("ns", "t", "3")), version_digest);
         assert_eq!(
             unowned_kind(&views, 2),
             "read it",
@@ -1031,10 +1207,10 @@ mod tests {
         // The resource's own change reads it again.
         assert_eq!(unowned_kind(&views, 3), "read it");
         // Another version in the watch: read it again.
-        views.watched(watch, &Event::Apply(meta("ns", "t", "4")));
+        views.watched(watch, Event::Apply(meta("ns", "t", "4")), version_digest);
         assert_eq!(unowned_kind(&views, 2), "read it");
         views.remember_target_foreign("uid", "ns", "t", Some(2), "4", recheck);
-        views.watched(watch, &Event::Delete(meta("ns", "t", "4")));
+        views.watched(watch, Event::Delete(meta("ns", "t", "4")), version_digest);
         assert_eq!(unowned_kind(&views, 2), "read it", "deleted");
         // Not in the watch at all (unlabelled): until the recheck.
         views.remember_target_foreign("uid", "ns", "t", Some(2), "9", recheck);
@@ -1061,11 +1237,11 @@ mod tests {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
         let big = credentials_secret("big", "1", KEPT_CREDENTIALS_MAX_BYTES + 1);
-        views.credentials_watched(watch, &Event::Apply(big));
+        views.credentials_watched(watch, Event::Apply(big));
         assert!(views.credentials("ns", "big").is_none(), "read when used");
         assert!(views.lock_credentials().is_empty());
         // Shrunk below the bound: kept again.
-        views.credentials_watched(watch, &Event::Apply(credentials_secret("big", "2", 100)));
+        views.credentials_watched(watch, Event::Apply(credentials_secret("big", "2", 100)));
         assert!(views.credentials("ns", "big").is_some());
     }
 
@@ -1073,7 +1249,7 @@ mod tests {
     fn a_view_without_a_version_is_never_kept() {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
-        views.watched(watch, &Event::Apply(meta("ns", "s", "1")));
+        views.watched(watch, Event::Apply(meta("ns", "s", "1")), version_digest);
         let mut unversioned = state("1");
         unversioned.resource_version = None;
         views.remember_state("uid", "ns", "s", Some(unversioned));

@@ -15,6 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use super::driver::{ShortPause, run_controller};
 use crate::api::Guarded;
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION};
+use crate::controller::caches::changes::managed_digest;
 
 /// Objects per list page (the default is 500). A page is held whole while it is parsed, and
 /// anyone who can write one of these objects sets its size: a page of the largest costs
@@ -130,23 +131,6 @@ fn resources_stream(
         .applied_objects()
 }
 
-/// A watch's objects whose digest of what the operator reads changed (changes.rs), instead of
-/// every event's.
-fn changed<K>(
-    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    digest: fn(&K) -> u64,
-) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource + Default + Send + 'static,
-{
-    let changes = crate::controller::caches::changes::Changes::default();
-    events
-        .map_ok(move |event| {
-            futures::stream::iter(changes.filter(event, digest).into_iter().map(Ok))
-        })
-        .try_flatten()
-}
-
 /// The owners of a managed Secret (if the cache holds them with that UID) and, for a copy in
 /// another namespace, its source.
 fn managed_readers(
@@ -205,23 +189,29 @@ pub(super) async fn controller_for(
     // and state Secrets it read or wrote last are still that version (see views.rs).
     let watch = ctx.views.new_watch(namespace.clone());
     let follow = ctx.clone();
+    // Each watch gives on only the Secrets whose digest of what the operator reads changed
+    // (views.rs keeps it beside each version; changes.rs computes it).
     let owned = watcher(secrets, managed)
         .default_backoff()
-        .inspect_ok(move |event| {
-            follow.views.watched(watch, event);
+        .map_ok(move |event| {
             if let Some(delivery) = &follow.delivery {
-                delivery.copies.watched(event);
+                delivery.copies.watched(&event);
             }
-        });
+            let changed = follow.views.watched(watch, event, managed_digest);
+            futures::stream::iter(changed.into_iter().map(Ok))
+        })
+        .try_flatten();
     let credentials_watch = ctx.views.new_watch(namespace.clone());
     let follow_credentials = ctx.clone();
     let credential_secrets = watcher(credentials_secrets, credentials)
         .default_backoff()
-        .inspect_ok(move |event| {
-            follow_credentials
+        .map_ok(move |event| {
+            let changed = follow_credentials
                 .views
-                .credentials_watched(credentials_watch, event)
-        });
+                .credentials_watched(credentials_watch, event);
+            futures::stream::iter(changed.into_iter().map(Ok))
+        })
+        .try_flatten();
     let (owners_of, credentials_readers) = (store.clone(), readers.clone());
     let mut controller = Controller::for_stream(resources, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -231,22 +221,15 @@ pub(super) async fn controller_for(
         .trigger_backoff(ShortPause)
         // A managed Secret concerns its owner, and a copy in another namespace its source:
         // only when something the operator reads of it changed.
-        .watches_stream(
-            changed(owned, crate::controller::caches::changes::managed_digest),
-            move |secret: PartialObjectMeta<Secret>| managed_readers(&secret, &owners_of),
-        )
+        .watches_stream(owned, move |secret: PartialObjectMeta<Secret>| {
+            managed_readers(&secret, &owners_of)
+        })
         // A credentials Secret concerns the resources naming it (an index, not a scan), only
         // when its data, opt-in label or allowed-token-hosts annotation changed.
-        .watches_stream(
-            changed(
-                credential_secrets,
-                crate::controller::caches::changes::credentials_digest,
-            ),
-            move |secret: Secret| {
-                credentials_readers
-                    .of_credentials(&secret.namespace().unwrap_or_default(), &secret.name_any())
-            },
-        );
+        .watches_stream(credential_secrets, move |secret: Secret| {
+            credentials_readers
+                .of_credentials(&secret.namespace().unwrap_or_default(), &secret.name_any())
+        });
     if let Some(writers) = delivery_writers {
         controller = with_delivery(controller, client, writers, &ctx, &store, &readers);
     }
