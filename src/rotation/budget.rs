@@ -33,6 +33,11 @@ impl RequestBudget {
         }
         self.forget_before(now);
         if self.recent.len() < per_minute.max(1) as usize {
+            // Most resources spend one request a minute, and every one that did keeps its
+            // budget for that minute: room for one, not the four a first push makes.
+            if self.recent.capacity() == 0 {
+                self.recent.reserve_exact(1);
+            }
             self.recent.push_back(now);
             return Ok(());
         }

@@ -24,7 +24,48 @@ use crate::rotation::delivery;
 /// A resource: namespace and name.
 type Named = (Box<str>, Box<str>);
 /// Credentials Secret name → names of the resources (in its namespace) naming it.
-type BySecret = HashMap<Box<str>, BTreeSet<Box<str>>>;
+type BySecret = HashMap<Box<str>, Names>;
+
+/// The names of the resources reading one Secret. Most Secrets are read by one resource,
+/// and a set of one takes a whole B-tree node (~200 bytes): one name is kept as it is.
+enum Names {
+    One(Box<str>),
+    Many(BTreeSet<Box<str>>),
+}
+
+impl Names {
+    fn insert(&mut self, name: Box<str>) {
+        match self {
+            Names::One(only) if *only == name => {}
+            Names::One(only) => {
+                let first = std::mem::take(only);
+                *self = Names::Many([first, name].into());
+            }
+            Names::Many(names) => {
+                names.insert(name);
+            }
+        }
+    }
+
+    /// Whether any name is left.
+    fn remove(&mut self, name: &str) -> bool {
+        match self {
+            Names::One(only) => **only != *name,
+            Names::Many(names) => {
+                names.remove(name);
+                !names.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Names::One(only) => (Some(&**only), None),
+            Names::Many(names) => (None, Some(names.iter().map(|n| &**n))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 #[derive(Default)]
 struct Index {
@@ -54,12 +95,13 @@ impl Index {
     fn add(&mut self, pc: &ProviderCredential) {
         let (namespace, name) = named(pc);
         if let Some(secret) = pc.spec.credentials.secret_name() {
-            self.credentials
-                .entry(namespace.clone())
-                .or_default()
-                .entry(secret.into())
-                .or_default()
-                .insert(name.clone());
+            let secrets = self.credentials.entry(namespace.clone()).or_default();
+            match secrets.get_mut(secret) {
+                Some(names) => names.insert(name.clone()),
+                None => {
+                    secrets.insert(secret.into(), Names::One(name.clone()));
+                }
+            }
         }
         let Some(d) = pc.spec.delivery.as_deref() else {
             return;
@@ -80,11 +122,10 @@ impl Index {
         if let Some(secrets) = self.credentials.get_mut(&key.0)
             && let Some(secret) = pc.spec.credentials.secret_name()
         {
-            if let Some(names) = secrets.get_mut(secret) {
-                names.remove(&key.1);
-                if names.is_empty() {
-                    secrets.remove(secret);
-                }
+            if let Some(names) = secrets.get_mut(secret)
+                && !names.remove(&key.1)
+            {
+                secrets.remove(secret);
             }
             if secrets.is_empty() {
                 self.credentials.remove(&key.0);
