@@ -150,7 +150,7 @@ fn render_keys(
         }
         let bound = template::output_bound(source).map_err(|reason| TargetError::Template {
             key: key.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         total = total.saturating_add(bound);
         if total > template::MAX_TOTAL_BYTES {

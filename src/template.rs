@@ -90,25 +90,49 @@ fn field_bound(name: &str) -> usize {
     }
 }
 
+/// Why a template is not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The parser's words.
+    #[error("{0}")]
+    Syntax(String),
+    #[error(
+        "its output could reach {bound} bytes with a {}-byte token; at most {} are allowed",
+        MAX_TOKEN_BYTES,
+        MAX_KEY_BYTES
+    )]
+    TooLarge { bound: usize },
+    #[error("{0} is not allowed")]
+    Statement(&'static str),
+    #[error("`*` and `**` are not allowed")]
+    Multiplication,
+    #[error("the test `{0}` is not allowed")]
+    Test(String),
+    #[error("the filter `{0}` is not allowed")]
+    Filter(String),
+    #[error("the filter `{0}` takes no arguments here")]
+    FilterArguments(String),
+    #[error("function calls are not allowed")]
+    Call,
+}
+
 /// An upper bound of the template's output in bytes, or why it is not allowed.
-pub fn output_bound(source: &str) -> Result<usize, String> {
+pub fn output_bound(source: &str) -> Result<usize, TemplateError> {
     let ast = parse(
         source,
         "template",
         SyntaxConfig,
         WhitespaceConfig::default(),
     )
-    .map_err(|e| e.kind().to_string())?;
+    .map_err(|e| TemplateError::Syntax(e.kind().to_string()))?;
     let bound = stmt(&ast)?;
     if bound > MAX_KEY_BYTES {
-        return Err(format!(
-            "its output could reach {bound} bytes with a {MAX_TOKEN_BYTES}-byte token; at most {MAX_KEY_BYTES} are allowed"
-        ));
+        return Err(TemplateError::TooLarge { bound });
     }
     Ok(bound)
 }
 
-fn stmt(s: &Stmt<'_>) -> Result<usize, String> {
+fn stmt(s: &Stmt<'_>) -> Result<usize, TemplateError> {
     Ok(match s {
         Stmt::Template(t) => sum(t.children.iter().map(stmt))?,
         Stmt::EmitRaw(r) => r.raw.len(),
@@ -117,7 +141,7 @@ fn stmt(s: &Stmt<'_>) -> Result<usize, String> {
             expr(&c.expr)?;
             sum(c.true_body.iter().map(stmt))?.max(sum(c.false_body.iter().map(stmt))?)
         }
-        other => return Err(format!("{} is not allowed", stmt_name(other))),
+        other => return Err(TemplateError::Statement(stmt_name(other))),
     })
 }
 
@@ -130,7 +154,7 @@ fn stmt_name(s: &Stmt<'_>) -> &'static str {
     }
 }
 
-fn expr(e: &Expr<'_>) -> Result<usize, String> {
+fn expr(e: &Expr<'_>) -> Result<usize, TemplateError> {
     Ok(match e {
         Expr::Var(v) => field_bound(v.id),
         Expr::Const(c) => c.value.to_string().len() + 2,
@@ -159,7 +183,7 @@ fn expr(e: &Expr<'_>) -> Result<usize, String> {
                 // Joining grows linearly: the sum of both sides.
                 BinOpKind::Add | BinOpKind::Concat => left.saturating_add(right),
                 BinOpKind::Mul | BinOpKind::Pow => {
-                    return Err("`*` and `**` are not allowed".into());
+                    return Err(TemplateError::Multiplication);
                 }
                 BinOpKind::Sub | BinOpKind::Div | BinOpKind::FloorDiv | BinOpKind::Rem => NUMBER,
                 BinOpKind::ScAnd | BinOpKind::ScOr => left.max(right),
@@ -183,17 +207,17 @@ fn expr(e: &Expr<'_>) -> Result<usize, String> {
         }
         Expr::Test(t) => {
             if !TESTS.contains(&t.name) || !t.args.is_empty() {
-                return Err(format!("the test `{}` is not allowed", t.name));
+                return Err(TemplateError::Test(t.name.into()));
             }
             expr(&t.expr)?;
             BOOLEAN
         }
         Expr::Filter(f) => {
             let Some(&(_, factor)) = FILTERS.iter().find(|(name, _)| *name == f.name) else {
-                return Err(format!("the filter `{}` is not allowed", f.name));
+                return Err(TemplateError::Filter(f.name.into()));
             };
             if !f.args.is_empty() && !FILTERS_WITH_ARGUMENTS.contains(&f.name) {
-                return Err(format!("the filter `{}` takes no arguments here", f.name));
+                return Err(TemplateError::FilterArguments(f.name.into()));
             }
             let input = match &f.expr {
                 Some(e) => expr(e)?,
@@ -209,11 +233,11 @@ fn expr(e: &Expr<'_>) -> Result<usize, String> {
         Expr::Map(m) => {
             sum(m.keys.iter().chain(&m.values).map(expr))?.saturating_add(4 * m.keys.len())
         }
-        Expr::Call(_) => return Err("function calls are not allowed".into()),
+        Expr::Call(_) => return Err(TemplateError::Call),
     })
 }
 
-fn args(args: &[CallArg<'_>]) -> Result<usize, String> {
+fn args(args: &[CallArg<'_>]) -> Result<usize, TemplateError> {
     let mut largest = 0;
     for a in args {
         let (CallArg::Pos(e)
@@ -225,7 +249,9 @@ fn args(args: &[CallArg<'_>]) -> Result<usize, String> {
     Ok(largest)
 }
 
-fn sum(mut parts: impl Iterator<Item = Result<usize, String>>) -> Result<usize, String> {
+fn sum(
+    mut parts: impl Iterator<Item = Result<usize, TemplateError>>,
+) -> Result<usize, TemplateError> {
     parts.try_fold(0usize, |total, part| Ok(total.saturating_add(part?)))
 }
 
@@ -284,7 +310,7 @@ mod tests {
                 "could reach",
             ),
         ] {
-            let err = output_bound(bad).expect_err(bad);
+            let err = output_bound(bad).expect_err(bad).to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
         assert!(output_bound("{{ access_token ").is_err(), "a syntax error");
