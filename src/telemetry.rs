@@ -100,7 +100,7 @@ pub struct Degraded {
 impl Degraded {
     /// The Degraded condition among `conditions`, when it is True.
     pub fn of(conditions: &[Condition]) -> Option<Degraded> {
-        let c = crate::conditions::get(conditions, crate::conditions::DEGRADED)?;
+        let c = crate::conditions::get(conditions, crate::conditions::ConditionType::Degraded)?;
         (c.status == "True").then(|| Degraded {
             since: unix_seconds(c.last_transition_time.0),
             reason: c.reason.as_str().into(),
@@ -689,7 +689,7 @@ mod tests {
         let mut conditions = Vec::new();
         crate::conditions::set(
             &mut conditions,
-            "Ready",
+            crate::conditions::ConditionType::Ready,
             true,
             "TokenIssued",
             "ok".into(),
@@ -699,7 +699,7 @@ mod tests {
         assert_eq!(Degraded::of(&conditions), None);
         crate::conditions::set(
             &mut conditions,
-            "Degraded",
+            crate::conditions::ConditionType::Degraded,
             false,
             "TokenIssued",
             "ok".into(),
@@ -709,7 +709,7 @@ mod tests {
         assert_eq!(Degraded::of(&conditions), None);
         crate::conditions::set(
             &mut conditions,
-            "Degraded",
+            crate::conditions::ConditionType::Degraded,
             true,
             "RateLimited",
             "429".into(),

@@ -69,7 +69,7 @@ pub enum FetchCommandError {
         source: std::io::Error,
     },
     #[error("AudienceRefused: {0}")]
-    TokenAudience(String),
+    TokenAudience(crate::rotation::service_account::AudienceError),
 }
 
 /// The one JSON object printed on success.

@@ -10,7 +10,7 @@ use kube::runtime::wait::await_condition;
 use super::cluster::{Cluster, ClusterError, Scope};
 use super::status::duration;
 use crate::api::{ProviderCredential, REFRESH_ANNOTATION};
-use crate::conditions::{self, READY};
+use crate::conditions::{self, ConditionType};
 
 #[derive(Debug, clap::Args)]
 pub struct RefreshArgs {
@@ -152,7 +152,7 @@ pub fn outcome(before: &Before, after: &ProviderCredential) -> Outcome {
             message: f.message.clone(),
         };
     }
-    let ready = conditions::get(&status.conditions, READY);
+    let ready = conditions::get(&status.conditions, ConditionType::Ready);
     if let Some(token) = status
         .access_token
         .as_ref()
@@ -268,7 +268,7 @@ async fn wait_for(
             let ready_reason = pc
                 .status
                 .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, READY))
+                .and_then(|s| conditions::get(&s.conditions, ConditionType::Ready))
                 .map(|c| c.reason.clone());
             Ok(Outcome::TimedOut { ready_reason })
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::cluster::{ClusterError, Scope};
 use crate::api::ProviderCredential;
-use crate::conditions::{self, DEGRADED, READY};
+use crate::conditions::{self, ConditionType};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -49,9 +49,9 @@ pub struct Row {
 /// The row of one resource at `now`.
 pub fn row(pc: &ProviderCredential, now: Timestamp) -> Row {
     let status = pc.status.clone().unwrap_or_default();
-    let ready = conditions::get(&status.conditions, READY);
-    let degraded =
-        conditions::get(&status.conditions, DEGRADED).is_some_and(|c| c.status == "True");
+    let ready = conditions::get(&status.conditions, ConditionType::Ready);
+    let degraded = conditions::get(&status.conditions, ConditionType::Degraded)
+        .is_some_and(|c| c.status == "True");
     let seconds_until = |t: Timestamp| t.as_second().saturating_sub(now.as_second());
     let ready_state = ready.map(|c| c.status == "True");
     let attention = match (ready_state, degraded) {

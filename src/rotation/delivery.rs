@@ -21,20 +21,95 @@ pub const MAX_DESTINATIONS: usize = 256;
 /// counts them all.
 pub const MAX_LISTED: usize = 64;
 
-pub mod reason {
-    pub const DELIVERED: &str = "Delivered";
-    pub const NOT_GRANTED: &str = "NotGranted";
-    pub const SAME_NAMESPACE: &str = "SameNamespace";
-    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
-    pub const TOO_MANY: &str = "TooManyDestinations";
-    pub const WRITE_FAILED: &str = "WriteFailed";
+/// The reasons of a destination's status entry and of the Delivered condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Delivered,
+    NotGranted,
+    SameNamespace,
+    SecretNotOwned,
+    TooManyDestinations,
+    WriteFailed,
     /// This resource's own rotation is blocked: nothing is copied from its target meanwhile.
-    pub const SOURCE_BLOCKED: &str = "SourceBlocked";
-    /// Condition reasons for the whole of spec.delivery.
-    pub const ALL_DELIVERED: &str = "AllDelivered";
-    pub const DISABLED: &str = "DeliveryDisabled";
-    pub const INVALID_SELECTOR: &str = "InvalidSelector";
-    pub const FINALIZER_MISSING: &str = "FinalizerMissing";
+    SourceBlocked,
+    /// The condition's, for the whole of spec.delivery.
+    AllDelivered,
+    DeliveryDisabled,
+    InvalidSelector,
+    FinalizerMissing,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Delivered,
+        Reason::NotGranted,
+        Reason::SameNamespace,
+        Reason::SecretNotOwned,
+        Reason::TooManyDestinations,
+        Reason::WriteFailed,
+        Reason::SourceBlocked,
+        Reason::AllDelivered,
+        Reason::DeliveryDisabled,
+        Reason::InvalidSelector,
+        Reason::FinalizerMissing,
+    ];
+
+    /// The reason as status.deliveries, the condition and Events show it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reason::Delivered => "Delivered",
+            Reason::NotGranted => "NotGranted",
+            Reason::SameNamespace => "SameNamespace",
+            Reason::SecretNotOwned => "SecretNotOwned",
+            Reason::TooManyDestinations => "TooManyDestinations",
+            Reason::WriteFailed => "WriteFailed",
+            Reason::SourceBlocked => "SourceBlocked",
+            Reason::AllDelivered => "AllDelivered",
+            Reason::DeliveryDisabled => "DeliveryDisabled",
+            Reason::InvalidSelector => "InvalidSelector",
+            Reason::FinalizerMissing => "FinalizerMissing",
+        }
+    }
+
+    /// The reason a status entry shows, read back.
+    pub fn of(reason: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.reason() == reason)
+    }
+}
+
+/// Why spec.delivery.namespaceSelector cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error(
+        "at most {} requirements of at most {} values each",
+        MAX_SELECTOR_REQUIREMENTS,
+        MAX_SELECTOR_VALUES
+    )]
+    TooLarge,
+    /// What the label selector parser said.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Why a namespace has not consented to a copy (the NotGranted message).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum NoConsent {
+    #[error(
+        "namespace {namespace} does not exist or has no TokenDeliveryGrant naming {source_namespace}/{source_name}; someone who may create one there must consent"
+    )]
+    NoGrant {
+        namespace: String,
+        source_namespace: String,
+        source_name: String,
+    },
+    #[error(
+        "TokenDeliveryGrant {namespace}/{grant} does not list Secret {secret_name} in spec.secretNames"
+    )]
+    SecretNotListed {
+        namespace: String,
+        grant: String,
+        secret_name: String,
+    },
 }
 
 /// The ProviderCredential that delivers.
@@ -81,9 +156,11 @@ pub enum Verdict {
     /// It holds what the target holds.
     Current,
     /// Write it: create (`None`) or replace that copy.
-    Write { replace: Option<Existing> },
+    Write {
+        replace: Option<Existing>,
+    },
     Refused {
-        reason: &'static str,
+        reason: Reason,
         message: String,
     },
 }
@@ -136,7 +213,7 @@ pub const MAX_SELECTOR_REQUIREMENTS: usize = 16;
 pub const MAX_SELECTOR_VALUES: usize = 64;
 
 /// The label selector as a matcher; an invalid one (an unknown operator, too large) is named.
-pub fn selector(selector: &LabelSelector) -> Result<Selector, String> {
+pub fn selector(selector: &LabelSelector) -> Result<Selector, SelectorError> {
     let labels = selector.match_labels.as_ref().map_or(0, |m| m.len());
     let expressions = selector.match_expressions.as_deref().unwrap_or_default();
     if labels + expressions.len() > MAX_SELECTOR_REQUIREMENTS
@@ -146,11 +223,9 @@ pub fn selector(selector: &LabelSelector) -> Result<Selector, String> {
                 .is_some_and(|v| v.len() > MAX_SELECTOR_VALUES)
         })
     {
-        return Err(format!(
-            "at most {MAX_SELECTOR_REQUIREMENTS} requirements of at most {MAX_SELECTOR_VALUES} values each"
-        ));
+        return Err(SelectorError::TooLarge);
     }
-    Selector::try_from(selector.clone()).map_err(|e| e.to_string())
+    Selector::try_from(selector.clone()).map_err(|e| SelectorError::Invalid(e.to_string()))
 }
 
 /// The namespaces spec.delivery chooses, each once: by name (`true`), and by label. `Err`:
@@ -159,7 +234,7 @@ pub fn selected<'a>(
     spec: &'a DeliverySpec,
     own_namespace: &str,
     namespaces: &[NamespaceSeen<'a>],
-) -> (BTreeMap<String, bool>, Result<(), String>) {
+) -> (BTreeMap<String, bool>, Result<(), SelectorError>) {
     let mut chosen: BTreeMap<String, bool> = spec
         .namespaces
         .iter()
@@ -182,7 +257,7 @@ pub fn selected<'a>(
 /// listed, so a ProviderCredential's status cannot be used to learn which namespaces exist or
 /// how they are labelled. A namespace named explicitly that does not exist reads the same as
 /// one that has not consented, for the same reason.
-pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
+pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), SelectorError>) {
     let Inputs {
         source,
         secret_name,
@@ -210,7 +285,7 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
     for (namespace, named) in chosen {
         let refusal = if namespace == source.namespace {
             refused(
-                reason::SAME_NAMESPACE,
+                Reason::SameNamespace,
                 format!(
                     "{namespace} is this ProviderCredential's own namespace: its target Secret is already there"
                 ),
@@ -225,7 +300,7 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
                     consenting.push(namespace);
                     continue;
                 }
-                Err(message) if named => refused(reason::NOT_GRANTED, message),
+                Err(why) if named => refused(Reason::NotGranted, why.to_string()),
                 // Chosen by label without consent: not a destination.
                 Err(_) => continue,
             }
@@ -242,7 +317,7 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
     for (i, namespace) in consenting.into_iter().enumerate() {
         let verdict = if i >= MAX_DESTINATIONS {
             refused(
-                reason::TOO_MANY,
+                Reason::TooManyDestinations,
                 format!("more than {MAX_DESTINATIONS} namespaces consent; narrow spec.delivery"),
             )
         } else {
@@ -260,7 +335,7 @@ pub fn decide(inputs: &Inputs<'_>) -> (Decisions, Result<(), String>) {
     let kept: BTreeSet<(&str, &str)> = destinations
         .iter()
         .filter(|d| match &d.verdict {
-            Verdict::Refused { reason, .. } => *reason == reason::SOURCE_BLOCKED,
+            Verdict::Refused { reason, .. } => *reason == Reason::SourceBlocked,
             _ => true,
         })
         .map(|d| (d.namespace.as_str(), d.secret_name.as_str()))
@@ -305,7 +380,7 @@ pub fn remove_all(occupants: &BTreeMap<(String, String), Occupant>) -> Vec<Remov
         .collect()
 }
 
-fn refused(reason: &'static str, message: String) -> Verdict {
+fn refused(reason: Reason, message: String) -> Verdict {
     Verdict::Refused { reason, message }
 }
 
@@ -316,7 +391,7 @@ fn consent(
     namespace: &str,
     source: Source<'_>,
     secret_name: &str,
-) -> Result<(), String> {
+) -> Result<(), NoConsent> {
     let naming: Vec<&GrantSeen<'_>> = grants
         .iter()
         .copied()
@@ -334,14 +409,16 @@ fn consent(
         return Ok(());
     }
     match naming.first() {
-        None => Err(format!(
-            "namespace {namespace} does not exist or has no TokenDeliveryGrant naming {}/{}; someone who may create one there must consent",
-            source.namespace, source.name
-        )),
-        Some(grant) => Err(format!(
-            "TokenDeliveryGrant {namespace}/{} does not list Secret {secret_name} in spec.secretNames",
-            grant.name
-        )),
+        None => Err(NoConsent::NoGrant {
+            namespace: namespace.into(),
+            source_namespace: source.namespace.into(),
+            source_name: source.name.into(),
+        }),
+        Some(grant) => Err(NoConsent::SecretNotListed {
+            namespace: namespace.into(),
+            grant: grant.name.into(),
+            secret_name: secret_name.into(),
+        }),
     }
 }
 
@@ -365,7 +442,7 @@ fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
             }
         }
         Some(Occupant::Other) => refused(
-            reason::SECRET_NOT_OWNED,
+            Reason::SecretNotOwned,
             not_owned(namespace, inputs.secret_name),
         ),
     }
@@ -373,7 +450,7 @@ fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
 
 fn source_blocked(blocked: &str) -> Verdict {
     refused(
-        reason::SOURCE_BLOCKED,
+        Reason::SourceBlocked,
         format!(
             "no copy is written while this resource's rotation is blocked ({blocked}); the Ready condition says how to fix it"
         ),
@@ -397,12 +474,12 @@ pub fn stamp(fingerprint: &str, settings: &str) -> u64 {
 }
 
 /// The Delivered condition from the destinations' status: (ok, reason, message).
-pub fn condition(statuses: &[DeliveryStatus]) -> (bool, &'static str, String) {
+pub fn condition(statuses: &[DeliveryStatus]) -> (bool, Reason, String) {
     let refused: Vec<&DeliveryStatus> = statuses.iter().filter(|s| !s.delivered).collect();
     match refused.first() {
         None => (
             true,
-            reason::ALL_DELIVERED,
+            Reason::AllDelivered,
             format!(
                 "the current token is in {} namespace{}",
                 statuses.len(),
@@ -417,7 +494,8 @@ pub fn condition(statuses: &[DeliveryStatus]) -> (bool, &'static str, String) {
                 .collect();
             (
                 false,
-                reason_of(&first.reason),
+                // A reason this build does not know (written by another version): a failure.
+                Reason::of(&first.reason).unwrap_or(Reason::WriteFailed),
                 format!(
                     "{} of {} destinations not delivered ({}{}); status.deliveries says why",
                     refused.len(),
@@ -432,21 +510,6 @@ pub fn condition(statuses: &[DeliveryStatus]) -> (bool, &'static str, String) {
             )
         }
     }
-}
-
-/// A reason string as one of the constants (conditions take `&'static str`).
-fn reason_of(reason: &str) -> &'static str {
-    [
-        reason::NOT_GRANTED,
-        reason::SAME_NAMESPACE,
-        reason::SECRET_NOT_OWNED,
-        reason::TOO_MANY,
-        reason::WRITE_FAILED,
-        reason::SOURCE_BLOCKED,
-    ]
-    .into_iter()
-    .find(|r| *r == reason)
-    .unwrap_or(reason::WRITE_FAILED)
 }
 
 /// The status list: refused destinations first (they need attention), then by namespace; at
@@ -481,7 +544,7 @@ pub fn gated(gate: Gate) -> FeatureOutcome {
         Gate::Disabled => FeatureOutcome {
             condition: ConditionChange::Set {
                 status: false,
-                reason: reason::DISABLED,
+                reason: Reason::DeliveryDisabled.reason(),
                 message: "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)".into(),
             },
             records: Records::Deliveries(Vec::new()),
@@ -490,7 +553,7 @@ pub fn gated(gate: Gate) -> FeatureOutcome {
         Gate::FinalizerMissing => FeatureOutcome {
             condition: ConditionChange::Set {
                 status: false,
-                reason: reason::FINALIZER_MISSING,
+                reason: Reason::FinalizerMissing.reason(),
                 message: format!(
                     "no copy is written before the finalizer {DELIVERY_FINALIZER} that removes them is on this resource; the operator log says why it could not be added"
                 ),
@@ -558,7 +621,7 @@ pub struct Carried<'a> {
     /// A removal of `decisions` failed (it is tried again).
     pub removal_failed: bool,
     /// What [`decide`] said of spec.delivery.namespaceSelector.
-    pub selector: &'a Result<(), String>,
+    pub selector: &'a Result<(), SelectorError>,
     /// status.deliveries before this reconcile.
     pub previous: &'a [DeliveryStatus],
     /// The copies' name.
@@ -579,7 +642,7 @@ pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
         let written = c.written.get(k).unwrap_or(&not_written);
         let entry = destination_status(destination, written, c);
         if matches!(destination.verdict, Verdict::Write { .. }) {
-            retry |= entry.reason == reason::WRITE_FAILED;
+            retry |= entry.reason == Reason::WriteFailed.reason();
             if *written == Written::Created {
                 created.push(destination.namespace.clone());
             }
@@ -589,7 +652,7 @@ pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
     let (status, why, message) = match c.selector {
         Err(e) => (
             false,
-            reason::INVALID_SELECTOR,
+            Reason::InvalidSelector,
             format!(
                 "spec.delivery.namespaceSelector is invalid ({e}): no namespace is added by label, and copies it chose before are kept"
             ),
@@ -601,7 +664,7 @@ pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
     } else {
         vec![EventNote {
             warning: false,
-            reason: reason::DELIVERED.into(),
+            reason: Reason::Delivered.reason().into(),
             note: format!(
                 "Secret {} created in {}; it follows every rotation",
                 c.secret_name,
@@ -614,7 +677,7 @@ pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
         feature: Feature::Delivery,
         condition: ConditionChange::Set {
             status,
-            reason: why,
+            reason: why.reason(),
             message,
         },
         records: Records::Deliveries(listed(statuses)),
@@ -625,15 +688,15 @@ pub fn outcome(c: &Carried<'_>) -> FeatureOutcome {
 
 /// One destination's status entry, from its verdict and what became of its write.
 fn destination_status(d: &Destination, written: &Written, c: &Carried<'_>) -> DeliveryStatus {
-    let status = |delivered: bool, reason: &str, message: Option<String>| DeliveryStatus {
+    let status = |delivered: bool, reason: Reason, message: Option<String>| DeliveryStatus {
         namespace: d.namespace.clone(),
         secret_name: d.secret_name.clone(),
         delivered,
-        reason: reason.to_string(),
+        reason: reason.reason().to_string(),
         message,
         delivered_at: None,
     };
-    let failed = |message: String| status(false, reason::WRITE_FAILED, Some(message));
+    let failed = |message: String| status(false, Reason::WriteFailed, Some(message));
     match (&d.verdict, written) {
         (Verdict::Current, _) => DeliveryStatus {
             delivered_at: c
@@ -641,16 +704,16 @@ fn destination_status(d: &Destination, written: &Written, c: &Carried<'_>) -> De
                 .iter()
                 .find(|p| p.namespace == d.namespace && p.secret_name == d.secret_name)
                 .and_then(|p| p.delivered_at.clone()),
-            ..status(true, reason::DELIVERED, None)
+            ..status(true, Reason::Delivered, None)
         },
-        (Verdict::Refused { reason, message }, _) => status(false, reason, Some(message.clone())),
+        (Verdict::Refused { reason, message }, _) => status(false, *reason, Some(message.clone())),
         (Verdict::Write { .. }, Written::Created | Written::Replaced) => DeliveryStatus {
             delivered_at: Some(Time(c.now)),
-            ..status(true, reason::DELIVERED, None)
+            ..status(true, Reason::Delivered, None)
         },
         (Verdict::Write { .. }, Written::Taken) => status(
             false,
-            reason::SECRET_NOT_OWNED,
+            Reason::SecretNotOwned,
             Some(not_owned(&d.namespace, &d.secret_name)),
         ),
         (Verdict::Write { .. }, Written::NoToken) => {
@@ -739,7 +802,7 @@ mod tests {
             self
         }
 
-        fn decide(&self, spec: &DeliverySpec) -> (Decisions, Result<(), String>) {
+        fn decide(&self, spec: &DeliverySpec) -> (Decisions, Result<(), SelectorError>) {
             self.decide_blocked(spec, None)
         }
 
@@ -747,7 +810,7 @@ mod tests {
             &self,
             spec: &DeliverySpec,
             blocked: Option<&str>,
-        ) -> (Decisions, Result<(), String>) {
+        ) -> (Decisions, Result<(), SelectorError>) {
             let namespaces: Vec<NamespaceSeen<'_>> = self
                 .namespaces
                 .iter()
@@ -792,9 +855,34 @@ mod tests {
             .collect()
     }
 
+    /// No wildcard: a new reason does not compile until its wire string is written down.
+    #[test]
+    fn every_reason_keeps_its_wire_string_and_reads_back() {
+        let wire = |r: Reason| match r {
+            Reason::Delivered => "Delivered",
+            Reason::NotGranted => "NotGranted",
+            Reason::SameNamespace => "SameNamespace",
+            Reason::SecretNotOwned => "SecretNotOwned",
+            Reason::TooManyDestinations => "TooManyDestinations",
+            Reason::WriteFailed => "WriteFailed",
+            Reason::SourceBlocked => "SourceBlocked",
+            Reason::AllDelivered => "AllDelivered",
+            Reason::DeliveryDisabled => "DeliveryDisabled",
+            Reason::InvalidSelector => "InvalidSelector",
+            Reason::FinalizerMissing => "FinalizerMissing",
+        };
+        let reasons = Reason::ALL.map(Reason::reason);
+        assert_eq!(reasons, Reason::ALL.map(wire));
+        crate::conditions::tests::assert_unique(&reasons);
+        for r in Reason::ALL {
+            assert_eq!(Reason::of(r.reason()), Some(r));
+        }
+        assert_eq!(Reason::of("Unknown"), None);
+    }
+
     fn reason_of_verdict(v: &Verdict) -> &str {
         match v {
-            Verdict::Refused { reason, .. } => reason,
+            Verdict::Refused { reason, .. } => reason.reason(),
             Verdict::Current => "Current",
             Verdict::Write { .. } => "Write",
         }
@@ -812,7 +900,7 @@ mod tests {
             let Verdict::Refused { reason, message } = v else {
                 panic!("{v:?}")
             };
-            assert_eq!(*reason, reason::NOT_GRANTED);
+            assert_eq!(*reason, Reason::NotGranted);
             assert!(message.contains("platform/reltio"), "{message}");
         }
         assert!(d.removals.is_empty());
@@ -878,10 +966,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("team-a", reason::SOURCE_BLOCKED),
-                ("team-b", reason::SOURCE_BLOCKED),
+                ("team-a", Reason::SourceBlocked.reason()),
+                ("team-b", Reason::SourceBlocked.reason()),
                 ("team-c", "Current"),
-                ("team-d", reason::NOT_GRANTED),
+                ("team-d", Reason::NotGranted.reason()),
             ]
         );
         let Verdict::Refused { message, .. } = &d.destinations[0].verdict else {
@@ -905,7 +993,7 @@ mod tests {
         let Verdict::Refused { reason, message } = &d.destinations[0].verdict else {
             panic!()
         };
-        assert_eq!(*reason, reason::NOT_GRANTED);
+        assert_eq!(*reason, Reason::NotGranted);
         assert!(message.contains("spec.secretNames"), "{message}");
         let allowed = World::new(&[("team-a", &[])]).grant(
             "team-a",
@@ -923,7 +1011,7 @@ mod tests {
         let (d, _) = world.decide(&spec(&["team-a"], None));
         assert_eq!(
             reason_of_verdict(&d.destinations[0].verdict),
-            reason::SECRET_NOT_OWNED
+            Reason::SecretNotOwned.reason()
         );
         assert!(d.removals.is_empty(), "not ours: never removed either");
     }
@@ -938,9 +1026,9 @@ mod tests {
                 .map(|(n, v)| (n, reason_of_verdict(v)))
                 .collect::<Vec<_>>(),
             vec![
-                ("gone", reason::NOT_GRANTED),
-                ("platform", reason::SAME_NAMESPACE),
-                ("quiet", reason::NOT_GRANTED)
+                ("gone", Reason::NotGranted.reason()),
+                ("platform", Reason::SameNamespace.reason()),
+                ("quiet", Reason::NotGranted.reason())
             ]
         );
         // A missing namespace reads like one that has not consented: status tells nobody
@@ -970,7 +1058,7 @@ mod tests {
         let too_many: Vec<&str> = d
             .destinations
             .iter()
-            .filter(|d| reason_of_verdict(&d.verdict) == reason::TOO_MANY)
+            .filter(|d| reason_of_verdict(&d.verdict) == Reason::TooManyDestinations.reason())
             .map(|d| d.namespace.as_str())
             .collect();
         assert_eq!(d.destinations.len(), MAX_DESTINATIONS + 3);
@@ -1005,7 +1093,10 @@ mod tests {
         };
         assert_eq!(verdict("ns-0258").as_deref(), Some("Current"));
         assert_eq!(verdict("aab"), None, "no consent, not listed");
-        assert_eq!(verdict("ns-0255").as_deref(), Some(reason::TOO_MANY));
+        assert_eq!(
+            verdict("ns-0255").as_deref(),
+            Some(Reason::TooManyDestinations.reason())
+        );
         assert!(d.removals.is_empty());
     }
 
@@ -1052,7 +1143,7 @@ mod tests {
             &[],
             Some(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "In", "values": values}]})),
         ));
-        assert!(huge.unwrap_err().contains("at most"));
+        assert!(huge.unwrap_err().to_string().contains("at most"));
     }
 
     #[test]
@@ -1096,19 +1187,19 @@ mod tests {
             delivered_at: None,
         };
         let all = vec![
-            entry("a", true, reason::DELIVERED),
-            entry("b", false, reason::NOT_GRANTED),
-            entry("c", true, reason::DELIVERED),
+            entry("a", true, Reason::Delivered.reason()),
+            entry("b", false, Reason::NotGranted.reason()),
+            entry("c", true, Reason::Delivered.reason()),
         ];
         let (ok, why, message) = condition(&all);
         assert!(!ok);
-        assert_eq!(why, reason::NOT_GRANTED);
+        assert_eq!(why, Reason::NotGranted);
         assert!(message.starts_with("1 of 3"), "{message}");
         assert_eq!(listed(all.clone())[0].namespace, "b");
-        let (ok, why, _) = condition(&[entry("a", true, reason::DELIVERED)]);
-        assert!(ok && why == reason::ALL_DELIVERED);
+        let (ok, why, _) = condition(&[entry("a", true, Reason::Delivered.reason())]);
+        assert!(ok && why == Reason::AllDelivered);
         let many: Vec<DeliveryStatus> = (0..MAX_LISTED + 5)
-            .map(|i| entry(&format!("n{i}"), true, reason::DELIVERED))
+            .map(|i| entry(&format!("n{i}"), true, Reason::Delivered.reason()))
             .collect();
         assert_eq!(listed(many).len(), MAX_LISTED);
     }
@@ -1123,7 +1214,7 @@ mod tests {
 
     mod reporting {
         use super::*;
-        use crate::conditions::{self, DELIVERED};
+        use crate::conditions::{self, ConditionType};
         use crate::rotation::Report;
         use crate::rotation::merge::merge;
 
@@ -1153,7 +1244,7 @@ mod tests {
                 namespace: namespace.into(),
                 secret_name: "token".into(),
                 delivered: true,
-                reason: reason::DELIVERED.into(),
+                reason: Reason::Delivered.reason().into(),
                 message: None,
                 delivered_at: at.map(|s| Time(t(s))),
             }
@@ -1233,7 +1324,7 @@ mod tests {
                 set(&o),
                 (
                     true,
-                    reason::ALL_DELIVERED,
+                    Reason::AllDelivered.reason(),
                     "the current token is in 3 namespaces"
                 )
             );
@@ -1280,11 +1371,15 @@ mod tests {
                 Written::NotAttempted,
             ];
             let o = run(destinations.clone(), &written, &[], false);
-            let failed = |ns: &str, m: &str| refused(ns, reason::WRITE_FAILED, m);
+            let failed = |ns: &str, m: &str| refused(ns, Reason::WriteFailed.reason(), m);
             assert_eq!(
                 deliveries(&o),
                 &[
-                    refused("a", reason::SECRET_NOT_OWNED, &not_owned("a", "token")),
+                    refused(
+                        "a",
+                        Reason::SecretNotOwned.reason(),
+                        &not_owned("a", "token")
+                    ),
                     failed(
                         "b",
                         "the write failed (403 Forbidden); the operator may lack permission there, or an admission policy refused it"
@@ -1303,7 +1398,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::SECRET_NOT_OWNED,
+                    Reason::SecretNotOwned.reason(),
                     "7 of 7 destinations not delivered (a: SecretNotOwned, b: WriteFailed, c: WriteFailed, d: WriteFailed, e: WriteFailed, f: WriteFailed, g: WriteFailed); status.deliveries says why"
                 )
             );
@@ -1325,7 +1420,7 @@ mod tests {
                     to(
                         "b",
                         Verdict::Refused {
-                            reason: reason::NOT_GRANTED,
+                            reason: Reason::NotGranted,
                             message: "no grant".into(),
                         },
                     ),
@@ -1336,10 +1431,10 @@ mod tests {
             );
             assert_eq!(
                 deliveries(&o)[0],
-                refused("b", reason::NOT_GRANTED, "no grant")
+                refused("b", Reason::NotGranted.reason(), "no grant")
             );
             assert_eq!(deliveries(&o)[1], delivered("a", None));
-            assert_eq!(set(&o).1, reason::NOT_GRANTED);
+            assert_eq!(set(&o).1, Reason::NotGranted.reason());
             assert_eq!(o.requeue, None);
             let o = run(
                 vec![to("a", Verdict::Current)],
@@ -1358,7 +1453,7 @@ mod tests {
                 decisions: &decisions,
                 written: &[],
                 removal_failed: false,
-                selector: &Err("too many requirements".into()),
+                selector: &Err(SelectorError::Invalid("too many requirements".into())),
                 previous: &[],
                 secret_name: "token",
                 now: t(2_000),
@@ -1367,7 +1462,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::INVALID_SELECTOR,
+                    Reason::InvalidSelector.reason(),
                     "spec.delivery.namespaceSelector is invalid (too many requirements): no namespace is added by label, and copies it chose before are kept"
                 )
             );
@@ -1381,7 +1476,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::DISABLED,
+                    Reason::DeliveryDisabled.reason(),
                     "the operator runs without --cross-namespace-delivery (chart value crossNamespaceDelivery.enabled)"
                 )
             );
@@ -1392,7 +1487,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::FINALIZER_MISSING,
+                    Reason::FinalizerMissing.reason(),
                     "no copy is written before the finalizer tokenrotator.dev/delivered-copies that removes them is on this resource; the operator log says why it could not be added"
                 )
             );
@@ -1434,7 +1529,7 @@ mod tests {
                     report.events[0].reason.as_str(),
                     report.events[0].action
                 ),
-                (true, reason::WRITE_FAILED, "Deliver")
+                (true, Reason::WriteFailed.reason(), "Deliver")
             );
             assert_eq!(report.requeue, Some(RETRY));
             report.events.clear();
@@ -1445,7 +1540,7 @@ mod tests {
             // The first copy's Event, no Warning; the condition turned at 2_060.
             assert_eq!(report.events.len(), 1);
             assert!(!report.events[0].warning);
-            let c = conditions::get(&report.status.conditions, DELIVERED).unwrap();
+            let c = conditions::get(&report.status.conditions, ConditionType::Delivered).unwrap();
             assert_eq!(c.last_transition_time, Time(t(2_060)));
             assert_eq!(c.status, "True");
         }

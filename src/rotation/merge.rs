@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::api::{DeliveryStatus, ProviderCredentialStatus, WorkloadRestartStatus};
-use crate::conditions::{self, DELIVERED, WORKLOADS_RESTARTED};
+use crate::conditions::{self, ConditionType};
 
 /// An Event to publish with the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub enum Recoveries {
 /// How a condition's transitions (status or reason changed) are announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Announced {
-    pub type_: &'static str,
+    pub type_: ConditionType,
     /// The status that means all is well (True for Ready, False for Degraded).
     pub healthy: bool,
     pub recoveries: Recoveries,
@@ -131,13 +131,13 @@ impl Feature {
     pub const fn announced(self) -> Announced {
         match self {
             Feature::Rollout => Announced {
-                type_: WORKLOADS_RESTARTED,
+                type_: ConditionType::WorkloadsRestarted,
                 healthy: true,
                 recoveries: Recoveries::Silent,
                 action: "Restart",
             },
             Feature::Delivery => Announced {
-                type_: DELIVERED,
+                type_: ConditionType::Delivered,
                 healthy: true,
                 recoveries: Recoveries::Silent,
                 action: "Deliver",
@@ -223,7 +223,7 @@ pub fn merge(
         ConditionChange::Removed => report
             .status
             .conditions
-            .retain(|c| c.type_ != announced.type_),
+            .retain(|c| c.type_ != announced.type_.as_str()),
     }
     match outcome.records {
         Records::Unchanged => {}
@@ -251,7 +251,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::conditions::{DEGRADED, READY};
+    use crate::conditions::ConditionType::{Degraded, Ready};
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
@@ -292,7 +292,7 @@ mod tests {
                 action: "Deliver",
             }]
         );
-        let c = conditions::get(&r.status.conditions, DELIVERED).unwrap();
+        let c = conditions::get(&r.status.conditions, ConditionType::Delivered).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
             ("False", "NotGranted", "m1")
@@ -303,14 +303,14 @@ mod tests {
         r.events.clear();
         merge(&mut r, set(false, "NotGranted", "m2"), Some(3), t(200));
         assert!(r.events.is_empty(), "{:?}", r.events);
-        let c = conditions::get(&r.status.conditions, DELIVERED).unwrap();
+        let c = conditions::get(&r.status.conditions, ConditionType::Delivered).unwrap();
         assert_eq!(c.last_transition_time, Time(t(100)));
         assert_eq!(c.message, "m2");
         // Another reason is news, though the status holds.
         merge(&mut r, set(false, "WriteFailed", "m3"), Some(3), t(300));
         assert_eq!(r.events.len(), 1);
         assert_eq!(r.events[0].reason, "WriteFailed");
-        let c = conditions::get(&r.status.conditions, DELIVERED).unwrap();
+        let c = conditions::get(&r.status.conditions, ConditionType::Delivered).unwrap();
         assert_eq!(c.last_transition_time, Time(t(100)));
     }
 
@@ -321,7 +321,7 @@ mod tests {
         r.events.clear();
         merge(&mut r, set(true, "AllDelivered", "ok"), None, t(200));
         assert!(r.events.is_empty(), "{:?}", r.events);
-        let c = conditions::get(&r.status.conditions, DELIVERED).unwrap();
+        let c = conditions::get(&r.status.conditions, ConditionType::Delivered).unwrap();
         assert_eq!(c.last_transition_time, Time(t(200)));
         // A healthy condition on creation is no news either.
         let mut fresh = report();
@@ -334,7 +334,7 @@ mod tests {
         let mut r = report();
         conditions::set(
             &mut r.status.conditions,
-            READY,
+            Ready,
             true,
             "TokenIssued",
             "m".into(),
@@ -358,8 +358,8 @@ mod tests {
         };
         merge(&mut r, removed, None, t(200));
         assert!(r.events.is_empty());
-        assert!(conditions::get(&r.status.conditions, DELIVERED).is_none());
-        assert!(conditions::get(&r.status.conditions, READY).is_some());
+        assert!(conditions::get(&r.status.conditions, ConditionType::Delivered).is_none());
+        assert!(conditions::get(&r.status.conditions, Ready).is_some());
         assert!(r.status.deliveries.is_empty());
     }
 
@@ -376,7 +376,7 @@ mod tests {
             action: "Restart",
         });
         merge(&mut r, outcome, None, t(1));
-        let c = conditions::get(&r.status.conditions, WORKLOADS_RESTARTED).unwrap();
+        let c = conditions::get(&r.status.conditions, ConditionType::WorkloadsRestarted).unwrap();
         assert_eq!(
             c.message.chars().count(),
             MAX_NOTE_CHARS + 1,
@@ -431,13 +431,13 @@ mod tests {
     #[test]
     fn recoveries_are_announced_as_each_condition_asks() {
         const READY_A: Announced = Announced {
-            type_: READY,
+            type_: Ready,
             healthy: true,
             recoveries: Recoveries::Announced,
             action: "Rotate",
         };
         const DEGRADED_A: Announced = Announced {
-            type_: DEGRADED,
+            type_: Degraded,
             healthy: false,
             recoveries: Recoveries::AnnouncedUnlessNew,
             action: "Refresh",
@@ -445,21 +445,21 @@ mod tests {
         let mut after = Vec::new();
         conditions::set(
             &mut after,
-            READY,
+            Ready,
             true,
             "TokenIssued",
             "r".into(),
             None,
             t(1),
         );
-        conditions::set(&mut after, DEGRADED, false, "Ok", "d".into(), None, t(1));
+        conditions::set(&mut after, Degraded, false, "Ok", "d".into(), None, t(1));
         // New and healthy: Ready is announced, Degraded=False is not.
         let notes = transition_events(&[], &after, &[READY_A, DEGRADED_A]);
         assert_eq!(notes.len(), 1);
         assert_eq!((notes[0].warning, notes[0].action), (false, "Rotate"));
         // Degraded=True, then False again: both announced, a Warning then a Normal Event.
         let before = after.clone();
-        conditions::set(&mut after, DEGRADED, true, "Bad", "d".into(), None, t(2));
+        conditions::set(&mut after, Degraded, true, "Bad", "d".into(), None, t(2));
         let notes = transition_events(&before, &after, &[READY_A, DEGRADED_A]);
         assert_eq!(notes.len(), 1);
         assert_eq!(
@@ -467,7 +467,7 @@ mod tests {
             (true, "Bad", "Refresh")
         );
         let before = after.clone();
-        conditions::set(&mut after, DEGRADED, false, "Ok", "d".into(), None, t(3));
+        conditions::set(&mut after, Degraded, false, "Ok", "d".into(), None, t(3));
         let notes = transition_events(&before, &after, &[READY_A, DEGRADED_A]);
         assert_eq!(notes.len(), 1);
         assert!(!notes[0].warning);

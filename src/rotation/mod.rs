@@ -22,8 +22,8 @@ pub use budget::RequestBudget;
 pub use decide::{Decision, DueReason, Facts, GrantChoice, GrantFacts, choose_grant, decide};
 pub use merge::{EventNote, Report};
 pub use plan::{
-    Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, Observed, Plan,
-    Planned, SecretWrite, Slot, StateView, Step, TEMPLATE_FAILED, TargetView, TimeoutCap,
+    Baseline, Blocked, CappedTimeout, CredentialsView, CurrentToken, HeldToken, InvalidSpec,
+    Observed, Plan, Planned, SecretWrite, Slot, StateView, Step, TargetView, TimeoutCap,
     TokenSource, plan, request_inputs_now, sent_refresh_token, target_conflict,
     target_may_be_assumed_absent, usable_credentials,
 };
@@ -33,8 +33,7 @@ pub use schedule::{
 };
 pub use settle::{ChainEnd, ChainWrite, Rebase, Settled, needs_state_secret, rebase, settle};
 pub use status::{
-    INTERNAL_ERROR, MAX_REQUEUE, Outcome, StoreFailure, requeue_delay, status_after,
-    status_after_panic,
+    MAX_REQUEUE, Outcome, StoreFailure, requeue_delay, status_after, status_after_panic,
 };
 
 #[cfg(test)]

@@ -12,17 +12,17 @@ use secrecy::SecretString;
 
 use super::decide::{self, Decision, DueReason, Facts, GrantChoice, GrantFacts};
 use super::schedule;
-use crate::api::resolve::{RenewalPolicy, renewal_policy};
+use crate::api::resolve::{RenewalPolicy, SpecError, renewal_policy};
 use crate::api::{
     ALLOWED_TOKEN_HOSTS_ANNOTATION, AccessTokenStatus, ProviderCredential,
     ProviderCredentialStatus, REFRESH_ANNOTATION, credentials_from_data, credentials_from_spec,
     provider_config, state_secret_name,
 };
-use crate::conditions::{self, DEGRADED, reason};
+use crate::conditions::{self, ConditionType, Reason};
 use crate::digest;
 use crate::provider::{Credentials, GrantRequest, GrantType, IssuedToken, Param, ProviderConfig};
 use crate::state::StateData;
-use crate::target::{self, ObservedTarget};
+use crate::target::{self, ObservedTarget, TargetError};
 
 /// How a Secret the resource relies on was found.
 #[derive(Clone, Debug)]
@@ -120,23 +120,135 @@ pub struct Baseline {
     pub current: Option<CurrentToken>,
 }
 
-/// Why no token is requested: the user (or a change) must act first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blocked {
-    pub reason: &'static str,
-    pub message: String,
-    /// Look again after a backoff (for changes no watch delivers), else only on a change.
-    pub recheck: bool,
+/// Why no token is requested: the user (or a change) must act first. Its `Display` is the
+/// message on the status, naming the field and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    #[error(
+        "Secret {target} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
+    )]
+    TargetTaken { target: String },
+    #[error(
+        "Secret {target} has type {actual} but spec.target.type asks for {desired}, and a Secret's type cannot change; delete the Secret (kubectl delete secret {target}) and it will be recreated, or set spec.target.type back to {actual}"
+    )]
+    TargetTypeChanged {
+        target: String,
+        actual: String,
+        desired: String,
+    },
+    #[error(
+        "Secret {state} (where this resource keeps its refresh token) exists and is not managed by it; rename or delete that Secret"
+    )]
+    StateSecretTaken { state: String },
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    #[error("spec.suspend is true: no token requests are made")]
+    Suspended,
+    /// The token could not be rendered into the target Secret: the message seen with the real
+    /// token (kept in the status), else a generic one.
+    #[error("{0}")]
+    TemplateFailed(String),
+    #[error(
+        "spec.tokenEndpoint.url or the client id changed: the refresh token held was issued to the previous endpoint or client and is never sent to another; obtain a new code from the new provider's consent page and put it in key `{code_key}` of Secret {credentials}"
+    )]
+    RefreshTokenRebound {
+        credentials: String,
+        code_key: String,
+    },
+    #[error(
+        "the authorization code in Secret {credentials} was already used and no refresh token is held; obtain a new code from the provider's consent page and put it in key `{code_key}`"
+    )]
+    CodeSpent {
+        credentials: String,
+        code_key: String,
+    },
+    #[error(
+        "the owner of credentials Secret {credentials} allows its credentials to go only to {allowed} (annotation {}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the Secret's owner to add the host",
+        ALLOWED_TOKEN_HOSTS_ANNOTATION
+    )]
+    TokenHostNotAllowed {
+        credentials: String,
+        /// The hosts the owner allows, comma-separated.
+        allowed: String,
+        host: String,
+    },
+    #[error(
+        "credentials Secret {credentials} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
+    )]
+    CredentialsNotFound { credentials: String },
+    #[error(
+        "credentials Secret {credentials} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {credentials} tokenrotator.dev/credentials=true) so the operator may read it"
+    )]
+    CredentialsNotLabelled { credentials: String },
 }
 
 impl Blocked {
-    fn new(reason: &'static str, message: String, recheck: bool) -> Self {
-        Blocked {
-            reason,
-            message,
-            recheck,
+    /// The reason on the status.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Blocked::TargetTaken { .. }
+            | Blocked::TargetTypeChanged { .. }
+            | Blocked::StateSecretTaken { .. } => Reason::TargetConflict,
+            Blocked::InvalidSpec(_) => Reason::InvalidSpec,
+            Blocked::Suspended => Reason::Suspended,
+            Blocked::TemplateFailed(_) => Reason::TemplateFailed,
+            Blocked::RefreshTokenRebound { .. } | Blocked::CodeSpent { .. } => {
+                Reason::ReauthorizationRequired
+            }
+            Blocked::TokenHostNotAllowed { .. } => Reason::TokenHostNotAllowed,
+            Blocked::CredentialsNotFound { .. } => Reason::CredentialsNotFound,
+            Blocked::CredentialsNotLabelled { .. } => Reason::CredentialsNotLabelled,
         }
     }
+
+    /// The message on the status: what is wrong, the field and the fix.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Look again after a backoff, for changes no watch delivers (a foreign Secret removed, a
+    /// credentials Secret created without the label); else only on a change.
+    pub fn recheck(&self) -> bool {
+        match self {
+            Blocked::TargetTaken { .. }
+            | Blocked::TargetTypeChanged { .. }
+            | Blocked::StateSecretTaken { .. }
+            | Blocked::CredentialsNotFound { .. }
+            | Blocked::CredentialsNotLabelled { .. } => true,
+            Blocked::InvalidSpec(_)
+            | Blocked::Suspended
+            | Blocked::TemplateFailed(_)
+            | Blocked::RefreshTokenRebound { .. }
+            | Blocked::CodeSpent { .. }
+            | Blocked::TokenHostNotAllowed { .. } => false,
+        }
+    }
+}
+
+/// What makes a spec unusable before any Secret is read (the message of `InvalidSpec`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSpec {
+    #[error(transparent)]
+    Resolve(#[from] SpecError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "spec.target.secretName `{0}` is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+    )]
+    TargetName(String),
+    #[error(
+        "spec.target.secretName `{0}` is the name of this resource's state Secret (where it keeps its refresh token); choose another name"
+    )]
+    TargetNamedLikeState(String),
+    #[error(
+        "the resource name is too long: its state Secret would be named `{state_name}` ({} characters, at most {}); use a ProviderCredential name of at most {longest_name} characters",
+        .state_name.len(),
+        MAX_SECRET_NAME
+    )]
+    NameTooLong {
+        state_name: String,
+        longest_name: usize,
+    },
 }
 
 /// Where a Secret is written: created when there is no resourceVersion, else replaced under
@@ -202,10 +314,6 @@ pub struct Planned {
     /// it from memory.
     pub discard_held: bool,
 }
-
-/// A failure reason that only a spec change can clear: the token could not be rendered into
-/// the target Secret (it was requested, so requesting again would loop).
-pub const TEMPLATE_FAILED: &str = "TemplateFailed";
 
 const MAX_SECRET_NAME: usize = 253;
 
@@ -279,28 +387,20 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         Slot::Absent => None,
         Slot::Owned(t) => Some(t),
     };
-    let (mut config, policy) = resolve(pc, &state_name)
-        .map_err(|message| Blocked::new(reason::INVALID_SPEC, message, false))?;
+    let (mut config, policy) = resolve(pc, &state_name)?;
     let timeout_capped = cap_timeout(&mut config, o.timeout_cap);
     if spec.suspend == Some(true) {
-        return Err(Blocked::new(
-            reason::SUSPENDED,
-            "spec.suspend is true: no token requests are made".into(),
-            false,
-        ));
+        return Err(Blocked::Suspended);
     }
     let desired_type = target::secret_type(&spec.target);
     if let Some(t) = target
         && t.secret_type.as_deref().unwrap_or("Opaque") != desired_type
     {
-        let actual = t.secret_type.as_deref().unwrap_or("Opaque");
-        return Err(Blocked::new(
-            reason::TARGET_CONFLICT,
-            format!(
-                "Secret {target_name} has type {actual} but spec.target.type asks for {desired_type}, and a Secret's type cannot change; delete the Secret (kubectl delete secret {target_name}) and it will be recreated, or set spec.target.type back to {actual}"
-            ),
-            true,
-        ));
+        return Err(Blocked::TargetTypeChanged {
+            target: target_name.clone(),
+            actual: t.secret_type.as_deref().unwrap_or("Opaque").into(),
+            desired: desired_type.into(),
+        });
     }
 
     let creds_name = spec.credentials.secret_name().unwrap_or_default();
@@ -315,24 +415,14 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
 
     let state = match &o.state {
         Slot::Foreign => {
-            return Err(Blocked::new(
-                reason::TARGET_CONFLICT,
-                format!(
-                    "Secret {state_name} (where this resource keeps its refresh token) exists and is not managed by it; rename or delete that Secret"
-                ),
-                true,
-            ));
+            return Err(Blocked::StateSecretTaken { state: state_name });
         }
         Slot::Absent => None,
         Slot::Owned(s) => Some(s),
     };
     let stored = state.map(|s| s.data.clone()).unwrap_or_default();
     if digest::target_settings_match(stored.unrenderable_target.as_deref(), &spec.target) {
-        return Err(Blocked::new(
-            TEMPLATE_FAILED,
-            template_failure_message(pc),
-            false,
-        ));
+        return Err(Blocked::TemplateFailed(template_failure_message(pc)));
     }
 
     let uid = pc.uid().unwrap_or_default();
@@ -473,24 +563,16 @@ fn rotation(o: &Observed<'_>, base: &Baseline) -> Result<Step, Blocked> {
         (GrantChoice::SeedRefreshToken, _, Some(t)) => GrantRequest::Refresh(t.clone()),
         (GrantChoice::Primary, _, _) => GrantRequest::Primary,
         _ if rebound => {
-            return Err(Blocked::new(
-                reason::REAUTHORIZATION_REQUIRED,
-                format!(
-                    "spec.tokenEndpoint.url or the client id changed: the refresh token held was issued to the previous endpoint or client and is never sent to another; obtain a new code from the new provider's consent page and put it in key `{}` of Secret {creds_name}",
-                    credentials.key_name(Param::Code)
-                ),
-                false,
-            ));
+            return Err(Blocked::RefreshTokenRebound {
+                credentials: creds_name.into(),
+                code_key: credentials.key_name(Param::Code).to_string(),
+            });
         }
         _ => {
-            return Err(Blocked::new(
-                reason::REAUTHORIZATION_REQUIRED,
-                format!(
-                    "the authorization code in Secret {creds_name} was already used and no refresh token is held; obtain a new code from the provider's consent page and put it in key `{}`",
-                    credentials.key_name(Param::Code)
-                ),
-                false,
-            ));
+            return Err(Blocked::CodeSpent {
+                credentials: creds_name.into(),
+                code_key: credentials.key_name(Param::Code).to_string(),
+            });
         }
     };
     Ok(Step::Rotate(Box::new(plan(
@@ -510,19 +592,15 @@ pub fn target_may_be_assumed_absent(status: Option<&ProviderCredentialStatus>) -
             && !s
                 .conditions
                 .iter()
-                .any(|c| c.reason == reason::TARGET_CONFLICT)
+                .any(|c| c.reason == Reason::TargetConflict.reason())
     })
 }
 
 /// The target's name is taken by a Secret this resource does not own.
 pub fn target_conflict(target_name: &str) -> Blocked {
-    Blocked::new(
-        reason::TARGET_CONFLICT,
-        format!(
-            "Secret {target_name} already exists and is not managed by this ProviderCredential; it is left untouched. Choose another spec.target.secretName or delete that Secret"
-        ),
-        true,
-    )
+    Blocked::TargetTaken {
+        target: target_name.into(),
+    }
 }
 
 /// Whether the token in use was issued with the inputs of now. The state Secret says so when
@@ -570,28 +648,22 @@ fn cap_timeout(config: &mut ProviderConfig, cap: Option<TimeoutCap>) -> Option<C
 fn resolve(
     pc: &ProviderCredential,
     state_name: &str,
-) -> Result<(ProviderConfig, RenewalPolicy), String> {
+) -> Result<(ProviderConfig, RenewalPolicy), InvalidSpec> {
     let spec = &pc.spec;
-    let config = provider_config(spec).map_err(|e| e.to_string())?;
-    let policy = renewal_policy(spec.refresh.as_deref()).map_err(|e| e.to_string())?;
-    target::validate(&spec.target).map_err(|e| e.to_string())?;
+    let config = provider_config(spec)?;
+    let policy = renewal_policy(spec.refresh.as_deref())?;
+    target::validate(&spec.target)?;
     if !target::is_dns_subdomain(&spec.target.secret_name) {
-        return Err(format!(
-            "spec.target.secretName `{}` is not a valid Secret name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
-            spec.target.secret_name
-        ));
+        return Err(InvalidSpec::TargetName(spec.target.secret_name.clone()));
     }
     if spec.target.secret_name == state_name {
-        return Err(format!(
-            "spec.target.secretName `{state_name}` is the name of this resource's state Secret (where it keeps its refresh token); choose another name"
-        ));
+        return Err(InvalidSpec::TargetNamedLikeState(state_name.into()));
     }
     if state_name.len() > MAX_SECRET_NAME {
-        return Err(format!(
-            "the resource name is too long: its state Secret would be named `{state_name}` ({} characters, at most {MAX_SECRET_NAME}); use a ProviderCredential name of at most {} characters",
-            state_name.len(),
-            MAX_SECRET_NAME - (state_name.len() - pc.name_any().len())
-        ));
+        return Err(InvalidSpec::NameTooLong {
+            state_name: state_name.into(),
+            longest_name: MAX_SECRET_NAME - (state_name.len() - pc.name_any().len()),
+        });
     }
     Ok((config, policy))
 }
@@ -626,39 +698,28 @@ pub fn usable_credentials<'v>(
         } => {
             let host = token_url.host_str().unwrap_or_default();
             if !allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return Err(Blocked::new(
-                    reason::TOKEN_HOST_NOT_ALLOWED,
-                    format!(
-                        "the owner of credentials Secret {creds_name} allows its credentials to go only to {} (annotation {ALLOWED_TOKEN_HOSTS_ANNOTATION}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the Secret's owner to add the host",
-                        allowed_hosts.join(", ")
-                    ),
-                    false,
-                ));
+                return Err(Blocked::TokenHostNotAllowed {
+                    credentials: creds_name.into(),
+                    allowed: allowed_hosts.join(", "),
+                    host: host.into(),
+                });
             }
             Ok(data)
         }
-        CredentialsView::NotFound => Err(Blocked::new(
-            reason::CREDENTIALS_NOT_FOUND,
-            format!(
-                "credentials Secret {creds_name} not found in this namespace; create it with the label tokenrotator.dev/credentials=true"
-            ),
-            true,
-        )),
-        CredentialsView::NotLabelled => Err(Blocked::new(
-            reason::CREDENTIALS_NOT_LABELLED,
-            format!(
-                "credentials Secret {creds_name} lacks the label tokenrotator.dev/credentials=true; add it (kubectl label secret {creds_name} tokenrotator.dev/credentials=true) so the operator may read it"
-            ),
-            true,
-        )),
+        CredentialsView::NotFound => Err(Blocked::CredentialsNotFound {
+            credentials: creds_name.into(),
+        }),
+        CredentialsView::NotLabelled => Err(Blocked::CredentialsNotLabelled {
+            credentials: creds_name.into(),
+        }),
     }
 }
 
 fn template_failure_message(pc: &ProviderCredential) -> String {
     pc.status
         .as_ref()
-        .and_then(|s| conditions::get(&s.conditions, DEGRADED))
-        .filter(|c| c.reason == TEMPLATE_FAILED)
+        .and_then(|s| conditions::get(&s.conditions, ConditionType::Degraded))
+        .filter(|c| c.reason == Reason::TemplateFailed.reason())
         .map(|c| c.message.clone())
         .unwrap_or_else(|| {
             "spec.target.template failed with the token the provider issued; fix spec.target.template (no token is requested until it changes)".into()

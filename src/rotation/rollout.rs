@@ -55,19 +55,47 @@ pub enum Decision {
     RestartNow,
     /// Not before then (the delay, or the minimum interval since its last restart).
     WaitUntil(Timestamp),
-    Refused(&'static str),
+    Refused(Reason),
 }
 
-pub mod reason {
-    pub const NOT_FOUND: &str = "WorkloadNotFound";
-    pub const NOT_OPTED_IN: &str = "WorkloadNotOptedIn";
-    pub const RESTART_FAILED: &str = "RestartFailed";
-    pub const RESTARTS_DISABLED: &str = "RestartsDisabled";
-    /// Condition reasons when nothing is refused.
-    pub const RESTART_PLANNED: &str = "RestartPlanned";
-    pub const UP_TO_DATE: &str = "UpToDate";
+/// The WorkloadsRestarted condition's reasons, and the restart Event's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    WorkloadNotFound,
+    WorkloadNotOptedIn,
+    RestartFailed,
+    RestartsDisabled,
+    /// Nothing refused, a restart to come.
+    RestartPlanned,
+    /// Nothing refused, every workload started after the current token was written.
+    UpToDate,
     /// The Event of a restart made.
-    pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
+    WorkloadsRestarted,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::WorkloadNotFound,
+        Reason::WorkloadNotOptedIn,
+        Reason::RestartFailed,
+        Reason::RestartsDisabled,
+        Reason::RestartPlanned,
+        Reason::UpToDate,
+        Reason::WorkloadsRestarted,
+    ];
+
+    /// The reason as the status and Events show it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reason::WorkloadNotFound => "WorkloadNotFound",
+            Reason::WorkloadNotOptedIn => "WorkloadNotOptedIn",
+            Reason::RestartFailed => "RestartFailed",
+            Reason::RestartsDisabled => "RestartsDisabled",
+            Reason::RestartPlanned => "RestartPlanned",
+            Reason::UpToDate => "UpToDate",
+            Reason::WorkloadsRestarted => "WorkloadsRestarted",
+        }
+    }
 }
 
 impl Policy {
@@ -118,8 +146,8 @@ pub fn covers(restart: Timestamp, rotated_at: Timestamp) -> bool {
 /// One workload, after the token was rotated at `rotated_at`.
 pub fn decide(rotated_at: Timestamp, seen: &Seen, policy: Policy, now: Timestamp) -> Decision {
     let last = match seen {
-        Seen::Missing => return Decision::Refused(reason::NOT_FOUND),
-        Seen::NotOptedIn => return Decision::Refused(reason::NOT_OPTED_IN),
+        Seen::Missing => return Decision::Refused(Reason::WorkloadNotFound),
+        Seen::NotOptedIn => return Decision::Refused(Reason::WorkloadNotOptedIn),
         Seen::Found { last_restart } => *last_restart,
     };
     // A restart "in the future" (a clock ahead, a hand-written value) says nothing about
@@ -239,10 +267,10 @@ pub fn outcome(i: &Inputs<'_>) -> FeatureOutcome {
         .filter(|r| listed.iter().any(|w| is(r, w)))
         .cloned()
         .collect();
-    let mut refused: Vec<(&'static str, String)> = Vec::new();
+    let mut refused: Vec<(Reason, String)> = Vec::new();
     if !i.enabled {
         refused.push((
-            reason::RESTARTS_DISABLED,
+            Reason::RestartsDisabled,
             "the operator runs without --restart-workloads (chart value rolloutRestarts.enabled)"
                 .into(),
         ));
@@ -255,14 +283,14 @@ pub fn outcome(i: &Inputs<'_>) -> FeatureOutcome {
         match observed {
             Observed::Unreadable(e) => {
                 refused.push((
-                    reason::RESTART_FAILED,
+                    Reason::RestartFailed,
                     format!("{shown} cannot be read ({e})"),
                 ));
                 retry = true;
             }
             Observed::RestartFailed(e) => {
                 refused.push((
-                    reason::RESTART_FAILED,
+                    Reason::RestartFailed,
                     format!("{shown}: the restart failed ({e})"),
                 ));
                 retry = true;
@@ -300,27 +328,31 @@ pub fn outcome(i: &Inputs<'_>) -> FeatureOutcome {
     }
 }
 
-fn refusal(why: &str, shown: &str, resource: &str) -> String {
+fn refusal(why: Reason, shown: &str, resource: &str) -> String {
     match why {
-        reason::NOT_FOUND => format!("{shown} does not exist"),
+        Reason::WorkloadNotFound => format!("{shown} does not exist"),
         _ => format!("{shown} does not list {resource} in its annotation {RESTART_ON}"),
     }
 }
 
-fn condition(refused: &[(&'static str, String)], waiting: Option<Timestamp>) -> ConditionChange {
+fn condition(refused: &[(Reason, String)], waiting: Option<Timestamp>) -> ConditionChange {
     let (status, reason, message) = match (refused.first(), waiting) {
         (Some((why, _)), _) => {
             let all: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
-            (false, *why, format!("not restarted: {}", all.join("; ")))
+            (
+                false,
+                why.reason(),
+                format!("not restarted: {}", all.join("; ")),
+            )
         }
         (None, Some(at)) => (
             true,
-            reason::RESTART_PLANNED,
+            Reason::RestartPlanned.reason(),
             format!("restart planned at {at}"),
         ),
         (None, None) => (
             true,
-            reason::UP_TO_DATE,
+            Reason::UpToDate.reason(),
             "every listed workload started after the current token was written".to_string(),
         ),
     };
@@ -337,7 +369,7 @@ fn restarted_event(restarted: &[String], target_secret: &str) -> Vec<EventNote> 
     }
     vec![EventNote {
         warning: false,
-        reason: reason::WORKLOADS_RESTARTED.into(),
+        reason: Reason::WorkloadsRestarted.reason().into(),
         note: format!(
             "restarted {} after the token in Secret {target_secret} changed",
             restarted.join(", ")
@@ -471,11 +503,11 @@ mod tests {
     fn consent_and_existence_are_required() {
         assert_eq!(
             decide(t(1), &Seen::Missing, POLICY, t(100)),
-            Decision::Refused(reason::NOT_FOUND)
+            Decision::Refused(Reason::WorkloadNotFound)
         );
         assert_eq!(
             decide(t(1), &Seen::NotOptedIn, POLICY, t(100)),
-            Decision::Refused(reason::NOT_OPTED_IN)
+            Decision::Refused(Reason::WorkloadNotOptedIn)
         );
         assert!(consents(Some("a, billing ,c"), "billing"));
         assert!(!consents(Some("billing-2"), "billing"));
@@ -500,7 +532,7 @@ mod tests {
 
         use super::*;
         use crate::api::{AccessTokenStatus, WorkloadKind};
-        use crate::conditions::{self, WORKLOADS_RESTARTED};
+        use crate::conditions::{self, ConditionType};
         use crate::rotation::Report;
         use crate::rotation::merge::{ConditionChange, merge};
 
@@ -550,6 +582,23 @@ mod tests {
                 previous,
                 observed,
             })
+        }
+
+        /// No wildcard: a new reason does not compile until its wire string is written down.
+        #[test]
+        fn every_reason_keeps_its_wire_string() {
+            let wire = |r: Reason| match r {
+                Reason::WorkloadNotFound => "WorkloadNotFound",
+                Reason::WorkloadNotOptedIn => "WorkloadNotOptedIn",
+                Reason::RestartFailed => "RestartFailed",
+                Reason::RestartsDisabled => "RestartsDisabled",
+                Reason::RestartPlanned => "RestartPlanned",
+                Reason::UpToDate => "UpToDate",
+                Reason::WorkloadsRestarted => "WorkloadsRestarted",
+            };
+            let reasons = Reason::ALL.map(Reason::reason);
+            assert_eq!(reasons, Reason::ALL.map(wire));
+            crate::conditions::tests::assert_unique(&reasons);
         }
 
         fn set(o: &FeatureOutcome) -> (bool, &'static str, &str) {
@@ -631,7 +680,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::RESTARTS_DISABLED,
+                    Reason::RestartsDisabled.reason(),
                     "not restarted: the operator runs without --restart-workloads (chart value rolloutRestarts.enabled)"
                 )
             );
@@ -655,7 +704,7 @@ mod tests {
                 set(&o),
                 (
                     true,
-                    reason::UP_TO_DATE,
+                    Reason::UpToDate.reason(),
                     "every listed workload started after the current token was written"
                 )
             );
@@ -708,7 +757,7 @@ mod tests {
                 set(&o),
                 (
                     false,
-                    reason::NOT_FOUND,
+                    Reason::WorkloadNotFound.reason(),
                     "not restarted: Deployment/a does not exist; Deployment/b does not list billing in its annotation tokenrotator.dev/restart-on; StatefulSet/c cannot be read (503 ServiceUnavailable); DaemonSet/d: the restart failed (409 Conflict)"
                 )
             );
@@ -717,9 +766,9 @@ mod tests {
             // A failure alone: its own reason; a refusal alone is not retried (a change is
             // what brings the resource back).
             let o = run(&s, &[], &observed[2..3], 2_000, true);
-            assert_eq!(set(&o).1, reason::RESTART_FAILED);
+            assert_eq!(set(&o).1, Reason::RestartFailed.reason());
             let o = run(&s, &[], &observed[1..2], 2_000, true);
-            assert_eq!(set(&o).1, reason::NOT_OPTED_IN);
+            assert_eq!(set(&o).1, Reason::WorkloadNotOptedIn.reason());
             assert_eq!(o.requeue, None);
         }
 
@@ -745,7 +794,7 @@ mod tests {
                 set(&o),
                 (
                     true,
-                    reason::RESTART_PLANNED,
+                    Reason::RestartPlanned.reason(),
                     "restart planned at 1970-01-01T00:17:10Z"
                 )
             );
@@ -786,7 +835,7 @@ mod tests {
             // Due, yet not restarted (the I/O did not): looked at again, a second on.
             let due = Observed::Looked(Seen::Found { last_restart: None });
             let o = run(&s, &[], &[(deployment("a"), due)], 1_010, true);
-            assert_eq!(set(&o).1, reason::RESTART_PLANNED);
+            assert_eq!(set(&o).1, Reason::RestartPlanned.reason());
             assert_eq!(o.requeue, Some(Duration::from_secs(1)));
         }
 
@@ -814,7 +863,7 @@ mod tests {
                 1_010,
                 true,
             );
-            assert_eq!(set(&o).1, reason::UP_TO_DATE);
+            assert_eq!(set(&o).1, Reason::UpToDate.reason());
             assert_eq!(
                 restarts(&o),
                 &[rec("Deployment", "a", 1_005), rec("Deployment", "b", 1_010)]
@@ -844,7 +893,7 @@ mod tests {
                 report.events,
                 vec![EventNote {
                     warning: true,
-                    reason: reason::NOT_FOUND.into(),
+                    reason: Reason::WorkloadNotFound.reason().into(),
                     note: "not restarted: Deployment/a does not exist".into(),
                     action: "Restart",
                 }]
@@ -857,11 +906,15 @@ mod tests {
                 t(2_100),
             );
             assert!(report.events.is_empty(), "{:?}", report.events);
-            let c = conditions::get(&report.status.conditions, WORKLOADS_RESTARTED).unwrap();
+            let c = conditions::get(&report.status.conditions, ConditionType::WorkloadsRestarted)
+                .unwrap();
             assert_eq!(c.last_transition_time, Time(t(2_000)));
             report.status.restarts = vec![rec("Deployment", "a", 1_500)];
             merge(&mut report, withdrawn(), Some(5), t(2_200));
-            assert!(conditions::get(&report.status.conditions, WORKLOADS_RESTARTED).is_none());
+            assert!(
+                conditions::get(&report.status.conditions, ConditionType::WorkloadsRestarted)
+                    .is_none()
+            );
             assert!(report.status.restarts.is_empty());
             assert!(report.events.is_empty());
             assert_eq!(report.requeue, None);

@@ -5,16 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::api::{ALLOWED_AUDIENCES_ANNOTATION, ALLOWED_TOKEN_HOSTS_ANNOTATION, CREDENTIALS_LABEL};
-use crate::conditions::reason;
+use crate::conditions::Reason;
 use crate::provider::config::ServiceAccountSettings;
 
 use super::status::StoreFailure;
-
-pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "ServiceAccountNotFound";
-pub const SERVICE_ACCOUNT_NOT_LABELLED: &str = "ServiceAccountNotLabelled";
-pub const AUDIENCE_REFUSED: &str = "AudienceRefused";
-pub const TOKEN_REQUEST_FORBIDDEN: &str = "TokenRequestForbidden";
-pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
 
 /// Audiences the Kubernetes API accepts on most clusters, refused whatever the discovery
 /// document says: a token minted for one of them would work against the API server.
@@ -78,7 +72,7 @@ pub fn consent(
         .any(|a| a == sa.audience);
     if is_api_audience {
         return Err(failure(
-            AUDIENCE_REFUSED,
+            Reason::AudienceRefused,
             format!(
                 "spec.credentials.serviceAccount.audience `{}` is the cluster's own API audience: a token for it would work against the Kubernetes API, so none is minted. Set the audience the token endpoint expects",
                 sa.audience
@@ -88,7 +82,7 @@ pub fn consent(
     }
     if !seen.opted_in {
         return Err(failure(
-            SERVICE_ACCOUNT_NOT_LABELLED,
+            Reason::ServiceAccountNotLabelled,
             format!(
                 "ServiceAccount {name} lacks the label {CREDENTIALS_LABEL}=true; its owner adds it (kubectl label serviceaccount {name} {CREDENTIALS_LABEL}=true) to let the operator mint its tokens"
             ),
@@ -99,7 +93,7 @@ pub fn consent(
         && !allowed.contains(&sa.audience)
     {
         return Err(failure(
-            AUDIENCE_REFUSED,
+            Reason::AudienceRefused,
             format!(
                 "the owner of ServiceAccount {name} allows tokens only for {} (annotation {ALLOWED_AUDIENCES_ANNOTATION}); spec.credentials.serviceAccount.audience is `{}`. Fix the audience, or ask the ServiceAccount's owner to add it",
                 allowed.join(", "),
@@ -114,7 +108,7 @@ pub fn consent(
         && !allowed.iter().any(|h| h.eq_ignore_ascii_case(host))
     {
         return Err(failure(
-            reason::TOKEN_HOST_NOT_ALLOWED,
+            Reason::TokenHostNotAllowed,
             format!(
                 "the owner of ServiceAccount {name} allows its tokens to go only to {} (annotation {ALLOWED_TOKEN_HOSTS_ANNOTATION}); spec.tokenEndpoint.url points at {host}. Fix the URL, or ask the ServiceAccount's owner to add the host",
                 allowed.join(", ")
@@ -128,12 +122,10 @@ pub fn consent(
 /// A ServiceAccount token given by hand (`token-rotator fetch`) is used only as the operator
 /// would mint it: for exactly the spec's audience, never one the Kubernetes API accepts. Its
 /// claims are read, not verified (the provider verifies them); the error never quotes it.
-pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
+pub fn token_for_audience(token: &str, audience: &str) -> Result<(), AudienceError> {
     use base64::Engine;
     if USUAL_API_AUDIENCES.contains(&audience) {
-        return Err(format!(
-            "`{audience}` is the Kubernetes API's audience: a token for it works against the API server; use the audience the token endpoint expects"
-        ));
+        return Err(AudienceError::ApiAudience(audience.into()));
     }
     let claims = token
         .split('.')
@@ -144,7 +136,7 @@ pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
                 .ok()
         })
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .ok_or("the file does not hold a JWT (a ServiceAccount token)")?;
+        .ok_or(AudienceError::NotAJwt)?;
     let one = match &claims["aud"] {
         serde_json::Value::String(a) => Some(a.as_str()),
         serde_json::Value::Array(a) if a.len() == 1 => a[0].as_str(),
@@ -152,10 +144,24 @@ pub fn token_for_audience(token: &str, audience: &str) -> Result<(), String> {
     };
     match one {
         Some(a) if a == audience => Ok(()),
-        _ => Err(format!(
-            "the token's audience must be exactly spec.credentials.serviceAccount.audience `{audience}` (kubectl create token NAME --audience '{audience}')"
-        )),
+        _ => Err(AudienceError::Other(audience.into())),
     }
+}
+
+/// Why a ServiceAccount token given by hand is not used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AudienceError {
+    #[error(
+        "`{0}` is the Kubernetes API's audience: a token for it works against the API server; use the audience the token endpoint expects"
+    )]
+    ApiAudience(String),
+    #[error("the file does not hold a JWT (a ServiceAccount token)")]
+    NotAJwt,
+    /// The token is for another audience (or several).
+    #[error(
+        "the token's audience must be exactly spec.credentials.serviceAccount.audience `{0}` (kubectl create token NAME --audience '{0}')"
+    )]
+    Other(String),
 }
 
 /// Why the TokenRequest API gave no token.
@@ -174,14 +180,14 @@ pub fn mint_failed(failure_kind: MintFailure, sa: &str, namespace: &str) -> Stor
     match failure_kind {
         MintFailure::NotFound => not_found(sa),
         MintFailure::Forbidden => failure(
-            TOKEN_REQUEST_FORBIDDEN,
+            Reason::TokenRequestForbidden,
             format!(
                 "the operator may not request tokens for ServiceAccount {sa}: grant it create on serviceaccounts/token for this account, e.g. kubectl -n {namespace} create role token-rotator-{sa} --verb=create --resource=serviceaccounts/token --resource-name={sa} && kubectl -n {namespace} create rolebinding token-rotator-{sa} --role=token-rotator-{sa} --serviceaccount=<operator namespace>:<operator ServiceAccount> (the chart's cluster-wide mode grants it everywhere)"
             ),
             true,
         ),
         MintFailure::Other(error) => failure(
-            TOKEN_REQUEST_FAILED,
+            Reason::TokenRequestFailed,
             format!(
                 "the TokenRequest for ServiceAccount {sa} failed: {error}; retried with backoff"
             ),
@@ -192,7 +198,7 @@ pub fn mint_failed(failure_kind: MintFailure, sa: &str, namespace: &str) -> Stor
 
 fn not_found(sa: &str) -> StoreFailure {
     failure(
-        SERVICE_ACCOUNT_NOT_FOUND,
+        Reason::ServiceAccountNotFound,
         format!(
             "ServiceAccount {sa} (spec.credentials.serviceAccount.name) not found in this namespace; create it with the label {CREDENTIALS_LABEL}=true"
         ),
@@ -200,7 +206,7 @@ fn not_found(sa: &str) -> StoreFailure {
     )
 }
 
-fn failure(reason: &'static str, message: String, retry: bool) -> StoreFailure {
+fn failure(reason: Reason, message: String, retry: bool) -> StoreFailure {
     StoreFailure {
         reason,
         message,
@@ -259,11 +265,14 @@ mod tests {
                 .unwrap_err()
                 .reason
         };
-        assert_eq!(refused(None), SERVICE_ACCOUNT_NOT_FOUND);
-        assert_eq!(refused(Some(&seen(&[], &[]))), SERVICE_ACCOUNT_NOT_LABELLED);
+        assert_eq!(refused(None), Reason::ServiceAccountNotFound);
+        assert_eq!(
+            refused(Some(&seen(&[], &[]))),
+            Reason::ServiceAccountNotLabelled
+        );
         assert_eq!(
             refused(Some(&seen(&[(CREDENTIALS_LABEL, "yes")], &[]))),
-            SERVICE_ACCOUNT_NOT_LABELLED
+            Reason::ServiceAccountNotLabelled
         );
     }
 
@@ -273,7 +282,7 @@ mod tests {
         let discovered = vec!["https://127.0.0.1:6443".to_string()];
         for audience in ["https://127.0.0.1:6443", "https://kubernetes.default.svc"] {
             let failure = consent(&sa(audience), Some(&s), &url(), &discovered).unwrap_err();
-            assert_eq!(failure.reason, AUDIENCE_REFUSED);
+            assert_eq!(failure.reason, Reason::AudienceRefused);
             assert!(!failure.retry, "only a spec change helps");
         }
     }
@@ -296,7 +305,7 @@ mod tests {
             audience("https://idp.example.test/realms/r")
                 .unwrap_err()
                 .reason,
-            AUDIENCE_REFUSED
+            Reason::AudienceRefused
         );
         let elsewhere = url::Url::parse("https://evil.example.test/token").unwrap();
         assert_eq!(
@@ -308,7 +317,7 @@ mod tests {
             )
             .unwrap_err()
             .reason,
-            reason::TOKEN_HOST_NOT_ALLOWED
+            Reason::TokenHostNotAllowed
         );
     }
 
@@ -340,6 +349,7 @@ mod tests {
         assert!(
             token_for_audience(&jwt(serde_json::json!({"aud": [api]})), api)
                 .unwrap_err()
+                .to_string()
                 .contains("Kubernetes API")
         );
     }
@@ -360,7 +370,7 @@ mod tests {
     #[test]
     fn a_forbidden_token_request_says_which_role_to_create() {
         let failure = mint_failed(MintFailure::Forbidden, "billing", "team-a");
-        assert_eq!(failure.reason, TOKEN_REQUEST_FORBIDDEN);
+        assert_eq!(failure.reason, Reason::TokenRequestForbidden);
         assert!(failure.retry);
         assert!(
             failure.message.contains("kubectl -n team-a create role")
@@ -372,7 +382,7 @@ mod tests {
         );
         assert_eq!(
             mint_failed(MintFailure::NotFound, "billing", "team-a").reason,
-            SERVICE_ACCOUNT_NOT_FOUND
+            Reason::ServiceAccountNotFound
         );
     }
 }

@@ -16,7 +16,8 @@ use crate::api::{
     AccessTokenStatus, FailureStatus, ProviderCredential, ProviderCredentialStatus,
     REFRESH_ANNOTATION, RefreshTokenStatus, SecretKeyRef, state_secret_name,
 };
-use crate::conditions::{self, DEGRADED, READY, SHORT_LIFETIME, TIMEOUT_CAPPED, reason};
+use crate::conditions::ConditionType::{Degraded, Ready, ShortLifetime, TimeoutCapped};
+use crate::conditions::{self, ConditionType, Reason};
 use crate::provider::{FetchError, IssuedToken, RefreshOutcome};
 use crate::state;
 
@@ -30,7 +31,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// A token was obtained but could not be stored in the target Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreFailure {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// Retried with backoff (a Kubernetes-side failure), or held until the spec changes.
     pub retry: bool,
@@ -88,14 +89,14 @@ pub fn status_after(
         Outcome::Wait(at) => {
             r.mark_ready_while_token_valid();
             let shown_ready =
-                conditions::get(&r.status.conditions, READY).is_some_and(|c| c.status == "True");
+                conditions::get(&r.status.conditions, Ready).is_some_and(|c| c.status == "True");
             if r.current.is_none() && shown_ready {
                 // The token shown as ready expired while waiting (for its renewal time, or a
                 // retry after failures).
                 r.set(
-                    READY,
+                    Ready,
                     false,
-                    reason::TOKEN_EXPIRED,
+                    Reason::TokenExpired.reason(),
                     format!("the last token expired; the next is requested at {at}"),
                 );
             }
@@ -109,7 +110,7 @@ pub fn status_after(
             r.requeue_at_expiry_or_never()
         }
         Outcome::Blocked(b) => {
-            if b.reason == reason::SUSPENDED {
+            if *b == Blocked::Suspended {
                 r.seen_while_suspended(pc);
             }
             r.blocked(b, attempts)
@@ -148,9 +149,6 @@ pub fn status_after(
     }
 }
 
-/// Reason of a resource whose handling hit a bug (a panic).
-pub const INTERNAL_ERROR: &str = "InternalError";
-
 /// A bug (a panic) while handling this resource: reported on the resource and retried with
 /// backoff, while every other resource carries on. Nothing of the panic's text is shown: it
 /// could hold anything.
@@ -161,14 +159,14 @@ pub fn status_after_panic(pc: &ProviderCredential, now: Timestamp, attempts: u32
         now,
         status: pc.status.clone().unwrap_or_default(),
         current: None,
-        failure: Some(INTERNAL_ERROR),
+        failure: Some(Reason::InternalError.reason()),
         backing_off: true,
     };
     let delay = schedule::backoff(attempts.saturating_add(1), None, 0.5);
     r.set(
-        DEGRADED,
+        Degraded,
         true,
-        INTERNAL_ERROR,
+        Reason::InternalError.reason(),
         format!(
             "the operator hit a bug while handling this resource (reported in its log at {now}); retrying in {}s. Other resources are not affected",
             delay.as_secs()
@@ -200,7 +198,7 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn set(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+    fn set(&mut self, type_: ConditionType, status: bool, reason: &str, message: String) {
         conditions::set(
             &mut self.status.conditions,
             type_,
@@ -216,12 +214,12 @@ impl Reporter {
     /// true is left alone (so an identical status is not written).
     fn mark_ready_while_token_valid(&mut self) {
         let ready =
-            conditions::get(&self.status.conditions, READY).is_some_and(|c| c.status == "True");
+            conditions::get(&self.status.conditions, Ready).is_some_and(|c| c.status == "True");
         if let Some(c) = self.current.clone().filter(|_| !ready) {
             self.set(
-                READY,
+                Ready,
                 true,
-                reason::TOKEN_ISSUED,
+                Reason::TokenIssued.reason(),
                 format!("token valid until {}", c.expires_at),
             );
         }
@@ -231,29 +229,26 @@ impl Reporter {
     fn set_ready_despite(&mut self, why: &str, message: &str, while_valid: &str) {
         match self.current.clone() {
             Some(c) => self.set(
-                READY,
+                Ready,
                 true,
-                reason::TOKEN_ISSUED,
+                Reason::TokenIssued.reason(),
                 format!("token valid until {}; {while_valid}", c.expires_at),
             ),
-            None => self.set(READY, false, why, message.to_string()),
+            None => self.set(Ready, false, why, message.to_string()),
         }
     }
 
     /// A state that needs a person (or a change) before any token request.
     fn blocked(&mut self, b: &Blocked, attempts: u32) -> Option<Duration> {
-        self.set_ready_despite(
-            b.reason,
-            &b.message,
-            &format!("no refresh possible: {}", b.message),
-        );
-        let degraded = b.reason != reason::SUSPENDED;
-        self.set(DEGRADED, degraded, b.reason, b.message.clone());
+        let (why, message) = (b.reason().reason(), b.message());
+        self.set_ready_despite(why, &message, &format!("no refresh possible: {message}"));
+        let degraded = *b != Blocked::Suspended;
+        self.set(Degraded, degraded, why, message);
         self.status.next_refresh_at = None;
         let at_expiry = self.requeue_at_expiry_or_never();
         // Rechecks back off: changes no watch delivers (a foreign Secret removed, a
         // credentials Secret created without the label) are noticed soon, then rarely.
-        if b.recheck {
+        if b.recheck() {
             self.backing_off = true;
             let delay = schedule::backoff(attempts.saturating_add(1), None, 0.5);
             shorter(at_expiry, delay)
@@ -282,9 +277,9 @@ impl Reporter {
         }
         if let Some(c) = plan.timeout_capped {
             self.set(
-                TIMEOUT_CAPPED,
+                TimeoutCapped,
                 true,
-                reason::LEASE_TOO_SHORT,
+                Reason::LeaseTooShort.reason(),
                 format!(
                     "token requests get {}s, not the {}s of spec.tokenEndpoint.timeoutSeconds: the operator's leader-election lease (--lease-duration-seconds {}, --lease-renew-margin-seconds {}) must outlive every request, and covers no longer one; a slower answer fails as ProviderUnavailable. Raise --lease-duration-seconds",
                     c.cap.at_most.as_secs(),
@@ -293,13 +288,13 @@ impl Reporter {
                     c.cap.renew_margin.as_secs()
                 ),
             );
-        } else if conditions::get(&self.status.conditions, TIMEOUT_CAPPED)
+        } else if conditions::get(&self.status.conditions, TimeoutCapped)
             .is_some_and(|c| c.status == "True")
         {
             self.set(
-                TIMEOUT_CAPPED,
+                TimeoutCapped,
                 false,
-                reason::TIMEOUT_AS_SPECIFIED,
+                Reason::TimeoutAsSpecified.reason(),
                 "token requests get the timeout spec.tokenEndpoint.timeoutSeconds asks for".into(),
             );
         }
@@ -355,9 +350,9 @@ impl Reporter {
             (RefreshOutcome::None, _) => None,
         };
         self.set(
-            READY,
+            Ready,
             true,
-            reason::TOKEN_ISSUED,
+            Reason::TokenIssued.reason(),
             format!(
                 "token valid until {} (lifetime from {}{}, next refresh at {next})",
                 token.expires_at,
@@ -372,9 +367,9 @@ impl Reporter {
             ),
         );
         self.set(
-            DEGRADED,
+            Degraded,
             false,
-            reason::REFRESH_SUCCEEDED,
+            Reason::RefreshSucceeded.reason(),
             "the last token request succeeded".into(),
         );
         self.requeue_at(next)
@@ -386,20 +381,20 @@ impl Reporter {
         if short {
             let margin = plan.policy.minimum_margin.as_secs();
             self.set(
-                SHORT_LIFETIME,
+                ShortLifetime,
                 true,
-                reason::LIFETIME_SHORTER_THAN_MARGIN,
+                Reason::LifetimeShorterThanMargin.reason(),
                 format!(
                     "the provider's token lives {}s, too short to renew {margin}s before expiry (spec.refresh.minimumMargin) or as spec.refresh asks; renewing at half its lifetime, at least {}s after issue. Lower spec.refresh.minimumMargin or ask the provider for longer-lived tokens",
                     token.lifetime_seconds,
                     schedule::SHORT_LIFETIME_FLOOR.as_secs()
                 ),
             );
-        } else if conditions::get(&self.status.conditions, SHORT_LIFETIME).is_some() {
+        } else if conditions::get(&self.status.conditions, ShortLifetime).is_some() {
             self.set(
-                SHORT_LIFETIME,
+                ShortLifetime,
                 false,
-                reason::LIFETIME_SUFFICIENT,
+                Reason::LifetimeSufficient.reason(),
                 "the token's lifetime allows renewal as spec.refresh asks".into(),
             );
         }
@@ -447,7 +442,7 @@ impl Reporter {
                 Some(Duration::ZERO),
             ),
             ChainEnd::NeedsReauthorization => (
-                reason::REAUTHORIZATION_REQUIRED,
+                Reason::ReauthorizationRequired.reason(),
                 format!(
                     "the provider ended the refresh chain ({error}); obtain a new authorization code and put it in the credentials Secret"
                 ),
@@ -482,25 +477,26 @@ impl Reporter {
     }
 
     fn not_stored(&mut self, failure: &StoreFailure) -> Option<Duration> {
-        self.record_failure(failure.reason, None, failure.message.clone());
+        self.record_failure(failure.reason.reason(), None, failure.message.clone());
         let failures = self.status.consecutive_failures.unwrap_or(1);
         let retry = failure
             .retry
             .then(|| schedule::backoff(failures, None, rand_unit(self)));
-        self.degrade(failure.reason, failure.message.clone(), retry)
+        self.degrade(failure.reason.reason(), failure.message.clone(), retry)
     }
 
     fn deferred(&mut self, until: Timestamp) -> Option<Duration> {
-        self.failure = Some(reason::REQUEST_BUDGET_EXCEEDED);
+        let why = Reason::RequestBudgetExceeded.reason();
+        self.failure = Some(why);
         let message = format!(
             "too many token requests for this resource in the last minute (the operator's --token-requests-per-minute); paused until {until}. Something keeps asking for tokens: check the ShortLifetime condition, the tokenrotator.dev/refresh annotation and the operator log"
         );
         self.set_ready_despite(
-            reason::REQUEST_BUDGET_EXCEEDED,
+            why,
             &message,
             "refreshing it is paused (RequestBudgetExceeded)",
         );
-        self.set(DEGRADED, true, reason::REQUEST_BUDGET_EXCEEDED, message);
+        self.set(Degraded, true, why, message);
         self.status.next_refresh_at = Some(Time(until));
         Some(requeue_delay(self.now, until))
     }
@@ -518,7 +514,7 @@ impl Reporter {
             "no token request has been sent since {since}: this replica leads, but its leader-election Lease has not been confirmed for as long as a request may take (its timeout + 2 s). Check the operator's log, its RBAC on the Lease (get, list, watch) and --lease-duration-seconds; the request goes as soon as the lease is confirmed"
         );
         self.set_ready_despite(why, &message, &format!("refreshing it waits ({why})"));
-        self.set(DEGRADED, true, why, message);
+        self.set(Degraded, true, why, message);
         Some(retry)
     }
 
@@ -526,7 +522,7 @@ impl Reporter {
     /// again (recorded as the next refresh time), else only after a change.
     fn degrade(&mut self, why: &str, message: String, retry: Option<Duration>) -> Option<Duration> {
         self.set_ready_despite(why, &message, &format!("refreshing it is failing ({why})"));
-        self.set(DEGRADED, true, why, message);
+        self.set(Degraded, true, why, message);
         match retry {
             Some(delay) => {
                 let at = schedule::add(
@@ -577,25 +573,25 @@ fn shorter(next: Option<Duration>, delay: Duration) -> Option<Duration> {
 /// too, but a condition that appears healthy (Degraded=False right after creation) is no news.
 const ANNOUNCED: [Announced; 4] = [
     Announced {
-        type_: READY,
+        type_: Ready,
         healthy: true,
         recoveries: Recoveries::Announced,
         action: "Rotate",
     },
     Announced {
-        type_: DEGRADED,
+        type_: Degraded,
         healthy: false,
         recoveries: Recoveries::AnnouncedUnlessNew,
         action: "Refresh",
     },
     Announced {
-        type_: SHORT_LIFETIME,
+        type_: ShortLifetime,
         healthy: false,
         recoveries: Recoveries::AnnouncedUnlessNew,
         action: "Refresh",
     },
     Announced {
-        type_: TIMEOUT_CAPPED,
+        type_: TimeoutCapped,
         healthy: false,
         recoveries: Recoveries::AnnouncedUnlessNew,
         action: "Refresh",

@@ -12,7 +12,7 @@ use super::*;
 use crate::api::{
     ProviderCredential, ProviderCredentialSpec, ProviderCredentialStatus, credentials_from_data,
 };
-use crate::conditions::{self, DEGRADED, READY, reason};
+use crate::conditions::{self, ConditionType, Reason};
 use crate::provider::{FetchError, GrantRequest, IssuedToken, LifetimeSource, RefreshOutcome};
 use crate::state::StateData;
 use crate::target::{self, ObservedTarget};
@@ -240,9 +240,9 @@ fn a_target_is_assumed_absent_only_for_a_resource_that_never_had_a_token_or_a_co
     assert!(target_may_be_assumed_absent(Some(&status)));
     conditions::set(
         &mut status.conditions,
-        READY,
+        ConditionType::Ready,
         false,
-        reason::TARGET_CONFLICT,
+        Reason::TargetConflict.reason(),
         "taken".into(),
         None,
         now(),
@@ -333,36 +333,95 @@ fn every_blocked_reason_is_found_before_a_request() {
     let mut o = observed(&pc);
     o.target = Slot::Foreign;
     let b = blocked(&o);
-    assert_eq!(b.reason, reason::TARGET_CONFLICT);
-    assert!(b.message.contains("spec.target.secretName") && b.recheck);
+    assert_eq!(b.reason(), Reason::TargetConflict);
+    assert!(b.message().contains("spec.target.secretName") && b.recheck());
 
     let mut o = observed(&pc);
     o.state = Slot::Foreign;
-    assert_eq!(blocked(&o).reason, reason::TARGET_CONFLICT);
+    assert_eq!(blocked(&o).reason(), Reason::TargetConflict);
 
     let mut o = observed(&pc);
     o.credentials = CredentialsView::NotFound;
-    assert_eq!(blocked(&o).reason, reason::CREDENTIALS_NOT_FOUND);
+    assert_eq!(blocked(&o).reason(), Reason::CredentialsNotFound);
     o.credentials = CredentialsView::NotLabelled;
     let b = blocked(&o);
-    assert_eq!(b.reason, reason::CREDENTIALS_NOT_LABELLED);
-    assert!(b.message.contains("kubectl label secret login"));
+    assert_eq!(b.reason(), Reason::CredentialsNotLabelled);
+    assert!(b.message().contains("kubectl label secret login"));
 
     let mut suspended = reltio();
     suspended.spec.suspend = Some(true);
     let b = blocked(&observed(&suspended));
-    assert_eq!((b.reason, b.recheck), (reason::SUSPENDED, false));
+    assert_eq!((b.reason(), b.recheck()), (Reason::Suspended, false));
 
     let mut bad = reltio();
     bad.spec.token_endpoint.url = "not a url".into();
     let b = blocked(&observed(&bad));
-    assert_eq!(b.reason, reason::INVALID_SPEC);
-    assert!(b.message.contains("spec.tokenEndpoint.url"));
+    assert_eq!(b.reason(), Reason::InvalidSpec);
+    assert!(b.message().contains("spec.tokenEndpoint.url"));
 
     let code = retently();
     let b = blocked(&observed(&code));
-    assert_eq!(b.reason, reason::REAUTHORIZATION_REQUIRED);
-    assert!(b.message.contains("key `code`"));
+    assert_eq!(b.reason(), Reason::ReauthorizationRequired);
+    assert!(b.message().contains("key `code`"));
+}
+
+/// Every way a rotation is blocked: its reason on the wire, whether it is rechecked without a
+/// change, and a message. No wildcard: a new variant does not compile until it is written
+/// down here (and in `all`).
+#[test]
+fn every_blocked_variant_has_its_reason_recheck_and_message() {
+    let name = || "x".to_string();
+    let all = [
+        target_conflict("x"),
+        Blocked::TargetTypeChanged {
+            target: name(),
+            actual: "Opaque".into(),
+            desired: "kubernetes.io/basic-auth".into(),
+        },
+        Blocked::StateSecretTaken { state: name() },
+        Blocked::InvalidSpec(InvalidSpec::TargetName("X".into())),
+        Blocked::Suspended,
+        Blocked::TemplateFailed("spec.target.template failed".into()),
+        Blocked::RefreshTokenRebound {
+            credentials: name(),
+            code_key: "code".into(),
+        },
+        Blocked::CodeSpent {
+            credentials: name(),
+            code_key: "code".into(),
+        },
+        Blocked::TokenHostNotAllowed {
+            credentials: name(),
+            allowed: "a.test".into(),
+            host: "b.test".into(),
+        },
+        Blocked::CredentialsNotFound {
+            credentials: name(),
+        },
+        Blocked::CredentialsNotLabelled {
+            credentials: name(),
+        },
+    ];
+    for b in &all {
+        let (wire, recheck) = match b {
+            Blocked::TargetTaken { .. } => ("TargetConflict", true),
+            Blocked::TargetTypeChanged { .. } => ("TargetConflict", true),
+            Blocked::StateSecretTaken { .. } => ("TargetConflict", true),
+            Blocked::InvalidSpec(_) => ("InvalidSpec", false),
+            Blocked::Suspended => ("Suspended", false),
+            Blocked::TemplateFailed(_) => ("TemplateFailed", false),
+            Blocked::RefreshTokenRebound { .. } => ("ReauthorizationRequired", false),
+            Blocked::CodeSpent { .. } => ("ReauthorizationRequired", false),
+            Blocked::TokenHostNotAllowed { .. } => ("TokenHostNotAllowed", false),
+            Blocked::CredentialsNotFound { .. } => ("CredentialsNotFound", true),
+            Blocked::CredentialsNotLabelled { .. } => ("CredentialsNotLabelled", true),
+        };
+        assert_eq!((b.reason().reason(), b.recheck()), (wire, recheck), "{b:?}");
+        assert!(
+            b.message().contains("spec.") || b.message().contains("Secret x"),
+            "{b:?}"
+        );
+    }
 }
 
 /// Regression: each of these used to request a token every few seconds, forever.
@@ -377,29 +436,29 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
     o.target = target_with(&pc, &t);
     o.state = stored(&typed, None);
     let b = blocked(&o);
-    assert_eq!(b.reason, reason::TARGET_CONFLICT);
+    assert_eq!(b.reason(), Reason::TargetConflict);
     assert!(
-        b.message.contains("kubectl delete secret reltio-token"),
+        b.message().contains("kubectl delete secret reltio-token"),
         "{}",
-        b.message
+        b.message()
     );
 
     // The target is named like this resource's own state Secret.
     let mut clash = reltio();
     clash.spec.target.secret_name = "reltio-rotator-state".into();
     let b = blocked(&observed(&clash));
-    assert_eq!(b.reason, reason::INVALID_SPEC);
-    assert!(b.message.contains("state Secret"));
+    assert_eq!(b.reason(), Reason::InvalidSpec);
+    assert!(b.message().contains("state Secret"));
 
     // A name whose state Secret would be too long.
     let mut long = reltio();
     long.metadata.name = Some("a".repeat(245));
     let b = blocked(&observed(&long));
-    assert_eq!(b.reason, reason::INVALID_SPEC);
+    assert_eq!(b.reason(), Reason::InvalidSpec);
     assert!(
-        b.message.contains("at most 239 characters"),
+        b.message().contains("at most 239 characters"),
         "{}",
-        b.message
+        b.message()
     );
 
     // A template that fails only with a token-shaped value.
@@ -408,16 +467,16 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
         "k".into(),
         "{% if access_token|length > 20 %}{{ access_token|int }}{% endif %}".into(),
     )]);
-    assert_eq!(blocked(&observed(&tpl)).reason, reason::INVALID_SPEC);
+    assert_eq!(blocked(&observed(&tpl)).reason(), Reason::InvalidSpec);
 
     // A target name the API server would refuse.
     let mut upper = reltio();
     upper.spec.target.secret_name = "Reltio_Token".into();
     let b = blocked(&observed(&upper));
     assert!(
-        b.message.contains("not a valid Secret name"),
+        b.message().contains("not a valid Secret name"),
         "{}",
-        b.message
+        b.message()
     );
 
     // An invalid label key on the target.
@@ -425,7 +484,7 @@ fn what_would_fail_after_a_fetch_blocks_before_it() {
     label.spec.target.labels = BTreeMap::from([("bad key".into(), "v".into())]);
     assert!(
         blocked(&observed(&label))
-            .message
+            .message()
             .contains("spec.target.labels")
     );
 }
@@ -440,8 +499,8 @@ fn a_template_that_failed_with_the_real_token_waits_for_a_change() {
     let mut o = observed(&pc);
     o.state = Slot::Owned(s);
     let b = blocked(&o);
-    assert_eq!(b.reason, TEMPLATE_FAILED);
-    assert!(b.message.contains("spec.target.template"));
+    assert_eq!(b.reason(), Reason::TemplateFailed);
+    assert!(b.message().contains("spec.target.template"));
     // Whatever the status says: the state Secret remembers it.
     let mut changed = reltio();
     changed.spec.target.template = BTreeMap::from([("k".into(), "{{ access_token }}".into())]);
@@ -668,11 +727,11 @@ fn a_refresh_token_is_sent_only_where_it_came_from() {
     // An authorization-code chain cannot fall back: a person consents again.
     let code = retently();
     let b = blocked(&moved(&at_other_endpoint(&code), &code));
-    assert_eq!(b.reason, reason::REAUTHORIZATION_REQUIRED);
+    assert_eq!(b.reason(), Reason::ReauthorizationRequired);
     assert!(
-        b.message.contains("spec.tokenEndpoint.url"),
+        b.message().contains("spec.tokenEndpoint.url"),
         "{}",
-        b.message
+        b.message()
     );
 
     // A state from before bindings existed is trusted once (then bound on the next answer).
@@ -707,13 +766,14 @@ fn the_credentials_owner_pins_where_they_go() {
         let Step::Blocked(b) = pinned(hosts) else {
             panic!("expected Blocked for {hosts:?}")
         };
-        assert_eq!(b.reason, reason::TOKEN_HOST_NOT_ALLOWED);
+        assert_eq!(b.reason(), Reason::TokenHostNotAllowed);
         assert!(
-            b.message.contains("tokenrotator.dev/allowed-token-hosts") && b.message.contains(&host),
+            b.message().contains("tokenrotator.dev/allowed-token-hosts")
+                && b.message().contains(&host),
             "{}",
-            b.message
+            b.message()
         );
-        assert!(!b.recheck, "waits for a change of the Secret or the spec");
+        assert!(!b.recheck(), "waits for a change of the Secret or the spec");
     }
 }
 
@@ -892,12 +952,12 @@ fn a_held_token_settles_nothing() {
 // ---- status_after ----
 
 fn ready(r: &Report) -> (String, String) {
-    let c = conditions::get(&r.status.conditions, READY).unwrap();
+    let c = conditions::get(&r.status.conditions, ConditionType::Ready).unwrap();
     (c.status.clone(), c.reason.clone())
 }
 
 fn degraded(r: &Report) -> (String, String) {
-    let c = conditions::get(&r.status.conditions, DEGRADED).unwrap();
+    let c = conditions::get(&r.status.conditions, ConditionType::Degraded).unwrap();
     (c.status.clone(), c.reason.clone())
 }
 
@@ -918,7 +978,10 @@ fn an_issued_token_is_tracked_and_scheduled() {
         now(),
         0,
     );
-    assert_eq!(ready(&r), ("True".into(), reason::TOKEN_ISSUED.into()));
+    assert_eq!(
+        ready(&r),
+        ("True".into(), Reason::TokenIssued.reason().into())
+    );
     let next = r.status.next_refresh_at.clone().unwrap().0;
     assert!(next > now() + SignedDuration::from_secs(2000) && next < t.expires_at);
     assert_eq!(r.requeue, Some(requeue_delay(now(), next)));
@@ -1054,7 +1117,7 @@ fn chain_ends_say_what_follows() {
         now(),
         0,
     );
-    assert_eq!(degraded(&r).1, reason::REAUTHORIZATION_REQUIRED);
+    assert_eq!(degraded(&r).1, Reason::ReauthorizationRequired.reason());
     assert_eq!(r.status.next_refresh_at, None);
     assert_eq!(r.requeue, None, "only a person can continue");
 
@@ -1099,7 +1162,10 @@ fn blocked_rechecks_back_off_and_a_valid_token_keeps_ready() {
     assert!(*delays.last().unwrap() >= BACKOFF_CAP / 2 && *delays.last().unwrap() <= BACKOFF_CAP);
     let r = status_after(&pc, &planned.baseline, Outcome::Blocked(b), now(), 0);
     assert!(r.backing_off);
-    assert_eq!(ready(&r), ("False".into(), reason::TARGET_CONFLICT.into()));
+    assert_eq!(
+        ready(&r),
+        ("False".into(), Reason::TargetConflict.reason().into())
+    );
 
     let mut suspended = reltio();
     suspended.spec.suspend = Some(true);
@@ -1112,7 +1178,10 @@ fn blocked_rechecks_back_off_and_a_valid_token_keeps_ready() {
     };
     let r = status_after(&suspended, &planned.baseline, Outcome::Blocked(b), now(), 0);
     assert_eq!(ready(&r).0, "True");
-    assert_eq!(degraded(&r), ("False".into(), reason::SUSPENDED.into()));
+    assert_eq!(
+        degraded(&r),
+        ("False".into(), Reason::Suspended.reason().into())
+    );
     assert!(!r.backing_off);
     assert_eq!(r.requeue, Some(requeue_delay(now(), t.expires_at)));
     assert_eq!(r.status.last_refresh_request, None);
@@ -1134,12 +1203,15 @@ fn a_refresh_request_is_recorded_as_seen_while_suspended() {
     let Step::Blocked(b) = &planned.step else {
         panic!()
     };
-    assert_eq!(b.reason, reason::SUSPENDED);
+    assert_eq!(b.reason(), Reason::Suspended);
     let r = status_after(&suspended, &planned.baseline, Outcome::Blocked(b), now(), 0);
     // Seen (so `refresh --wait` and anyone watching learn it was handled), and nothing
     // else changes: no token was requested.
     assert_eq!(r.status.last_refresh_request.as_deref(), Some("n1"));
-    assert_eq!(degraded(&r), ("False".into(), reason::SUSPENDED.into()));
+    assert_eq!(
+        degraded(&r),
+        ("False".into(), Reason::Suspended.reason().into())
+    );
     assert_eq!(ready(&r).0, "True");
     // Another Blocked reason does not consume the request: it is acted on once unblocked.
     let mut not_found = suspended.clone();
@@ -1161,7 +1233,7 @@ fn a_token_not_stored_is_retried_with_backoff_or_held() {
     let p = rotation_plan(&observed(&pc));
     let base = plan(&observed(&pc)).baseline;
     let write = StoreFailure {
-        reason: "SecretWriteFailed",
+        reason: Reason::SecretWriteFailed,
         message: "quota".into(),
         retry: true,
     };
@@ -1180,7 +1252,7 @@ fn a_token_not_stored_is_retried_with_backoff_or_held() {
     assert!(r.status.next_refresh_at.is_some());
 
     let template = StoreFailure {
-        reason: TEMPLATE_FAILED,
+        reason: Reason::TemplateFailed,
         message: "bad".into(),
         retry: false,
     };
@@ -1271,7 +1343,7 @@ fn far_future_and_past_times_do_not_overflow() {
         u32::MAX,
     );
     assert_eq!(r.requeue, Some(status::MAX_RETRY_AFTER));
-    let failure = conditions::get(&r.status.conditions, DEGRADED).unwrap();
+    let failure = conditions::get(&r.status.conditions, ConditionType::Degraded).unwrap();
     assert!(
         failure.message.contains("capped at 3600s"),
         "{}",
@@ -1298,7 +1370,7 @@ fn a_capped_lifetime_is_visible_in_the_status() {
         now(),
         0,
     );
-    let ready = conditions::get(&r.status.conditions, READY).unwrap();
+    let ready = conditions::get(&r.status.conditions, ConditionType::Ready).unwrap();
     assert!(
         ready.message.contains("capped at 3600s"),
         "{}",
@@ -1322,7 +1394,7 @@ fn a_zero_lifetime_warns_and_is_not_requested_again_at_once() {
         now(),
         0,
     );
-    let warning = conditions::get(&r.status.conditions, conditions::SHORT_LIFETIME).unwrap();
+    let warning = conditions::get(&r.status.conditions, ConditionType::ShortLifetime).unwrap();
     assert_eq!(warning.status, "True");
     assert!(
         warning.message.contains("spec.refresh.minimumMargin")
@@ -1331,7 +1403,7 @@ fn a_zero_lifetime_warns_and_is_not_requested_again_at_once() {
     assert!(
         r.events
             .iter()
-            .any(|e| e.warning && e.reason == reason::LIFETIME_SHORTER_THAN_MARGIN)
+            .any(|e| e.warning && e.reason == Reason::LifetimeShorterThanMargin.reason())
     );
     assert_eq!(r.requeue, Some(SHORT_LIFETIME_FLOOR));
 
@@ -1361,7 +1433,7 @@ fn a_zero_lifetime_warns_and_is_not_requested_again_at_once() {
         now(),
         0,
     );
-    let warning = conditions::get(&r2.status.conditions, conditions::SHORT_LIFETIME).unwrap();
+    let warning = conditions::get(&r2.status.conditions, ConditionType::ShortLifetime).unwrap();
     assert_eq!(warning.status, "False");
 }
 
@@ -1375,7 +1447,7 @@ fn lease_cap(at_most_s: u64) -> TimeoutCap {
     }
 }
 
-fn condition(r: &Report, type_: &str) -> Option<(String, String)> {
+fn condition(r: &Report, type_: ConditionType) -> Option<(String, String)> {
     conditions::get(&r.status.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
@@ -1405,10 +1477,10 @@ fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
         0,
     );
     assert_eq!(
-        condition(&r, conditions::TIMEOUT_CAPPED),
-        Some(("True".into(), reason::LEASE_TOO_SHORT.into()))
+        condition(&r, ConditionType::TimeoutCapped),
+        Some(("True".into(), Reason::LeaseTooShort.reason().into()))
     );
-    let message = &conditions::get(&r.status.conditions, conditions::TIMEOUT_CAPPED)
+    let message = &conditions::get(&r.status.conditions, ConditionType::TimeoutCapped)
         .unwrap()
         .message;
     for part in [
@@ -1422,7 +1494,7 @@ fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
     assert!(
         r.events
             .iter()
-            .any(|e| e.warning && e.reason == reason::LEASE_TOO_SHORT),
+            .any(|e| e.warning && e.reason == Reason::LeaseTooShort.reason()),
         "{:?}",
         r.events
     );
@@ -1439,7 +1511,7 @@ fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
         0,
     );
     assert_eq!(
-        condition(&r, conditions::TIMEOUT_CAPPED).map(|c| c.0),
+        condition(&r, ConditionType::TimeoutCapped).map(|c| c.0),
         Some("True".into())
     );
 
@@ -1459,7 +1531,7 @@ fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
         now(),
         0,
     );
-    assert_eq!(condition(&r, conditions::TIMEOUT_CAPPED), None);
+    assert_eq!(condition(&r, ConditionType::TimeoutCapped), None);
 
     // Capped before, not any more (the operator restarted with a longer lease): said too.
     let mut before = pc.clone();
@@ -1495,8 +1567,8 @@ fn a_timeout_the_lease_cannot_cover_is_capped_and_said() {
         0,
     );
     assert_eq!(
-        condition(&r, conditions::TIMEOUT_CAPPED),
-        Some(("False".into(), reason::TIMEOUT_AS_SPECIFIED.into()))
+        condition(&r, ConditionType::TimeoutCapped),
+        Some(("False".into(), Reason::TimeoutAsSpecified.reason().into()))
     );
 }
 
@@ -1516,9 +1588,12 @@ fn a_request_withheld_for_long_shows_on_the_resource() {
     };
     let r = status_after(&pc, &planned.baseline, withheld(), now(), 0);
     // The token still works: Ready, and Degraded says why nothing is renewed.
-    assert_eq!(ready(&r), ("True".into(), reason::TOKEN_ISSUED.into()));
+    assert_eq!(
+        ready(&r),
+        ("True".into(), Reason::TokenIssued.reason().into())
+    );
     assert_eq!(degraded(&r), ("True".into(), "LeaseUnconfirmed".into()));
-    let message = &conditions::get(&r.status.conditions, DEGRADED)
+    let message = &conditions::get(&r.status.conditions, ConditionType::Degraded)
         .unwrap()
         .message;
     assert!(message.contains(&since.to_string()), "{message}");

@@ -83,7 +83,7 @@ pub enum AuthorizeError {
     )]
     NoCredentialsSecret,
     /// The operator's own rule for credentials Secrets (opt-in label, the owner's host pin).
-    #[error("{}: {}", .0.reason, .0.message)]
+    #[error("{}: {}", .0.reason().reason(), .0)]
     Credentials(Blocked),
     /// The operator's transport checks on the token endpoint, before the consent.
     #[error("{}: {source}", .source.class().reason())]

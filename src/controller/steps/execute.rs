@@ -13,17 +13,15 @@ use tracing::{Instrument, debug, info, warn};
 use super::context::Context;
 use super::executed::Parked;
 use crate::api::ProviderCredential;
+use crate::conditions::Reason;
 use crate::provider::{FetchError, GrantRequest, IssuedToken};
 use crate::rotation::{
     self, Baseline, ChainWrite, HeldToken, Plan, SecretWrite, Slot, StateView, StoreFailure,
-    TEMPLATE_FAILED, TargetView, TokenSource,
+    TargetView, TokenSource,
 };
 use crate::secrets::{self, SecretsError, StateStored};
 use crate::state::StateData;
 use crate::target::{self, ObservedTarget};
-
-/// Reason of a status whose token could not be written to the Kubernetes API.
-pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 
 pub use super::executed::{ExecuteError, Executed, superseded};
 
@@ -374,7 +372,7 @@ async fn write(
             // The plan rendered a token-shaped placeholder; this token still failed.
             ctx.drop_token(&uid);
             return Executed::NotStored(StoreFailure {
-                reason: TEMPLATE_FAILED,
+                reason: Reason::TemplateFailed,
                 message: format!(
                     "{e}, with the token the provider issued; fix spec.target.template (the token was not stored, and no token is requested until the template changes)"
                 ),
@@ -454,8 +452,8 @@ async fn forget_target(
             Ok(Slot::Foreign) => {
                 let conflict = rotation::target_conflict(&pc.spec.target.secret_name);
                 return Some(StoreFailure {
-                    reason: conflict.reason,
-                    message: conflict.message,
+                    reason: conflict.reason(),
+                    message: conflict.message(),
                     retry: true,
                 });
             }
@@ -541,7 +539,7 @@ fn remember_state(
 
 fn write_failure(e: &SecretsError) -> StoreFailure {
     StoreFailure {
-        reason: SECRET_WRITE_FAILED,
+        reason: Reason::SecretWriteFailed,
         message: format!(
             "the token was obtained but not stored ({e}); {}. It is kept in memory and written on the next attempt, without a new token request",
             e.remedy()

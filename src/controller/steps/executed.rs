@@ -6,6 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::api::ProviderCredential;
+use crate::conditions::Reason;
 use crate::leader::Withheld;
 use crate::provider::{FetchError, IssuedToken};
 use crate::rotation::{Baseline, ChainEnd, Plan, StoreFailure};
@@ -55,9 +56,6 @@ pub struct Parked {
     pub executed: Result<Executed, ExecuteError>,
 }
 
-/// Reason of a status whose rotation lost the race to another writer of the state Secret.
-pub const CHAIN_SUPERSEDED: &str = "ChainSuperseded";
-
 /// Another writer stored a newer chain while this rotation ran: its result is set aside —
 /// counted and reported, never silently.
 pub fn superseded(metrics: &Metrics, discarded: bool) -> StoreFailure {
@@ -69,7 +67,7 @@ pub fn superseded(metrics: &Metrics, discarded: bool) -> StoreFailure {
         "another writer stored a newer refresh token meanwhile; it is kept"
     );
     StoreFailure {
-        reason: CHAIN_SUPERSEDED,
+        reason: Reason::ChainSuperseded,
         message: format!(
             "another writer stored a newer refresh token while this rotation was in flight; it is kept and this rotation's result was set aside{}. If this repeats, more than one operator manages this resource: run one replica, or enable leader election",
             if discarded {

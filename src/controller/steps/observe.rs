@@ -271,7 +271,7 @@ pub async fn store_held_state(
             ctx.stored_state(&uid, &unstored);
             ctx.drop_token(&uid);
             let failure = super::executed::superseded(&ctx.metrics, discarded);
-            super::report::warn_event(ctx, pc, failure.reason, failure.message).await;
+            super::report::warn_event(ctx, pc, failure.reason.reason(), failure.message).await;
             read_state(ctx, api, pc).await
         }
     }

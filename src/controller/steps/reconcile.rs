@@ -203,7 +203,7 @@ pub async fn reconcile(
             }
         };
         let blocked = match &step {
-            Step::Blocked(b) => Some(b.reason),
+            Step::Blocked(b) => Some(b.reason().reason()),
             _ => None,
         };
         finish(ctx, pc, &baseline, outcome, written_target, blocked).await
@@ -370,7 +370,7 @@ fn reported<'a>(
             }
         }
         Executed::NotStored(failure) => {
-            warn!(reason = failure.reason, message = %failure.message, "token not stored");
+            warn!(reason = failure.reason.reason(), message = %failure.message, "token not stored");
             Outcome::NotStored { plan, failure }
         }
     })

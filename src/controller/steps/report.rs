@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 
 use super::context::Context;
 use crate::api::{Guarded, ProviderCredential};
-use crate::conditions::{DEGRADED, READY, reason};
+use crate::conditions::{ConditionType, Reason};
 use crate::rotation::Report;
 use crate::telemetry::Degraded;
 
@@ -121,16 +121,16 @@ pub async fn report_unreadable(
     let resource = ApiResource::erase::<ProviderCredential>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
     let now = Time(jiff::Timestamp::now());
-    let condition = |type_: &str, status: &str| {
+    let condition = |type_: ConditionType, status: &str| {
         serde_json::json!({
-            "type": type_, "status": status, "reason": reason::INVALID_SPEC,
+            "type": type_.as_str(), "status": status, "reason": Reason::InvalidSpec.reason(),
             "message": message, "lastTransitionTime": now,
             "observedGeneration": guard.meta().generation,
         })
     };
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": guard.meta().resource_version},
-        "status": {"conditions": [condition(READY, "False"), condition(DEGRADED, "True")]},
+        "status": {"conditions": [condition(ConditionType::Ready, "False"), condition(ConditionType::Degraded, "True")]},
     });
     match api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
