@@ -13,6 +13,7 @@ use kube::core::{Selector, SelectorExt};
 
 use super::merge::{ConditionChange, EventNote, Feature, FeatureOutcome, Records};
 use crate::api::{DELIVERY_FINALIZER, DeliverySpec, DeliveryStatus, TokenDeliveryGrantSpec};
+use crate::conditions;
 
 /// At most this many destinations per resource: each costs a write per rotation. The rest are
 /// refused (TooManyDestinations), never written.
@@ -204,7 +205,7 @@ pub struct Inputs<'a> {
     /// Why this resource's rotation is blocked, if it is (a plan's `Blocked` reason): no copy
     /// is written then. The Secret at the target's name may be someone else's
     /// (`TargetConflict`), and copying it would carry another resource's token out.
-    pub blocked: Option<&'a str>,
+    pub blocked: Option<conditions::Reason>,
 }
 
 /// At most this many requirements in spec.delivery.namespaceSelector, and values in one: it is
@@ -448,11 +449,12 @@ fn occupied(inputs: &Inputs<'_>, namespace: &str) -> Verdict {
     }
 }
 
-fn source_blocked(blocked: &str) -> Verdict {
+fn source_blocked(blocked: conditions::Reason) -> Verdict {
     refused(
         Reason::SourceBlocked,
         format!(
-            "no copy is written while this resource's rotation is blocked ({blocked}); the Ready condition says how to fix it"
+            "no copy is written while this resource's rotation is blocked ({}); the Ready condition says how to fix it",
+            blocked.reason()
         ),
     )
 }
@@ -809,7 +811,7 @@ mod tests {
         fn decide_blocked(
             &self,
             spec: &DeliverySpec,
-            blocked: Option<&str>,
+            blocked: Option<conditions::Reason>,
         ) -> (Decisions, Result<(), SelectorError>) {
             let namespaces: Vec<NamespaceSeen<'_>> = self
                 .namespaces
@@ -958,7 +960,7 @@ mod tests {
         .occupant("team-c", "token", own(7, "c1"))
         .occupant("team-d", "token", own(6, "d1"));
         let spec = spec(&["team-a", "team-b", "team-c", "team-d"], None);
-        let (d, _) = world.decide_blocked(&spec, Some("TargetConflict"));
+        let (d, _) = world.decide_blocked(&spec, Some(conditions::Reason::TargetConflict));
         let got: Vec<(&str, &str)> = verdicts(&d)
             .into_iter()
             .map(|(ns, v)| (ns, reason_of_verdict(v)))

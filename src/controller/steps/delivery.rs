@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::context::Context;
 use super::finalizer::{Removed, has_finalizer, release_finalizer, remove};
 use crate::api::{DeliverySpec, ProviderCredential};
+use crate::conditions::Reason;
 use crate::controller::caches::copies::stamp_of;
 use crate::controller::caches::delivery_views::Delivery;
 use crate::rotation::Report;
@@ -36,7 +37,7 @@ pub async fn deliver(
     pc: &ProviderCredential,
     after: &mut Report,
     written_target: Option<&Secret>,
-    blocked: Option<&str>,
+    blocked: Option<Reason>,
 ) {
     let now = Timestamp::now();
     let outcome = match (pc.spec.delivery.as_deref(), &ctx.delivery) {
@@ -61,7 +62,7 @@ pub async fn deliver(
 struct Asked<'a> {
     spec: &'a DeliverySpec,
     written_target: Option<&'a Secret>,
-    blocked: Option<&'a str>,
+    blocked: Option<Reason>,
     now: Timestamp,
 }
 

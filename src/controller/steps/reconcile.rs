@@ -17,6 +17,7 @@ use super::in_flight::Found;
 use super::observe::{observe, store_held_state};
 use super::report::{ReportError, report, report_unreadable};
 use crate::api::{Guarded, ProviderCredential};
+use crate::conditions::Reason;
 use crate::leader::Withheld;
 use crate::rotation::{self, Baseline, Outcome, Plan, Planned, Step};
 use crate::secrets::SecretsError;
@@ -203,7 +204,7 @@ pub async fn reconcile(
             }
         };
         let blocked = match &step {
-            Step::Blocked(b) => Some(b.reason().reason()),
+            Step::Blocked(b) => Some(b.reason()),
             _ => None,
         };
         finish(ctx, pc, &baseline, outcome, written_target, blocked).await
@@ -269,7 +270,7 @@ async fn finish(
     baseline: &Baseline,
     outcome: Outcome<'_>,
     written_target: Option<&Secret>,
-    blocked: Option<&str>,
+    blocked: Option<Reason>,
 ) -> Result<Next, ReconcileError> {
     let uid = pc.uid().unwrap_or_default();
     let mut after =
