@@ -724,12 +724,33 @@ mod tests {
 
     #[test]
     fn versions_are_told_apart_exactly() {
-        assert_eq!(version_id("42"), 42, "etcd's revisions are kept as they are");
-        let forms = ["42", "042", "+42", "42 ", "", "0", "00", "abc", "18446744073709551615"];
+        assert_eq!(
+            version_id("42"),
+            42,
+            "etcd's revisions are kept as they are"
+        );
+        let forms = [
+            "42",
+            "042",
+            "+42",
+            "42 ",
+            "",
+            "0",
+            "00",
+            "abc",
+            "18446744073709551615",
+        ];
         let ids: std::collections::BTreeSet<u64> = forms.iter().map(|f| version_id(f)).collect();
         assert_eq!(ids.len(), forms.len(), "every form is its own version");
-        assert_eq!(version_id("abc"), version_id("abc"), "the same form, the same id");
-        assert!(version_id("abc") >= 1 << 63, "hashed forms never meet a number");
+        assert_eq!(
+            version_id("abc"),
+            version_id("abc"),
+            "the same form, the same id"
+        );
+        assert!(
+            version_id("abc") >= 1 << 63,
+            "hashed forms never meet a number"
+        );
     }
 
     #[test]
