@@ -30,7 +30,8 @@ pub struct Report {
     pub requeue: Option<Duration>,
     /// Events for condition transitions, published once the status is written.
     pub events: Vec<EventNote>,
-    /// The failure class to count, when this reconcile failed.
+    /// The failure to count, when this reconcile failed: the wire string of a provider error
+    /// class, a `conditions::Reason` or the leader gate's `Withheld` (three modules' enums).
     pub failure: Option<&'static str>,
     /// When the token in the target Secret expires.
     pub expires_at: Option<Timestamp>,
@@ -152,6 +153,8 @@ pub enum ConditionChange {
     Unchanged,
     Set {
         status: bool,
+        /// The wire string of the feature's reason (`rollout::Reason`, `delivery::Reason`):
+        /// this module cannot name their enums (they import it).
         reason: &'static str,
         message: String,
     },

@@ -63,6 +63,7 @@ pub enum Outcome<'a> {
     /// confirmed for its timeout), for long enough to say so; looked at again after `retry`.
     Withheld {
         since: Timestamp,
+        /// `leader::Withheld::reason` (leader imports this module, so cannot be named here).
         reason: &'static str,
         retry: Duration,
     },
