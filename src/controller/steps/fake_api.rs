@@ -74,8 +74,18 @@ pub enum Change {
 /// Told of every change, by resource plural, as a watch with no lag would.
 type Watcher = Arc<dyn Fn(&str, &Change) + Send + Sync>;
 
+/// A concurrent writer: changes the stored object just before a matching request is
+/// answered, once.
+struct Race {
+    verb: Verb,
+    plural: String,
+    name: String,
+    change: Box<dyn FnOnce(&mut Value) + Send>,
+}
+
 #[derive(Default)]
 struct Server {
+    races: Vec<Race>,
     objects: BTreeMap<(String, String, String), Value>,
     last_version: u64,
     calls: Vec<Call>,
@@ -191,6 +201,23 @@ impl FakeApi {
         });
     }
 
+    /// The next `verb` on `plural` named `name` finds the object changed by `change` (as by
+    /// another writer that got there first, between the operator's read and its write).
+    pub fn race(
+        &self,
+        verb: Verb,
+        plural: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        self.lock().races.push(Race {
+            verb,
+            plural: plural.into(),
+            name: name.into(),
+            change: Box::new(change),
+        });
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -254,6 +281,7 @@ impl FakeApi {
         let response = {
             let mut server = self.lock();
             server.calls.push(call.clone());
+            server.run_race(&call);
             match server.faults.iter().find(|f| {
                 f.verb == call.verb
                     && f.plural == call.plural
@@ -403,6 +431,25 @@ impl Server {
                 .unwrap_or("object-")
                 .to_string();
             meta["name"] = json!(format!("{prefix}{version}"));
+        }
+    }
+
+    fn run_race(&mut self, call: &Call) {
+        let Some(at) = self.races.iter().position(|r| {
+            r.verb == call.verb && r.plural == call.plural && call.name.as_deref() == Some(&r.name)
+        }) else {
+            return;
+        };
+        let race = self.races.remove(at);
+        let key = (
+            call.plural.clone(),
+            call.namespace.clone().unwrap_or_default(),
+            race.name,
+        );
+        if let Some(mut object) = self.objects.get(&key).cloned() {
+            (race.change)(&mut object);
+            self.bump(&mut object);
+            self.store(key, &object);
         }
     }
 

@@ -216,18 +216,16 @@ impl Scenario {
             .to_string()
     }
 
-    /// The API server works again, the backoff after the failure is over, and so is the
-    /// endpoint's pace (Reltio's 10 per second): the status says the retry is due, and the
-    /// clock, paused from here on (nothing after this talks to the emulator), moves past the
-    /// next turn. The requests recorded so far are forgotten.
+    /// The API server works again, the backoff after the failure is over (the status says the
+    /// retry is due), and so is the endpoint's pace. The requests recorded so far are
+    /// forgotten.
     async fn fault_over(&self) {
         self.fake.clear_faults();
         self.fake.forget_calls();
         self.fake.edit(RESOURCES, NS, NAME, |pc| {
             pc["status"]["nextRefreshAt"] = json!("2020-01-01T00:00:00Z");
         });
-        tokio::time::pause();
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        pace_passed().await;
     }
 
     fn token_requests(&self) -> u64 {
@@ -246,6 +244,14 @@ impl Scenario {
         }
         result
     }
+}
+
+/// The endpoint's pace (Reltio's 10 per second) lets the next request go: the clock moves a
+/// second on, at once.
+async fn pace_passed() {
+    tokio::time::pause();
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+    tokio::time::resume();
 }
 
 fn merge_into(target: &mut Value, patch: &Value) {
@@ -746,4 +752,150 @@ async fn a_state_secret_with_nothing_to_hold_is_deleted_on_its_version_after_the
     assert_eq!(precondition, last_version, "on the version last written");
     assert!(s.fake.secret(NS, &state).is_none(), "deleted");
     assert_eq!(s.reason("Ready"), "TokenIssued");
+}
+
+/// The status is written on the version the reconcile worked from: a stale copy's status is
+/// refused (409, benign: the newer version is queued), never written over a newer one.
+#[tokio::test]
+async fn a_status_from_a_stale_copy_is_refused() {
+    let s = Scenario::start(Provider::Rently, Setup::default()).await;
+    // Blocked (no such credentials Secret): a status to write, no token request.
+    let stale = s.seed_resource(
+        json!({"credentials": {"secretRef": {"name": "missing"}}}),
+        json!({}),
+    );
+    s.fake.edit(RESOURCES, NS, NAME, |pc| {
+        pc["metadata"]["labels"] = json!({"edited": "meanwhile"});
+    });
+    let result = reconcile(&stale, &s.ctx).await;
+    assert!(
+        result.as_ref().is_err_and(|e| e.is_stale()),
+        "refused as stale: {result:?}"
+    );
+    assert_eq!(s.status(), Value::Null, "the newer version is untouched");
+    let patch = s
+        .fake
+        .calls()
+        .into_iter()
+        .find(|c| c.plural == RESOURCES && c.subresource.as_deref() == Some("status"))
+        .expect("a status write was tried");
+    assert_eq!(
+        patch.body.map(|b| b["metadata"]["resourceVersion"].clone()),
+        Some(json!(stale.resource_version()))
+    );
+    assert_eq!(s.token_requests(), 0);
+}
+
+/// The state write is a compare-and-swap on the refresh chain: a newer chain another writer
+/// stored meanwhile is kept (409, read again, rebased), and this rotation's result is set
+/// aside: its token is not written to the target.
+#[tokio::test]
+async fn a_newer_chain_stored_meanwhile_is_kept_and_this_result_set_aside() {
+    let s = Scenario::start(Provider::Reltio, Setup::default()).await;
+    s.emulator.control().set_rotating_refresh(true);
+    s.seed_resource(json!({}), json!({}));
+    s.reconcile().await.expect("the chain starts");
+    let state = state_secret_name(NAME);
+    let target_before = s.fake.secret(NS, TARGET).expect("the target");
+    s.fake.edit(RESOURCES, NS, NAME, |pc| {
+        pc["metadata"]["annotations"] = json!({crate::api::REFRESH_ANNOTATION: "now"});
+    });
+    pace_passed().await;
+    let newer = k8s_openapi::ByteString(b"another-writers-refresh-token".to_vec());
+    let stored_newer = serde_json::to_value(&newer).expect("bytes serialise");
+    s.fake.race(Verb::Patch, SECRETS, &state, move |secret| {
+        secret["data"][crate::state::REFRESH_TOKEN_KEY] = stored_newer;
+    });
+    s.fake.forget_calls();
+    s.reconcile().await.expect("set aside is an outcome");
+    assert_eq!(s.token_requests(), 2, "one refresh was sent");
+    let calls = s.fake.calls();
+    let refused = calls
+        .iter()
+        .position(|c| c.is(Verb::Patch, SECRETS, NS, &state));
+    let reread = calls
+        .iter()
+        .rposition(|c| c.is(Verb::Get, SECRETS, NS, &state));
+    assert!(
+        refused.is_some() && refused < reread,
+        "the write met the newer chain and read it: {:?}",
+        describe(&calls)
+    );
+    let kept = s.fake.secret(NS, &state).expect("the state Secret");
+    assert_eq!(
+        kept.data.unwrap_or_default()[crate::state::REFRESH_TOKEN_KEY],
+        newer,
+        "the newer chain is kept"
+    );
+    let target = s.fake.secret(NS, TARGET).expect("the target");
+    assert_eq!(
+        target.resource_version(),
+        target_before.resource_version(),
+        "the target is not written: {:?}",
+        describe(&s.fake.writes())
+    );
+    assert_eq!(s.status()["lastFailure"]["reason"], "ChainSuperseded");
+}
+
+/// A request the gate withholds (shutdown) sends nothing and writes nothing, not even a
+/// status.
+#[tokio::test]
+async fn a_withheld_request_sends_and_writes_nothing() {
+    let s = Scenario::start(Provider::Rently, Setup::default()).await;
+    s.seed_resource(json!({}), json!({}));
+    s.ctx.gate.stop();
+    s.reconcile().await.expect("withheld is not an error");
+    assert_eq!(s.token_requests(), 0);
+    assert!(
+        s.fake.writes().is_empty(),
+        "{:?}",
+        describe(&s.fake.writes())
+    );
+    assert_eq!(s.status(), Value::Null);
+}
+
+/// Neither the access token nor the refresh token reaches the status or an Event (only the
+/// target and state Secrets hold them).
+#[tokio::test]
+async fn no_token_reaches_the_status_or_an_event() {
+    let s = Scenario::start(Provider::Reltio, Setup::default()).await;
+    s.seed_resource(json!({}), json!({}));
+    s.reconcile().await.expect("the reconcile succeeds");
+    let target = s.fake.secret(NS, TARGET).expect("the target");
+    let state = s
+        .fake
+        .secret(NS, &state_secret_name(NAME))
+        .expect("the state Secret");
+    let value = |secret: &Secret, key: &str| {
+        let bytes = &secret.data.as_ref().expect("data")[key].0;
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    let values = [
+        value(&target, "access_token"),
+        value(&state, crate::state::REFRESH_TOKEN_KEY),
+    ];
+    assert!(
+        values.iter().all(|v| v.len() > 8),
+        "tokens: {}",
+        values.len()
+    );
+    let reported: Vec<String> = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.plural != SECRETS)
+        .filter_map(|c| c.body.map(|b| b.to_string()))
+        .collect();
+    let events = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.plural == "events")
+        .count();
+    assert!(events > 0 && reported.len() > events, "a status and Events");
+    for body in &reported {
+        for value in &values {
+            assert!(!body.contains(value.as_str()), "a token in {body}");
+        }
+    }
 }
