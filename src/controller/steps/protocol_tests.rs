@@ -899,3 +899,72 @@ async fn no_token_reaches_the_status_or_an_event() {
         }
     }
 }
+
+/// A request still waiting for its answer when the reconcile stops waiting (250 ms) goes on
+/// without it: a reconcile meanwhile does nothing, and the end, parked, asks for the
+/// reconcile that reports it, without a second request.
+#[tokio::test]
+async fn a_request_that_outlives_its_reconcile_is_parked_and_reported() {
+    let s = Scenario::start(Provider::Rently, Setup::default()).await;
+    let slow = super::execute::DETACH_AFTER + std::time::Duration::from_millis(150);
+    s.emulator.control().set_latency(Provider::Rently, slow);
+    s.seed_resource(json!({}), json!({}));
+    let mut asked = s.ctx.reconcile_requests();
+    let first = reconcile(&s.current(), &s.ctx).await;
+    assert!(matches!(first, Ok(None)), "{first:?}");
+    assert_eq!(s.status(), Value::Null, "nothing reported yet");
+    let meanwhile = reconcile(&s.current(), &s.ctx).await;
+    assert!(matches!(meanwhile, Ok(None)), "{meanwhile:?}");
+    futures::StreamExt::next(&mut asked)
+        .await
+        .expect("the end asks for a reconcile");
+    assert!(
+        s.fake.secret(NS, TARGET).is_some(),
+        "written by the request"
+    );
+    assert_eq!(s.status(), Value::Null);
+    reconcile(&s.current(), &s.ctx)
+        .await
+        .expect("the parked end is reported");
+    assert_eq!(s.reason("Ready"), "TokenIssued");
+    assert_eq!(s.token_requests(), 1);
+}
+
+/// spec.delivery removed: every copy goes (on its UID), then the finalizer.
+#[tokio::test]
+async fn without_spec_delivery_the_copies_go_then_the_finalizer() {
+    let s = Scenario::delivering().await;
+    let pc = s.seed_resource(
+        json!({}),
+        json!({"finalizers": ["example.com/keep", DELIVERY_FINALIZER]}),
+    );
+    let copy = s.fake.seed(SECRETS, &existing_copy(&pc, "Opaque"));
+    // The release makes a new version of the resource, so this reconcile's status write may
+    // be refused as stale (benign: the new version's reconcile writes it).
+    let first = s.reconcile().await;
+    assert!(
+        first.as_ref().is_ok() || first.as_ref().is_err_and(|e| e.is_stale()),
+        "{first:?}"
+    );
+    let removed = s.fake.write_index(Verb::Delete, SECRETS, DEST, TARGET);
+    let released = s.fake.write_index(Verb::Patch, RESOURCES, NS, NAME);
+    assert!(
+        removed.is_some() && removed < released,
+        "{:?}",
+        describe(&s.fake.writes())
+    );
+    let delete = &s.fake.writes()[removed.unwrap_or_default()];
+    assert_eq!(
+        delete
+            .body
+            .as_ref()
+            .map(|b| b["preconditions"]["uid"].clone()),
+        Some(json!(copy.uid()))
+    );
+    assert!(s.fake.secret(DEST, TARGET).is_none());
+    assert_eq!(s.current().finalizers(), ["example.com/keep"]);
+    s.reconcile().await.expect("the new version is reported");
+    assert_eq!(s.fake.count(Verb::Delete, SECRETS, DEST, TARGET), 1);
+    assert_eq!(s.reason("Ready"), "TokenIssued");
+    assert_eq!(s.token_requests(), 1);
+}
