@@ -968,3 +968,43 @@ async fn without_spec_delivery_the_copies_go_then_the_finalizer() {
     assert_eq!(s.reason("Ready"), "TokenIssued");
     assert_eq!(s.token_requests(), 1);
 }
+
+/// A refresh token held for a resource is stored first, whatever became of its spec: a
+/// resource that can no longer be read has its held state stored before it is reported.
+#[tokio::test]
+async fn a_held_state_is_stored_even_when_the_resource_can_no_longer_be_read() {
+    let s = Scenario::start(Provider::Reltio, Setup::default()).await;
+    s.seed_resource(json!({}), json!({}));
+    let state = state_secret_name(NAME);
+    s.fake
+        .fail(Verb::Create, SECRETS, &state, 500, "InternalError");
+    s.reconcile().await.expect("a store failure is an outcome");
+    s.fault_over().await;
+    s.fake.edit(RESOURCES, NS, NAME, |pc| {
+        pc["spec"]["target"] = json!("not an object");
+    });
+    let guard: crate::api::Guarded = s.fake.get(RESOURCES, NS, NAME).expect("exists");
+    assert!(guard.0.is_err(), "unreadable");
+    super::reconcile::reconcile_guarded(Arc::new(guard), s.ctx.clone())
+        .await
+        .expect("reported");
+    let stored = s.fake.write_index(Verb::Create, SECRETS, NS, &state);
+    let reported = s
+        .fake
+        .writes()
+        .iter()
+        .position(|c| c.plural == RESOURCES && c.subresource.as_deref() == Some("status"));
+    assert!(
+        stored.is_some() && stored < reported,
+        "the held state first: {:?}",
+        describe(&s.fake.writes())
+    );
+    let kept = s.fake.secret(NS, &state).expect("the state Secret");
+    assert!(
+        kept.data
+            .unwrap_or_default()
+            .contains_key(crate::state::REFRESH_TOKEN_KEY)
+    );
+    assert_eq!(s.reason("Ready"), "InvalidSpec");
+    assert_eq!(s.token_requests(), 1);
+}
