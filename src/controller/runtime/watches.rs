@@ -131,6 +131,55 @@ fn resources_stream(
         .applied_objects()
 }
 
+/// The managed Secrets (targets, state, copies), followed by their versions only so that a
+/// reconcile can tell whether the Secrets it read or wrote last are still that version (see
+/// views.rs); given on only when the digest of what the operator reads of one changed
+/// (changes.rs).
+fn managed_changes(
+    secrets: Api<PartialObjectMeta<Secret>>,
+    namespace: &Option<String>,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    let managed = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
+        .page_size(MANAGED_PAGE_SIZE);
+    let watch = ctx.views.new_watch(namespace.clone());
+    let follow = ctx.clone();
+    watcher(secrets, managed)
+        .default_backoff()
+        .map_ok(move |event| {
+            if let Some(delivery) = &follow.delivery {
+                delivery.copies.watched(&event);
+            }
+            let changed = follow.views.watched(watch, event, managed_digest);
+            futures::stream::iter(changed.into_iter().map(Ok))
+        })
+        .try_flatten()
+}
+
+/// The opted-in credentials Secrets, whole: a new resource then reads no credentials
+/// (views.rs); given on only when their data, opt-in label or allowed-token-hosts annotation
+/// changed.
+fn credentials_changes(
+    credentials_secrets: Api<Secret>,
+    namespace: &Option<String>,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = Result<Secret, watcher::Error>> + Send + 'static {
+    let credentials = watcher::Config::default()
+        .labels(&format!("{CREDENTIALS_LABEL}=true"))
+        .page_size(CREDENTIALS_PAGE_SIZE);
+    let watch = ctx.views.new_watch(namespace.clone());
+    let follow = ctx.clone();
+    watcher(credentials_secrets, credentials)
+        .default_backoff()
+        .map_ok(move |event| {
+            let changed = follow.views.credentials_watched(watch, event);
+            futures::stream::iter(changed.into_iter().map(Ok))
+        })
+        .try_flatten()
+}
+
 /// The owners of a managed Secret (if the cache holds them with that UID) and, for a copy in
 /// another namespace, its source.
 fn managed_readers(
@@ -168,13 +217,6 @@ pub(super) async fn controller_for(
     // One object that cannot be read (DeserializeGuard) is reported on itself; it never stops
     // the watch for the others.
     let (pcs, secrets, credentials_secrets) = apis(&client, &namespace);
-    let managed = watcher::Config::default()
-        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
-        .page_size(MANAGED_PAGE_SIZE);
-    // Whole objects: a new resource then reads no credentials (views.rs).
-    let credentials = watcher::Config::default()
-        .labels(&format!("{CREDENTIALS_LABEL}=true"))
-        .page_size(CREDENTIALS_PAGE_SIZE);
     let (store, writer) = reflector::store::<Guarded>();
     ctx.watch_resources(store.clone());
     // Each resource's next reconcile (its next rotation), kept compactly (due.rs).
@@ -185,33 +227,8 @@ pub(super) async fn controller_for(
         shard = shard.labels(selector);
     }
     let resources = resources_stream(pcs, shard, (store.clone(), writer), &ctx, &due, &readers);
-    // Followed (their resourceVersions only) so that a reconcile can tell whether the target
-    // and state Secrets it read or wrote last are still that version (see views.rs).
-    let watch = ctx.views.new_watch(namespace.clone());
-    let follow = ctx.clone();
-    // Each watch gives on only the Secrets whose digest of what the operator reads changed
-    // (views.rs keeps it beside each version; changes.rs computes it).
-    let owned = watcher(secrets, managed)
-        .default_backoff()
-        .map_ok(move |event| {
-            if let Some(delivery) = &follow.delivery {
-                delivery.copies.watched(&event);
-            }
-            let changed = follow.views.watched(watch, event, managed_digest);
-            futures::stream::iter(changed.into_iter().map(Ok))
-        })
-        .try_flatten();
-    let credentials_watch = ctx.views.new_watch(namespace.clone());
-    let follow_credentials = ctx.clone();
-    let credential_secrets = watcher(credentials_secrets, credentials)
-        .default_backoff()
-        .map_ok(move |event| {
-            let changed = follow_credentials
-                .views
-                .credentials_watched(credentials_watch, event);
-            futures::stream::iter(changed.into_iter().map(Ok))
-        })
-        .try_flatten();
+    let owned = managed_changes(secrets, &namespace, &ctx);
+    let credential_secrets = credentials_changes(credentials_secrets, &namespace, &ctx);
     let (owners_of, credentials_readers) = (store.clone(), readers.clone());
     let mut controller = Controller::for_stream(resources, store.clone())
         .with_config(ControllerConfig::default().concurrency(concurrency))
