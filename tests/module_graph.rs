@@ -298,3 +298,66 @@ fn imports_between_parts_are_exactly_the_documented_table() {
         "imports between parts differ from the table; the imports made now:\n{table}"
     );
 }
+
+/// The functions of `text` (outside its tests) longer than `limit` lines: name and length.
+/// A function runs from its `fn` line to the first line that closes it at the same indent.
+fn long_functions(text: &str, limit: usize) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    let mut long = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let signature = trimmed
+            .trim_start_matches("pub ")
+            .trim_start_matches("pub(super) ")
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("async ");
+        let Some(rest) = signature.strip_prefix("fn ") else {
+            i += 1;
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        let end = (i..lines.len()).find(|&j| lines[j] == close || (j == i && line.ends_with(';')));
+        let Some(end) = end else { break };
+        if end + 1 - i > limit {
+            long.push((name, end + 1 - i));
+        }
+        i = end + 1;
+    }
+    long
+}
+
+#[test]
+fn no_function_in_the_controller_is_over_80_lines() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = fs::read_to_string(f).unwrap();
+            long_functions(&text, 80)
+                .into_iter()
+                .map(move |(name, n)| format!("{}: {name} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these:\n{}", long.join("\n"));
+}
+
+#[test]
+fn the_length_check_sees_a_long_function() {
+    let body = "    let x = 1;\n".repeat(81);
+    let text = format!("pub async fn long() {{\n{body}}}\n\nfn short() {{\n}}\n");
+    assert_eq!(long_functions(&text, 80), [("long".to_string(), 83)]);
+}
