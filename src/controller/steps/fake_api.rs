@@ -58,6 +58,8 @@ impl Call {
 
 /// A failure a test injects: every request matching it gets this status instead.
 struct Fault {
+    /// `None`: in any namespace.
+    namespace: Option<String>,
     verb: Verb,
     plural: String,
     name: String,
@@ -193,12 +195,28 @@ impl FakeApi {
     /// `code` and `reason`.
     pub fn fail(&self, verb: Verb, plural: &str, name: &str, code: u16, reason: &str) {
         self.lock().faults.push(Fault {
+            namespace: None,
             verb,
             plural: plural.into(),
             name: name.into(),
             code,
             reason: reason.into(),
         });
+    }
+
+    /// As [`FakeApi::fail`], only in `namespace`, with the API server's reason for `code`.
+    pub fn fail_in(&self, namespace: &str, verb: Verb, plural: &str, name: &str, code: u16) {
+        let reason = match code {
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            422 => "Invalid",
+            _ => "InternalError",
+        };
+        self.fail(verb, plural, name, code, reason);
+        if let Some(fault) = self.lock().faults.last_mut() {
+            fault.namespace = Some(namespace.into());
+        }
     }
 
     /// The next `verb` on `plural` named `name` finds the object changed by `change` (as by
@@ -287,6 +305,9 @@ impl FakeApi {
                     && f.plural == call.plural
                     && call.name.as_deref() == Some(&f.name)
                     && call.subresource.is_none()
+                    && f.namespace
+                        .as_ref()
+                        .is_none_or(|ns| call.namespace.as_ref() == Some(ns))
             }) {
                 Some(fault) => status(fault.code, &fault.reason, "injected by the test"),
                 None => server.answer(&call, metadata_only, &content_type),

@@ -196,6 +196,14 @@ impl Scenario {
         self.fake.seed(RESOURCES, &pc)
     }
 
+    /// The resource, delivering to `DEST`, with its finalizer in place.
+    fn seed_delivering(&self) -> ProviderCredential {
+        self.seed_resource(
+            json!({"delivery": {"namespaces": [DEST]}}),
+            json!({"finalizers": [DELIVERY_FINALIZER]}),
+        )
+    }
+
     /// The resource as the API server has it now (what the watch would bring).
     fn current(&self) -> ProviderCredential {
         self.fake
@@ -336,6 +344,18 @@ fn list_destination(writers: &mut DeliveryWriters) {
         .grants
         .apply_watcher_event(&Event::InitApply(DeserializeGuard(Ok(grant))));
     writers.grants.apply_watcher_event(&Event::InitDone);
+}
+
+/// A Secret at `TARGET`'s name in `namespace` that is not the operator's (no labels).
+fn someone_elses_secret(namespace: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(TARGET.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        ..Secret::default()
+    }
 }
 
 /// A copy of this resource's token in `DEST`, as an earlier reconcile would have left it.
@@ -657,17 +677,7 @@ async fn the_finalizer_release_keeps_other_finalizers_and_its_precondition() {
 async fn a_target_someone_else_made_is_a_conflict_without_a_second_request() {
     let s = Scenario::start(Provider::Rently, Setup::default()).await;
     s.seed_resource(json!({}), json!({}));
-    s.fake.seed(
-        SECRETS,
-        &Secret {
-            metadata: ObjectMeta {
-                name: Some(TARGET.into()),
-                namespace: Some(NS.into()),
-                ..ObjectMeta::default()
-            },
-            ..Secret::default()
-        },
-    );
+    s.fake.seed(SECRETS, &someone_elses_secret(NS));
     s.reconcile().await.expect("a conflict is an outcome");
     let calls = s.fake.calls();
     let create = calls
@@ -1007,4 +1017,37 @@ async fn a_held_state_is_stored_even_when_the_resource_can_no_longer_be_read() {
     );
     assert_eq!(s.reason("Ready"), "InvalidSpec");
     assert_eq!(s.token_requests(), 1);
+}
+
+/// A Secret someone else made at a copy's place is never overwritten: the create fails
+/// (409), the destination says whose it is, and the Secret is untouched.
+#[tokio::test]
+async fn someone_elses_secret_at_a_copys_place_is_never_overwritten() {
+    let s = Scenario::delivering().await;
+    s.seed_delivering();
+    let theirs = s.fake.seed(SECRETS, &someone_elses_secret(DEST));
+    s.reconcile().await.expect("a refusal is status");
+    assert_eq!(s.fake.count(Verb::Create, SECRETS, DEST, TARGET), 1);
+    for verb in [Verb::Update, Verb::Patch, Verb::Delete] {
+        assert_eq!(s.fake.count(verb, SECRETS, DEST, TARGET), 0, "{verb:?}");
+    }
+    let kept = s.fake.secret(DEST, TARGET).expect("still there");
+    assert_eq!(kept.resource_version(), theirs.resource_version());
+    assert_eq!(s.status()["deliveries"][0]["reason"], "SecretNotOwned");
+    assert_eq!(condition(&s.status(), "Delivered")["status"], "False");
+}
+
+/// A copy that cannot be written (403 in its namespace) is status, not a reconcile error:
+/// the rotation and its status go on.
+#[tokio::test]
+async fn a_copy_that_cannot_be_written_is_status_not_an_error() {
+    let s = Scenario::delivering().await;
+    s.seed_delivering();
+    s.fake.fail_in(DEST, Verb::Create, SECRETS, TARGET, 403);
+    s.reconcile().await.expect("not a reconcile error");
+    assert!(s.fake.secret(NS, TARGET).is_some(), "the target is written");
+    assert!(s.fake.secret(DEST, TARGET).is_none());
+    assert_eq!(s.reason("Ready"), "TokenIssued");
+    assert_eq!(s.status()["deliveries"][0]["reason"], "WriteFailed");
+    assert_eq!(condition(&s.status(), "Delivered")["status"], "False");
 }
