@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::ProviderCredential;
+use crate::api::{ProviderCredential, ResourceKey};
 use crate::by_namespace::ByNamespace;
 use crate::provider::{FetchError, IssuedToken, ProviderConfig};
 
@@ -431,6 +431,7 @@ impl Metrics {
 
     pub fn token_scheduled(
         &self,
+        key: &ResourceKey,
         pc: &ProviderCredential,
         expires_at: Option<Timestamp>,
         next: Option<Timestamp>,
@@ -438,8 +439,8 @@ impl Metrics {
     ) {
         let url = url::Url::parse(pc.spec.token_endpoint.url.trim()).ok();
         self.set_schedule(
-            pc.metadata.namespace.as_deref().unwrap_or_default(),
-            pc.metadata.name.as_deref().unwrap_or_default(),
+            key.namespace(),
+            key.name(),
             Schedule {
                 expiry: expires_at.map(unix_seconds),
                 next_refresh: next.map(unix_seconds),
@@ -450,8 +451,8 @@ impl Metrics {
         );
     }
 
-    pub fn forget(&self, namespace: &str, name: &str) {
-        self.set_schedule(namespace, name, Schedule::default(), None);
+    pub fn forget(&self, key: &ResourceKey) {
+        self.set_schedule(key.namespace(), key.name(), Schedule::default(), None);
     }
 
     /// One watch's count of ProviderCredentials changed by `delta` (several watches, one per
@@ -524,6 +525,14 @@ mod tests {
         pc
     }
 
+    fn key_of(pc: &ProviderCredential) -> ResourceKey {
+        ResourceKey::of(&pc.metadata).expect("a test resource has a UID, namespace and name")
+    }
+
+    fn key(namespace: &str, name: &str) -> ResourceKey {
+        key_of(&pc(namespace, name))
+    }
+
     fn series(text: &str) -> Vec<&str> {
         text.lines()
             .filter(|l| l.contains("timestamp_seconds"))
@@ -546,12 +555,18 @@ mod tests {
     fn per_resource_series_follow_the_schedule_and_go_with_the_resource() {
         let metrics = Metrics::new();
         let at = |s: i64| Some(Timestamp::from_second(s).unwrap());
-        metrics.token_scheduled(&pc("ns", "a"), at(2_000), at(1_500), None);
+        metrics.token_scheduled(&key("ns", "a"), &pc("ns", "a"), at(2_000), at(1_500), None);
         let degraded = Degraded {
             since: 1_200.5,
             reason: "ReauthorizationRequired".into(),
         };
-        metrics.token_scheduled(&pc("ns", "b"), at(3_000), None, Some(degraded));
+        metrics.token_scheduled(
+            &key("ns", "b"),
+            &pc("ns", "b"),
+            at(3_000),
+            None,
+            Some(degraded),
+        );
         let text = metrics.render();
         let mut lines = series(&text);
         lines.sort();
@@ -570,8 +585,8 @@ mod tests {
                 "token_rotator_token_next_refresh_timestamp_seconds{namespace=\"ns\",name=\"a\"} 1500.0",
             ]
         );
-        metrics.forget("ns", "a");
-        metrics.token_scheduled(&pc("ns", "b"), None, None, None);
+        metrics.forget(&key("ns", "a"));
+        metrics.token_scheduled(&key("ns", "b"), &pc("ns", "b"), None, None, None);
         let text = metrics.render();
         assert!(!series(&text).iter().any(|l| l.contains("name=")), "{text}");
     }
@@ -597,7 +612,7 @@ mod tests {
             FetchError::Configuration("x".into())
         };
         metrics.token_request(&config, &Err(error), Duration::from_millis(5));
-        metrics.token_scheduled(pc, None, None, None);
+        metrics.token_scheduled(&key_of(pc), pc, None, None, None);
     }
 
     /// The hosts that have token request series.
@@ -632,17 +647,17 @@ mod tests {
             hosts(&metrics),
             BTreeSet::from(["a.test".into(), "b.test".into()])
         );
-        metrics.forget("ns", "a1");
+        metrics.forget(&key("ns", "a1"));
         assert_eq!(
             hosts(&metrics),
             BTreeSet::from(["a.test".into(), "b.test".into()]),
             "a2 still uses a.test"
         );
-        metrics.forget("ns", "a2");
+        metrics.forget(&key("ns", "a2"));
         assert_eq!(hosts(&metrics), BTreeSet::from(["b.test".into()]));
         // b moves to another endpoint: b.test's series go at its next report.
         let moved = on_host("other-ns", "b", "c.test");
-        metrics.token_scheduled(&moved, None, None, None);
+        metrics.token_scheduled(&key_of(&moved), &moved, None, None, None);
         assert!(hosts(&metrics).is_empty(), "{}", metrics.render());
         let text = metrics.render();
         assert!(
@@ -676,7 +691,7 @@ mod tests {
             .map(String::from);
         assert!(others.is_some_and(|l| l.ends_with(&format!(" {extra}"))));
         // A resource deleted: its host's series go, and a new host has a series of its own.
-        metrics.forget("ns", "r0");
+        metrics.forget(&key("ns", "r0"));
         request(&metrics, &on_host("ns", "new", "new.test"), true);
         let seen = hosts(&metrics);
         assert!(seen.contains("new.test") && !seen.contains("h0.test"));

@@ -208,7 +208,9 @@ fn exported() -> Result<Exported> {
     metrics.reconciled();
     metrics.reconcile_failure("ProviderUnavailable");
     let at = |s: i64| Some(jiff::Timestamp::from_second(s).expect("a valid time"));
+    let key = token_rotator::api::ResourceKey::of(&pc.metadata)?;
     metrics.token_scheduled(
+        &key,
         &pc,
         at(2_000_000_000),
         at(1_999_000_000),

@@ -1,12 +1,14 @@
 //! The CRD types and their translation into the provider model.
 
 pub mod delivery;
+pub mod key;
 pub mod limits;
 pub mod resolve;
 pub mod spec;
 pub mod status;
 
 pub use delivery::*;
+pub use key::{MissingIdentity, ResourceKey};
 pub use resolve::{
     AuthorizationSettings, SpecError, authorization_settings, credentials_from_data,
     credentials_from_spec, provider_config,

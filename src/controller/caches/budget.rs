@@ -179,6 +179,9 @@ pub struct ResourcesBudget {
     relisted: Option<HashSet<u64>>,
 }
 
+/// The budget of a resource without a namespace (not a valid namespace name).
+const NO_NAMESPACE: &str = "(no namespace)";
+
 impl ResourcesBudget {
     pub fn new(limit: usize) -> Self {
         Self {
@@ -220,20 +223,25 @@ impl ResourcesBudget {
     }
 
     /// The key of a resource's UID (objects from the API server always have one; the
-    /// namespace and name are a key of last resort).
+    /// namespace and name, as far as it has them, are a key of last resort).
     fn uid_of(&self, guard: &Guarded) -> u64 {
         let meta = guard.meta();
         match &meta.uid {
             Some(uid) => self.budget.key(uid.as_str()),
-            None => self.budget.key(&(
-                meta.namespace.as_deref().unwrap_or_default(),
-                meta.name.as_deref().unwrap_or_default(),
-            )),
+            None => self
+                .budget
+                .key(&(meta.namespace.as_deref(), meta.name.as_deref())),
         }
     }
 
     fn admit(&mut self, guard: &mut Guarded, uid: u64) {
-        let namespace = guard.meta().namespace.clone().unwrap_or_default();
+        // No API server sends a resource without a namespace; one would share this budget,
+        // a name no namespace can have.
+        let namespace = guard
+            .meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| NO_NAMESPACE.to_string());
         let generation = guard.meta().generation;
         let bytes = cached_bytes(guard);
         let served = match self.decided.get(&uid) {

@@ -15,7 +15,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 
-use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL};
+use crate::api::{DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, ResourceKey};
 use crate::rotation::delivery::stamp;
 use crate::target::{FINGERPRINT_ANNOTATION, SETTINGS_ANNOTATION};
 
@@ -93,10 +93,13 @@ impl Table {
     /// webhook in the destination may have changed the annotations it reads back: the copy
     /// is still the one decided on, and is not written again for that).
     fn apply(&mut self, secret: &PartialObjectMeta<Secret>, written: Option<u64>) {
-        let place: Place = (
-            secret.namespace().unwrap_or_default().into(),
-            secret.name_any().into(),
-        );
+        // A Secret an API server shows has both; one without could be neither found nor
+        // removed, so it is not filed.
+        let (Some(namespace), Some(copy_uid)) = (secret.namespace(), secret.meta().uid.as_deref())
+        else {
+            return;
+        };
+        let place: Place = (namespace.into(), secret.name_any().into());
         let rv = secret
             .meta()
             .resource_version
@@ -115,7 +118,7 @@ impl Table {
             .unwrap_or_else(|| stamp_of(secret.annotations()));
         let seen = CopySeen {
             stamp,
-            uid: secret.meta().uid.as_deref().unwrap_or_default().into(),
+            uid: copy_uid.into(),
             resource_version: rv.into(),
         };
         let key = source_key(uid, namespace, name);
@@ -146,10 +149,12 @@ impl Copies {
         match event {
             Event::Apply(s) => state.current.apply(s, None),
             Event::Delete(s) => {
-                state.current.remove(&(
-                    s.namespace().unwrap_or_default().into(),
-                    s.name_any().into(),
-                ));
+                // Without a namespace it was never filed (`apply`).
+                if let Some(namespace) = s.namespace() {
+                    state
+                        .current
+                        .remove(&(namespace.into(), s.name_any().into()));
+                }
             }
             Event::Init => state.relisting = Some(Table::default()),
             Event::InitApply(s) => state.relisting.get_or_insert_default().apply(s, None),
@@ -166,12 +171,13 @@ impl Copies {
     }
 
     /// The copies of one resource (by UID, and naming it), by namespace and name.
-    pub fn of(&self, uid: &str, namespace: &str, name: &str) -> Vec<((String, String), CopySeen)> {
+    pub fn of(&self, key: &ResourceKey) -> Vec<((String, String), CopySeen)> {
         let state = self.lock();
-        let Some(copies) = state
-            .current
-            .by_source
-            .get(&source_key(uid, namespace, name))
+        let Some(copies) =
+            state
+                .current
+                .by_source
+                .get(&source_key(key.uid(), key.namespace(), key.name()))
         else {
             return Vec::new();
         };
@@ -216,6 +222,7 @@ impl Copies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::key::test_key;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
 
@@ -257,10 +264,13 @@ mod tests {
         copies.watched(&Event::InitApply(copy("a", "target", None, "f9", "3")));
         copies.watched(&Event::InitDone);
         assert!(copies.listed());
-        let of = copies.of("u1", "src", "pc");
+        let of = copies.of(&test_key("u1", "src", "pc"));
         assert_eq!(of.len(), 2);
         assert_eq!(of[0].1.stamp, stamp("f1", "s"));
-        assert!(copies.of("u1", "src", "other").is_empty(), "must name it");
+        assert!(
+            copies.of(&test_key("u1", "src", "other")).is_empty(),
+            "must name it"
+        );
         assert_eq!(
             copies.sources_in("a"),
             vec![("u1".into(), "src".into(), "pc".into())]
@@ -268,21 +278,24 @@ mod tests {
         assert!(copies.sources_in("c").is_empty());
         // A new version; a label moved to another source; a delete.
         copies.watched(&Event::Apply(copy("a", "t", Some("u1"), "f2", "4")));
-        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, stamp("f2", "s"));
+        assert_eq!(
+            copies.of(&test_key("u1", "src", "pc"))[0].1.stamp,
+            stamp("f2", "s")
+        );
         copies.watched(&Event::Apply(copy("b", "t", Some("u2"), "f1", "5")));
         assert_eq!(
             (
-                copies.of("u1", "src", "pc").len(),
-                copies.of("u2", "src", "pc").len()
+                copies.of(&test_key("u1", "src", "pc")).len(),
+                copies.of(&test_key("u2", "src", "pc")).len()
             ),
             (1, 1)
         );
         copies.watched(&Event::Delete(copy("a", "t", Some("u1"), "f2", "4")));
-        assert!(copies.of("u1", "src", "pc").is_empty());
+        assert!(copies.of(&test_key("u1", "src", "pc")).is_empty());
         // A relist drops what it no longer shows.
         copies.watched(&Event::Init);
         copies.watched(&Event::InitDone);
-        assert!(copies.of("u2", "src", "pc").is_empty());
+        assert!(copies.of(&test_key("u2", "src", "pc")).is_empty());
     }
 
     #[test]
@@ -298,7 +311,7 @@ mod tests {
         let mut unannotated = copy("b", "t", Some("u1"), "f", "1");
         unannotated.metadata.annotations = None;
         copies.watched(&Event::Apply(unannotated));
-        assert!(copies.of("u1", "src", "pc").is_empty());
+        assert!(copies.of(&test_key("u1", "src", "pc")).is_empty());
     }
 
     #[test]
@@ -320,13 +333,13 @@ mod tests {
         copies.watched(&Event::InitApply(copy("b", "t", Some("u1"), "f1", "3")));
         copies.watched(&Event::InitApply(forged("attacker2", "src/other/x", "4")));
         copies.watched(&Event::InitDone);
-        let of = copies.of("u1", "src", "pc");
+        let of = copies.of(&test_key("u1", "src", "pc"));
         let places: Vec<&str> = of.iter().map(|((ns, _), _)| ns.as_str()).collect();
         assert_eq!(places, vec!["a", "b"]);
         assert!(of.iter().all(|(_, seen)| seen.stamp == stamp("f1", "s")));
         // The forgery is only what it claims: a source of its own.
-        assert_eq!(copies.of("u1", "attacker", "decoy").len(), 1);
-        assert_eq!(copies.of("u1", "src", "other/x").len(), 1);
+        assert_eq!(copies.of(&test_key("u1", "attacker", "decoy")).len(), 1);
+        assert_eq!(copies.of(&test_key("u1", "src", "other/x")).len(), 1);
         assert_eq!(
             copies.sources_in("attacker"),
             vec![("u1".into(), "attacker".into(), "decoy".into())]
@@ -334,7 +347,7 @@ mod tests {
         // And after live events too.
         copies.watched(&Event::Apply(forged("attacker", "attacker/decoy", "5")));
         copies.watched(&Event::Apply(copy("a", "t", Some("u1"), "f2", "6")));
-        assert_eq!(copies.of("u1", "src", "pc").len(), 2);
+        assert_eq!(copies.of(&test_key("u1", "src", "pc")).len(), 2);
     }
 
     #[test]
@@ -348,15 +361,15 @@ mod tests {
             },
             42,
         );
-        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, 42);
+        assert_eq!(copies.of(&test_key("u1", "src", "pc"))[0].1.stamp, 42);
         // The watch shows that same version: still the stamp sent.
         copies.watched(&Event::Apply(written.clone()));
-        assert_eq!(copies.of("u1", "src", "pc")[0].1.stamp, 42);
+        assert_eq!(copies.of(&test_key("u1", "src", "pc"))[0].1.stamp, 42);
         // A later version is read as it is.
         written.metadata.resource_version = Some("8".into());
         copies.watched(&Event::Apply(written));
         assert_eq!(
-            copies.of("u1", "src", "pc")[0].1.stamp,
+            copies.of(&test_key("u1", "src", "pc"))[0].1.stamp,
             stamp("mutated-by-a-webhook", "s")
         );
     }

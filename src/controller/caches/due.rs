@@ -17,6 +17,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::time::Instant;
 
+use crate::api::ResourceKey;
+
 /// The longest wait kept (reconciles ask for a day at most: `rotation::MAX_REQUEUE`).
 const FAR: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -52,8 +54,8 @@ impl<K: Resource<DynamicType = ()>> Due<K> {
     /// What the controller should do after a reconcile that asked to run again `after` this
     /// long (`None`: only when something changes). Kept here; kube's scheduler only for the
     /// one resource in billions whose UID hash another holds.
-    pub fn next(&self, obj: Arc<K>, after: Option<Duration>) -> Action {
-        let key = self.key(&obj);
+    pub fn next(&self, resource: &ResourceKey, obj: Arc<K>, after: Option<Duration>) -> Action {
+        let key = self.key(resource);
         let mut entries = self.lock();
         if entries
             .queue_of(key)
@@ -87,12 +89,12 @@ impl<K: Resource<DynamicType = ()>> Due<K> {
     }
 
     /// A deleted resource's entry goes with it.
-    pub fn forget(&self, obj: &K) {
-        let key = self.key(obj);
+    pub fn forget(&self, resource: &ResourceKey) {
+        let key = self.key(resource);
         let mut entries = self.lock();
         if entries
             .queue_of(key)
-            .is_some_and(|held| held.uid() == obj.uid())
+            .is_some_and(|held| held.meta().uid.as_deref() == Some(resource.uid()))
             && let Some(at) = entries.when.remove(&key)
         {
             entries.queue.remove(&(at, key));
@@ -137,9 +139,8 @@ impl<K: Resource<DynamicType = ()>> Due<K> {
         None
     }
 
-    fn key(&self, obj: &K) -> u64 {
-        self.hasher
-            .hash_one(obj.meta().uid.as_deref().unwrap_or_default())
+    fn key(&self, resource: &ResourceKey) -> u64 {
+        self.hasher.hash_one(resource.uid())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries<K>> {
@@ -167,6 +168,10 @@ mod tests {
 
     use super::*;
 
+    fn key(name: &str, uid: &str) -> ResourceKey {
+        crate::api::key::test_key(uid, "ns", name)
+    }
+
     fn object(name: &str, uid: &str) -> Arc<ConfigMap> {
         Arc::new(ConfigMap {
             metadata: ObjectMeta {
@@ -185,13 +190,21 @@ mod tests {
         let mut fired = Box::pin(due.clone().fired());
         let started = Instant::now();
         for (name, uid, after) in [("b", "2", 20), ("a", "1", 10), ("c", "3", 30)] {
-            let action = due.next(object(name, uid), Some(Duration::from_secs(after)));
+            let action = due.next(
+                &key(name, uid),
+                object(name, uid),
+                Some(Duration::from_secs(after)),
+            );
             assert_eq!(action, Action::await_change());
         }
         // The latest decision replaces the earlier one: "c" moves from 30 s to 5 s, "b" is
         // no longer due at all.
-        due.next(object("c", "3"), Some(Duration::from_secs(5)));
-        due.next(object("b", "2"), None);
+        due.next(
+            &key("c", "3"),
+            object("c", "3"),
+            Some(Duration::from_secs(5)),
+        );
+        due.next(&key("b", "2"), object("b", "2"), None);
         assert_eq!(due.len(), 2);
         for (name, at) in [("c", 5), ("a", 10)] {
             let next = fired.next().await.expect("the stream does not end");
@@ -208,11 +221,19 @@ mod tests {
     async fn an_entry_that_comes_first_wakes_a_waiting_stream() {
         let due = Arc::new(Due::<ConfigMap>::default());
         let mut fired = Box::pin(due.clone().fired());
-        due.next(object("late", "1"), Some(Duration::from_secs(3600)));
+        due.next(
+            &key("late", "1"),
+            object("late", "1"),
+            Some(Duration::from_secs(3600)),
+        );
         let started = Instant::now();
         let waiting = tokio::spawn(async move { fired.next().await.map(|r| r.name) });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        due.next(object("soon", "2"), Some(Duration::from_secs(1)));
+        due.next(
+            &key("soon", "2"),
+            object("soon", "2"),
+            Some(Duration::from_secs(1)),
+        );
         assert_eq!(waiting.await.unwrap().as_deref(), Some("soon"));
         assert_eq!(started.elapsed().as_secs(), 2);
     }
@@ -220,11 +241,15 @@ mod tests {
     #[test]
     fn a_deleted_resource_leaves_nothing_behind() {
         let due = Due::<ConfigMap>::default();
-        due.next(object("a", "1"), Some(Duration::from_secs(10)));
+        due.next(
+            &key("a", "1"),
+            object("a", "1"),
+            Some(Duration::from_secs(10)),
+        );
         // Another object of the same name (deleted and created again) does not remove it.
-        due.forget(&object("a", "2"));
+        due.forget(&key("a", "2"));
         assert_eq!(due.len(), 1);
-        due.forget(&object("a", "1"));
+        due.forget(&key("a", "1"));
         assert_eq!(due.len(), 0);
     }
 
@@ -233,7 +258,7 @@ mod tests {
         let due = Arc::new(Due::<ConfigMap>::default());
         let mut fired = Box::pin(due.clone().fired());
         let started = Instant::now();
-        let action = due.next(object("a", "1"), Some(Duration::MAX));
+        let action = due.next(&key("a", "1"), object("a", "1"), Some(Duration::MAX));
         assert_eq!(action, Action::await_change());
         assert_eq!(due.len(), 1);
         fired.next().await.expect("the stream does not end");

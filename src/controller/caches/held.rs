@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::api::ProviderCredential;
+use crate::api::{ProviderCredential, ResourceKey};
 use crate::rotation::{ChainWrite, HeldToken, RequestBudget};
 
 #[derive(Default)]
@@ -26,15 +26,18 @@ const WAIT_FOR_OWN_WRITE: Duration = Duration::from_secs(10);
 /// resource's next reconcile (hours later): after a start-up every resource has one.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// A state settled but not stored, with the resource it is for.
+pub type HeldState = (ResourceKey, Arc<ProviderCredential>, ChainWrite);
+
 /// What a resource has outstanding in memory.
 #[derive(Default)]
 pub struct Held {
     /// State settled from an answer but not yet stored: it may carry a refresh token that
     /// replaced the stored one, so it is never dropped and never superseded by the older value.
-    /// With its resource, so that shutdown can store it.
+    /// With its resource (and its key), so that shutdown can store it.
     /// Boxed, like `token`: rarely set, and an entry lives in a table slot sized for the
     /// largest field, for every resource with a request budget running.
-    pub state: Option<Box<(Arc<ProviderCredential>, ChainWrite)>>,
+    pub state: Option<Box<HeldState>>,
     /// A token obtained but not yet written to the target Secret.
     pub token: Option<Box<HeldToken>>,
     /// Reconciles in a row that ended blocked or in error: drives their backoff.
@@ -100,7 +103,8 @@ impl Held {
 pub struct HeldTable(Mutex<HeldByUid>);
 
 impl HeldTable {
-    pub fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
+    pub fn with<T>(&self, key: &ResourceKey, f: impl FnOnce(&mut Held) -> T) -> T {
+        let uid = key.uid();
         let now = Instant::now();
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if held
@@ -131,7 +135,7 @@ impl HeldTable {
     }
 
     /// Every state held but not stored, with its resource: what shutdown must store.
-    pub fn states(&self) -> Vec<(Arc<ProviderCredential>, ChainWrite)> {
+    pub fn states(&self) -> Vec<HeldState> {
         let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         held.entries
             .values()
@@ -140,12 +144,12 @@ impl HeldTable {
     }
 
     /// A deleted resource's entry.
-    pub fn remove(&self, uid: &str) {
+    pub fn remove(&self, key: &ResourceKey) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entries
-            .remove(uid);
+            .remove(key.uid());
     }
 }
 

@@ -80,11 +80,10 @@ struct Index {
 #[derive(Default)]
 pub struct Readers(Mutex<Index>);
 
-fn named(pc: &ProviderCredential) -> Named {
-    (
-        pc.namespace().unwrap_or_default().into(),
-        pc.name_any().into(),
-    )
+/// A resource without a namespace (no API server sends one) is not indexed: nothing could
+/// reconcile it by name.
+fn named(pc: &ProviderCredential) -> Option<Named> {
+    Some((pc.namespace()?.into(), pc.name_any().into()))
 }
 
 fn object_ref((namespace, name): &Named) -> ObjectRef<Guarded> {
@@ -93,7 +92,9 @@ fn object_ref((namespace, name): &Named) -> ObjectRef<Guarded> {
 
 impl Index {
     fn add(&mut self, pc: &ProviderCredential) {
-        let (namespace, name) = named(pc);
+        let Some((namespace, name)) = named(pc) else {
+            return;
+        };
         if let Some(secret) = pc.spec.credentials.secret_name() {
             let secrets = self.credentials.entry(namespace.clone()).or_default();
             match secrets.get_mut(secret) {
@@ -118,7 +119,9 @@ impl Index {
     }
 
     fn remove(&mut self, pc: &ProviderCredential) {
-        let key = named(pc);
+        let Some(key) = named(pc) else {
+            return;
+        };
         if let Some(secrets) = self.credentials.get_mut(&key.0)
             && let Some(secret) = pc.spec.credentials.secret_name()
         {

@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::kept_credentials::{KeptByName, KeptCredentials};
 use super::packed::PackedTarget;
+use crate::api::ResourceKey;
 use crate::rotation::{CredentialsView, Slot, StateView, TargetView};
 use crate::secrets::credentials_view;
 
@@ -78,9 +79,10 @@ fn keyed(value: impl std::hash::Hash) -> u64 {
 
 /// A resource's UID as the key of its remembered Secrets: eight bytes instead of a 36-byte
 /// string per resource (a collision would still have to match the Secret and its version to
-/// be used).
-fn resource_id(uid: &str) -> u64 {
-    keyed(uid)
+/// be used). A resource's target and state Secrets are in its namespace: the methods below
+/// take its key and a Secret's name.
+fn resource_id(key: &ResourceKey) -> u64 {
+    keyed(key.uid())
 }
 
 fn secret_id(namespace: &str, name: &str) -> u64 {
@@ -179,18 +181,15 @@ pub fn version_id(resource_version: &str) -> u64 {
     }
 }
 
-/// Where a Secret is, and what a watch shows of it.
-fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> (&str, &str, Shown) {
+/// Where a Secret is, and what a watch shows of it. `None`: no namespace or name (no API
+/// server sends such a Secret; it is not followed).
+fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> Option<(&str, &str, Shown)> {
     let meta = secret.meta();
     let shown = Shown {
         version: version_id(meta.resource_version.as_deref().unwrap_or_default()),
         digest: digest(secret),
     };
-    (
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-        shown,
-    )
+    Some((meta.namespace.as_deref()?, meta.name.as_deref()?, shown))
 }
 
 /// A deleted Secret as a relist reports it: its namespace and name.
@@ -201,8 +200,9 @@ fn named<K: Resource + Default>(namespace: &str, name: &str) -> K {
     k
 }
 
-fn key(secret: &impl Resource) -> (String, String) {
-    (secret.namespace().unwrap_or_default(), secret.name_any())
+/// A Secret's namespace and name (`None`: it has none, see [`shown`]).
+fn key(secret: &impl Resource) -> Option<(String, String)> {
+    Some((secret.namespace()?, secret.meta().name.clone()?))
 }
 
 #[derive(Default)]
@@ -251,8 +251,9 @@ impl SecretViews {
     /// with it, so a reconcile reads none of them (unless larger than
     /// [`KEPT_CREDENTIALS_MAX_BYTES`], or changed and not seen yet).
     pub fn credentials_watched(&self, watch: usize, event: Event<Secret>) -> Vec<Secret> {
-        if let Event::Apply(secret) | Event::InitApply(secret) = &event {
-            let (namespace, name) = key(secret);
+        if let Event::Apply(secret) | Event::InitApply(secret) = &event
+            && let Some((namespace, name)) = key(secret)
+        {
             let size: usize = secret
                 .data
                 .iter()
@@ -287,14 +288,18 @@ impl SecretViews {
         };
         let changed = match event {
             Event::Apply(s) => {
-                let (namespace, name, shown) = shown(&s, digest);
+                let Some((namespace, name, shown)) = shown(&s, digest) else {
+                    return Vec::new();
+                };
                 let changed =
                     versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
                 versions.current.insert(namespace, name, shown);
                 changed.then_some(s).into_iter().collect()
             }
             Event::Delete(s) => {
-                let (namespace, name) = key(&s);
+                let Some((namespace, name)) = key(&s) else {
+                    return Vec::new();
+                };
                 versions.current.remove(&namespace, &name);
                 self.lock_credentials().remove(&namespace, &name);
                 vec![s]
@@ -304,7 +309,9 @@ impl SecretViews {
                 return Vec::new();
             }
             Event::InitApply(s) => {
-                let (namespace, name, shown) = shown(&s, digest);
+                let Some((namespace, name, shown)) = shown(&s, digest) else {
+                    return Vec::new();
+                };
                 let changed =
                     versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
                 versions.relisting.insert(namespace, name, shown);
@@ -371,13 +378,14 @@ impl SecretViews {
 
     /// The state Secret: as last seen if the watch shows that version, absent if the watch
     /// never showed it (and this process did not write it), otherwise unknown.
-    pub fn state_known(&self, uid: &str, namespace: &str, name: &str) -> Known<StateView> {
-        if let Some(s) = self.current(uid, namespace, name, |r| r.state.as_mut()) {
+    pub fn state_known(&self, key: &ResourceKey, name: &str) -> Known<StateView> {
+        let namespace = key.namespace();
+        if let Some(s) = self.current(key, name, |r| r.state.as_mut()) {
             return Known::Current(s);
         }
         let remembered = self
             .lock_views()
-            .get(&resource_id(uid))
+            .get(&resource_id(key))
             .is_some_and(|r| r.state.is_some());
         if !remembered && self.known_absent(namespace, name) {
             return Known::Absent;
@@ -443,32 +451,32 @@ impl SecretViews {
     /// Secrets never showed that name, this process neither wrote it nor found someone else's
     /// Secret there. An unmanaged Secret may still be there: the create that writes the target
     /// then fails (409) rather than touching it.
-    pub fn target_known_absent(&self, uid: &str, namespace: &str, name: &str) -> bool {
-        let remembered = self.lock_views().get(&resource_id(uid)).is_some_and(|r| {
+    pub fn target_known_absent(&self, key: &ResourceKey, name: &str) -> bool {
+        let namespace = key.namespace();
+        let remembered = self.lock_views().get(&resource_id(key)).is_some_and(|r| {
             r.target.is_some() || r.unowned.as_ref().is_some_and(|u| u.foreign.is_some())
         });
         !remembered && self.known_absent(namespace, name)
     }
 
-    pub fn target(&self, uid: &str, namespace: &str, name: &str) -> Option<TargetView> {
-        self.current(uid, namespace, name, |r| r.target.as_mut())
+    pub fn target(&self, key: &ResourceKey, name: &str) -> Option<TargetView> {
+        self.current(key, name, |r| r.target.as_mut())
     }
 
     #[cfg(test)]
-    fn state(&self, uid: &str, namespace: &str, name: &str) -> Option<StateView> {
-        self.current(uid, namespace, name, |r| r.state.as_mut())
+    fn state(&self, key: &ResourceKey, name: &str) -> Option<StateView> {
+        self.current(key, name, |r| r.state.as_mut())
     }
 
     /// The target as last seen while the watch shows that version; one this process wrote and
     /// the watch has not shown yet, once it does (waiting at most `bound`).
     pub async fn target_once_shown(
         &self,
-        uid: &str,
-        namespace: &str,
+        key: &ResourceKey,
         name: &str,
         bound: std::time::Duration,
     ) -> Option<TargetView> {
-        self.once_shown(uid, namespace, name, bound, |r| r.target.as_mut())
+        self.once_shown(key, name, bound, |r| r.target.as_mut())
             .await
     }
 
@@ -476,12 +484,11 @@ impl SecretViews {
     /// `bound`).
     pub async fn state_once_shown(
         &self,
-        uid: &str,
-        namespace: &str,
+        key: &ResourceKey,
         name: &str,
         bound: std::time::Duration,
     ) -> Option<StateView> {
-        self.once_shown(uid, namespace, name, bound, |r| r.state.as_mut())
+        self.once_shown(key, name, bound, |r| r.state.as_mut())
             .await
     }
 
@@ -491,20 +498,20 @@ impl SecretViews {
     /// `bound`: the view if it is that version, else `None` (read it).
     async fn once_shown<T: Remember>(
         &self,
-        uid: &str,
-        namespace: &str,
+        key: &ResourceKey,
         name: &str,
         bound: std::time::Duration,
         pick: Pick<T>,
     ) -> Option<T> {
+        let namespace = key.namespace();
         // Subscribed before looking, so that a version shown after the look wakes the wait.
         let mut shown = self.shown.subscribe();
-        if let Some(view) = self.current(uid, namespace, name, pick) {
+        if let Some(view) = self.current(key, name, pick) {
             return Some(view);
         }
         let written_unseen = self
             .lock_views()
-            .get_mut(&resource_id(uid))
+            .get_mut(&resource_id(key))
             .and_then(pick)
             .is_some_and(|seen| seen.written && seen.secret == secret_id(namespace, name));
         if !written_unseen {
@@ -519,34 +526,24 @@ impl SecretViews {
             }
         })
         .await;
-        self.current(uid, namespace, name, pick)
+        self.current(key, name, pick)
     }
 
     /// Remembers what was read or written (an owned Secret; `None` forgets it).
-    pub fn remember_target(
-        &self,
-        uid: &str,
-        namespace: &str,
-        name: &str,
-        view: Option<TargetView>,
-    ) {
+    pub fn remember_target(&self, key: &ResourceKey, name: &str, view: Option<TargetView>) {
+        let namespace = key.namespace();
         let target = seen(namespace, name, view, false);
-        self.update(uid, |r| {
+        self.update(key, |r| {
             r.target = target;
             r.unowned = None;
         });
     }
 
     /// Remembers a target as this process wrote it (the watch shows it later).
-    pub fn remember_written_target(
-        &self,
-        uid: &str,
-        namespace: &str,
-        name: &str,
-        view: TargetView,
-    ) {
+    pub fn remember_written_target(&self, key: &ResourceKey, name: &str, view: TargetView) {
+        let namespace = key.namespace();
         let target = seen(namespace, name, Some(view), true);
-        self.update(uid, |r| {
+        self.update(key, |r| {
             r.target = target;
             r.unowned = None;
         });
@@ -555,9 +552,10 @@ impl SecretViews {
     /// Remembers a target found absent (a 404): not read again while the watch of managed
     /// Secrets shows nothing there. If someone creates an unlabelled Secret there meanwhile,
     /// the operator's create fails (409, NotOwned) and the next read finds it.
-    pub fn remember_target_absent(&self, uid: &str, namespace: &str, name: &str) {
+    pub fn remember_target_absent(&self, key: &ResourceKey, name: &str) {
+        let namespace = key.namespace();
         let unowned = self.unowned(namespace, name, None, None, None);
-        self.update(uid, |r| {
+        self.update(key, |r| {
             r.target = None;
             r.unowned = Some(unowned);
         });
@@ -568,13 +566,13 @@ impl SecretViews {
     /// version the watch shows there changes.
     pub fn remember_target_foreign(
         &self,
-        uid: &str,
-        namespace: &str,
+        key: &ResourceKey,
         name: &str,
         generation: Option<i64>,
         resource_version: &str,
         recheck: std::time::Duration,
     ) {
+        let namespace = key.namespace();
         let recheck_at = tokio::time::Instant::now() + recheck;
         let unowned = self.unowned(
             namespace,
@@ -583,7 +581,7 @@ impl SecretViews {
             generation,
             Some(recheck_at),
         );
-        self.update(uid, |r| {
+        self.update(key, |r| {
             r.target = None;
             r.unowned = Some(unowned);
         });
@@ -609,14 +607,14 @@ impl SecretViews {
     /// The target as remembered when it was absent or someone else's, if still valid.
     pub fn target_unowned(
         &self,
-        uid: &str,
-        namespace: &str,
+        key: &ResourceKey,
         name: &str,
         generation: Option<i64>,
     ) -> Option<Slot<TargetView>> {
+        let namespace = key.namespace();
         let shown = self.watched_version(namespace, name);
         let views = self.lock_views();
-        let u = views.get(&resource_id(uid))?.unowned.as_deref()?;
+        let u = views.get(&resource_id(key))?.unowned.as_deref()?;
         if u.secret != secret_id(namespace, name) || u.shown != shown {
             return None;
         }
@@ -629,19 +627,21 @@ impl SecretViews {
         (u.generation == generation && !due).then_some(Slot::Foreign)
     }
 
-    pub fn remember_state(&self, uid: &str, namespace: &str, name: &str, view: Option<StateView>) {
+    pub fn remember_state(&self, key: &ResourceKey, name: &str, view: Option<StateView>) {
+        let namespace = key.namespace();
         let state = seen(namespace, name, view, false);
-        self.update(uid, |r| r.state = state);
+        self.update(key, |r| r.state = state);
     }
 
     /// Remembers a state Secret as this process wrote it (the watch shows it later).
-    pub fn remember_written_state(&self, uid: &str, namespace: &str, name: &str, view: StateView) {
+    pub fn remember_written_state(&self, key: &ResourceKey, name: &str, view: StateView) {
+        let namespace = key.namespace();
         let state = seen(namespace, name, Some(view), true);
-        self.update(uid, |r| r.state = state);
+        self.update(key, |r| r.state = state);
     }
 
-    pub fn forget(&self, uid: &str) {
-        self.lock_views().remove(&resource_id(uid));
+    pub fn forget(&self, key: &ResourceKey) {
+        self.lock_views().remove(&resource_id(key));
     }
 
     fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Remembered>> {
@@ -649,27 +649,22 @@ impl SecretViews {
     }
 
     /// Changes what is remembered of one resource; nothing left, no entry.
-    fn update(&self, uid: &str, change: impl FnOnce(&mut Remembered)) {
+    fn update(&self, key: &ResourceKey, change: impl FnOnce(&mut Remembered)) {
         let mut views = self.lock_views();
-        let remembered = views.entry(resource_id(uid)).or_default();
+        let remembered = views.entry(resource_id(key)).or_default();
         change(remembered);
         if remembered.target.is_none() && remembered.state.is_none() && remembered.unowned.is_none()
         {
-            views.remove(&resource_id(uid));
+            views.remove(&resource_id(key));
         }
     }
 
     /// The remembered view, if it is of this Secret and the watch shows that very version now.
-    fn current<T: Remember>(
-        &self,
-        uid: &str,
-        namespace: &str,
-        name: &str,
-        pick: Pick<T>,
-    ) -> Option<T> {
+    fn current<T: Remember>(&self, key: &ResourceKey, name: &str, pick: Pick<T>) -> Option<T> {
+        let namespace = key.namespace();
         let watched = self.watched_version(namespace, name)?;
         let mut views = self.lock_views();
-        let seen = pick(views.get_mut(&resource_id(uid))?)?;
+        let seen = pick(views.get_mut(&resource_id(key))?)?;
         if seen.secret != secret_id(namespace, name) || seen.version != watched {
             return None;
         }
@@ -699,6 +694,7 @@ impl SecretViews {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::key::test_key;
 
     /// A digest that changes with every version (what a state Secret's is).
     fn version_digest<K: Resource>(k: &K) -> u64 {
@@ -757,43 +753,87 @@ mod tests {
     fn a_view_is_reused_only_while_the_watch_shows_its_version() {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
-        views.remember_state("uid", "ns", "pc-rotator-state", Some(state("5")));
+        views.remember_state(
+            &test_key("uid", "ns", "pc"),
+            "pc-rotator-state",
+            Some(state("5")),
+        );
         // Not in the watch yet (just written, or the watch is starting): read it.
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
         views.watched(
             watch,
             Event::Apply(meta("ns", "pc-rotator-state", "5")),
             version_digest,
         );
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_some()
+        );
         // Another name, another namespace or another resource: not this view.
-        assert!(views.state("uid", "ns", "other").is_none());
-        assert!(views.state("uid", "other", "pc-rotator-state").is_none());
-        assert!(views.state("uid2", "ns", "pc-rotator-state").is_none());
-        assert!(views.target("uid", "ns", "pc-rotator-state").is_none());
+        assert!(views.state(&test_key("uid", "ns", "pc"), "other").is_none());
+        assert!(
+            views
+                .state(&test_key("uid", "other", "pc"), "pc-rotator-state")
+                .is_none()
+        );
+        assert!(
+            views
+                .state(&test_key("uid2", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
+        assert!(
+            views
+                .target(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
         // Someone else wrote it: read it again.
         views.watched(
             watch,
             Event::Apply(meta("ns", "pc-rotator-state", "9")),
             version_digest,
         );
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
-        views.remember_state("uid", "ns", "pc-rotator-state", Some(state("9")));
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_some());
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
+        views.remember_state(
+            &test_key("uid", "ns", "pc"),
+            "pc-rotator-state",
+            Some(state("9")),
+        );
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_some()
+        );
         // Deleted: read (and find it absent).
         views.watched(
             watch,
             Event::Delete(meta("ns", "pc-rotator-state", "9")),
             version_digest,
         );
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
-        views.forget("uid");
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
+        views.forget(&test_key("uid", "ns", "pc"));
         views.watched(
             watch,
             Event::Apply(meta("ns", "pc-rotator-state", "9")),
             version_digest,
         );
-        assert!(views.state("uid", "ns", "pc-rotator-state").is_none());
+        assert!(
+            views
+                .state(&test_key("uid", "ns", "pc"), "pc-rotator-state")
+                .is_none()
+        );
     }
 
     #[test]
@@ -801,8 +841,8 @@ mod tests {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
         views.watched(watch, Event::Apply(meta("ns", "gone", "3")), version_digest);
-        views.remember_state("uid", "ns", "gone", Some(state("3")));
-        assert!(views.state("uid", "ns", "gone").is_some());
+        views.remember_state(&test_key("uid", "ns", "pc"), "gone", Some(state("3")));
+        assert!(views.state(&test_key("uid", "ns", "pc"), "gone").is_some());
         views.watched(
             watch,
             Event::<PartialObjectMeta<Secret>>::Init,
@@ -814,22 +854,23 @@ mod tests {
             version_digest,
         );
         // Until the relist is done, what was known stays.
-        assert!(views.state("uid", "ns", "gone").is_some());
+        assert!(views.state(&test_key("uid", "ns", "pc"), "gone").is_some());
         views.watched(
             watch,
             Event::<PartialObjectMeta<Secret>>::InitDone,
             version_digest,
         );
-        assert!(views.state("uid", "ns", "gone").is_none());
-        views.remember_state("uid", "ns", "kept", Some(state("4")));
-        assert!(views.state("uid", "ns", "kept").is_some());
+        assert!(views.state(&test_key("uid", "ns", "pc"), "gone").is_none());
+        views.remember_state(&test_key("uid", "ns", "pc"), "kept", Some(state("4")));
+        assert!(views.state(&test_key("uid", "ns", "pc"), "kept").is_some());
     }
 
     #[test]
     fn a_state_is_absent_without_a_read_only_when_the_listed_watch_never_showed_it() {
         let views = SecretViews::default();
         let watch = views.new_watch(Some("ns".into()));
-        let known = |views: &SecretViews, uid: &str, ns: &str| match views.state_known(uid, ns, "s")
+        let known = |views: &SecretViews, uid: &str, ns: &str| match views
+            .state_known(&test_key(uid, ns, "pc"), "s")
         {
             Known::Current(_) => "current",
             Known::Absent => "absent",
@@ -851,7 +892,7 @@ mod tests {
         // Another namespace is not this watch's to say.
         assert_eq!(known(&views, "uid", "other"), "unknown");
         // Written by this process, not shown by the watch yet: read it.
-        views.remember_state("uid", "ns", "s", Some(state("7")));
+        views.remember_state(&test_key("uid", "ns", "pc"), "s", Some(state("7")));
         assert_eq!(known(&views, "uid", "ns"), "unknown");
         views.watched(watch, Event::Apply(meta("ns", "s", "7")), version_digest);
         assert_eq!(known(&views, "uid", "ns"), "current");
@@ -1119,14 +1160,18 @@ mod tests {
         let watch = views.new_watch(None);
         let hour = std::time::Duration::from_secs(3600);
         views.watched(watch, Event::Apply(meta("ns", "t", "1")), version_digest);
-        views.remember_written_target("uid", "ns", "t", target("2"));
+        views.remember_written_target(&test_key("uid", "ns", "pc"), "t", target("2"));
         assert!(
-            views.target("uid", "ns", "t").is_none(),
+            views.target(&test_key("uid", "ns", "pc"), "t").is_none(),
             "the watch is behind"
         );
         let waiting = tokio::spawn({
             let views = views.clone();
-            async move { views.target_once_shown("uid", "ns", "t", hour).await }
+            async move {
+                views
+                    .target_once_shown(&test_key("uid", "ns", "pc"), "t", hour)
+                    .await
+            }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "waits for the watch");
@@ -1148,24 +1193,28 @@ mod tests {
         views.watched(watch, Event::Apply(meta("ns", "t", "4")), version_digest);
         assert!(
             views
-                .target_once_shown("uid", "ns", "t", hour)
+                .target_once_shown(&test_key("uid", "ns", "pc"), "t", hour)
                 .await
                 .is_none()
         );
         // A view that was read, not written, is never waited for.
-        views.remember_target("uid", "ns", "t", Some(target("3")));
+        views.remember_target(&test_key("uid", "ns", "pc"), "t", Some(target("3")));
         assert!(
             views
-                .target_once_shown("uid", "ns", "t", hour)
+                .target_once_shown(&test_key("uid", "ns", "pc"), "t", hour)
                 .await
                 .is_none()
         );
 
         // The watch shows another version next (someone wrote over it): read it.
-        views.remember_written_state("uid", "ns", "s", state("5"));
+        views.remember_written_state(&test_key("uid", "ns", "pc"), "s", state("5"));
         let waiting = tokio::spawn({
             let views = views.clone();
-            async move { views.state_once_shown("uid", "ns", "s", hour).await }
+            async move {
+                views
+                    .state_once_shown(&test_key("uid", "ns", "pc"), "s", hour)
+                    .await
+            }
         });
         tokio::task::yield_now().await;
         views.watched(watch, Event::Apply(meta("ns", "s", "6")), version_digest);
@@ -1176,18 +1225,18 @@ mod tests {
         assert!(shown.is_none(), "another version: read it");
 
         // A watch that never shows it delays the reconcile by the bound only.
-        views.remember_written_state("uid2", "ns", "s2", state("7"));
+        views.remember_written_state(&test_key("uid2", "ns", "pc"), "s2", state("7"));
         let bound = std::time::Duration::from_millis(5);
         assert!(
             views
-                .state_once_shown("uid2", "ns", "s2", bound)
+                .state_once_shown(&test_key("uid2", "ns", "pc"), "s2", bound)
                 .await
                 .is_none()
         );
     }
 
     fn unowned_kind(views: &SecretViews, generation: i64) -> &'static str {
-        match views.target_unowned("uid", "ns", "t", Some(generation)) {
+        match views.target_unowned(&test_key("uid", "ns", "pc"), "t", Some(generation)) {
             Some(Slot::Absent) => "absent",
             Some(Slot::Foreign) => "foreign",
             Some(Slot::Owned(_)) => "owned",
@@ -1202,16 +1251,20 @@ mod tests {
         let views = SecretViews::default();
         let watch = views.new_watch(None);
         assert_eq!(unowned_kind(&views, 1), "read it");
-        views.remember_target_absent("uid", "ns", "t");
+        views.remember_target_absent(&test_key("uid", "ns", "pc"), "t");
         assert_eq!(unowned_kind(&views, 1), "absent");
         // Absent whatever the generation: only the watch (or a failed create) says otherwise.
         assert_eq!(unowned_kind(&views, 2), "absent");
         assert!(
             views
-                .target_unowned("uid", "ns", "other", Some(1))
+                .target_unowned(&test_key("uid", "ns", "pc"), "other", Some(1))
                 .is_none()
         );
-        assert!(views.target_unowned("uid2", "ns", "t", Some(1)).is_none());
+        assert!(
+            views
+                .target_unowned(&test_key("uid2", "ns", "pc"), "t", Some(1))
+                .is_none()
+        );
         views.watched(watch, Event::Apply(meta("ns", "t", "3")), version_digest);
         assert_eq!(
             unowned_kind(&views, 2),
@@ -1221,7 +1274,7 @@ mod tests {
 
         // Foreign at version 3, as the watch shows it: kept until the recheck is due.
         let recheck = std::time::Duration::from_secs(40);
-        views.remember_target_foreign("uid", "ns", "t", Some(2), "3", recheck);
+        views.remember_target_foreign(&test_key("uid", "ns", "pc"), "t", Some(2), "3", recheck);
         assert_eq!(unowned_kind(&views, 2), "foreign");
         tokio::time::advance(recheck / 2).await;
         assert_eq!(unowned_kind(&views, 2), "foreign");
@@ -1230,27 +1283,37 @@ mod tests {
         // Another version in the watch: read it again.
         views.watched(watch, Event::Apply(meta("ns", "t", "4")), version_digest);
         assert_eq!(unowned_kind(&views, 2), "read it");
-        views.remember_target_foreign("uid", "ns", "t", Some(2), "4", recheck);
+        views.remember_target_foreign(&test_key("uid", "ns", "pc"), "t", Some(2), "4", recheck);
         views.watched(watch, Event::Delete(meta("ns", "t", "4")), version_digest);
         assert_eq!(unowned_kind(&views, 2), "read it", "deleted");
         // Not in the watch at all (unlabelled): until the recheck.
-        views.remember_target_foreign("uid", "ns", "t", Some(2), "9", recheck);
+        views.remember_target_foreign(&test_key("uid", "ns", "pc"), "t", Some(2), "9", recheck);
         assert_eq!(unowned_kind(&views, 2), "foreign");
         tokio::time::advance(recheck).await;
         assert_eq!(unowned_kind(&views, 2), "read it", "the recheck reads it");
         // Owned now (written or read): the owned view replaces what was remembered.
-        views.remember_target_foreign("uid", "ns", "t", Some(2), "9", recheck);
-        views.remember_target("uid", "ns", "t", Some(target("10")));
-        assert!(views.target_unowned("uid", "ns", "t", Some(2)).is_none());
-        views.remember_target_absent("uid", "ns", "t");
-        views.remember_target("uid", "ns", "t", None);
+        views.remember_target_foreign(&test_key("uid", "ns", "pc"), "t", Some(2), "9", recheck);
+        views.remember_target(&test_key("uid", "ns", "pc"), "t", Some(target("10")));
         assert!(
-            views.target_unowned("uid", "ns", "t", Some(2)).is_none(),
+            views
+                .target_unowned(&test_key("uid", "ns", "pc"), "t", Some(2))
+                .is_none()
+        );
+        views.remember_target_absent(&test_key("uid", "ns", "pc"), "t");
+        views.remember_target(&test_key("uid", "ns", "pc"), "t", None);
+        assert!(
+            views
+                .target_unowned(&test_key("uid", "ns", "pc"), "t", Some(2))
+                .is_none(),
             "forgotten"
         );
-        views.remember_target_absent("uid", "ns", "t");
-        views.forget("uid");
-        assert!(views.target_unowned("uid", "ns", "t", Some(2)).is_none());
+        views.remember_target_absent(&test_key("uid", "ns", "pc"), "t");
+        views.forget(&test_key("uid", "ns", "pc"));
+        assert!(
+            views
+                .target_unowned(&test_key("uid", "ns", "pc"), "t", Some(2))
+                .is_none()
+        );
     }
 
     #[test]
@@ -1273,7 +1336,7 @@ mod tests {
         views.watched(watch, Event::Apply(meta("ns", "s", "1")), version_digest);
         let mut unversioned = state("1");
         unversioned.resource_version = None;
-        views.remember_state("uid", "ns", "s", Some(unversioned));
-        assert!(views.state("uid", "ns", "s").is_none());
+        views.remember_state(&test_key("uid", "ns", "pc"), "s", Some(unversioned));
+        assert!(views.state(&test_key("uid", "ns", "pc"), "s").is_none());
     }
 }

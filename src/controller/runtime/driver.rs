@@ -6,13 +6,13 @@ use std::time::Duration;
 pub use crate::controller::steps::context::Context;
 use crate::controller::steps::reconcile::{ReconcileError, reconcile_guarded};
 use futures::StreamExt;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, reflector};
+use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::api::Guarded;
+use crate::api::{Guarded, ResourceKey};
 use crate::rotation;
 
 /// Runs the controller until the gate closes (shutdown, or a lost lease).
@@ -57,25 +57,23 @@ async fn reconcile_one(
     due: Arc<crate::controller::caches::due::Due<Guarded>>,
     cached: reflector::Store<Guarded>,
 ) -> Result<Action, ReconcileError> {
-    let namespace = pc.namespace().unwrap_or_default();
-    if let Some(wait) = ctx
-        .reconcile_rate
-        .admit(&namespace, &pc.uid().unwrap_or_default())
-    {
-        debug!(%namespace, name = %pc.name_any(), wait_ms = wait.as_millis(), "over the namespace's reconcile rate; requeued");
-        return Ok(due.next(pc, Some(wait)));
+    // The one key of this reconcile: every cache and series of the resource goes by it.
+    let key = ResourceKey::of(pc.meta())?;
+    if let Some(wait) = ctx.reconcile_rate.admit(&key) {
+        debug!(namespace = %key.namespace(), name = %key.name(), wait_ms = wait.as_millis(), "over the namespace's reconcile rate; requeued");
+        return Ok(due.next(&key, pc, Some(wait)));
     }
-    let next = reconcile_guarded(pc.clone(), ctx.clone()).await?;
+    let next = reconcile_guarded(pc.clone(), &key, ctx.clone()).await?;
     // Deleted while it ran: nothing to schedule (its Delete has gone by).
     let current = cached.get(&ObjectRef::from(pc.as_ref()));
     if current.is_none_or(|c| c.uid() != pc.uid()) {
-        due.forget(&pc);
+        due.forget(&key);
         // Its Delete may have come before this reconcile detached a request: whatever that
         // request leaves is dropped rather than kept for a resource that is gone.
-        ctx.forget(&pc.uid().unwrap_or_default());
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
-    Ok(due.next(pc, next))
+    Ok(due.next(&key, pc, next))
 }
 
 /// Each watch feeding the controller backs off on its own (`default_backoff`). The
@@ -100,12 +98,20 @@ impl kube::runtime::utils::Backoff for ShortPause {
 /// failure: the newer version is already queued.
 fn error_policy(pc: Arc<Guarded>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failure(error.metric_reason());
-    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+    let key = match ResourceKey::of(pc.meta()) {
+        Ok(key) => key,
+        // Retrying cannot give it what it lacks; a change to it comes as an event.
+        Err(missing) => {
+            warn!(name = %pc.name_any(), error = %missing, "reconcile refused; waiting for a change");
+            return Action::await_change();
+        }
+    };
+    let (namespace, name) = (key.namespace(), key.name());
     if error.is_stale() {
         debug!(%namespace, %name, "stale copy; reconciling the new version");
         return Action::requeue(Duration::from_secs(1));
     }
-    let attempts = ctx.count_attempt(&pc.uid().unwrap_or_default(), true);
+    let attempts = ctx.count_attempt(&key, true);
     let delay = rotation::backoff(attempts, None, rand::random());
     warn!(%namespace, %name, error = %error, retry_in_s = delay.as_secs(), "reconcile error; retrying");
     Action::requeue(delay)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use kube::ResourceExt;
 use kube::api::Api;
 use tracing::{error, info, warn};
 
@@ -79,15 +78,15 @@ pub async fn store_held(ctx: &Context) {
         return;
     }
     info!(count = held.len(), "storing held state before exit");
-    let stores = held.into_iter().map(|(pc, write)| async move {
-        let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
-        let api = Api::namespaced(ctx.client.clone(), &namespace);
+    let stores = held.into_iter().map(|(key, pc, write)| async move {
+        let (namespace, name) = (key.namespace(), key.name());
+        let api = Api::namespaced(ctx.client.clone(), namespace);
         let deadline = Instant::now() + STORE_BOUND;
         let mut pause = FIRST_RETRY;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let stored =
-                tokio::time::timeout(left, store_held_state(ctx, &pc, &api, write.clone()));
+                tokio::time::timeout(left, store_held_state(ctx, &key, &pc, &api, write.clone()));
             match stored.await {
                 Ok(Ok(Slot::Foreign)) => error!(
                     %namespace, %name,

@@ -13,8 +13,8 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::driver::{ShortPause, run_controller};
-use crate::api::Guarded;
 use crate::api::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_ANNOTATION};
+use crate::api::{Guarded, ResourceKey};
 use crate::controller::caches::changes::managed_digest;
 
 /// Objects per list page (the default is 500). A page is held whole while it is parsed, and
@@ -101,11 +101,13 @@ fn resources_stream(
         // anything held for them here.
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(pc) = event {
-                forget
-                    .metrics
-                    .forget(&pc.namespace().unwrap_or_default(), &pc.name_any());
-                forget.forget(&pc.uid().unwrap_or_default());
-                forget_due.forget(pc);
+                // Without a UID, namespace and name nothing was ever kept for it (the
+                // reconcile refuses it), so there is nothing to forget.
+                if let Ok(key) = ResourceKey::of(pc.meta()) {
+                    forget.metrics.forget(&key);
+                    forget.forget(&key);
+                    forget_due.forget(&key);
+                }
             }
         })
         .modify(|pc| {
@@ -186,7 +188,10 @@ fn managed_readers(
     secret: &PartialObjectMeta<Secret>,
     cached: &reflector::Store<Guarded>,
 ) -> Vec<ObjectRef<Guarded>> {
-    let namespace = secret.namespace().unwrap_or_default();
+    // A Secret an API server shows has a namespace; without one it concerns no resource.
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
     let owners = secret
         .owner_references()
         .iter()
@@ -244,8 +249,10 @@ pub(super) async fn controller_for(
         // A credentials Secret concerns the resources naming it (an index, not a scan), only
         // when its data, opt-in label or allowed-token-hosts annotation changed.
         .watches_stream(credential_secrets, move |secret: Secret| {
-            credentials_readers
-                .of_credentials(&secret.namespace().unwrap_or_default(), &secret.name_any())
+            // Without a namespace (no API server sends that) it is nobody's credentials.
+            secret.namespace().map_or_else(Vec::new, |namespace| {
+                credentials_readers.of_credentials(&namespace, &secret.name_any())
+            })
         });
     if let Some(writers) = delivery_writers {
         controller = with_delivery(controller, client, writers, &ctx, &store, &readers);
@@ -333,6 +340,8 @@ mod tests {
 
     fn copy(ns: &str, uid: &str, from: &str) -> PartialObjectMeta<Secret> {
         let mut s = secret(ns, "token");
+        // As an API server shows it: with a UID of its own.
+        s.metadata.uid = Some(format!("copy-of-{uid}"));
         s.metadata.labels = Some([(DELIVERED_FROM_UID_LABEL.to_string(), uid.to_string())].into());
         s.metadata.annotations =
             Some([(DELIVERED_FROM_ANNOTATION.to_string(), from.to_string())].into());

@@ -5,15 +5,15 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, ResourceExt};
 
 use super::endpoints::{EndpointQueues, RequestSlot, RequestSlots};
 use super::executed::Parked;
 use super::in_flight::InFlight;
-use crate::api::{Guarded, ProviderCredential};
-use crate::controller::caches::held::{Held, HeldTable};
+use crate::api::{Guarded, ProviderCredential, ResourceKey};
+use crate::controller::caches::held::{Held, HeldState, HeldTable};
 use crate::controller::caches::views::SecretViews;
 use crate::leader::{Gate, Withheld};
 use crate::provider::{ProviderConfig, TokenClient};
@@ -183,57 +183,63 @@ impl Context {
         self.endpoints.pause(namespace, config, retry_after);
     }
 
-    fn with_held<T>(&self, uid: &str, f: impl FnOnce(&mut Held) -> T) -> T {
-        self.held.with(uid, f)
+    fn with_held<T>(&self, key: &ResourceKey, f: impl FnOnce(&mut Held) -> T) -> T {
+        self.held.with(key, f)
     }
 
     /// A held state, with the resource as it was when the state was settled (what a resource
     /// that can no longer be read, or shutdown, stores it with).
-    pub fn unstored_state(&self, uid: &str) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
-        self.with_held(uid, |h| h.state.as_deref().cloned())
+    pub fn unstored_state(
+        &self,
+        key: &ResourceKey,
+    ) -> Option<(Arc<ProviderCredential>, ChainWrite)> {
+        self.with_held(key, |h| {
+            h.state
+                .as_deref()
+                .map(|(_, pc, write)| (pc.clone(), write.clone()))
+        })
     }
 
-    pub fn hold_state(&self, pc: &ProviderCredential, write: ChainWrite) {
-        let uid = pc.uid().unwrap_or_default();
-        self.with_held(&uid, |h| {
-            h.state = Some(Box::new((Arc::new(pc.clone()), write)));
+    pub fn hold_state(&self, key: &ResourceKey, pc: &ProviderCredential, write: ChainWrite) {
+        self.with_held(key, |h| {
+            h.state = Some(Box::new((key.clone(), Arc::new(pc.clone()), write)));
         });
     }
 
     /// Forgets a held state once stored (or superseded by a newer chain), unless a newer one
     /// was held meanwhile.
-    pub fn stored_state(&self, uid: &str, write: &ChainWrite) {
-        self.with_held(uid, |h| {
-            if h.state.as_deref().is_some_and(|(_, w)| w == write) {
+    pub fn stored_state(&self, key: &ResourceKey, write: &ChainWrite) {
+        self.with_held(key, |h| {
+            if h.state.as_deref().is_some_and(|(_, _, w)| w == write) {
                 h.state = None;
             }
         });
     }
 
     /// Every state held but not stored, with its resource: what shutdown must store.
-    pub fn unstored_states(&self) -> Vec<(Arc<ProviderCredential>, ChainWrite)> {
+    pub fn unstored_states(&self) -> Vec<HeldState> {
         self.held.states()
     }
 
-    pub fn unwritten_token(&self, uid: &str) -> Option<HeldToken> {
-        self.with_held(uid, |h| h.token.as_deref().cloned())
+    pub fn unwritten_token(&self, key: &ResourceKey) -> Option<HeldToken> {
+        self.with_held(key, |h| h.token.as_deref().cloned())
     }
 
-    pub fn hold_token(&self, uid: &str, token: HeldToken) {
-        self.with_held(uid, |h| h.token = Some(Box::new(token)));
+    pub fn hold_token(&self, key: &ResourceKey, token: HeldToken) {
+        self.with_held(key, |h| h.token = Some(Box::new(token)));
     }
 
-    pub fn drop_token(&self, uid: &str) {
-        self.with_held(uid, |h| h.token = None);
+    pub fn drop_token(&self, key: &ResourceKey) {
+        self.with_held(key, |h| h.token = None);
     }
 
-    pub fn attempts(&self, uid: &str) -> u32 {
-        self.with_held(uid, |h| h.attempts)
+    pub fn attempts(&self, key: &ResourceKey) -> u32 {
+        self.with_held(key, |h| h.attempts)
     }
 
     /// Counts one more blocked or failed reconcile (`true`), or resets the count; returns it.
-    pub fn count_attempt(&self, uid: &str, failed: bool) -> u32 {
-        self.with_held(uid, |h| {
+    pub fn count_attempt(&self, key: &ResourceKey, failed: bool) -> u32 {
+        self.with_held(key, |h| {
             h.attempts = if failed {
                 h.attempts.saturating_add(1)
             } else {
@@ -244,34 +250,38 @@ impl Context {
     }
 
     /// Spends one token request of this resource's budget, or says when the next may go.
-    pub fn spend_request(&self, uid: &str) -> Result<(), Timestamp> {
+    pub fn spend_request(&self, key: &ResourceKey) -> Result<(), Timestamp> {
         let per_minute = self.requests_per_minute;
-        self.with_held(uid, |h| h.budget.spend(Timestamp::now(), per_minute))
+        self.with_held(key, |h| h.budget.spend(Timestamp::now(), per_minute))
     }
 
     /// Gives back a request spent but never sent.
-    pub fn refund_request(&self, uid: &str) {
-        self.with_held(uid, |h| h.budget.refund());
+    pub fn refund_request(&self, key: &ResourceKey) {
+        self.with_held(key, |h| h.budget.refund());
     }
 
     /// Records that this generation of an unreadable object is reported; false if it already was.
-    pub fn first_report_of_unreadable(&self, uid: &str, generation: Option<i64>) -> bool {
-        self.with_held(uid, |h| {
+    pub fn first_report_of_unreadable(&self, key: &ResourceKey, generation: Option<i64>) -> bool {
+        self.with_held(key, |h| {
             h.unreadable_generation.replace(generation) != Some(generation)
         })
     }
 
     /// Records a status write that replaced version `over` of the resource.
-    pub fn wrote_status(&self, uid: &str, over: &str) {
-        self.with_held(uid, |h| {
+    pub fn wrote_status(&self, key: &ResourceKey, over: &str) {
+        self.with_held(key, |h| {
             h.status_written_over = Some(Box::new((over.into(), Instant::now())));
         });
     }
 
     /// Whether a copy at `resource_version` predates this operator's own last status write
     /// (the watch has not brought the write yet). A newer copy ends the question.
-    pub fn predates_own_status_write(&self, uid: &str, resource_version: Option<&str>) -> bool {
-        self.with_held(uid, |h| {
+    pub fn predates_own_status_write(
+        &self,
+        key: &ResourceKey,
+        resource_version: Option<&str>,
+    ) -> bool {
+        self.with_held(key, |h| {
             h.predates_own_status_write(resource_version, Instant::now())
         })
     }
@@ -298,10 +308,10 @@ impl Context {
         }
     }
 
-    /// Has a controller reconcile `pc` soon (sent to every controller: only the one that
-    /// holds it reconciles it).
-    pub fn reconcile_soon(&self, pc: &ProviderCredential) {
-        self.reconcile_named(&pc.namespace().unwrap_or_default(), &pc.name_any());
+    /// Has a controller reconcile the resource `key` soon (sent to every controller: only the
+    /// one that holds it reconciles it).
+    pub fn reconcile_soon(&self, key: &ResourceKey) {
+        self.reconcile_named(key.namespace(), key.name());
     }
 
     fn reconcile_named(&self, namespace: &str, name: &str) {
@@ -334,8 +344,8 @@ impl Context {
     }
 
     /// A resource as the watch shows it now (`None`: no controller's cache holds it).
-    pub fn cached_resource(&self, namespace: &str, name: &str) -> Option<Arc<Guarded>> {
-        let reference = ObjectRef::<Guarded>::new(name).within(namespace);
+    pub fn cached_resource(&self, key: &ResourceKey) -> Option<Arc<Guarded>> {
+        let reference = ObjectRef::<Guarded>::new(key.name()).within(key.namespace());
         self.resources
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -344,9 +354,9 @@ impl Context {
     }
 
     /// A deleted resource: nothing it held can be used any more.
-    pub fn forget(&self, uid: &str) {
-        self.in_flight.forget(uid);
-        self.views.forget(uid);
-        self.held.remove(uid);
+    pub fn forget(&self, key: &ResourceKey) {
+        self.in_flight.forget(key);
+        self.views.forget(key);
+        self.held.remove(key);
     }
 }

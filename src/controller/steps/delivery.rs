@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::finalizer::{Removed, has_finalizer, release_finalizer, remove};
-use crate::api::{DeliverySpec, ProviderCredential};
+use crate::api::{DeliverySpec, ProviderCredential, ResourceKey};
 use crate::conditions::Reason;
 use crate::controller::caches::copies::stamp_of;
 use crate::controller::caches::delivery_views::Delivery;
@@ -34,6 +34,7 @@ use crate::secrets::short_api_error;
 /// nothing is written: the Secret at the target's name may not be this resource's).
 pub async fn deliver(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     after: &mut Report,
     written_target: Option<&Secret>,
@@ -41,7 +42,7 @@ pub async fn deliver(
 ) {
     let now = Timestamp::now();
     let outcome = match (pc.spec.delivery.as_deref(), &ctx.delivery) {
-        (None, _) => delivery::withdrawn(withdraw_all(ctx, pc).await),
+        (None, _) => delivery::withdrawn(withdraw_all(ctx, key, pc).await),
         (Some(_), None) => delivery::gated(Gate::Disabled),
         (Some(_), Some(_)) if !has_finalizer(pc.meta()) => delivery::gated(Gate::FinalizerMissing),
         (Some(_), Some(d)) if !d.listed() => delivery::gated(Gate::NotListed),
@@ -52,7 +53,7 @@ pub async fn deliver(
                 blocked,
                 now,
             };
-            to_destinations(ctx, d, pc, &asked, after).await
+            to_destinations(ctx, d, key, pc, &asked, after).await
         }
     };
     merge(after, outcome, pc.meta().generation, now);
@@ -71,13 +72,11 @@ struct Asked<'a> {
 async fn to_destinations(
     ctx: &Context,
     delivery: &Delivery,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     asked: &Asked<'_>,
     after: &Report,
 ) -> FeatureOutcome {
-    let namespace = pc.namespace().unwrap_or_default();
-    let uid = pc.uid().unwrap_or_default();
-    let name = pc.name_any();
     let spec = asked.spec;
     let secret_name = spec
         .secret_name
@@ -86,9 +85,12 @@ async fn to_destinations(
     let namespace_objects = delivery.namespaces.state();
     let namespaces: Vec<NamespaceSeen<'_>> = namespace_objects
         .iter()
-        .map(|n| NamespaceSeen {
-            name: n.metadata.name.as_deref().unwrap_or_default(),
-            labels: n.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+        // A namespace without a name (none comes from an API server) is no destination.
+        .filter_map(|n| {
+            Some(NamespaceSeen {
+                name: n.metadata.name.as_deref()?,
+                labels: n.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+            })
         })
         .collect();
     let grant_objects = delivery.grants.state();
@@ -97,19 +99,19 @@ async fn to_destinations(
         .filter_map(|g| {
             let grant = g.0.as_ref().ok()?;
             Some(GrantSeen {
-                namespace: grant.metadata.namespace.as_deref().unwrap_or_default(),
-                name: grant.metadata.name.as_deref().unwrap_or_default(),
+                namespace: grant.metadata.namespace.as_deref()?,
+                name: grant.metadata.name.as_deref()?,
                 spec: &grant.spec,
             })
         })
         .collect();
     let source = Source {
-        namespace: &namespace,
-        name: &name,
+        namespace: key.namespace(),
+        name: key.name(),
     };
-    let occupants = occupants(ctx, delivery, &uid, source, spec, &namespaces, secret_name);
-    let mut target = Target::new(ctx, pc, &uid, asked.written_target);
-    let stamp = target.stamp(ctx, pc).await;
+    let occupants = occupants(ctx, delivery, key, spec, &namespaces, secret_name);
+    let mut target = Target::new(ctx, key, pc, asked.written_target);
+    let stamp = target.stamp(ctx, key, pc).await;
     let (decisions, selector) = delivery::decide(&Inputs {
         source,
         spec,
@@ -120,7 +122,7 @@ async fn to_destinations(
         stamp,
         blocked: asked.blocked,
     });
-    let (written, removal_failed) = carry_out(ctx, pc, &uid, &mut target, &decisions).await;
+    let (written, removal_failed) = carry_out(ctx, key, pc, &mut target, &decisions).await;
     delivery::outcome(&Carried {
         decisions: &decisions,
         written: &written,
@@ -144,15 +146,16 @@ enum Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn new(ctx: &Context, pc: &ProviderCredential, uid: &str, written: Option<&'a Secret>) -> Self {
+    fn new(
+        ctx: &Context,
+        key: &ResourceKey,
+        pc: &ProviderCredential,
+        written: Option<&'a Secret>,
+    ) -> Self {
         if let Some(written) = written {
             return Target::Written(written);
         }
-        let view = ctx.views.target(
-            uid,
-            &pc.namespace().unwrap_or_default(),
-            &pc.spec.target.secret_name,
-        );
+        let view = ctx.views.target(key, &pc.spec.target.secret_name);
         match view {
             Some(view) => {
                 Target::Known(view.token.fingerprint.as_deref().map(|f| {
@@ -164,9 +167,14 @@ impl<'a> Target<'a> {
     }
 
     /// What the target holds; `None`: no target with a token.
-    async fn stamp(&mut self, ctx: &Context, pc: &ProviderCredential) -> Option<u64> {
+    async fn stamp(
+        &mut self,
+        ctx: &Context,
+        key: &ResourceKey,
+        pc: &ProviderCredential,
+    ) -> Option<u64> {
         if let Target::Unknown = self {
-            *self = Target::Read(read_target(ctx, pc).await.map(Box::new));
+            *self = Target::Read(read_target(ctx, key, pc).await.map(Box::new));
         }
         match self {
             Target::Written(secret) => Some(stamp_of(secret.annotations())),
@@ -177,9 +185,14 @@ impl<'a> Target<'a> {
     }
 
     /// Its contents, read if only its stamp was known.
-    async fn contents(&mut self, ctx: &Context, pc: &ProviderCredential) -> Option<&Secret> {
+    async fn contents(
+        &mut self,
+        ctx: &Context,
+        key: &ResourceKey,
+        pc: &ProviderCredential,
+    ) -> Option<&Secret> {
         if let Target::Known(_) | Target::Unknown = self {
-            *self = Target::Read(read_target(ctx, pc).await.map(Box::new));
+            *self = Target::Read(read_target(ctx, key, pc).await.map(Box::new));
         }
         match self {
             Target::Written(secret) => Some(secret),
@@ -191,12 +204,11 @@ impl<'a> Target<'a> {
 
 /// The target Secret if it exists, is this resource's and holds a token (a failed read is as
 /// good as none: the copies wait, and the destination says so).
-async fn read_target(ctx: &Context, pc: &ProviderCredential) -> Option<Secret> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
-    let uid = pc.uid().unwrap_or_default();
+async fn read_target(ctx: &Context, key: &ResourceKey, pc: &ProviderCredential) -> Option<Secret> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), key.namespace());
     match api.get_opt(&pc.spec.target.secret_name).await {
         Ok(target) => target.filter(|t| {
-            crate::secrets::is_owned_by(t, &uid)
+            crate::secrets::is_owned_by(t, key.uid())
                 && t.annotations()
                     .contains_key(crate::target::FINGERPRINT_ANNOTATION)
         }),
@@ -212,15 +224,14 @@ async fn read_target(ctx: &Context, pc: &ProviderCredential) -> Option<Secret> {
 fn occupants(
     ctx: &Context,
     delivery: &Delivery,
-    uid: &str,
-    source: Source<'_>,
+    key: &ResourceKey,
     spec: &DeliverySpec,
     namespaces: &[NamespaceSeen<'_>],
     secret_name: &str,
 ) -> BTreeMap<(String, String), Occupant> {
     let mut occupants: BTreeMap<(String, String), Occupant> = delivery
         .copies
-        .of(uid, source.namespace, source.name)
+        .of(key)
         .into_iter()
         .map(|(place, seen)| {
             (
@@ -235,7 +246,7 @@ fn occupants(
             )
         })
         .collect();
-    let (chosen, _) = delivery::selected(spec, source.namespace, namespaces);
+    let (chosen, _) = delivery::selected(spec, key.namespace(), namespaces);
     for ns in chosen.into_keys() {
         let place = (ns, secret_name.to_string());
         if !occupants.contains_key(&place) && ctx.views.seen(&place.0, &place.1) {
@@ -249,8 +260,8 @@ fn occupants(
 /// destination's write.
 async fn carry_out(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
-    uid: &str,
     target: &mut Target<'_>,
     decisions: &Decisions,
 ) -> (Vec<Written>, bool) {
@@ -264,8 +275,8 @@ async fn carry_out(
     let mut written = Vec::with_capacity(decisions.destinations.len());
     for destination in &decisions.destinations {
         written.push(match &destination.verdict {
-            Verdict::Write { replace } => match target.contents(ctx, pc).await {
-                Some(target) => write(ctx, pc, uid, target, destination, replace.as_ref()).await,
+            Verdict::Write { replace } => match target.contents(ctx, key, pc).await {
+                Some(target) => write(ctx, key, pc, target, destination, replace.as_ref()).await,
                 None => Written::NoToken,
             },
             Verdict::Current | Verdict::Refused { .. } => Written::NotAttempted,
@@ -279,19 +290,18 @@ async fn carry_out(
 /// cannot be changed in place.
 async fn write(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
-    uid: &str,
     target: &Secret,
     destination: &delivery::Destination,
     replace: Option<&Existing>,
 ) -> Written {
-    let source = (pc.namespace().unwrap_or_default(), pc.name_any());
     let copy = match crate::target::copy_of(
         target,
         &pc.spec.target,
         &destination.namespace,
         &destination.secret_name,
-        (&source.0, &source.1, uid),
+        (key.namespace(), key.name(), key.uid()),
         replace.map(|r| r.resource_version.clone()),
     ) {
         Ok(copy) => copy,
@@ -344,7 +354,7 @@ async fn write(
 }
 
 /// spec.delivery removed: the copies go (once the watch listed them), then the finalizer.
-async fn withdraw_all(ctx: &Context, pc: &ProviderCredential) -> Withdrawal {
+async fn withdraw_all(ctx: &Context, key: &ResourceKey, pc: &ProviderCredential) -> Withdrawal {
     let Some(delivery) = &ctx.delivery else {
         return Withdrawal::Done;
     };
@@ -354,10 +364,8 @@ async fn withdraw_all(ctx: &Context, pc: &ProviderCredential) -> Withdrawal {
     if !delivery.listed() {
         return Withdrawal::NotListed;
     }
-    let uid = pc.uid().unwrap_or_default();
-    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
     let mut pending = false;
-    for ((ns, secret), seen) in delivery.copies.of(&uid, &namespace, &name) {
+    for ((ns, secret), seen) in delivery.copies.of(key) {
         let removal = Removal {
             namespace: ns,
             name: secret,
@@ -371,7 +379,7 @@ async fn withdraw_all(ctx: &Context, pc: &ProviderCredential) -> Withdrawal {
     if pending {
         return Withdrawal::Pending;
     }
-    if let Err(e) = release_finalizer(ctx, pc.meta()).await {
+    if let Err(e) = release_finalizer(ctx, key, pc.meta()).await {
         warn!(error = %e, "the finalizer stays for now");
         return Withdrawal::Pending;
     }

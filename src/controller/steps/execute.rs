@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 use kube::api::Api;
 use tracing::{Instrument, debug, info, warn};
 
 use super::context::Context;
 use super::executed::Parked;
-use crate::api::ProviderCredential;
+use crate::api::{ProviderCredential, ResourceKey};
 use crate::conditions::Reason;
 use crate::provider::{FetchError, GrantRequest, IssuedToken};
 use crate::rotation::{
@@ -43,21 +42,21 @@ pub enum Started {
 
 pub async fn execute(
     ctx: &Arc<Context>,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: Plan,
     baseline: &Baseline,
 ) -> Started {
-    let uid = pc.uid().unwrap_or_default();
-    let (namespace, name) = (pc.namespace().unwrap_or_default(), pc.name_any());
+    let (namespace, name) = (key.namespace(), key.name());
     // A request that would wait for its turn is not started: the resource waits in line, as
     // a name, and plans afresh when its turn comes.
-    if let Some(recheck) = ctx.request_wait(&namespace, &plan.config) {
-        ctx.turns.wait(&namespace, &name);
+    if let Some(recheck) = ctx.request_wait(namespace, &plan.config) {
+        ctx.turns.wait(namespace, name);
         debug!("the token request waits for its turn");
         return Started::Queued(recheck);
     }
-    ctx.turns.going(&namespace, &name);
+    ctx.turns.going(namespace, name);
     let wait = DETACH_AFTER;
     let plan = Arc::new(plan);
     let (answer, mut answered) = tokio::sync::oneshot::channel();
@@ -65,22 +64,22 @@ pub async fn execute(
     // One copy of the resource for the task and its parked end: at start-up hundreds of
     // requests wait for their turn at once, each holding what it needs until then.
     let (ctx_, pc_, api_) = (ctx.clone(), Arc::new(pc.clone()), api.clone());
+    let key_ = key.clone();
     let task = async move {
-        let (ctx, pc) = (ctx_, pc_);
+        let (ctx, pc, key) = (ctx_, pc_, key_);
         // In this task (not one more): a panic's text is never repeated, it could hold
         // anything (the hook logged where).
-        let request = std::panic::AssertUnwindSafe(run(&ctx, &pc, &api_, &plan));
+        let request = std::panic::AssertUnwindSafe(run(&ctx, &key, &pc, &api_, &plan));
         let result = futures::FutureExt::catch_unwind(request)
             .await
             .map_err(|_| ExecuteError::Task("a bug (panic)"));
         // Its slot is free again: the next resource waiting in its namespace goes.
-        ctx.wake_next(&pc.namespace().unwrap_or_default());
+        ctx.wake_next(key.namespace());
         if let Err(executed) = answer.send(result.and_then(|r| r)) {
             // No reconcile waits for it any more: park it, and have the resource reconciled.
             let (baseline, plan) = parked;
-            let uid = pc.uid().unwrap_or_default();
             if ctx.in_flight.finish(
-                &uid,
+                &key,
                 Parked {
                     pc: pc.clone(),
                     baseline,
@@ -88,7 +87,7 @@ pub async fn execute(
                     executed,
                 },
             ) {
-                ctx.reconcile_soon(&pc);
+                ctx.reconcile_soon(&key);
             }
         }
     };
@@ -96,12 +95,12 @@ pub async fn execute(
     match tokio::time::timeout(wait, &mut answered).await {
         Ok(result) => Started::Done(result.unwrap_or(Err(ExecuteError::Task("cancelled")))),
         Err(_) => {
-            ctx.in_flight.detach(&uid);
+            ctx.in_flight.detach(key);
             // From here on the task parks its result; one sent before is taken here.
             answered.close();
             match answered.try_recv() {
                 Ok(result) => {
-                    ctx.in_flight.reclaim(&uid);
+                    ctx.in_flight.reclaim(key);
                     Started::Done(result)
                 }
                 Err(_) => {
@@ -115,6 +114,7 @@ pub async fn execute(
 
 async fn run(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
@@ -131,14 +131,14 @@ async fn run(
                 retire_state: None,
             }
         }
-        TokenSource::Request(grant) => match request(ctx, pc, api, plan, grant).await {
+        TokenSource::Request(grant) => match request(ctx, key, pc, api, plan, grant).await {
             Ok(obtained) => obtained,
             Err(outcome) => return Ok(outcome),
         },
     };
     // Boxed, like the request's later stages: the task waiting for its turn holds only
     // what waiting needs, not room for every stage after it.
-    Ok(Box::pin(write(ctx, pc, api, plan, obtained)).await)
+    Ok(Box::pin(write(ctx, key, pc, api, plan, obtained)).await)
 }
 
 /// A token to write, and a state Secret to remove once it is written (left holding nothing
@@ -153,20 +153,20 @@ struct Obtained {
 /// refresh token first, before anything else can go wrong); anything else is the outcome.
 async fn request(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
     grant: &GrantRequest,
 ) -> Result<Obtained, Executed> {
-    let uid = pc.uid().unwrap_or_default();
     // Held until the answer is stored: the namespace's bound counts whole requests.
-    let _slot = admit(ctx, pc, plan, grant).await?;
-    let answer = Box::pin(ask(ctx, pc, plan, grant)).await?;
+    let _slot = admit(ctx, key, pc, plan, grant).await?;
+    let answer = Box::pin(ask(ctx, key, plan, grant)).await?;
     let settled = rotation::settle(plan, answer.as_ref());
     let token = match answer {
         Ok(token) => token,
         Err(error) => {
-            match Box::pin(hold_and_store(ctx, pc, api, plan, settled.state)).await {
+            match Box::pin(hold_and_store(ctx, key, pc, api, plan, settled.state)).await {
                 // The refusal came from the newer chain another writer stored.
                 Ok(StateStored::Superseded { discarded }) => {
                     return Err(Executed::NotStored(superseded(&ctx.metrics, discarded)));
@@ -182,23 +182,23 @@ async fn request(
             });
         }
     };
-    ctx.hold_token(
-        &uid,
-        HeldToken {
-            token: token.clone(),
-            inputs: plan.inputs.clone(),
-            refresh_handled: plan.refresh_handled.clone(),
-        },
-    );
-    let resource_version =
-        match Box::pin(hold_and_store(ctx, pc, api, plan, settled.state.clone())).await {
-            Ok(StateStored::Written(rv)) => rv,
-            Ok(StateStored::Superseded { discarded }) => {
-                ctx.drop_token(&uid);
-                return Err(Executed::NotStored(superseded(&ctx.metrics, discarded)));
-            }
-            Err(e) => return Err(Executed::NotStored(write_failure(&e))),
-        };
+    ctx.hold_token(key, held(plan, &token));
+    let stored = Box::pin(hold_and_store(
+        ctx,
+        key,
+        pc,
+        api,
+        plan,
+        settled.state.clone(),
+    ));
+    let resource_version = match stored.await {
+        Ok(StateStored::Written(rv)) => rv,
+        Ok(StateStored::Superseded { discarded }) => {
+            ctx.drop_token(key);
+            return Err(Executed::NotStored(superseded(&ctx.metrics, discarded)));
+        }
+        Err(e) => return Err(Executed::NotStored(write_failure(&e))),
+    };
     let retire_state =
         (!rotation::needs_state_secret(&settled.state, plan.sealed_inputs.is_some()))
             .then(|| resource_version.clone())
@@ -211,6 +211,7 @@ async fn request(
     if rendered.is_err() {
         Box::pin(remember_unrenderable(
             ctx,
+            key,
             pc,
             api,
             plan,
@@ -226,18 +227,27 @@ async fn request(
     })
 }
 
+/// A token obtained, held until it is written.
+fn held(plan: &Plan, token: &IssuedToken) -> HeldToken {
+    HeldToken {
+        token: token.clone(),
+        inputs: plan.inputs.clone(),
+        refresh_handled: plan.refresh_handled.clone(),
+    }
+}
+
 /// The request's turn: the gate, the resource's budget, the namespace's slot and pace; what
 /// changed while it waited is not acted on with what was planned before.
 async fn admit(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     plan: &Plan,
     grant: &GrantRequest,
 ) -> Result<super::endpoints::RequestSlot, Executed> {
-    let uid = pc.uid().unwrap_or_default();
     ctx.permit_request(&plan.config)
         .map_err(Executed::Withheld)?;
-    if let Err(until) = ctx.spend_request(&uid) {
+    if let Err(until) = ctx.spend_request(key) {
         warn!(%until, "request budget spent; pausing this resource");
         return Err(Executed::Deferred { until });
     }
@@ -247,20 +257,17 @@ async fn admit(
         "requesting a token"
     );
     let asked = Instant::now();
-    let slot = match ctx
-        .rate_limit(&pc.namespace().unwrap_or_default(), &plan.config)
-        .await
-    {
+    let slot = match ctx.rate_limit(key.namespace(), &plan.config).await {
         Ok(slot) => slot,
         Err(withheld) => {
-            ctx.refund_request(&uid);
+            ctx.refund_request(key);
             return Err(Executed::Withheld(withheld));
         }
     };
     if asked.elapsed() >= super::recheck::RECHECK_AFTER
-        && let Err(why) = Box::pin(super::recheck::still_wanted(ctx, pc, plan)).await
+        && let Err(why) = Box::pin(super::recheck::still_wanted(ctx, key, pc, plan)).await
     {
-        ctx.refund_request(&uid);
+        ctx.refund_request(key);
         info!(%why, "the token request that waited is not sent");
         return Err(Executed::NotSent);
     }
@@ -271,13 +278,13 @@ async fn admit(
 /// no request is sent.
 async fn ask(
     ctx: &Context,
-    pc: &ProviderCredential,
+    key: &ResourceKey,
     plan: &Plan,
     grant: &GrantRequest,
 ) -> Result<Result<IssuedToken, FetchError>, Executed> {
     let credentials = match super::service_account::credentials_for(
         &ctx.client,
-        pc,
+        key.namespace(),
         &plan.config,
         &plan.credentials,
     )
@@ -285,7 +292,7 @@ async fn ask(
     {
         Ok(credentials) => credentials,
         Err(failure) => {
-            ctx.refund_request(&pc.uid().unwrap_or_default());
+            ctx.refund_request(key);
             return Err(Executed::NotStored(failure));
         }
     };
@@ -295,11 +302,7 @@ async fn ask(
     ctx.metrics
         .token_request(&plan.config, &answer, started.elapsed());
     if let Err(e @ FetchError::RateLimited { .. }) = &answer {
-        ctx.rate_limited(
-            &pc.namespace().unwrap_or_default(),
-            &plan.config,
-            e.retry_after(),
-        );
+        ctx.rate_limited(key.namespace(), &plan.config, e.retry_after());
     }
     debug!(
         ok = answer.is_ok(),
@@ -326,6 +329,7 @@ fn render(
 /// reconcile requests a token for these target settings again, whatever happens to the status.
 async fn remember_unrenderable(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
@@ -341,11 +345,11 @@ async fn remember_unrenderable(
         name: plan.state_secret.name.clone(),
         resource_version,
     };
-    ctx.hold_state(pc, remembered.clone());
+    ctx.hold_state(key, pc, remembered.clone());
     match secrets::write_state(api, pc, &at, &remembered).await {
         Ok(stored) => {
-            ctx.stored_state(&pc.uid().unwrap_or_default(), &remembered);
-            remember_state(ctx, pc, &at.name, &stored, &remembered.state);
+            ctx.stored_state(key, &remembered);
+            remember_state(ctx, key, &at.name, &stored, &remembered.state);
         }
         Err(e) => warn!(error = %e, "could not remember the template failure"),
     }
@@ -355,12 +359,12 @@ async fn remember_unrenderable(
 /// hold); a failure to store is the outcome, never an error.
 async fn write(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
     obtained: Obtained,
 ) -> Executed {
-    let uid = pc.uid().unwrap_or_default();
     let Obtained {
         token,
         rendered,
@@ -370,7 +374,7 @@ async fn write(
         Ok(d) => d,
         Err(e) => {
             // The plan rendered a token-shaped placeholder; this token still failed.
-            ctx.drop_token(&uid);
+            ctx.drop_token(key);
             return Executed::NotStored(StoreFailure {
                 reason: Reason::TemplateFailed,
                 message: format!(
@@ -388,8 +392,7 @@ async fn write(
     let target = match secrets::write_target(api, pc, &plan.target_secret, desired).await {
         Ok(target) => {
             ctx.views.remember_written_target(
-                &uid,
-                &pc.namespace().unwrap_or_default(),
+                key,
                 &plan.target_secret.name,
                 TargetView {
                     resource_version: target.metadata.resource_version.clone(),
@@ -399,34 +402,29 @@ async fn write(
             pc.spec.delivery.is_some().then(|| Box::new(target))
         }
         Err(e) => {
-            let failure = forget_target(ctx, pc, api, &e)
+            let failure = forget_target(ctx, key, pc, api, &e)
                 .await
                 .unwrap_or_else(|| write_failure(&e));
             return Executed::NotStored(failure);
         }
     };
-    ctx.drop_token(&uid);
+    ctx.drop_token(key);
     debug!("target Secret written");
     if let Some(state) = retire_state {
-        retire(ctx, pc, api, state).await;
+        retire(ctx, key, api, state).await;
     }
     Executed::Issued { token, target }
 }
 
 /// Removes a state Secret whose last write left it nothing to hold (its content is already
 /// what it must be, so a failure here loses nothing: it is tried again at the next rotation).
-async fn retire(ctx: &Context, pc: &ProviderCredential, api: &Api<Secret>, state: SecretWrite) {
+async fn retire(ctx: &Context, key: &ResourceKey, api: &Api<Secret>, state: SecretWrite) {
     let Some(resource_version) = state.resource_version else {
         return;
     };
     match secrets::delete_state(api, &state.name, &resource_version).await {
         Ok(true) => {
-            ctx.views.remember_state(
-                &pc.uid().unwrap_or_default(),
-                &pc.namespace().unwrap_or_default(),
-                &state.name,
-                None,
-            );
+            ctx.views.remember_state(key, &state.name, None);
             debug!("state Secret removed: nothing left for it to hold");
         }
         Ok(false) => debug!("state Secret changed meanwhile; kept"),
@@ -443,12 +441,13 @@ async fn retire(ctx: &Context, pc: &ProviderCredential, api: &Api<Secret>, state
 /// new request. Otherwise it is read next time (it may be gone, or changed under us).
 async fn forget_target(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     e: &SecretsError,
 ) -> Option<StoreFailure> {
     if matches!(e, SecretsError::NotOwned(_)) {
-        match super::observe::reread_target(ctx, api, pc).await {
+        match super::observe::reread_target(ctx, key, api, pc).await {
             Ok(Slot::Foreign) => {
                 let conflict = rotation::target_conflict(&pc.spec.target.secret_name);
                 return Some(StoreFailure {
@@ -461,12 +460,8 @@ async fn forget_target(
             Err(_) => {}
         }
     }
-    ctx.views.remember_target(
-        &pc.uid().unwrap_or_default(),
-        &pc.namespace().unwrap_or_default(),
-        &pc.spec.target.secret_name,
-        None,
-    );
+    ctx.views
+        .remember_target(key, &pc.spec.target.secret_name, None);
     None
 }
 
@@ -475,6 +470,7 @@ async fn forget_target(
 /// anything else instead of resending a replaced refresh token.
 async fn hold_and_store(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     api: &Api<Secret>,
     plan: &Plan,
@@ -491,21 +487,18 @@ async fn hold_and_store(
     {
         return Ok(StateStored::Written(None));
     }
-    let uid = pc.uid().unwrap_or_default();
     let write = ChainWrite::after(plan, state);
-    ctx.hold_state(pc, write.clone());
+    ctx.hold_state(key, pc, write.clone());
     let stored = match secrets::write_state(api, pc, &plan.state_secret, &write).await {
         Ok(stored) => stored,
         Err(e) => {
             // Read it again next time: it may be gone, or changed under us.
-            let ns = pc.namespace().unwrap_or_default();
-            ctx.views
-                .remember_state(&uid, &ns, &plan.state_secret.name, None);
+            ctx.views.remember_state(key, &plan.state_secret.name, None);
             return Err(e);
         }
     };
-    ctx.stored_state(&uid, &write);
-    remember_state(ctx, pc, &plan.state_secret.name, &stored, &write.state);
+    ctx.stored_state(key, &write);
+    remember_state(ctx, key, &plan.state_secret.name, &stored, &write.state);
     debug!("state Secret written");
     Ok(stored)
 }
@@ -513,19 +506,14 @@ async fn hold_and_store(
 /// What was stored is what the next reconcile sees, without reading it back.
 fn remember_state(
     ctx: &Context,
-    pc: &ProviderCredential,
+    key: &ResourceKey,
     name: &str,
     stored: &StateStored,
     state: &StateData,
 ) {
-    let (uid, namespace) = (
-        pc.uid().unwrap_or_default(),
-        pc.namespace().unwrap_or_default(),
-    );
     match stored {
         StateStored::Written(resource_version) => ctx.views.remember_written_state(
-            &uid,
-            &namespace,
+            key,
             name,
             StateView {
                 resource_version: resource_version.clone(),
@@ -533,7 +521,7 @@ fn remember_state(
             },
         ),
         // A newer chain is stored: read it.
-        StateStored::Superseded { .. } => ctx.views.remember_state(&uid, &namespace, name, None),
+        StateStored::Superseded { .. } => ctx.views.remember_state(key, name, None),
     }
 }
 

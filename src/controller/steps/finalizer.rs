@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::context::Context;
 use crate::api::{
     CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, ResourceKey,
 };
 use crate::rotation::delivery::Removal;
 use crate::secrets::short_api_error;
@@ -60,7 +60,11 @@ fn resources(ctx: &Context, namespace: &str) -> Api<PartialObjectMeta<ProviderCr
 /// Before anything is delivered, the finalizer that will remove it. `Ok(true)`: added (the
 /// watch brings the new version; this reconcile stops here). Any failure but a stale copy
 /// lets the rotation go on: [`deliver`] writes no copy without the finalizer and says so.
-pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bool, DeliveryError> {
+pub async fn hold_finalizer(
+    ctx: &Context,
+    key: &ResourceKey,
+    pc: &ProviderCredential,
+) -> Result<bool, DeliveryError> {
     if ctx.delivery.is_none() || pc.spec.delivery.is_none() || has_finalizer(pc.meta()) {
         return Ok(false);
     }
@@ -70,12 +74,8 @@ pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bo
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": pc.meta().resource_version, "finalizers": finalizers}
     });
-    match resources(ctx, &pc.namespace().unwrap_or_default())
-        .patch(
-            &pc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    match resources(ctx, key.namespace())
+        .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(api_error("add the finalizer"))
     {
@@ -90,21 +90,24 @@ pub async fn hold_finalizer(ctx: &Context, pc: &ProviderCredential) -> Result<bo
 
 /// As [`finalize`], for a resource cached as a stub over its namespace's budget (budget.rs
 /// keeps only the operator's own finalizer of its list): the list written back is read fresh.
-pub async fn finalize_stub(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
+pub async fn finalize_stub(
+    ctx: &Context,
+    key: &ResourceKey,
+    meta: &ObjectMeta,
+) -> Result<(), DeliveryError> {
     if !has_finalizer(meta) {
         return Ok(());
     }
-    let namespace = meta.namespace.as_deref().unwrap_or_default();
-    let name = meta.name.as_deref().unwrap_or_default();
-    let fresh = Api::<ProviderCredential>::namespaced(ctx.client.clone(), namespace)
+    let name = key.name();
+    let fresh = Api::<ProviderCredential>::namespaced(ctx.client.clone(), key.namespace())
         .list_metadata(&ListParams::default().fields(&format!("metadata.name={name}")))
         .await
         .map_err(api_error("read the finalizers"))?
         .items
         .into_iter()
-        .find(|pc| pc.metadata.uid == meta.uid);
+        .find(|pc| pc.metadata.uid.as_deref() == Some(key.uid()));
     match fresh {
-        Some(fresh) => finalize(ctx, &fresh.metadata).await,
+        Some(fresh) => finalize(ctx, key, &fresh.metadata).await,
         None => Ok(()),
     }
 }
@@ -112,6 +115,7 @@ pub async fn finalize_stub(ctx: &Context, meta: &ObjectMeta) -> Result<(), Deliv
 /// The finalizer goes, and nothing else of the list: the resourceVersion is a precondition.
 pub(super) async fn release_finalizer(
     ctx: &Context,
+    key: &ResourceKey,
     meta: &ObjectMeta,
 ) -> Result<(), DeliveryError> {
     let kept: Vec<&String> = meta
@@ -123,12 +127,8 @@ pub(super) async fn release_finalizer(
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": meta.resource_version, "finalizers": kept}
     });
-    resources(ctx, meta.namespace.as_deref().unwrap_or_default())
-        .patch(
-            meta.name.as_deref().unwrap_or_default(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    resources(ctx, key.namespace())
+        .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(api_error("remove the finalizer"))?;
     Ok(())
@@ -137,16 +137,16 @@ pub(super) async fn release_finalizer(
 /// A resource being deleted (readable or not: only its metadata is used): every copy it
 /// made goes, found by a list of their labels so nothing depends on a watch being complete,
 /// then its finalizer.
-pub async fn finalize(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryError> {
+pub async fn finalize(
+    ctx: &Context,
+    key: &ResourceKey,
+    meta: &ObjectMeta,
+) -> Result<(), DeliveryError> {
     if !has_finalizer(meta) {
         return Ok(());
     }
-    let uid = meta.uid.as_deref().unwrap_or_default();
-    let source = format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    );
+    let uid = key.uid();
+    let source = format!("{}/{}", key.namespace(), key.name());
     let all: Api<PartialObjectMeta<Secret>> = Api::all(ctx.client.clone());
     let selector = format!(
         "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{DELIVERED_FROM_UID_LABEL}={uid},!{CREDENTIALS_LABEL}"
@@ -164,10 +164,14 @@ pub async fn finalize(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryEr
         if !copy.owner_references().is_empty() || !names_source {
             continue;
         }
+        // Listed by an API server, a copy has both; without them it could not be removed.
+        let (Some(namespace), Some(uid)) = (copy.namespace(), copy.uid()) else {
+            continue;
+        };
         let removal = Removal {
-            namespace: copy.namespace().unwrap_or_default(),
+            namespace,
             name: copy.name_any(),
-            uid: copy.uid().unwrap_or_default(),
+            uid,
         };
         if let Removed::Retry(reason) = remove(ctx, &removal).await {
             return Err(DeliveryError::Api {
@@ -178,7 +182,7 @@ pub async fn finalize(ctx: &Context, meta: &ObjectMeta) -> Result<(), DeliveryEr
         }
     }
     info!("copies in other namespaces removed; releasing the finalizer");
-    release_finalizer(ctx, meta).await
+    release_finalizer(ctx, key, meta).await
 }
 
 /// How a removal ended.

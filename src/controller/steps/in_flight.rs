@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::api::ResourceKey;
+
 /// A parked result is reported within a second by the reconcile its end triggers; one still
 /// here after this belongs to a resource deleted while the watch was not looking (no Delete
 /// event came to forget it), and goes: it would otherwise hold a resource and a token forever.
@@ -18,8 +20,9 @@ const PARKED_AT_MOST: Duration = Duration::from_secs(600);
 enum Entry<T> {
     /// Its task runs and its reconcile has returned.
     Running,
-    /// Its task ended (then): the result waits for a reconcile to report it.
-    Finished(Box<T>, Instant),
+    /// Its task ended (then): the result waits for a reconcile to report it (at shutdown,
+    /// with its resource's key).
+    Finished(Box<(ResourceKey, T)>, Instant),
     /// Deleted while its task ran: the result is dropped when it comes.
     Forgotten,
 }
@@ -57,9 +60,9 @@ impl<T> InFlight<T> {
             .send_modify(|n| *n = n.saturating_add_signed(by));
     }
 
-    /// The reconcile of `uid` returns while its task runs.
-    pub fn detach(&self, uid: &str) {
-        let before = self.lock().insert(uid.into(), Entry::Running);
+    /// The reconcile of `key` returns while its task runs.
+    pub fn detach(&self, key: &ResourceKey) {
+        let before = self.lock().insert(key.uid().into(), Entry::Running);
         if !matches!(before, Some(Entry::Running | Entry::Forgotten)) {
             self.count(1);
         }
@@ -67,25 +70,26 @@ impl<T> InFlight<T> {
 
     /// The task ended right after its reconcile detached, and the reconcile took the result
     /// itself after all.
-    pub fn reclaim(&self, uid: &str) {
-        if matches!(self.lock().remove(uid), Some(Entry::Running)) {
+    pub fn reclaim(&self, key: &ResourceKey) {
+        if matches!(self.lock().remove(key.uid()), Some(Entry::Running)) {
             self.count(-1);
         }
     }
 
-    /// The task of `uid` ended and no reconcile waits for it: park its result. `true`: a
+    /// The task of `key` ended and no reconcile waits for it: park its result. `true`: a
     /// reconcile should come for it (the resource was not deleted meanwhile).
-    pub fn finish(&self, uid: &str, result: T) -> bool {
-        self.finish_at(uid, result, Instant::now())
+    pub fn finish(&self, key: &ResourceKey, result: T) -> bool {
+        self.finish_at(key, result, Instant::now())
     }
 
-    fn finish_at(&self, uid: &str, result: T, now: Instant) -> bool {
+    fn finish_at(&self, key: &ResourceKey, result: T, now: Instant) -> bool {
         let mut entries = self.lock();
         sweep(&mut entries, now);
-        let before = entries.remove(uid);
+        let before = entries.remove(key.uid());
         let wanted = !matches!(before, Some(Entry::Forgotten));
         if wanted {
-            entries.insert(uid.into(), Entry::Finished(Box::new(result), now));
+            let parked = Box::new((key.clone(), result));
+            entries.insert(key.uid().into(), Entry::Finished(parked, now));
         }
         drop(entries);
         if matches!(before, Some(Entry::Running | Entry::Forgotten)) {
@@ -94,36 +98,37 @@ impl<T> InFlight<T> {
         wanted
     }
 
-    /// What a reconcile of `uid` finds; a finished result is taken.
-    pub fn take(&self, uid: &str) -> Found<T> {
+    /// What a reconcile of `key` finds; a finished result is taken.
+    pub fn take(&self, key: &ResourceKey) -> Found<T> {
         let mut entries = self.lock();
         sweep(&mut entries, Instant::now());
-        match entries.remove(uid) {
+        match entries.remove(key.uid()) {
             None => Found::Nothing,
-            Some(Entry::Finished(result, _)) => Found::Finished(result),
+            Some(Entry::Finished(parked, _)) => Found::Finished(Box::new(parked.1)),
             Some(running @ (Entry::Running | Entry::Forgotten)) => {
-                entries.insert(uid.into(), running);
+                entries.insert(key.uid().into(), running);
                 Found::Running
             }
         }
     }
 
-    /// `uid` was deleted: a parked result goes, a running task's result will.
-    pub fn forget(&self, uid: &str) {
+    /// `key` was deleted: a parked result goes, a running task's result will.
+    pub fn forget(&self, key: &ResourceKey) {
         let mut entries = self.lock();
-        if let Some(entry) = entries.get_mut(uid) {
+        if let Some(entry) = entries.get_mut(key.uid()) {
             match entry {
                 Entry::Running => *entry = Entry::Forgotten,
                 Entry::Finished(..) => {
-                    entries.remove(uid);
+                    entries.remove(key.uid());
                 }
                 Entry::Forgotten => {}
             }
         }
     }
 
-    /// Every finished result, taken (at shutdown, when no reconcile will come for them).
-    pub fn take_finished(&self) -> Vec<Box<T>> {
+    /// Every finished result with its resource's key, taken (at shutdown, when no reconcile
+    /// will come for them).
+    pub fn take_finished(&self) -> Vec<Box<(ResourceKey, T)>> {
         let mut entries = self.lock();
         let finished: Vec<Box<str>> = entries
             .iter()
@@ -164,6 +169,10 @@ fn sweep<T>(entries: &mut HashMap<Box<str>, Entry<T>>, now: Instant) {
 mod tests {
     use super::*;
 
+    fn key(uid: &str) -> ResourceKey {
+        crate::api::key::test_key(uid, "ns", uid)
+    }
+
     fn running(table: &InFlight<u32>) -> usize {
         *table.running.borrow()
     }
@@ -171,57 +180,57 @@ mod tests {
     #[test]
     fn a_detached_result_is_parked_once_and_taken_once() {
         let table = InFlight::<u32>::default();
-        assert!(matches!(table.take("a"), Found::Nothing));
-        table.detach("a");
+        assert!(matches!(table.take(&key("a")), Found::Nothing));
+        table.detach(&key("a"));
         assert_eq!(running(&table), 1);
         assert!(
-            matches!(table.take("a"), Found::Running),
+            matches!(table.take(&key("a")), Found::Running),
             "no second request"
         );
-        assert!(matches!(table.take("a"), Found::Running));
-        assert!(table.finish("a", 7));
+        assert!(matches!(table.take(&key("a")), Found::Running));
+        assert!(table.finish(&key("a"), 7));
         assert_eq!(running(&table), 0);
-        assert!(matches!(table.take("a"), Found::Finished(r) if *r == 7));
-        assert!(matches!(table.take("a"), Found::Nothing));
+        assert!(matches!(table.take(&key("a")), Found::Finished(r) if *r == 7));
+        assert!(matches!(table.take(&key("a")), Found::Nothing));
         assert_eq!(table.len(), 0);
         // At shutdown, whatever finished is taken at once; what runs stays.
-        table.detach("b");
-        table.detach("c");
-        table.finish("b", 8);
-        let taken: Vec<u32> = table.take_finished().into_iter().map(|r| *r).collect();
+        table.detach(&key("b"));
+        table.detach(&key("c"));
+        table.finish(&key("b"), 8);
+        let taken: Vec<u32> = table.take_finished().into_iter().map(|r| r.1).collect();
         assert_eq!(taken, vec![8]);
-        assert!(matches!(table.take("c"), Found::Running));
+        assert!(matches!(table.take(&key("c")), Found::Running));
     }
 
     #[test]
     fn a_result_the_reconcile_took_itself_leaves_nothing() {
         let table = InFlight::<u32>::default();
-        table.detach("a");
-        table.reclaim("a");
+        table.detach(&key("a"));
+        table.reclaim(&key("a"));
         assert_eq!((running(&table), table.len()), (0, 0));
         // A reconcile cancelled before it detached: the result is still reported.
-        assert!(table.finish("b", 1));
+        assert!(table.finish(&key("b"), 1));
         assert_eq!(running(&table), 0);
-        assert!(matches!(table.take("b"), Found::Finished(_)));
+        assert!(matches!(table.take(&key("b")), Found::Finished(_)));
     }
 
     #[test]
     fn a_resource_deleted_in_flight_keeps_nothing() {
         let table = InFlight::<u32>::default();
-        table.detach("gone");
-        table.forget("gone");
-        assert!(matches!(table.take("gone"), Found::Running));
+        table.detach(&key("gone"));
+        table.forget(&key("gone"));
+        assert!(matches!(table.take(&key("gone")), Found::Running));
         assert!(
-            !table.finish("gone", 1),
+            !table.finish(&key("gone"), 1),
             "no reconcile for a deleted resource"
         );
         assert_eq!((running(&table), table.len()), (0, 0));
         // Parked, then deleted.
-        table.detach("late");
-        table.finish("late", 2);
-        table.forget("late");
+        table.detach(&key("late"));
+        table.finish(&key("late"), 2);
+        table.forget(&key("late"));
         assert_eq!(table.len(), 0);
-        table.forget("never-seen");
+        table.forget(&key("never-seen"));
         assert_eq!(table.len(), 0);
     }
 
@@ -229,18 +238,22 @@ mod tests {
     fn a_result_no_reconcile_came_for_goes_after_a_while() {
         let table = InFlight::<u32>::default();
         let start = Instant::now();
-        table.detach("deleted-while-the-watch-was-down");
-        table.finish_at("deleted-while-the-watch-was-down", 1, start);
-        table.detach("recent");
-        table.finish_at("recent", 2, start + PARKED_AT_MOST);
+        table.detach(&key("deleted-while-the-watch-was-down"));
+        table.finish_at(&key("deleted-while-the-watch-was-down"), 1, start);
+        table.detach(&key("recent"));
+        table.finish_at(&key("recent"), 2, start + PARKED_AT_MOST);
         assert_eq!(table.len(), 2, "both within the bound");
-        table.detach("later");
-        table.finish_at("later", 3, start + PARKED_AT_MOST + Duration::from_secs(1));
+        table.detach(&key("later"));
+        table.finish_at(
+            &key("later"),
+            3,
+            start + PARKED_AT_MOST + Duration::from_secs(1),
+        );
         assert!(matches!(
-            table.take("deleted-while-the-watch-was-down"),
+            table.take(&key("deleted-while-the-watch-was-down")),
             Found::Nothing
         ));
-        assert!(matches!(table.take("recent"), Found::Finished(r) if *r == 2));
+        assert!(matches!(table.take(&key("recent")), Found::Finished(r) if *r == 2));
         assert_eq!(running(&table), 0);
     }
 
@@ -248,17 +261,17 @@ mod tests {
     async fn the_drain_waits_for_every_detached_task() {
         let table = std::sync::Arc::new(InFlight::<u32>::default());
         table.drained().await;
-        table.detach("a");
-        table.detach("b");
+        table.detach(&key("a"));
+        table.detach(&key("b"));
         let waiting = tokio::spawn({
             let table = table.clone();
             async move { table.drained().await }
         });
-        table.finish("a", 1);
+        table.finish(&key("a"), 1);
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "b still runs");
-        table.forget("b");
-        table.finish("b", 2);
+        table.forget(&key("b"));
+        table.finish(&key("b"), 2);
         waiting.await.unwrap();
     }
 }

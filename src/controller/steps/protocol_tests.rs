@@ -21,11 +21,25 @@ use super::fake_api::{Call, Change, FakeApi, Verb};
 use super::reconcile::{Next, ReconcileError, reconcile};
 use crate::api::{
     CREDENTIALS_LABEL, DELIVERED_FROM_ANNOTATION, DELIVERED_FROM_UID_LABEL, DELIVERY_FINALIZER,
-    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, TokenDeliveryGrant, state_secret_name,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE, ProviderCredential, ResourceKey, TokenDeliveryGrant,
+    state_secret_name,
 };
 use crate::controller::caches::changes::managed_digest;
 use crate::controller::caches::delivery_views::{Delivery, DeliveryWriters};
 use crate::provider::{HttpPolicy, TokenClient};
+
+/// The key a reconcile is started with (the fake API server gives every object a UID).
+fn key_of(meta: &ObjectMeta) -> ResourceKey {
+    ResourceKey::of(meta).expect("the fake API server sets a UID, namespace and name")
+}
+
+/// One reconcile, as the controller starts it: with the resource's key.
+async fn reconcile_keyed(
+    pc: &ProviderCredential,
+    ctx: &Arc<Context>,
+) -> Result<Next, ReconcileError> {
+    reconcile(pc, &key_of(&pc.metadata), ctx).await
+}
 
 const NS: &str = "team";
 const NAME: &str = "pc";
@@ -204,6 +218,11 @@ impl Scenario {
         )
     }
 
+    /// The resource's key, as a reconcile of it is started with.
+    fn key(&self) -> ResourceKey {
+        key_of(&self.current().metadata)
+    }
+
     /// The resource as the API server has it now (what the watch would bring).
     fn current(&self) -> ProviderCredential {
         self.fake
@@ -245,10 +264,10 @@ impl Scenario {
     /// triggers would.
     async fn reconcile(&self) -> Result<Next, ReconcileError> {
         let mut asked = self.ctx.reconcile_requests();
-        let result = reconcile(&self.current(), &self.ctx).await;
+        let result = reconcile_keyed(&self.current(), &self.ctx).await;
         self.ctx.in_flight.drained().await;
         if asked.try_recv().is_ok() {
-            return reconcile(&self.current(), &self.ctx).await;
+            return reconcile_keyed(&self.current(), &self.ctx).await;
         }
         result
     }
@@ -462,8 +481,8 @@ async fn a_failed_target_write_finds_the_refresh_chain_stored() {
     );
     assert!(s.fake.secret(NS, TARGET).is_none());
     assert_eq!(s.reason("Ready"), "SecretWriteFailed");
-    let uid = pc.uid().unwrap_or_default();
-    assert!(s.ctx.unwritten_token(&uid).is_some(), "the token is held");
+    let key = key_of(&pc.metadata);
+    assert!(s.ctx.unwritten_token(&key).is_some(), "the token is held");
 
     s.fault_over().await;
     s.reconcile().await.expect("the next reconcile succeeds");
@@ -493,8 +512,8 @@ async fn a_failure_to_store_state_is_an_outcome_and_the_held_state_goes_first_ne
         "no target before the chain is stored: {:?}",
         describe(&s.fake.writes())
     );
-    let uid = pc.uid().unwrap_or_default();
-    assert!(s.ctx.unstored_state(&uid).is_some(), "the state is held");
+    let key = key_of(&pc.metadata);
+    assert!(s.ctx.unstored_state(&key).is_some(), "the state is held");
 
     s.fault_over().await;
     s.reconcile().await.expect("the next reconcile succeeds");
@@ -505,7 +524,7 @@ async fn a_failure_to_store_state_is_an_outcome_and_the_held_state_goes_first_ne
         describe(&writes)
     );
     assert!(s.fake.write_index(Verb::Create, SECRETS, NS, TARGET) > Some(0));
-    assert!(s.ctx.unstored_state(&uid).is_none());
+    assert!(s.ctx.unstored_state(&key).is_none());
     assert_eq!(s.token_requests(), 1, "no second token request");
     assert_eq!(s.reason("Ready"), "TokenIssued");
 }
@@ -646,7 +665,7 @@ async fn the_finalizer_release_keeps_other_finalizers_and_its_precondition() {
         .get_or_insert_default()
         .push("example.com/late".into());
     s.fake.seed(RESOURCES, &changed);
-    let stale = super::finalizer::finalize(&s.ctx, &read.metadata).await;
+    let stale = super::finalizer::finalize(&s.ctx, &key_of(&read.metadata), &read.metadata).await;
     assert!(
         stale.as_ref().is_err_and(|e| e.is_stale()),
         "a stale copy is refused: {stale:?}"
@@ -665,7 +684,7 @@ async fn the_finalizer_release_keeps_other_finalizers_and_its_precondition() {
         Some(json!(read.resource_version())),
     );
 
-    super::finalizer::finalize(&s.ctx, &s.current().metadata)
+    super::finalizer::finalize(&s.ctx, &s.key(), &s.current().metadata)
         .await
         .expect("released from the current version");
     assert_eq!(s.current().finalizers(), ["example.com/late"]);
@@ -777,7 +796,7 @@ async fn a_status_from_a_stale_copy_is_refused() {
     s.fake.edit(RESOURCES, NS, NAME, |pc| {
         pc["metadata"]["labels"] = json!({"edited": "meanwhile"});
     });
-    let result = reconcile(&stale, &s.ctx).await;
+    let result = reconcile_keyed(&stale, &s.ctx).await;
     assert!(
         result.as_ref().is_err_and(|e| e.is_stale()),
         "refused as stale: {result:?}"
@@ -920,10 +939,10 @@ async fn a_request_that_outlives_its_reconcile_is_parked_and_reported() {
     s.emulator.control().set_latency(Provider::Rently, slow);
     s.seed_resource(json!({}), json!({}));
     let mut asked = s.ctx.reconcile_requests();
-    let first = reconcile(&s.current(), &s.ctx).await;
+    let first = reconcile_keyed(&s.current(), &s.ctx).await;
     assert!(matches!(first, Ok(None)), "{first:?}");
     assert_eq!(s.status(), Value::Null, "nothing reported yet");
-    let meanwhile = reconcile(&s.current(), &s.ctx).await;
+    let meanwhile = reconcile_keyed(&s.current(), &s.ctx).await;
     assert!(matches!(meanwhile, Ok(None)), "{meanwhile:?}");
     futures::StreamExt::next(&mut asked)
         .await
@@ -933,7 +952,7 @@ async fn a_request_that_outlives_its_reconcile_is_parked_and_reported() {
         "written by the request"
     );
     assert_eq!(s.status(), Value::Null);
-    reconcile(&s.current(), &s.ctx)
+    reconcile_keyed(&s.current(), &s.ctx)
         .await
         .expect("the parked end is reported");
     assert_eq!(s.reason("Ready"), "TokenIssued");
@@ -995,7 +1014,8 @@ async fn a_held_state_is_stored_even_when_the_resource_can_no_longer_be_read() {
     });
     let guard: crate::api::Guarded = s.fake.get(RESOURCES, NS, NAME).expect("exists");
     assert!(guard.0.is_err(), "unreadable");
-    super::reconcile::reconcile_guarded(Arc::new(guard), s.ctx.clone())
+    let key = key_of(kube::Resource::meta(&guard));
+    super::reconcile::reconcile_guarded(Arc::new(guard), &key, s.ctx.clone())
         .await
         .expect("reported");
     let stored = s.fake.write_index(Verb::Create, SECRETS, NS, &state);

@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::api::Api;
-use kube::{Resource, ResourceExt};
 
 use super::context::Context;
-use crate::api::ProviderCredential;
+use crate::api::{ProviderCredential, ResourceKey};
 use crate::rotation::Plan;
 use crate::rotation::recheck::{NoLongerWanted, consent_holds, resource_unchanged};
 use crate::secrets::{credentials_view, short_api_error};
@@ -26,20 +26,21 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// namespace's budget, or changed and not yet shown).
 pub async fn still_wanted(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     plan: &Plan,
 ) -> Result<(), NoLongerWanted> {
-    let namespace = pc.namespace().unwrap_or_default();
-    let now = ctx.cached_resource(&namespace, &pc.name_any());
+    let namespace = key.namespace();
+    let now = ctx.cached_resource(key);
     resource_unchanged(pc, now.as_deref().map(|guard| guard.meta()))?;
     let Some(name) = pc.spec.credentials.secret_name() else {
         // A ServiceAccount's consent is checked when its token is minted, after this.
         return Ok(());
     };
-    let view = match ctx.views.credentials(&namespace, name) {
+    let view = match ctx.views.credentials(namespace, name) {
         Some(view) => view,
         None => {
-            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
                 .get_opt(name)
                 .await
                 .map_err(|e| NoLongerWanted::Unconfirmed(short_api_error(&e)))?;

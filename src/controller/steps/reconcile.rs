@@ -16,7 +16,7 @@ use super::executed::Parked;
 use super::in_flight::Found;
 use super::observe::{observe, store_held_state};
 use super::report::{ReportError, report, report_unreadable};
-use crate::api::{Guarded, ProviderCredential};
+use crate::api::{Guarded, MissingIdentity, ProviderCredential, ResourceKey};
 use crate::conditions::Reason;
 use crate::leader::Withheld;
 use crate::rotation::{self, Baseline, Outcome, Plan, Planned, Step};
@@ -33,6 +33,8 @@ pub enum ReconcileError {
     Report(ReportError),
     #[error(transparent)]
     Delivery(#[from] super::finalizer::DeliveryError),
+    #[error(transparent)]
+    Identity(#[from] MissingIdentity),
 }
 
 impl ReconcileError {
@@ -45,6 +47,7 @@ impl ReconcileError {
             ReconcileError::Report(ReportError::StaleObject) => "StaleObject",
             ReconcileError::Report(ReportError::Status(_)) => "StatusApi",
             ReconcileError::Delivery(_) => "DeliveryApi",
+            ReconcileError::Identity(_) => "MissingIdentity",
         }
     }
 
@@ -71,23 +74,23 @@ pub type Next = Option<Duration>;
 /// condition on that resource, a metric, and a retry with backoff.
 pub async fn reconcile_guarded(
     guard: Arc<Guarded>,
+    key: &ResourceKey,
     ctx: Arc<Context>,
 ) -> Result<Next, ReconcileError> {
     let pc = match &guard.0 {
         Ok(pc) => pc,
-        Err(invalid) => return unreadable(&ctx, &guard, invalid).await,
+        Err(invalid) => return unreadable(&ctx, key, &guard, invalid).await,
     };
-    let attempt = AssertUnwindSafe(reconcile(pc, &ctx)).catch_unwind();
+    let attempt = AssertUnwindSafe(reconcile(pc, key, &ctx)).catch_unwind();
     match attempt.await {
         Ok(result) => result,
         Err(_) => {
             // The panic hook logged where it happened; its text is never repeated.
-            let uid = pc.uid().unwrap_or_default();
-            let after = rotation::status_after_panic(pc, Timestamp::now(), ctx.attempts(&uid));
-            ctx.count_attempt(&uid, true);
-            let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
+            let after = rotation::status_after_panic(pc, Timestamp::now(), ctx.attempts(key));
+            ctx.count_attempt(key, true);
+            let span = info_span!("reconcile", namespace = %key.namespace(), name = %key.name());
             warn!(parent: &span, "a bug stopped this reconcile; reported on the resource");
-            report(&ctx, pc, &after)
+            report(&ctx, key, pc, &after)
                 .await
                 .map_err(ReconcileError::Report)?;
             Ok(after.requeue)
@@ -99,26 +102,26 @@ pub async fn reconcile_guarded(
 /// its status, and wait for it to change.
 async fn unreadable(
     ctx: &Context,
+    key: &ResourceKey,
     guard: &Guarded,
     invalid: &kube::core::error_boundary::InvalidObject,
 ) -> Result<Next, ReconcileError> {
-    let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
-    let uid = guard.uid().unwrap_or_default();
+    let (namespace, name) = (key.namespace(), key.name());
     if guard.meta().deletion_timestamp.is_some() {
         // Its copies in other namespaces go even though its spec cannot be read.
         if crate::controller::caches::budget::is_stub(invalid) {
-            super::finalizer::finalize_stub(ctx, guard.meta()).await?;
+            super::finalizer::finalize_stub(ctx, key, guard.meta()).await?;
         } else {
-            super::finalizer::finalize(ctx, guard.meta()).await?;
+            super::finalizer::finalize(ctx, key, guard.meta()).await?;
         }
         return Ok(None);
     }
     // A refresh token held for it is stored first, whatever became of the spec.
-    if let Some((pc, write)) = ctx.unstored_state(&uid) {
-        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-        store_held_state(ctx, &pc, &secrets, write).await?;
+    if let Some((pc, write)) = ctx.unstored_state(key) {
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+        store_held_state(ctx, key, &pc, &secrets, write).await?;
     }
-    if !ctx.first_report_of_unreadable(&uid, guard.meta().generation) {
+    if !ctx.first_report_of_unreadable(key, guard.meta().generation) {
         return Ok(None);
     }
     warn!(%namespace, %name, error = %invalid, "cannot read this ProviderCredential");
@@ -129,7 +132,7 @@ async fn unreadable(
         format!("the operator cannot read this resource ({invalid}); fix the field it names")
     };
     let message = crate::provider::scrub::truncate_chars(&message, 500);
-    report_unreadable(ctx, guard, &message)
+    report_unreadable(ctx, key, guard, &message)
         .await
         .map_err(ReconcileError::Report)?;
     Ok(None)
@@ -137,28 +140,28 @@ async fn unreadable(
 
 pub async fn reconcile(
     pc: &ProviderCredential,
+    key: &ResourceKey,
     ctx: &Arc<Context>,
 ) -> Result<Next, ReconcileError> {
-    let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
+    let span = info_span!("reconcile", namespace = %key.namespace(), name = %key.name());
     async move {
         if pc.meta().deletion_timestamp.is_some() {
             // Owned Secrets are garbage-collected through their owner references; copies in
             // other namespaces are removed here, before the finalizer goes.
-            super::finalizer::finalize(ctx, pc.meta()).await?;
+            super::finalizer::finalize(ctx, key, pc.meta()).await?;
             return Ok(None);
         }
-        let uid = pc.uid().unwrap_or_default();
-        if let Some(done) = in_flight(ctx, pc, &uid).await {
+        if let Some(done) = in_flight(ctx, key, pc).await {
             return done;
         }
-        if ctx.predates_own_status_write(&uid, pc.meta().resource_version.as_deref()) {
+        if ctx.predates_own_status_write(key, pc.meta().resource_version.as_deref()) {
             // Triggered (by a Secret this operator just wrote) before the watch brought
             // its status write: the newer copy comes with its own reconcile. Anything
             // written from this one would be refused as stale.
             debug!("the cached copy predates this operator's status write; waiting for it");
             return Ok(Some(CACHE_BEHIND_RETRY));
         }
-        if super::finalizer::hold_finalizer(ctx, pc).await? {
+        if super::finalizer::hold_finalizer(ctx, key, pc).await? {
             // The watch brings the new version, which goes on from here.
             return Ok(None);
         }
@@ -166,17 +169,16 @@ pub async fn reconcile(
         if pc.annotations().contains_key(TEST_PANIC_ANNOTATION) {
             panic!("test fault: tokenrotator.dev/test-panic");
         }
-        let secrets =
-            Api::<Secret>::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), key.namespace());
 
-        let observed = observe(ctx, pc, &secrets).await?;
+        let observed = observe(ctx, key, pc, &secrets).await?;
         let Planned {
             baseline,
             step,
             discard_held,
         } = rotation::plan(&observed);
         if discard_held {
-            ctx.drop_token(&uid);
+            ctx.drop_token(key);
         }
         let executed;
         // The target as this reconcile's request wrote it, for spec.delivery's copies.
@@ -186,7 +188,7 @@ pub async fn reconcile(
             Step::HoldRejected => Outcome::HoldRejected,
             Step::Blocked(b) => Outcome::Blocked(b),
             Step::Rotate(plan) => {
-                match execute(ctx, pc, &secrets, (**plan).clone(), &baseline).await {
+                match execute(ctx, key, pc, &secrets, (**plan).clone(), &baseline).await {
                     // Its end is parked and brings the next reconcile.
                     Started::Detached => return Ok(None),
                     // Waits in line; a request of its namespace ending wakes it.
@@ -207,7 +209,7 @@ pub async fn reconcile(
             Step::Blocked(b) => Some(b.reason()),
             _ => None,
         };
-        finish(ctx, pc, &baseline, outcome, written_target, blocked).await
+        finish(ctx, key, pc, &baseline, outcome, written_target, blocked).await
     }
     .instrument(span)
     .await
@@ -249,16 +251,16 @@ fn kept_back(ctx: &Context, plan: &Plan, withheld: Withheld) -> Option<Outcome<'
 /// now): what this reconcile returns. `None`: nothing in flight.
 async fn in_flight(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
-    uid: &str,
 ) -> Option<Result<Next, ReconcileError>> {
-    match ctx.in_flight.take(uid) {
+    match ctx.in_flight.take(key) {
         Found::Nothing => None,
         Found::Running => {
             debug!("a token request of this resource is still in flight");
             Some(Ok(None))
         }
-        Found::Finished(parked) => Some(report_parked(ctx, pc, parked).await),
+        Found::Finished(parked) => Some(report_parked(ctx, key, pc, parked).await),
     }
 }
 
@@ -266,21 +268,21 @@ async fn in_flight(
 /// reconcile that decided something ends.
 async fn finish(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     baseline: &Baseline,
     outcome: Outcome<'_>,
     written_target: Option<&Secret>,
     blocked: Option<Reason>,
 ) -> Result<Next, ReconcileError> {
-    let uid = pc.uid().unwrap_or_default();
     let mut after =
-        rotation::status_after(pc, baseline, outcome, Timestamp::now(), ctx.attempts(&uid));
-    super::rollout::restart_workloads(ctx, pc, &mut after).await;
-    super::delivery::deliver(ctx, pc, &mut after, written_target, blocked).await;
-    report(ctx, pc, &after)
+        rotation::status_after(pc, baseline, outcome, Timestamp::now(), ctx.attempts(key));
+    super::rollout::restart_workloads(ctx, key, pc, &mut after).await;
+    super::delivery::deliver(ctx, key, pc, &mut after, written_target, blocked).await;
+    report(ctx, key, pc, &after)
         .await
         .map_err(ReconcileError::Report)?;
-    ctx.count_attempt(&uid, after.backing_off);
+    ctx.count_attempt(key, after.backing_off);
     ctx.metrics.reconciled();
     Ok(after.requeue)
 }
@@ -289,6 +291,7 @@ async fn finish(
 /// reconcile saw. If the report fails, it stays parked for the next attempt.
 async fn report_parked(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     parked: Box<Parked>,
 ) -> Result<Next, ReconcileError> {
@@ -303,11 +306,19 @@ async fn report_parked(
         Ok(outcome) => outcome,
         Err(next) => return Ok(next),
     };
-    let result = finish(ctx, pc, &baseline, outcome, issued_target(&executed), None)
-        .await
-        // What changed while the request was in flight (the spec, a refresh request) was
-        // seen by reconciles that did nothing: look again at once.
-        .map(|_| Some(AFTER_PARKED));
+    let result = finish(
+        ctx,
+        key,
+        pc,
+        &baseline,
+        outcome,
+        issued_target(&executed),
+        None,
+    )
+    .await
+    // What changed while the request was in flight (the spec, a refresh request) was
+    // seen by reconciles that did nothing: look again at once.
+    .map(|_| Some(AFTER_PARKED));
     if result.is_err() {
         let parked = Parked {
             pc: started_from,
@@ -315,7 +326,7 @@ async fn report_parked(
             plan,
             executed: Ok(executed),
         };
-        ctx.in_flight.finish(&pc.uid().unwrap_or_default(), parked);
+        ctx.in_flight.finish(key, parked);
     }
     result
 }
@@ -324,9 +335,13 @@ async fn report_parked(
 /// what those reconciles saw (no reconcile comes for them any more).
 pub async fn report_parked_at_exit(ctx: &Context) {
     for parked in ctx.in_flight.take_finished() {
+        let (key, parked) = *parked;
         let pc = parked.pc.clone();
-        let span = info_span!("reconcile", namespace = %pc.namespace().unwrap_or_default(), name = %pc.name_any());
-        if let Err(e) = report_parked(ctx, &pc, parked).instrument(span).await {
+        let span = info_span!("reconcile", namespace = %key.namespace(), name = %key.name());
+        if let Err(e) = report_parked(ctx, &key, &pc, Box::new(parked))
+            .instrument(span)
+            .await
+        {
             warn!(error = %e, "the outcome of a request that ended at shutdown is not reported");
         }
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::api::ResourceKey;
+
 /// Idle buckets are dropped this often (a full bucket without bookings is a fresh one).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// A booking not taken this long after its time belongs to a resource deleted meanwhile.
@@ -52,8 +54,9 @@ impl ReconcileRate {
 
     /// `None`: reconcile now. `Some(wait)`: over the limit; requeue after `wait`, without
     /// any API call (the token for then is booked for this resource).
-    pub fn admit(&self, namespace: &str, uid: &str) -> Option<Duration> {
+    pub fn admit(&self, key: &ResourceKey) -> Option<Duration> {
         let rate = self.rate?;
+        let (namespace, uid) = (key.namespace(), key.uid());
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.sweep(now, self.burst, rate);
@@ -119,9 +122,13 @@ impl Buckets {
 mod tests {
     use super::*;
 
+    fn key(namespace: &str, uid: &str) -> ResourceKey {
+        crate::api::key::test_key(uid, namespace, uid)
+    }
+
     fn admitted(rate: &ReconcileRate, ns: &str, uids: impl IntoIterator<Item = String>) -> usize {
         uids.into_iter()
-            .filter(|uid| rate.admit(ns, uid).is_none())
+            .filter(|uid| rate.admit(&key(ns, uid)).is_none())
             .count()
     }
 
@@ -134,13 +141,18 @@ mod tests {
         // Another namespace is not slowed at all.
         assert_eq!(admitted(&rate, "quiet", uids("q", 100)), 100);
         // Each refused reconcile booked a later token: the 200 bookings span 4 s at 50/s.
-        let wait = rate.admit("noisy", "a-299").expect("booked, not yet due");
+        let wait = rate
+            .admit(&key("noisy", "a-299"))
+            .expect("booked, not yet due");
         assert_eq!(wait, Duration::from_secs(4));
         // Triggered again before its time (another event): still no token taken.
-        assert_eq!(rate.admit("noisy", "a-299"), Some(Duration::from_secs(4)));
+        assert_eq!(
+            rate.admit(&key("noisy", "a-299")),
+            Some(Duration::from_secs(4))
+        );
         // A new resource queues behind the bookings.
         assert_eq!(
-            rate.admit("noisy", "late"),
+            rate.admit(&key("noisy", "late")),
             Some(Duration::from_secs_f64(201.0 / 50.0))
         );
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -149,24 +161,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(admitted(&rate, "noisy", uids("a", 300).skip(200)), 100);
         // A booking is taken once: the next reconcile of that resource takes a new token.
-        assert!(rate.admit("noisy", "a-150").is_some());
+        assert!(rate.admit(&key("noisy", "a-150")).is_some());
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_namespace_refills_to_its_burst_and_is_forgotten() {
         let rate = ReconcileRate::new(1);
-        assert_eq!(rate.admit("ns", "u1"), None);
-        assert_eq!(rate.admit("ns", "u2"), None);
-        assert_eq!(rate.admit("ns", "u3"), Some(Duration::from_secs(1)));
+        assert_eq!(rate.admit(&key("ns", "u1")), None);
+        assert_eq!(rate.admit(&key("ns", "u2")), None);
+        assert_eq!(rate.admit(&key("ns", "u3")), Some(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(10)).await;
         // u3 takes its booking; the bucket was refilled to its burst, not beyond.
-        assert_eq!(rate.admit("ns", "u3"), None);
-        assert_eq!(rate.admit("ns", "u4"), None);
-        assert_eq!(rate.admit("ns", "u5"), None);
-        assert!(rate.admit("ns", "u6").is_some());
+        assert_eq!(rate.admit(&key("ns", "u3")), None);
+        assert_eq!(rate.admit(&key("ns", "u4")), None);
+        assert_eq!(rate.admit(&key("ns", "u5")), None);
+        assert!(rate.admit(&key("ns", "u6")).is_some());
         // A booking never taken (its resource was deleted) and an idle bucket both go.
         tokio::time::advance(SWEEP_EVERY + BOOKING_KEPT).await;
-        rate.admit("other", "x");
+        rate.admit(&key("other", "x"));
         let buckets = rate.buckets.lock().unwrap();
         assert_eq!(buckets.len(), 1, "only the namespace just used");
     }
@@ -174,6 +186,6 @@ mod tests {
     #[test]
     fn zero_means_no_limit() {
         let rate = ReconcileRate::new(0);
-        assert!((0..10_000).all(|i| rate.admit("ns", &i.to_string()).is_none()));
+        assert!((0..10_000).all(|i| rate.admit(&key("ns", &i.to_string())).is_none()));
     }
 }

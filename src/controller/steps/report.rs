@@ -3,13 +3,13 @@
 //! per-resource metrics.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use super::context::Context;
-use crate::api::{Guarded, ProviderCredential};
+use crate::api::{Guarded, ProviderCredential, ResourceKey};
 use crate::conditions::{ConditionType, Reason};
 use crate::rotation::Report;
 use crate::telemetry::Degraded;
@@ -26,10 +26,12 @@ pub enum ReportError {
 
 pub async fn report(
     ctx: &Context,
+    key: &ResourceKey,
     pc: &ProviderCredential,
     report: &Report,
 ) -> Result<(), ReportError> {
     ctx.metrics.token_scheduled(
+        key,
         pc,
         report.expires_at,
         report.status.next_refresh_at.as_ref().map(|t| t.0),
@@ -43,8 +45,7 @@ pub async fn report(
     {
         return Ok(());
     }
-    let api: Api<ProviderCredential> =
-        Api::namespaced(ctx.client.clone(), &pc.namespace().unwrap_or_default());
+    let api: Api<ProviderCredential> = Api::namespaced(ctx.client.clone(), key.namespace());
     let patch = serde_json::json!({
         "apiVersion": "tokenrotator.dev/v1alpha1",
         "kind": "ProviderCredential",
@@ -55,7 +56,7 @@ pub async fn report(
     });
     let written = api
         .patch_status(
-            &pc.name_any(),
+            key.name(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
@@ -70,7 +71,7 @@ pub async fn report(
     if let Some(over) = pc.meta().resource_version.as_deref()
         && written.meta().resource_version.as_deref() != Some(over)
     {
-        ctx.wrote_status(&pc.uid().unwrap_or_default(), over);
+        ctx.wrote_status(key, over);
     }
     debug!(
         new = %serde_json::to_string(&report.status).unwrap_or_default(),
@@ -114,12 +115,13 @@ pub async fn warn_event(ctx: &Context, pc: &ProviderCredential, reason: &str, no
 /// written as a merge patch through an untyped API (the typed one could not read the answer).
 pub async fn report_unreadable(
     ctx: &Context,
+    key: &ResourceKey,
     guard: &Guarded,
     message: &str,
 ) -> Result<(), ReportError> {
-    let (namespace, name) = (guard.namespace().unwrap_or_default(), guard.name_any());
     let resource = ApiResource::erase::<ProviderCredential>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), key.namespace(), &resource);
     let now = Time(jiff::Timestamp::now());
     let condition = |type_: ConditionType, status: &str| {
         serde_json::json!({
@@ -133,7 +135,7 @@ pub async fn report_unreadable(
         "status": {"conditions": [condition(ConditionType::Ready, "False"), condition(ConditionType::Degraded, "True")]},
     });
     match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),

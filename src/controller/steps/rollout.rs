@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::context::Context;
-use crate::api::{ProviderCredential, WorkloadKind, WorkloadRef};
+use crate::api::{ProviderCredential, ResourceKey, WorkloadKind, WorkloadRef};
 use crate::rotation::Report;
 use crate::rotation::merge::merge;
 use crate::rotation::rollout::{self, Decision, Inputs, Observed, Policy, Seen};
@@ -78,7 +78,12 @@ async fn restart(
 }
 
 /// After `after` was decided: restart what is due, and say so in `after`.
-pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &mut Report) {
+pub async fn restart_workloads(
+    ctx: &Context,
+    key: &ResourceKey,
+    pc: &ProviderCredential,
+    after: &mut Report,
+) {
     let now = Timestamp::now();
     let generation = pc.meta().generation;
     let Some(spec) = pc.spec.rollout.as_deref() else {
@@ -88,8 +93,7 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
     let Some(rotated_at) = rollout::rotated_at(&after.status) else {
         return;
     };
-    let namespace = pc.namespace().unwrap_or_default();
-    let name = pc.name_any();
+    let (namespace, name) = (key.namespace(), key.name());
     let policy = Policy::of(spec);
     let mut observed = Vec::new();
     for workload in rollout::to_look(
@@ -98,13 +102,13 @@ pub async fn restart_workloads(ctx: &Context, pc: &ProviderCredential, after: &m
         rotated_at,
         ctx.restart_workloads,
     ) {
-        let api = api_for(ctx, &namespace, workload.kind);
-        let seen = look_and_restart(&api, &workload, &name, (rotated_at, policy, now)).await;
+        let api = api_for(ctx, namespace, workload.kind);
+        let seen = look_and_restart(&api, &workload, name, (rotated_at, policy, now)).await;
         observed.push((workload, seen));
     }
     let outcome = rollout::outcome(&Inputs {
         spec,
-        resource: &name,
+        resource: name,
         target_secret: &pc.spec.target.secret_name,
         rotated_at,
         now,

@@ -13,7 +13,6 @@ use kube::{Client, ResourceExt};
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
-use crate::api::ProviderCredential;
 use crate::provider::config::ServiceAccountSettings;
 use crate::provider::{Credentials, Param};
 use crate::rotation::StoreFailure;
@@ -24,15 +23,14 @@ use crate::rotation::service_account::{self as rules, MintFailure, ServiceAccoun
 /// when consent is missing or the TokenRequest fails.
 pub async fn credentials_for<'p>(
     client: &Client,
-    pc: &ProviderCredential,
+    namespace: &str,
     config: &crate::provider::ProviderConfig,
     credentials: &'p Credentials,
 ) -> Result<Cow<'p, Credentials>, StoreFailure> {
     let Some(sa) = &config.service_account else {
         return Ok(Cow::Borrowed(credentials));
     };
-    let namespace = pc.namespace().unwrap_or_default();
-    let token = mint(client, &namespace, sa, &config.token_url).await?;
+    let token = mint(client, namespace, sa, &config.token_url).await?;
     let mut with_token = credentials.clone();
     with_token.insert(
         Param::ServiceAccountToken,
