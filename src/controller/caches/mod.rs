@@ -8,3 +8,4 @@ pub(super) mod kept_credentials;
 pub(super) mod packed;
 pub(super) mod readers;
 pub(super) mod views;
+pub(super) mod watched;

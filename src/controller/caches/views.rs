@@ -10,7 +10,7 @@
 //!   watch may not have caught up) — so a new resource reads nothing to learn it has no state.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::watcher::Event;
@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::kept_credentials::{KeptByName, KeptCredentials};
 use super::packed::PackedTarget;
+use super::watched::{WatchedSecrets, key, keyed, version_id};
 use crate::api::ResourceKey;
 use crate::rotation::{CredentialsView, Slot, StateView, TargetView};
 use crate::secrets::credentials_view;
@@ -29,9 +30,6 @@ use crate::secrets::credentials_view;
 /// fill the operator's memory. Real credentials (ids, secrets, a PEM key, a service-account
 /// JSON key) are a few KiB.
 const KEPT_CREDENTIALS_MAX_BYTES: usize = 16 * 1024;
-
-/// The longest a reconcile waits for the watches' first list, progress or not.
-const LIST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A view as last read or written, and which Secret it shows (a hash of its namespace and
 /// name, which can change with the spec; the resourceVersion compared on use already names one
@@ -67,14 +65,6 @@ struct Unowned {
     shown: Option<u64>,
     generation: Option<i64>,
     recheck_at: Option<tokio::time::Instant>,
-}
-
-/// A hash keyed at random per process: what a tenant names its objects cannot steer it.
-fn keyed(value: impl std::hash::Hash) -> u64 {
-    use std::hash::BuildHasher;
-    static KEY: std::sync::LazyLock<std::hash::RandomState> =
-        std::sync::LazyLock::new(std::hash::RandomState::new);
-    KEY.hash_one(value)
 }
 
 /// A resource's UID as the key of its remembered Secrets: eight bytes instead of a 36-byte
@@ -145,77 +135,14 @@ impl Remember for StateView {
     }
 }
 
-/// What one watch shows of every Secret, by namespace and name.
-#[derive(Default)]
-struct Versions {
-    /// The namespace watched (`None`: all).
-    scope: Option<String>,
-    /// Listed completely at least once: what it does not show does not exist (as of its
-    /// latest event).
-    listed: bool,
-    current: ByNamespace,
-    /// Filled during a (re)list, then swapped in: a Secret deleted meanwhile disappears.
-    relisting: ByNamespace,
-}
-
-/// What a watch showed of one Secret: its version ([`version_id`]) and the digest of what
-/// the operator reads of it (changes.rs). Sixteen bytes, no allocation, beside its name.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Shown {
-    version: u64,
-    digest: u64,
-}
-
-/// What each Secret showed, by namespace, then name.
-type ByNamespace = crate::by_namespace::ByNamespace<Shown>;
-
-/// A resourceVersion as eight bytes, only ever compared for equality with another: the number
-/// the apiserver gives (etcd's revision, exact), or a hash of any other form (keyed at random
-/// per process, and apart from every number).
-pub fn version_id(resource_version: &str) -> u64 {
-    let canonical = resource_version.bytes().all(|b| b.is_ascii_digit())
-        && !(resource_version.len() > 1 && resource_version.starts_with('0'));
-    match resource_version.parse::<u64>() {
-        Ok(n) if canonical && n < 1 << 63 => n,
-        _ => keyed(resource_version) | 1 << 63,
-    }
-}
-
-/// Where a Secret is, and what a watch shows of it. `None`: no namespace or name (no API
-/// server sends such a Secret; it is not followed).
-fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> Option<(&str, &str, Shown)> {
-    let meta = secret.meta();
-    let shown = Shown {
-        version: version_id(meta.resource_version.as_deref().unwrap_or_default()),
-        digest: digest(secret),
-    };
-    Some((meta.namespace.as_deref()?, meta.name.as_deref()?, shown))
-}
-
-/// A deleted Secret as a relist reports it: its namespace and name.
-fn named<K: Resource + Default>(namespace: &str, name: &str) -> K {
-    let mut k = K::default();
-    k.meta_mut().namespace = Some(namespace.to_string());
-    k.meta_mut().name = Some(name.to_string());
-    k
-}
-
-/// A Secret's namespace and name (`None`: it has none, see [`shown`]).
-fn key(secret: &impl Resource) -> Option<(String, String)> {
-    Some((secret.namespace()?, secret.meta().name.clone()?))
-}
-
 #[derive(Default)]
 pub struct SecretViews {
-    /// One per watch (a namespace, or all).
-    watched: RwLock<Vec<Versions>>,
+    /// What the watches of Secrets show: versions and change digests.
+    secrets: WatchedSecrets,
     /// By resource UID: its target and state Secrets as last seen.
     views: Mutex<HashMap<u64, Remembered>>,
     /// Opted-in credentials Secrets by namespace and name: resourceVersion and contents.
     credentials: Mutex<KeptByName>,
-    /// Counts what the watches showed (a new version, a deletion, a completed list), so a
-    /// reconcile can wait for the first list or for a version it wrote.
-    shown: tokio::sync::watch::Sender<u64>,
 }
 
 /// What is known about a Secret without reading it.
@@ -239,12 +166,7 @@ impl SecretViews {
     /// Registers a watch of Secrets in `scope` (`None`: all namespaces); its events go to
     /// [`SecretViews::watched`].
     pub fn new_watch(&self, scope: Option<String>) -> usize {
-        let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
-        watches.push(Versions {
-            scope,
-            ..Versions::default()
-        });
-        watches.len() - 1
+        self.secrets.new_watch(scope)
     }
 
     /// Follows one event of the watch of opted-in credentials Secrets. Their contents come
@@ -270,76 +192,30 @@ impl SecretViews {
         self.watched(watch, event, super::changes::credentials_digest)
     }
 
-    /// Follows one event of a watch of Secrets (only their versions and digests are kept) and
-    /// gives back the Secrets in it whose digest of what the operator reads changed: new or
-    /// changed ones, deleted ones, and at the end of a relist those it no longer shows
-    /// (deleted while the watch was down; given with their namespace and name only). An
-    /// annotation some other tool sets on a credentials Secret used by hundreds of resources
-    /// then reconciles none of them.
+    /// Follows one event of a watch of Secrets ([`WatchedSecrets::watched`]): gives back the
+    /// Secrets whose digest changed, and drops kept credentials that are gone.
     pub fn watched<K: Resource + Default>(
         &self,
         watch: usize,
         event: Event<K>,
         digest: fn(&K) -> u64,
     ) -> Vec<K> {
-        let mut watches = self.watched.write().unwrap_or_else(|e| e.into_inner());
-        let Some(versions) = watches.get_mut(watch) else {
-            return Vec::new();
+        let deleted = match &event {
+            Event::Delete(s) => key(s),
+            _ => None,
         };
-        let changed = match event {
-            Event::Apply(s) => {
-                let Some((namespace, name, shown)) = shown(&s, digest) else {
-                    return Vec::new();
-                };
-                let changed =
-                    versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
-                versions.current.insert(namespace, name, shown);
-                changed.then_some(s).into_iter().collect()
-            }
-            Event::Delete(s) => {
-                let Some((namespace, name)) = key(&s) else {
-                    return Vec::new();
-                };
-                versions.current.remove(&namespace, &name);
-                self.lock_credentials().remove(&namespace, &name);
-                vec![s]
-            }
-            Event::Init => {
-                versions.relisting = ByNamespace::default();
-                return Vec::new();
-            }
-            Event::InitApply(s) => {
-                let Some((namespace, name, shown)) = shown(&s, digest) else {
-                    return Vec::new();
-                };
-                let changed =
-                    versions.current.get(namespace, name).map(|s| s.digest) != Some(shown.digest);
-                versions.relisting.insert(namespace, name, shown);
-                changed.then_some(s).into_iter().collect()
-            }
-            Event::InitDone => {
-                let listed = std::mem::take(&mut versions.relisting);
-                let gone = versions
-                    .current
-                    .iter()
-                    .filter(|(ns, name, _)| !listed.contains(ns, name))
-                    .map(|(ns, name, _)| named(ns, name))
-                    .collect();
-                versions.current = listed;
-                versions.listed = true;
-                // Credentials deleted while the watch was down are dropped. Not those another
-                // watch is listing now: at start-up the watch of managed Secrets finishes its
-                // list while that of credentials is still paging through them.
-                let watches = &*watches;
-                self.lock_credentials().retain(|ns, name| {
-                    watches
-                        .iter()
-                        .any(|v| v.current.contains(ns, name) || v.relisting.contains(ns, name))
-                });
-                gone
-            }
-        };
-        self.shown.send_modify(|n| *n += 1);
+        let relisted = matches!(event, Event::InitDone);
+        let changed = self.secrets.watched(watch, event, digest);
+        if let Some((namespace, name)) = deleted {
+            self.lock_credentials().remove(&namespace, &name);
+        }
+        if relisted {
+            // Credentials deleted while the watch was down are dropped. Not those another
+            // watch is listing now: at start-up the watch of managed Secrets finishes its
+            // list while that of credentials is still paging through them.
+            self.lock_credentials()
+                .retain(|ns, name| self.secrets.shows(ns, name));
+        }
         changed
     }
 
@@ -349,7 +225,7 @@ impl SecretViews {
 
     /// The credentials Secret as last read, if the watch shows that version still.
     pub fn credentials(&self, namespace: &str, name: &str) -> Option<CredentialsView> {
-        let watched = self.watched_version(namespace, name)?;
+        let watched = self.secrets.version(namespace, name)?;
         let cached = self.lock_credentials();
         let (version, kept) = cached.get(namespace, name)?;
         (*version == watched).then(|| kept.view())
@@ -387,64 +263,21 @@ impl SecretViews {
             .lock_views()
             .get(&resource_id(key))
             .is_some_and(|r| r.state.is_some());
-        if !remembered && self.known_absent(namespace, name) {
+        if !remembered && self.secrets.known_absent(namespace, name) {
             return Known::Absent;
         }
         Known::Unknown
     }
 
-    /// Waits until every watch covering `namespace` has listed everything once, or until
-    /// `found()` holds; gives up once the watches showed nothing new for `quiet` (a stalled
-    /// list), and after [`LIST_WAIT_MAX`] in any case (one watch failing while the others
-    /// keep showing changes). At start-up the resources are reconciled while their credentials
-    /// Secrets are still being listed, page by page: waiting for the list beats reading each.
+    /// Waits for the first list of every watch covering `namespace`
+    /// ([`WatchedSecrets::listed`]).
     pub async fn listed(
         &self,
         namespace: &str,
         quiet: std::time::Duration,
         found: impl Fn() -> bool,
     ) {
-        let _ = tokio::time::timeout(
-            LIST_WAIT_MAX,
-            self.listed_unbounded(namespace, quiet, found),
-        )
-        .await;
-    }
-
-    async fn listed_unbounded(
-        &self,
-        namespace: &str,
-        quiet: std::time::Duration,
-        found: impl Fn() -> bool,
-    ) {
-        let mut shown = self.shown.subscribe();
-        let all_listed = || {
-            let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
-            watches
-                .iter()
-                .filter(|v| v.scope.as_deref().is_none_or(|ns| ns == namespace))
-                .all(|v| v.listed)
-        };
-        while !all_listed() && !found() {
-            if !matches!(
-                tokio::time::timeout(quiet, shown.changed()).await,
-                Ok(Ok(()))
-            ) {
-                return;
-            }
-        }
-    }
-
-    fn known_absent(&self, namespace: &str, name: &str) -> bool {
-        let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
-        let covering: Vec<&Versions> = watches
-            .iter()
-            .filter(|v| v.scope.as_deref().is_none_or(|ns| ns == namespace))
-            .collect();
-        !covering.is_empty()
-            && covering
-                .iter()
-                .all(|v| v.listed && !v.current.contains(namespace, name))
+        self.secrets.listed(namespace, quiet, found).await;
     }
 
     /// The target is not there as far as this process knows: the complete watch of managed
@@ -456,7 +289,7 @@ impl SecretViews {
         let remembered = self.lock_views().get(&resource_id(key)).is_some_and(|r| {
             r.target.is_some() || r.unowned.as_ref().is_some_and(|u| u.foreign.is_some())
         });
-        !remembered && self.known_absent(namespace, name)
+        !remembered && self.secrets.known_absent(namespace, name)
     }
 
     pub fn target(&self, key: &ResourceKey, name: &str) -> Option<TargetView> {
@@ -505,7 +338,7 @@ impl SecretViews {
     ) -> Option<T> {
         let namespace = key.namespace();
         // Subscribed before looking, so that a version shown after the look wakes the wait.
-        let mut shown = self.shown.subscribe();
+        let mut shown = self.secrets.subscribe();
         if let Some(view) = self.current(key, name, pick) {
             return Some(view);
         }
@@ -517,9 +350,9 @@ impl SecretViews {
         if !written_unseen {
             return None;
         }
-        let before = self.watched_version(namespace, name);
+        let before = self.secrets.version(namespace, name);
         let _ = tokio::time::timeout(bound, async {
-            while self.watched_version(namespace, name) == before {
+            while self.secrets.version(namespace, name) == before {
                 if shown.changed().await.is_err() {
                     return;
                 }
@@ -598,7 +431,7 @@ impl SecretViews {
         Box::new(Unowned {
             secret: secret_id(namespace, name),
             foreign,
-            shown: self.watched_version(namespace, name),
+            shown: self.secrets.version(namespace, name),
             generation,
             recheck_at,
         })
@@ -612,7 +445,7 @@ impl SecretViews {
         generation: Option<i64>,
     ) -> Option<Slot<TargetView>> {
         let namespace = key.namespace();
-        let shown = self.watched_version(namespace, name);
+        let shown = self.secrets.version(namespace, name);
         let views = self.lock_views();
         let u = views.get(&resource_id(key))?.unowned.as_deref()?;
         if u.secret != secret_id(namespace, name) || u.shown != shown {
@@ -662,7 +495,7 @@ impl SecretViews {
     /// The remembered view, if it is of this Secret and the watch shows that very version now.
     fn current<T: Remember>(&self, key: &ResourceKey, name: &str, pick: Pick<T>) -> Option<T> {
         let namespace = key.namespace();
-        let watched = self.watched_version(namespace, name)?;
+        let watched = self.secrets.version(namespace, name)?;
         let mut views = self.lock_views();
         let seen = pick(views.get_mut(&resource_id(key))?)?;
         if seen.secret != secret_id(namespace, name) || seen.version != watched {
@@ -675,24 +508,13 @@ impl SecretViews {
 
     /// A watch shows a Secret at this place (managed, or opted in as credentials).
     pub fn seen(&self, namespace: &str, name: &str) -> bool {
-        self.watched_version(namespace, name).is_some()
-    }
-
-    /// The latest version a watch showed: a (re)list in progress is newer than what it will
-    /// replace, so the first list serves reconciles before it is complete.
-    fn watched_version(&self, namespace: &str, name: &str) -> Option<u64> {
-        let watches = self.watched.read().unwrap_or_else(|e| e.into_inner());
-        watches.iter().find_map(|v| {
-            v.relisting
-                .get(namespace, name)
-                .or_else(|| v.current.get(namespace, name))
-                .map(|shown| shown.version)
-        })
+        self.secrets.version(namespace, name).is_some()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::watched::LIST_WAIT_MAX;
     use super::*;
     use crate::api::key::test_key;
 

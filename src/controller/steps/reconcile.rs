@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Resource, ResourceExt};
+#[cfg(feature = "e2e")]
+use kube::ResourceExt;
+use kube::{Api, Resource};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::context::Context;
