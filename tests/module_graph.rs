@@ -31,44 +31,134 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The text of a file up to its `#[cfg(test)]` module, without comments.
+/// Where a file's test module begins: the first `#[cfg(test)]` that an inline `mod` follows
+/// (test-only helpers elsewhere in the file are code like any other and are read).
+fn test_module_start(text: &str) -> usize {
+    let mut from = 0;
+    while let Some(i) = text[from..].find("#[cfg(test)]") {
+        let at = from + i;
+        let next = text[at + "#[cfg(test)]".len()..].trim_start();
+        let item = next
+            .trim_start_matches("pub(crate) ")
+            .trim_start_matches("pub(super) ")
+            .trim_start_matches("pub ");
+        let line = item.lines().next().unwrap_or_default();
+        if item.starts_with("mod ") && line.trim_end().ends_with('{') {
+            return at;
+        }
+        from = at + 1;
+    }
+    text.len()
+}
+
+/// The text of a file up to its test module, without comments.
 fn code(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines()
+    text[..test_module_start(text)]
+        .lines()
         .map(|l| l.split("//").next().unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// Module paths a file refers to: `crate::a::b`, `super::x` in `use` items and in code.
+/// The files that are test modules of their own (`#[cfg(test)] mod name;`).
+fn test_only_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut test_only = BTreeSet::new();
+    for file in files {
+        let text = fs::read_to_string(file).unwrap();
+        let stem = file.file_stem().unwrap().to_string_lossy();
+        let dir = if ["mod", "lib", "main"].contains(&&*stem) {
+            file.parent().unwrap().to_path_buf()
+        } else {
+            file.with_extension("")
+        };
+        for part in text.split("#[cfg(test)]").skip(1) {
+            let item = part.trim_start();
+            if let Some(rest) = item.strip_prefix("mod ")
+                && let Some((name, _)) = rest.split_once(';')
+                && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+            {
+                test_only.insert(dir.join(format!("{name}.rs")));
+            }
+        }
+    }
+    test_only
+}
+
+/// The paths a `use` tree names: `a::{b, c::{d, e}}` → `a::b`, `a::c::d`, `a::c::e`.
+fn expand(tree: &str) -> Vec<String> {
+    let path: String = tree
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    let rest = &tree[path.len()..];
+    let Some(inner) = rest.strip_prefix('{') else {
+        return vec![path.trim_end_matches(':').to_string()];
+    };
+    // The group's items, split at its own commas.
+    let (mut depth, mut items, mut start) = (0usize, Vec::new(), 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&inner[start..i]);
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|item| !item.is_empty() && *item != "self")
+        .flat_map(|item| expand(item).into_iter().map(|p| format!("{path}{p}")))
+        .collect()
+}
+
+/// Module paths a file refers to: `crate::a::b`, `super::x` (and `super::super::x`), grouped
+/// imports expanded, in `use` items (re-exports too) and in code.
 fn references(module: &str, code: &str) -> Vec<String> {
     let mut refs = Vec::new();
-    let parent = module.rsplit_once("::").map_or("crate", |(p, _)| p);
-    // Re-exports and module declarations are how a parent exposes its children, not imports.
-    let statements = code.split(';').filter(|s| {
-        let s = s.trim_start();
-        !(s.starts_with("pub use") || s.starts_with("mod ") || s.starts_with("pub mod "))
-    });
-    for statement in statements {
+    let parent_of = |m: &str| {
+        m.rsplit_once("::")
+            .map_or("crate".to_string(), |(p, _)| p.to_string())
+    };
+    for statement in code.split(';') {
         let flat: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
-        for (prefix, base) in [("crate::", None), ("super::", Some(parent))] {
-            let mut rest = flat.as_str();
-            while let Some(i) = rest.find(prefix) {
-                let before = rest[..i].chars().last();
-                rest = &rest[i + prefix.len()..];
-                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+        let flat = flat
+            .replace(":: ", "::")
+            .replace(" ::", "::")
+            .replace("{ ", "{")
+            .replace(" }", "}");
+        for prefix in ["crate::", "super::"] {
+            for (i, _) in flat.match_indices(prefix) {
+                let before = flat[..i].chars().last();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
                     continue;
                 }
-                let path: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-                    .collect();
-                let path = path.trim_end_matches(':');
-                refs.push(match base {
-                    None => path.to_string(),
-                    Some("crate") => path.to_string(),
-                    Some(p) => format!("{p}::{path}"),
-                });
+                let rest = &flat[i + prefix.len()..];
+                let mut base = match prefix {
+                    "crate::" => "crate".to_string(),
+                    _ => parent_of(module),
+                };
+                let mut tree = rest;
+                if prefix == "super::" {
+                    while let Some(up) = tree.strip_prefix("super::") {
+                        base = parent_of(&base);
+                        tree = up;
+                    }
+                }
+                for path in expand(tree) {
+                    refs.push(if base == "crate" {
+                        path
+                    } else {
+                        format!("{base}::{path}")
+                    });
+                }
             }
         }
     }
@@ -95,9 +185,10 @@ fn graph() -> Graph {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    let test_only = test_only_files(&files);
     let files: Vec<(String, String)> = files
         .iter()
-        .filter(|f| f.file_name().is_some_and(|n| n != "tests.rs"))
+        .filter(|f| f.file_name().is_some_and(|n| n != "tests.rs") && !test_only.contains(*f))
         .map(|f| (module_of(&src, f), code(&fs::read_to_string(f).unwrap())))
         .collect();
     let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
@@ -166,6 +257,21 @@ fn the_scanner_finds_a_planted_cycle() {
     );
     let resolved: BTreeSet<_> = refs.iter().filter_map(|r| resolve(r, &modules)).collect();
     assert_eq!(resolved, ["a", "c"].map(String::from).into());
+
+    // Grouped imports, `super::super` and re-exports are all seen.
+    let modules: BTreeSet<String> = ["x", "x::y", "x::y::z", "p", "q::r", "s"]
+        .map(String::from)
+        .into();
+    let refs = references(
+        "x::y::z",
+        "use crate::{p::f, q::{r::g, self}};\nuse super::super::s::h;\npub use crate::x::y::i;",
+    );
+    let resolved: BTreeSet<_> = refs.iter().filter_map(|r| resolve(r, &modules)).collect();
+    assert_eq!(
+        resolved,
+        ["p", "q::r", "x", "x::y"].map(String::from).into(),
+        "{refs:?}"
+    );
 }
 
 /// The part of the program a module belongs to: a top-level module, or one of the
@@ -302,23 +408,28 @@ fn imports_between_parts_are_exactly_the_documented_table() {
 /// The functions of `text` (outside its tests) longer than `limit` lines: name and length.
 /// A function runs from its `fn` line to the first line that closes it at the same indent.
 fn long_functions(text: &str, limit: usize) -> Vec<(String, usize)> {
-    let lines: Vec<&str> = text
-        .split("#[cfg(test)]")
-        .next()
-        .unwrap_or_default()
-        .lines()
-        .collect();
+    let lines: Vec<&str> = text[..test_module_start(text)].lines().collect();
     let mut long = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
-        let signature = trimmed
-            .trim_start_matches("pub ")
-            .trim_start_matches("pub(super) ")
-            .trim_start_matches("pub(crate) ")
-            .trim_start_matches("async ");
+        // Qualifiers before `fn`, in any order: visibility, const, async, unsafe, extern "C".
+        let mut signature = trimmed;
+        loop {
+            if let Some(scoped) = signature.strip_prefix("pub(") {
+                signature = scoped.split_once(')').map_or("", |(_, s)| s).trim_start();
+                continue;
+            }
+            let word = signature.split(' ').next().unwrap_or_default();
+            let qualifier = word.starts_with("pub")
+                || ["const", "async", "unsafe", "extern", "\"C\""].contains(&word);
+            if !qualifier || word.len() == signature.len() {
+                break;
+            }
+            signature = signature[word.len()..].trim_start();
+        }
         let Some(rest) = signature.strip_prefix("fn ") else {
             i += 1;
             continue;
@@ -343,8 +454,10 @@ fn no_function_in_the_controller_is_over_80_lines() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
     let mut files = Vec::new();
     rust_files(&dir, &mut files);
+    let test_only = test_only_files(&files);
     let long: Vec<String> = files
         .iter()
+        .filter(|f| !test_only.contains(*f))
         .flat_map(|f| {
             let text = fs::read_to_string(f).unwrap();
             long_functions(&text, 80)
@@ -358,6 +471,12 @@ fn no_function_in_the_controller_is_over_80_lines() {
 #[test]
 fn the_length_check_sees_a_long_function() {
     let body = "    let x = 1;\n".repeat(81);
-    let text = format!("pub async fn long() {{\n{body}}}\n\nfn short() {{\n}}\n");
-    assert_eq!(long_functions(&text, 80), [("long".to_string(), 83)]);
+    let text = format!(
+        "pub async fn long() {{\n{body}}}\n\nfn short() {{\n}}\n\n#[cfg(test)]\nfn helper() {{\n}}\n\npub(in crate::a) const unsafe fn after_a_helper() {{\n{body}}}\n\n#[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(
+        long_functions(&text, 80),
+        [("long".to_string(), 83), ("after_a_helper".to_string(), 83)],
+        "code after a test-only helper is read; the test module is not"
+    );
 }

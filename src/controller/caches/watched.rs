@@ -55,15 +55,25 @@ pub fn version_id(resource_version: &str) -> u64 {
     }
 }
 
-/// Where a Secret is, and what a watch shows of it. `None`: no namespace or name (no API
-/// server sends such a Secret; it is not followed).
-fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> Option<(&str, &str, Shown)> {
-    let meta = secret.meta();
-    let shown = Shown {
-        version: version_id(meta.resource_version.as_deref().unwrap_or_default()),
+/// What a watch shows of a Secret: its version and digest.
+fn shown<K: Resource>(secret: &K, digest: fn(&K) -> u64) -> Shown {
+    Shown {
+        version: version_id(
+            secret
+                .meta()
+                .resource_version
+                .as_deref()
+                .unwrap_or_default(),
+        ),
         digest: digest(secret),
-    };
-    Some((meta.namespace.as_deref()?, meta.name.as_deref()?, shown))
+    }
+}
+
+/// Where a Secret is. `None`: no namespace or name (no API server sends such a Secret; it is
+/// not followed).
+fn place<K: Resource>(secret: &K) -> Option<(&str, &str)> {
+    let meta = secret.meta();
+    Some((meta.namespace.as_deref()?, meta.name.as_deref()?))
 }
 
 /// A deleted Secret as a relist reports it: its namespace and name.
@@ -74,7 +84,7 @@ fn named<K: Resource + Default>(namespace: &str, name: &str) -> K {
     k
 }
 
-/// A Secret's namespace and name (`None`: it has none, see [`shown`]).
+/// A Secret's namespace and name (`None`: it has none, see [`place`]).
 pub(super) fn key(secret: &impl Resource) -> Option<(String, String)> {
     Some((secret.namespace()?, secret.meta().name.clone()?))
 }
@@ -112,13 +122,19 @@ impl WatchedSecrets {
         event: Event<K>,
         digest: fn(&K) -> u64,
     ) -> Vec<K> {
+        // Digested before the lock: a credentials Secret's data may be a MiB, and every
+        // reconcile's look at the versions waits on this lock.
+        let seen = match &event {
+            Event::Apply(s) | Event::InitApply(s) => Some(shown(s, digest)),
+            _ => None,
+        };
         let mut watches = self.watches.write().unwrap_or_else(|e| e.into_inner());
         let Some(versions) = watches.get_mut(watch) else {
             return Vec::new();
         };
         let changed = match event {
             Event::Apply(s) => {
-                let Some((namespace, name, shown)) = shown(&s, digest) else {
+                let (Some((namespace, name)), Some(shown)) = (place(&s), seen) else {
                     return Vec::new();
                 };
                 let changed =
@@ -138,7 +154,7 @@ impl WatchedSecrets {
                 return Vec::new();
             }
             Event::InitApply(s) => {
-                let Some((namespace, name, shown)) = shown(&s, digest) else {
+                let (Some((namespace, name)), Some(shown)) = (place(&s), seen) else {
                     return Vec::new();
                 };
                 let changed =

@@ -51,7 +51,7 @@ impl Call {
             && self.subresource.is_none()
     }
 
-    fn writes(&self) -> bool {
+    pub fn writes(&self) -> bool {
         !matches!(self.verb, Verb::Get | Verb::List)
     }
 }
